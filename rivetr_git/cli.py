@@ -1,0 +1,258 @@
+"""The `rivetr-git` command line: the server itself and local administration.
+
+Errors are turned into messages and exit codes here, and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rivetr_git import __version__
+from rivetr_git.errors import RivetrError
+from rivetr_git.keys import parse_public_key
+from rivetr_git.models import Role
+from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.settings import Settings, load_settings, settings_help
+from rivetr_git.store import Store
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(
+        config_file=args.config, overrides={"data_dir": args.data_dir, **overrides}
+    )
+
+
+async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
+    store = await Store.open(_settings(args).db_path)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(
+        args, ssh_host=args.ssh_host, ssh_port=args.ssh_port, proxy_host=args.proxy_host,
+        proxy_port=args.proxy_port,
+    )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from rivetr_git.daemon import Daemon  # heavy imports only for the server
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(Daemon(settings).run())
+    else:
+        uvloop.run(Daemon(settings).run())
+    return 0
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    name = validate_key_name(args.name)
+    if args.pubkey_file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.pubkey_file).read_text()
+        except OSError as exc:
+            raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
+    key = parse_public_key(text)
+    role = Role.ADMIN if args.admin else Role.DEVELOPER
+
+    async def run(store: Store) -> int:
+        await store.add_key(name, key.fingerprint, key.openssh, role)
+        print(f"added key '{name}' ({role.value}) {key.fingerprint}")
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        keys = await store.list_keys()
+        if not keys:
+            print("no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub --admin`")
+            return 0
+        print(_table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
+                     ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_keys_remove(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        await store.remove_key(args.name)
+        print(f"removed key '{args.name}'")
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_access_grant(args: argparse.Namespace) -> int:
+    app = validate_app_name(args.app)
+
+    async def run(store: Store) -> int:
+        await store.grant(args.key, app)
+        print(f"key '{args.key}' may now push to '{app}'")
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_apps_list(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        rows = []
+        for app in await store.list_apps():
+            current = await store.current_deployment(app)
+            rows.append((app.name, f"#{current.id} {current.commit_sha[:7]}" if current else "-",
+                         app.created_at))
+        if not rows:
+            print("no apps yet; an admin key's first `git push` creates one")
+            return 0
+        print(_table(rows, ("APP", "LIVE", "CREATED")))
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_deploys_list(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        app = await store.get_app(validate_app_name(args.app))
+        rows = [
+            (f"#{d.id}", d.status.value, d.commit_sha[:7], d.commit_message[:40], d.created_at,
+             d.error_message or "")
+            for d in await store.list_deployments(app, limit=args.limit)
+        ]
+        print(_table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> int:
+        for line in await store.get_logs(args.deployment_id):
+            print(line.line)
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML settings file (default: none)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help="data directory (default: ./data, or RIVETR_DATA_DIR)")
+
+    parser = argparse.ArgumentParser(
+        prog="rivetr-git",
+        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
+        "in a container behind a built-in reverse proxy.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the SSH receiver, pipeline and proxy",
+        description="Run the SSH receiver, deploy pipeline and reverse proxy in one process. "
+        "Ctrl-C or SIGTERM stops it; app containers keep running.",
+        epilog=settings_help()
+        + "\n\nprecedence: defaults < --config file < RIVETR_* env vars < command-line flags",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--ssh-host", help="overrides ssh_host")
+    serve.add_argument("--ssh-port", help="overrides ssh_port")
+    serve.add_argument("--proxy-host", help="overrides proxy_host")
+    serve.add_argument("--proxy-port", help="overrides proxy_port")
+    serve.set_defaults(fn=cmd_serve)
+
+    keys = sub.add_parser("keys", help="manage SSH keys allowed to push",
+                          description="Manage the SSH public keys allowed to push.")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    add = keys_sub.add_parser("add", parents=[common], help="register a public key",
+                              description="Register a public key. Admin keys may create apps "
+                              "by pushing; other keys push only to apps granted to them.")
+    add.add_argument("name", help="a name for the key, e.g. alice")
+    add.add_argument("pubkey_file", help="OpenSSH public key file, or - for stdin")
+    add.add_argument("--admin", action="store_true", help="give the key the admin role")
+    add.set_defaults(fn=cmd_keys_add)
+    lst = keys_sub.add_parser("list", parents=[common], help="list registered keys",
+                              description="List registered keys with role and fingerprint.")
+    lst.set_defaults(fn=cmd_keys_list)
+    rm = keys_sub.add_parser("remove", parents=[common], help="remove a key",
+                             description="Remove a key; it stops working on its next command.")
+    rm.add_argument("name")
+    rm.set_defaults(fn=cmd_keys_remove)
+
+    access = sub.add_parser("access", help="grant keys access to apps",
+                            description="Grant a non-admin key access to an app.")
+    access_sub = access.add_subparsers(dest="access_command", metavar="ACTION", required=True)
+    grant = access_sub.add_parser("grant", parents=[common], help="let KEY push to APP",
+                                  description="Let a developer key push to an existing app.")
+    grant.add_argument("key")
+    grant.add_argument("app")
+    grant.set_defaults(fn=cmd_access_grant)
+
+    apps = sub.add_parser("apps", help="list apps", description="Apps on this server.")
+    apps_sub = apps.add_subparsers(dest="apps_command", metavar="ACTION", required=True)
+    apps_list = apps_sub.add_parser("list", parents=[common], help="list apps and what is live",
+                                    description="List apps with their live deployment.")
+    apps_list.set_defaults(fn=cmd_apps_list)
+
+    deploys = sub.add_parser("deploys", help="list an app's deployments",
+                             description="Deployments of an app, newest first.")
+    deploys_sub = deploys.add_subparsers(dest="deploys_command", metavar="ACTION", required=True)
+    dlist = deploys_sub.add_parser("list", parents=[common], help="list deployments of APP",
+                                   description="List deployments of APP, newest first.")
+    dlist.add_argument("app")
+    dlist.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    dlist.set_defaults(fn=cmd_deploys_list)
+
+    logs = sub.add_parser("logs", parents=[common], help="show a deployment's pipeline log",
+                          description="Print the stored pipeline log of one deployment "
+                          "(the lines its push showed).")
+    logs.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID")
+    logs.set_defaults(fn=cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except RivetrError as exc:
+        print(f"rivetr-git: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

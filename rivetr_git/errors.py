@@ -1,0 +1,78 @@
+"""The one exception tree of rivetr-git.
+
+Library code raises these; only the edges (SSH session, HTTP proxy, CLI) turn them
+into text and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class RivetrError(Exception):
+    """Base of every error rivetr-git raises on purpose. The message is user advice."""
+
+    exit_code = 1
+
+
+class ConfigError(RivetrError):
+    """A setting or configuration file is invalid."""
+
+    exit_code = 2
+
+
+class ValidationError(RivetrError):
+    """User input (a name, an argument, a key) is invalid."""
+
+    exit_code = 2
+
+
+class NotFound(RivetrError):
+    """An app, deployment or key does not exist (or is not visible to the caller)."""
+
+
+class AlreadyExists(RivetrError):
+    """Something with that name already exists."""
+
+
+class AccessDenied(RivetrError):
+    """The caller's key may not do this."""
+
+
+class PushRejected(RivetrError):
+    """A push is refused before any deploy starts."""
+
+
+class RuntimeUnavailable(RivetrError):
+    """The container runtime cannot be reached."""
+
+
+class RuntimeOperationError(RivetrError):
+    """A container runtime call failed."""
+
+
+class DeployFailed(RivetrError):
+    """A deployment failed at `stage` for `reason`."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+class CheckoutFailed(DeployFailed):
+    def __init__(self, reason: str) -> None:
+        super().__init__("cloning", reason)
+
+
+class BuildFailed(DeployFailed):
+    def __init__(self, reason: str) -> None:
+        super().__init__("building", reason)
+
+
+class StartFailed(DeployFailed):
+    def __init__(self, reason: str) -> None:
+        super().__init__("starting", reason)
+
+
+class HealthCheckFailed(DeployFailed):
+    def __init__(self, reason: str) -> None:
+        super().__init__("health_check", reason)

@@ -1,0 +1,83 @@
+"""Plain data shared between modules: apps, deployments, keys and their states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Status(enum.StrEnum):
+    """Deployment states of the seed, in pipeline order."""
+
+    PENDING = "pending"
+    CLONING = "cloning"
+    BUILDING = "building"
+    STARTING = "starting"
+    HEALTH_CHECK = "health_check"
+    RUNNING = "running"
+    FAILED = "failed"
+    REPLACED = "replaced"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in IN_FLIGHT
+
+
+IN_FLIGHT = frozenset(
+    {Status.PENDING, Status.CLONING, Status.BUILDING, Status.STARTING, Status.HEALTH_CHECK}
+)
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+
+
+@dataclass(frozen=True)
+class App:
+    id: int
+    name: str
+    created_at: str
+    deploy_branch: str | None = None  # None: the server's deploy_branch setting
+    dockerfile: str = "Dockerfile"
+    port: int | None = None  # None: the image's single EXPOSE, else 5000
+    health_path: str | None = None  # None: the server's health_path setting
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    app_id: int
+    app_name: str
+    status: Status
+    commit_sha: str
+    commit_message: str
+    image: str | None
+    container_id: str | None
+    host_port: int | None
+    error_message: str | None
+    created_at: str
+    finished_at: str | None
+    pushed_by: str | None
+
+
+@dataclass(frozen=True)
+class SshKey:
+    id: int
+    name: str
+    fingerprint: str
+    public_key: str
+    role: Role
+    created_at: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float
+    stage: str
+    stream: str
+    line: str

@@ -1,0 +1,1 @@
+"""The deploy pipeline: a queue per app, and one module per stage."""

@@ -1,0 +1,88 @@
+"""Stage *health_check*: the new container must answer before it gets traffic.
+
+A TCP connect alone proves nothing: Docker's port proxy accepts connections on the
+published port even when nothing listens inside the container. So every attempt sends
+a request and needs an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from rivetr_git.errors import HealthCheckFailed
+from rivetr_git.runtime.base import Runtime
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    path: str  # '' means: any answer on the port will do
+    interval: float  # the longest pause between attempts
+    timeout: float  # one attempt
+    retries: int
+
+
+async def probe(host: str, port: int, path: str, host_header: str, timeout: float) -> str | None:
+    """One attempt. Returns None when healthy, else what went wrong."""
+    request = (
+        f"GET {path or '/'} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rivetr-health\r\n"
+        "Accept: */*\r\nConnection: close\r\n\r\n"
+    ).encode()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(request)
+                await writer.drain()
+                first = await reader.readline()
+            finally:
+                writer.close()
+    except TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return f"connection failed ({exc.strerror or exc})"
+    if not first:
+        return "connection closed without an answer"
+    if not path:
+        return None
+    parts = first.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return "answer is not HTTP"
+    status = int(parts[1])
+    if 200 <= status < 400:
+        return None
+    return f"GET {path} answered {status}"
+
+
+async def wait_healthy(
+    runtime: Runtime,
+    container_id: str,
+    host_port: int,
+    host_header: str,
+    policy: HealthPolicy,
+) -> tuple[int, float]:
+    """Probe until healthy; return (attempts, seconds). Raises HealthCheckFailed."""
+    started = time.monotonic()
+    last = "not checked"
+    for attempt in range(1, policy.retries + 1):
+        info = await runtime.inspect(container_id)
+        if info is None or not info.running:
+            output = (await runtime.logs(container_id, tail=5)).strip() if info else ""
+            detail = f"; last output: {output.splitlines()[-1]}" if output else ""
+            code = info.exit_code if info else "?"
+            raise HealthCheckFailed(f"container exited (exit code {code}){detail}")
+        last = await probe("127.0.0.1", host_port, policy.path, host_header, policy.timeout) or ""
+        if not last:
+            # It answered; it must also still be up (an app can answer, then crash).
+            info = await runtime.inspect(container_id)
+            if info is not None and info.running:
+                return attempt, time.monotonic() - started
+            last = "container exited right after answering"
+        # Fast first retries catch apps that bind within milliseconds; then the interval.
+        await asyncio.sleep(min(policy.interval, 0.02 * 2 ** (attempt - 1)))
+    what = f"GET {policy.path}" if policy.path else "the app's port"
+    raise HealthCheckFailed(
+        f"{what} failed {policy.retries} times (last: {last}); check that the app listens "
+        "on $PORT"
+    )

@@ -1,0 +1,42 @@
+"""Stage *starting*: run the new image with PORT set, published on 127.0.0.1."""
+
+from __future__ import annotations
+
+from rivetr_git.errors import StartFailed
+from rivetr_git.pipeline.labels import container_name, labels
+from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
+
+DEFAULT_APP_PORT = 5000
+
+
+async def app_port(runtime: Runtime, image: str, configured: int | None) -> int:
+    """The app setting, else the image's single EXPOSEd port, else 5000."""
+    if configured is not None:
+        return configured
+    exposed = await runtime.exposed_ports(image)
+    return exposed[0] if len(exposed) == 1 else DEFAULT_APP_PORT
+
+
+async def start(
+    runtime: Runtime,
+    instance: str,
+    app: str,
+    deployment_id: int,
+    image: str,
+    port: int,
+    env: dict[str, str],
+) -> ContainerInfo:
+    """Start the container; raise StartFailed (with its last output) if it is not up."""
+    spec = ContainerSpec(
+        name=container_name(instance, app, deployment_id),
+        image=image,
+        port=port,
+        env={**env, "PORT": str(port)},
+        labels=labels(instance, app, deployment_id),
+    )
+    info = await runtime.run(spec)
+    if not info.running or info.host_port is None:
+        output = (await runtime.logs(info.id, tail=5)).strip()
+        detail = f"; last output: {output.splitlines()[-1]}" if output else ""
+        raise StartFailed(f"container exited at once (exit code {info.exit_code}){detail}")
+    return info

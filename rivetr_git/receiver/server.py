@@ -1,0 +1,251 @@
+"""The asyncssh server: public-key auth, one git command per session, relayed byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import asyncssh
+
+from rivetr_git.errors import AccessDenied, NotFound, RivetrError
+from rivetr_git.keys import fingerprint
+from rivetr_git.models import App, SshKey
+from rivetr_git.receiver.commands import GitCommand, git_protocol, parse_command
+from rivetr_git.receiver.hook_socket import HookSocket
+from rivetr_git.repos import Repos
+from rivetr_git.settings import Settings
+from rivetr_git.store import Store
+
+log = logging.getLogger(__name__)
+
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+_CHUNK = 64 * 1024
+_EXTRA_KEY = "rivetr_key_fingerprint"
+
+
+def load_host_key(data_dir: Path) -> asyncssh.SSHKey:
+    """The server's host key: created once, then reused so clients' known_hosts stay valid."""
+    path = data_dir / HOST_KEY_FILE
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.export_private_key())
+    (data_dir / (HOST_KEY_FILE + ".pub")).write_bytes(key.export_public_key())
+    return key
+
+
+class _Auth(asyncssh.SSHServer):
+    """Per-connection auth. Identity is fixed only once a signed auth has completed.
+
+    asyncssh calls validate_public_key both for the unsigned "would you accept this key?"
+    probe and for the signed attempt, so a client can probe with someone else's public
+    key. Only the key validated last before auth completes (the one that signed) counts.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._candidate: str | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # auth is always required
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fp = fingerprint(key)
+        known = await self._store.key_by_fingerprint(fp) is not None
+        self._candidate = fp if known else None
+        return known
+
+    def auth_completed(self) -> None:
+        if self._conn is not None:
+            self._conn.set_extra_info(**{_EXTRA_KEY: self._candidate})
+
+
+class Receiver:
+    """Listens for SSH, authorizes each git command, runs git with the hooks pointed at us."""
+
+    def __init__(
+        self, settings: Settings, store: Store, repos: Repos, hooks: HookSocket, hooks_dir: Path
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._repos = repos
+        self._hooks = hooks
+        self._hooks_dir = hooks_dir
+        self._server: asyncssh.SSHAcceptor | None = None
+        self.bound_port = settings.ssh_port
+
+    async def start(self) -> None:
+        host_key = load_host_key(self._settings.data_dir)
+        self._server = await asyncssh.listen(
+            self._settings.ssh_host,
+            self._settings.ssh_port,
+            server_host_keys=[host_key],
+            server_factory=lambda: _Auth(self._store),
+            process_factory=self._handle,
+            encoding=None,
+            allow_pty=False,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            allow_scp=False,
+            line_editor=False,
+            keepalive_interval=30,
+            login_timeout=30,
+        )
+        self.bound_port = self._server.get_port()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        try:
+            status = await self._session(process)
+        except RivetrError as exc:
+            _say(process, f"rivetr: {exc}")
+            status = exc.exit_code
+        except Exception:
+            log.exception("ssh session failed")
+            _say(process, "rivetr: internal error; see the server log")
+            status = 1
+        with contextlib.suppress(Exception):  # the client may be gone already
+            process.exit(status)
+
+    async def _identity(self, process: asyncssh.SSHServerProcess[bytes]) -> SshKey:
+        fp = process.get_extra_info(_EXTRA_KEY)
+        # Checked against the database on every command: a removed key stops working at once.
+        key = await self._store.key_by_fingerprint(fp) if fp else None
+        if key is None:
+            raise AccessDenied("your key is not (or no longer) registered with this server")
+        return key
+
+    async def _authorize(self, key: SshKey, command: GitCommand) -> App:
+        app = await self._store.find_app(command.app)
+        if app is not None and await self._store.has_access(key, app):
+            return app
+        if app is None and command.is_push and key.is_admin and self._settings.auto_create_apps:
+            app = await self._store.create_app(command.app)
+            await self._repos.create(app.name, self._settings.deploy_branch)
+            return app
+        # Someone else's app answers exactly like a missing one.
+        raise NotFound(f"app '{command.app}' does not exist")
+
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> int:
+        key = await self._identity(process)
+        if process.subsystem:
+            raise AccessDenied(f"subsystem {process.subsystem!r} is not available")
+        command = parse_command(process.command)
+        app = await self._authorize(key, command)
+        if not self._repos.exists(app.name):
+            await self._repos.create(app.name, self._settings.deploy_branch)
+        if command.is_push:
+            token, context = self._hooks.register(app, key.name)
+            try:
+                code = await self._run_git(process, command, app, token)
+            finally:
+                self._hooks.unregister(token)
+            if code == 0 and context.ok is False:
+                return 1  # receive-pack succeeded but the deploy did not: fail the push
+            return code
+        return await self._run_git(process, command, app, None)
+
+    def _git_env(self, process: asyncssh.SSHServerProcess[bytes], app: App, token: str | None
+                 ) -> dict[str, str]:
+        # Nothing the client sent reaches git except a validated GIT_PROTOCOL.
+        bindir = os.path.dirname(sys.executable)
+        env = {
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self._settings.data_dir),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "LANG": "C.UTF-8",
+            "RIVETR_DEPLOY_BRANCH": app.deploy_branch or self._settings.deploy_branch,
+            "RIVETR_APP": app.name,
+        }
+        protocol = git_protocol(process.env.get("GIT_PROTOCOL"))
+        if protocol:
+            env["GIT_PROTOCOL"] = protocol
+        if token is not None:
+            env["RIVETR_HOOK_SOCKET"] = str(self._hooks.path)
+            env["RIVETR_PUSH_TOKEN"] = token
+        return env
+
+    async def _run_git(
+        self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
+        token: str | None,
+    ) -> int:
+        service = command.service.removeprefix("git-")
+        git = await asyncio.create_subprocess_exec(
+            "git", "-c", f"core.hooksPath={self._hooks_dir}", service,
+            str(self._repos.path(app.name)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._git_env(process, app, token),
+        )
+        assert git.stdin and git.stdout and git.stderr
+        # Explicit read/write/drain loops: redirect() corrupted large packs (field notes).
+        tasks = [
+            asyncio.create_task(_pump_in(process.stdin, git.stdin)),
+            asyncio.create_task(_pump_out(git.stdout, process.stdout)),
+            asyncio.create_task(_pump_out(git.stderr, process.stderr)),
+        ]
+        try:
+            code = await git.wait()
+            await asyncio.gather(*tasks[1:])
+        finally:
+            for task in tasks:
+                task.cancel()
+            if git.returncode is None:
+                git.kill()
+                await git.wait()
+        return code
+
+
+async def _pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(_CHUNK):
+            dst.write(data)
+            await dst.drain()
+    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.close()
+
+
+async def _pump_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -> None:
+    gone = False
+    while data := await src.read(_CHUNK):
+        if gone:
+            continue  # keep draining so git and the hook never block on a dead client
+        try:
+            dst.write(data)
+            await dst.drain()
+        except (OSError, asyncssh.Error):
+            gone = True
+
+
+def _say(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:
+    with contextlib.suppress(Exception):
+        process.stderr.write(message.encode() + b"\n")

@@ -1,0 +1,105 @@
+"""Bare git repositories of apps: creation, commit export and branch resets (pygit2 + git)."""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from rivetr_git.errors import CheckoutFailed, RivetrError
+from rivetr_git.names import validate_app_name
+
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    message: str  # first line of the commit message
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    files: int
+    size: int
+
+
+class Repos:
+    """One bare repo per app under `root`, named `<app>.git`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, app: str) -> Path:
+        # The name is validated again here: this is where it becomes a path.
+        return self.root / f"{validate_app_name(app)}.git"
+
+    def exists(self, app: str) -> bool:
+        return (self.path(app) / "HEAD").is_file()
+
+    async def create(self, app: str, default_branch: str) -> Path:
+        path = self.path(app)
+
+        def _init() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(path), bare=True, initial_head=default_branch)
+            # Keep every object a push sent until rivetr decides; no auto-gc mid-deploy.
+            repo.config["receive.denyDeleteCurrent"] = "refuse"
+            repo.config["gc.auto"] = "0"
+
+        await asyncio.to_thread(_init)
+        return path
+
+    async def commit_info(self, app: str, sha: str) -> CommitInfo:
+        def _read() -> CommitInfo:
+            repo = pygit2.Repository(str(self.path(app)))
+            commit = repo.get(sha)
+            if not isinstance(commit, pygit2.Commit):
+                raise CheckoutFailed(f"{sha[:7]} is not a commit")
+            return CommitInfo(sha=sha, message=commit.message.strip().split("\n", 1)[0])
+
+        return await asyncio.to_thread(_read)
+
+    async def export(self, app: str, sha: str, target: Path) -> Export:
+        """Write the commit's tree as a tar (the build context). `.git` never enters it."""
+
+        def _export() -> Export:
+            repo = pygit2.Repository(str(self.path(app)))
+            commit = repo.get(sha)
+            if not isinstance(commit, pygit2.Commit):
+                raise CheckoutFailed(f"{sha[:7]} is not a commit")
+            with tarfile.open(target, "w") as archive:
+                repo.write_archive(commit, archive)
+                members = archive.getmembers()
+            files = sum(1 for m in members if m.isfile())
+            return Export(path=target, files=files, size=sum(m.size for m in members))
+
+        try:
+            return await asyncio.to_thread(_export)
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise CheckoutFailed(f"cannot export {sha[:7]}: {exc}") from None
+
+    async def reset_branch(self, app: str, branch: str, expected: str, to: str | None) -> bool:
+        """Move refs/heads/<branch> from `expected` to `to` (delete when None), atomically.
+
+        Returns False when the branch no longer points at `expected` (a newer push owns it).
+        """
+        ref = f"refs/heads/{branch}"
+        if to is None:
+            args = ["update-ref", "-d", ref, expected]
+        else:
+            args = ["update-ref", ref, to, expected]
+        proc = await asyncio.create_subprocess_exec(
+            "git", "--git-dir", str(self.path(app)), *args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            if b"but expected" in err or b"cannot lock ref" in err or b"unable to resolve" in err:
+                return False
+            raise RivetrError(f"cannot reset {ref} of {app}: {err.decode(errors='replace')}")
+        return True

@@ -1,0 +1,1 @@
+"""Container runtimes: the interface the pipeline speaks, and its implementations."""

@@ -1,0 +1,104 @@
+"""The runtime interface: what the pipeline may ask of a container engine.
+
+The runtime knows nothing about apps, routes or the database: it builds images and runs
+containers described by a ContainerSpec, and finds them again by label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Labels every container and image of this server carries, so it can find them again.
+LABEL_INSTANCE = "rivetr.instance"
+LABEL_APP = "rivetr.app"
+LABEL_DEPLOYMENT = "rivetr.deployment"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    context_tar: Path  # a tar of the build context (the pushed tree)
+    tag: str
+    dockerfile: str = "Dockerfile"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    port: int  # the port the app listens on inside the container
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    running: bool
+    exit_code: int | None
+    host_port: int | None  # the 127.0.0.1 port the app's port is published on
+    labels: Mapping[str, str]
+
+
+class Runtime(Protocol):
+    """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
+
+    name: str
+
+    async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
+        """Build an image, calling `on_line` for each output line; return the image id.
+
+        Raises BuildFailed with the builder's error message.
+        """
+        ...
+
+    async def exposed_ports(self, image: str) -> list[int]:
+        """TCP ports the image declares with EXPOSE."""
+        ...
+
+    async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container publishing `spec.port` on 127.0.0.1."""
+        ...
+
+    async def start(self, container_id: str) -> ContainerInfo:
+        """Start an existing, stopped container again."""
+        ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        """Current state of a container, or None if it no longer exists."""
+        ...
+
+    async def stop(self, container_id: str, timeout: int) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds. A missing container is not an error."""
+        ...
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container (forcefully). A missing container is not an error."""
+        ...
+
+    async def remove_image(self, image: str) -> None:
+        """Remove an image tag (and the image if nothing else uses it). Missing is not an error."""
+        ...
+
+    async def logs(self, container_id: str, tail: int) -> str:
+        """The last `tail` lines of a container's output."""
+        ...
+
+    async def exec(self, container_id: str, command: list[str]) -> tuple[int, str]:
+        """Run a command in a running container; return exit code and combined output."""
+        ...
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """All containers (running or not) carrying every label in `labels`."""
+        ...
+
+    async def list_images(self, labels: Mapping[str, str]) -> list[str]:
+        """Tags of images carrying every label in `labels`."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,238 @@
+"""The Docker runtime, on docker-py. Every blocking call runs in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from rivetr_git.errors import BuildFailed, RuntimeOperationError, RuntimeUnavailable
+from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
+
+T = TypeVar("T")
+
+# Containers get explicit signal handling: a PID-1 app ignores SIGTERM and every stop
+# would wait out the whole grace period (10 s measured here without init).
+_RUN_DEFAULTS: dict[str, Any] = {"init": True, "detach": True}
+
+
+def _info(container: Any) -> ContainerInfo:
+    attrs = container.attrs
+    state = attrs.get("State", {})
+    host_port: int | None = None
+    for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+        for binding in bindings or ():
+            if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and binding.get("HostPort"):
+                host_port = int(binding["HostPort"])
+                break
+        if host_port:
+            break
+    image = attrs.get("Config", {}).get("Image", "")
+    return ContainerInfo(
+        id=container.id,
+        name=container.name,
+        image=image,
+        running=bool(state.get("Running")),
+        exit_code=state.get("ExitCode") if not state.get("Running") else None,
+        host_port=host_port,
+        labels=dict(attrs.get("Config", {}).get("Labels") or {}),
+    )
+
+
+def _label_filter(labels: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in labels.items()]
+
+
+class DockerRuntime:
+    """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
+
+    name = "docker"
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    async def connect(cls) -> DockerRuntime:
+        def _connect() -> Any:
+            client = docker.from_env(timeout=120)
+            client.ping()
+            return client
+
+        try:
+            client = await asyncio.to_thread(_connect)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise RuntimeUnavailable(
+                f"cannot reach the Docker engine ({exc}); start it (e.g. `dockerd &`) "
+                "or set DOCKER_HOST"
+            ) from None
+        return cls(client)
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"docker {what} failed: {exc.explanation or exc}") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise RuntimeUnavailable(f"docker {what} failed: {exc}") from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def _stream() -> Iterator[dict[str, Any]]:
+            with open(spec.context_tar, "rb") as context:
+                yield from self._client.api.build(
+                    fileobj=context,
+                    custom_context=True,
+                    tag=spec.tag,
+                    dockerfile=spec.dockerfile,
+                    labels=dict(spec.labels),
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+
+        def _pump() -> None:
+            """Runs in a thread: forward decoded build events to the loop, line by line."""
+            partial = ""
+            try:
+                for item in _stream():
+                    if "stream" in item:
+                        partial += item["stream"]
+                        *lines, partial = partial.split("\n")
+                        for line in lines:
+                            loop.call_soon_threadsafe(queue.put_nowait, ("line", line))
+                    elif "error" in item:
+                        loop.call_soon_threadsafe(queue.put_nowait, ("error", item["error"]))
+                    elif "aux" in item and "ID" in item["aux"]:
+                        loop.call_soon_threadsafe(queue.put_nowait, ("id", item["aux"]["ID"]))
+                if partial:
+                    loop.call_soon_threadsafe(queue.put_nowait, ("line", partial))
+            except docker.errors.APIError as exc:
+                loop.call_soon_threadsafe(
+                    queue.put_nowait, ("error", str(exc.explanation or exc))
+                )
+            except Exception as exc:  # the thread must always report back to the loop
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", f"docker build: {exc}"))
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", ""))
+
+        thread = asyncio.create_task(asyncio.to_thread(_pump))
+        image_id = ""
+        error = ""
+        while True:
+            kind, value = await queue.get()
+            if kind == "line":
+                on_line(value.rstrip("\r"))
+            elif kind == "error":
+                error = value.strip()
+            elif kind == "id":
+                image_id = value
+            else:
+                break
+        await thread
+        if error:
+            raise BuildFailed(error.splitlines()[-1] if error else "docker build failed")
+        if not image_id:
+            image = await self._call("inspect image", lambda: self._client.images.get(spec.tag))
+            image_id = image.id
+        return image_id
+
+    async def exposed_ports(self, image: str) -> list[int]:
+        img = await self._call("inspect image", lambda: self._client.images.get(image))
+        ports = (img.attrs.get("Config") or {}).get("ExposedPorts") or {}
+        return sorted(int(p.split("/")[0]) for p in ports if p.endswith("/tcp"))
+
+    async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        def _run() -> Any:
+            container = self._client.containers.run(
+                spec.image,
+                name=spec.name,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                ports={f"{spec.port}/tcp": ("127.0.0.1",)},
+                **_RUN_DEFAULTS,
+            )
+            container.reload()
+            return container
+
+        return _info(await self._call("run", _run))
+
+    async def start(self, container_id: str) -> ContainerInfo:
+        def _start() -> Any:
+            container = self._client.containers.get(container_id)
+            container.start()
+            container.reload()
+            return container
+
+        return _info(await self._call("start", _start))
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        def _get() -> Any:
+            try:
+                return self._client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return None
+
+        container = await self._call("inspect", _get)
+        return _info(container) if container is not None else None
+
+    async def stop(self, container_id: str, timeout: int) -> None:
+        def _stop() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.stop(container_id, timeout=timeout)
+
+        await self._call("stop", _stop)
+
+    async def remove(self, container_id: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.remove_container(container_id, force=True, v=True)
+
+        await self._call("remove", _remove)
+
+    async def remove_image(self, image: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.images.remove(image, force=False, noprune=False)
+
+        await self._call("remove image", _remove)
+
+    async def logs(self, container_id: str, tail: int) -> str:
+        def _logs() -> str:
+            try:
+                raw = self._client.api.logs(container_id, tail=tail, stdout=True, stderr=True)
+            except docker.errors.NotFound:
+                return ""
+            return bytes(raw).decode("utf-8", "replace")
+
+        return await self._call("logs", _logs)
+
+    async def exec(self, container_id: str, command: list[str]) -> tuple[int, str]:
+        def _exec() -> tuple[int, str]:
+            container = self._client.containers.get(container_id)
+            code, output = container.exec_run(command, stdout=True, stderr=True)
+            return int(code), bytes(output).decode("utf-8", "replace")
+
+        return await self._call("exec", _exec)
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        def _list() -> list[ContainerInfo]:
+            found = self._client.containers.list(all=True, filters={"label": _label_filter(labels)})
+            return [_info(c) for c in found]
+
+        return await self._call("list containers", _list)
+
+    async def list_images(self, labels: Mapping[str, str]) -> list[str]:
+        def _list() -> list[str]:
+            found = self._client.images.list(filters={"label": _label_filter(labels)})
+            return [tag for img in found for tag in img.tags]
+
+        return await self._call("list images", _list)

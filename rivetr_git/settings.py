@@ -1,0 +1,247 @@
+"""Server settings: declared once as data, read from defaults, a TOML file and RIVETR_* env vars.
+
+The same table drives `serve --help`, validation and the README's settings list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rivetr_git.errors import ConfigError, ValidationError
+from rivetr_git.names import validate_branch_name
+
+ENV_PREFIX = "RIVETR_"
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            raise ValueError(
+                "expected an IP address or host name, e.g. 127.0.0.1 or 0.0.0.0"
+            ) from None
+    return value
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a TCP port from 1 to 65535 (0 picks a free port)")
+    return value
+
+
+def _positive_int(value: int) -> int:
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _positive_float(value: float) -> float:
+    if value <= 0:
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _domain(value: str) -> str:
+    labels = value.lower().rstrip(".").split(".")
+    good = all(lab and lab[0] != "-" and lab.replace("-", "").isalnum() for lab in labels)
+    if not value or not good:
+        raise ValueError("expected a domain name such as 'localhost' or 'apps.example.com'")
+    return ".".join(labels)
+
+
+def _runtime(value: str) -> str:
+    if value != "docker":
+        raise ValueError("only 'docker' is available in this version")
+    return value
+
+
+def _branch(value: str) -> str:
+    try:
+        return validate_branch_name(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _health_path(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("expected an HTTP path starting with '/', e.g. /health ('': any answer)")
+    return value
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected one of debug, info, warning, error")
+    return value.upper()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], Any] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", Path, Path("./data"), "SQLite db, bare repos, host key, logs"),
+    Setting("ssh_host", str, "0.0.0.0", "address the SSH receiver listens on", _host),
+    Setting("ssh_port", int, 2222, "SSH receiver port (0: pick a free one)", _port),
+    Setting("proxy_host", str, "0.0.0.0", "address the reverse proxy listens on", _host),
+    Setting("proxy_port", int, 8080, "reverse proxy port (0: pick a free one)", _port),
+    Setting("public_port", int, 0, "port shown in app URLs (0: the proxy's own port)", _port),
+    Setting("base_domain", str, "localhost", "app NAME is served at NAME.<base_domain>", _domain),
+    Setting("deploy_branch", str, "main", "branch whose pushes deploy", _branch),
+    Setting("max_concurrent_deploys", int, 2, "different apps deploy in parallel up to this",
+            _positive_int),
+    Setting("runtime", str, "docker", "container runtime backend", _runtime),
+    Setting("auto_create_apps", bool, True, "an admin key's first push to a new name creates it"),
+    Setting("health_path", str, "", "default HTTP health path ('' : the app must answer at all)",
+            _health_path),
+    Setting("health_interval", float, 0.5, "longest pause between health check attempts",
+            _positive_float),
+    Setting("health_timeout", float, 2.0, "seconds one health check attempt may take",
+            _positive_float),
+    Setting("health_retries", int, 60, "health check attempts before a deploy fails",
+            _positive_int),
+    Setting("stop_timeout", int, 10, "seconds a replaced container gets to exit before SIGKILL",
+            _positive_int),
+    Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    ssh_host: str = "0.0.0.0"
+    ssh_port: int = 2222
+    proxy_host: str = "0.0.0.0"
+    proxy_port: int = 8080
+    public_port: int = 0
+    base_domain: str = "localhost"
+    deploy_branch: str = "main"
+    max_concurrent_deploys: int = 2
+    runtime: str = "docker"
+    auto_create_apps: bool = True
+    health_path: str = ""
+    health_interval: float = 0.5
+    health_timeout: float = 2.0
+    health_retries: int = 60
+    stop_timeout: int = 10
+    log_level: str = "INFO"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "rivetr.db"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+
+def _convert(setting: Setting, raw: Any, source: str) -> Any:
+    """Cast `raw` (a TOML value or an env string) to the setting's type and check it."""
+    where = f"setting '{setting.name}' (from {source})"
+    try:
+        if setting.type is bool:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError("expected true or false")
+        elif setting.type is int:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError("expected a whole number")
+            value = int(raw)
+        elif setting.type is float:
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError("expected a number")
+            value = float(raw)
+        elif setting.type is Path:
+            if not isinstance(raw, str) or not raw:
+                raise ValueError("expected a directory path")
+            value = Path(raw)
+        else:
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            value = raw
+        if setting.check is not None:
+            value = setting.check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad value {raw!r}: {exc}") from None
+    return value
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from defaults < TOML file < RIVETR_* env < explicit overrides.
+
+    Raises ConfigError naming the setting and what a good value looks like.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        section = data.get("server", data)
+        for key, raw in section.items():
+            if key == "server" and isinstance(raw, dict):
+                continue
+            setting = _BY_NAME.get(key)
+            if setting is None:
+                raise ConfigError(
+                    f"config file {config_file}: unknown setting '{key}'; "
+                    "run `rivetr-git serve --help` for the list"
+                )
+            values[key] = _convert(setting, raw, str(config_file))
+    for setting in SETTINGS:
+        var = ENV_PREFIX + setting.name.upper()
+        if var in env:
+            values[setting.name] = _convert(setting, env[var], var)
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        setting = _BY_NAME[key]
+        values[key] = _convert(setting, raw, "command line")
+    settings = Settings(**values)
+    return _resolve(settings)
+
+
+def _resolve(settings: Settings) -> Settings:
+    """Make data_dir absolute so every component agrees on it."""
+    kwargs = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    kwargs["data_dir"] = settings.data_dir.expanduser().resolve()
+    return Settings(**kwargs)
+
+
+def settings_help() -> str:
+    """One line per setting: name, env var, default, meaning."""
+    lines = ["settings (TOML key / env var, default: meaning):"]
+    for s in SETTINGS:
+        default = str(s.default) if s.default != "" else "''"
+        lines.append(f"  {s.name} / {ENV_PREFIX}{s.name.upper()}, default {default}: {s.help}")
+    return "\n".join(lines)
