@@ -24,7 +24,8 @@ from rivetr_git.store import Store
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(
-        config_file=args.config, overrides={"data_dir": args.data_dir, **overrides}
+        config_file=getattr(args, "config", None),
+        overrides={"data_dir": getattr(args, "data_dir", None), **overrides},
     )
 
 
@@ -55,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("aiosqlite", "urllib3", "docker", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     from rivetr_git.daemon import Daemon  # heavy imports only for the server
 
     try:
@@ -163,9 +166,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE",
+    # SUPPRESS: a sub-command's copy of an option must not reset what came before it.
+    common.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
                         help="TOML settings file (default: none)")
-    common.add_argument("--data-dir", metavar="DIR",
+    common.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="data directory (default: ./data, or RIVETR_DATA_DIR)")
 
     parser = argparse.ArgumentParser(

@@ -1,0 +1,378 @@
+"""Shared plumbing for the benchmarks in bench/: not a benchmark itself.
+
+Gives each benchmark a throwaway workspace with its own `rivetr-git serve` (own data dir,
+own SSH key, ports picked by the OS, listening on 127.0.0.1 only), a tiny busybox app repo,
+and a cleanup that removes everything the run created: the daemon (by PID), its containers
+and images (by its `rivetr.instance` label), containers and images the benchmark itself
+started (by the `rivetr-bench.run` label) and the temp dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from rivetr_git.pipeline.labels import instance_id
+
+ROOT = Path(__file__).resolve().parent.parent
+RIVETR = ROOT / ".venv" / "bin" / "rivetr-git"
+BUSYBOX = Path("/bin/busybox")
+BENCH_LABEL = "rivetr-bench.run"
+INSTANCE_LABEL = "rivetr.instance"
+APP_PORT = 5000
+
+DOCKERFILE = f"""\
+FROM scratch
+COPY busybox /bin/busybox
+COPY www /www
+EXPOSE {APP_PORT}
+CMD ["/bin/busybox", "httpd", "-f", "-p", "{APP_PORT}", "-h", "/www"]
+"""
+
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which and why."""
+
+
+def run(
+    cmd: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 120,
+) -> str:
+    """Run a command to completion and return its stdout; raise BenchError on failure."""
+    try:
+        proc = subprocess.run(
+            [str(c) for c in cmd], cwd=cwd, env=env, input=stdin, capture_output=True,
+            timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout:g}s: {' '.join(map(str, cmd))}") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise BenchError(f"exit {proc.returncode}: {' '.join(map(str, cmd))}\n{err}")
+    return proc.stdout.decode(errors="replace")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_s(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.3f}"
+
+
+def git_env() -> dict[str, str]:
+    """The caller's environment with a fixed commit identity and no user/system git config."""
+    return {**os.environ, **_GIT_IDENTITY}
+
+
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks (the cleanup) still run."""
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def http_get(port: int, host: str, timeout: float = 2.0) -> tuple[int, str] | None:
+    """GET / on 127.0.0.1:port with a Host header: (status, body), or None if no answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": host, "Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_for_content(
+    port: int, host: str, expected: str, deadline: float, interval: float = 0.01
+) -> float | None:
+    """Poll until a 200 whose body contains `expected`; its monotonic time, or None at deadline."""
+    while time.monotonic() < deadline:
+        answer = http_get(port, host)
+        if answer is not None and answer[0] == 200 and expected in answer[1]:
+            return time.monotonic()
+        time.sleep(interval)
+    return None
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+class AppRepo:
+    """A git work tree holding the busybox app; each `commit` changes www/index.html."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = git_env()
+
+    @classmethod
+    def create(cls, path: Path, content: str) -> AppRepo:
+        path.mkdir(parents=True)
+        shutil.copy2(BUSYBOX, path / "busybox")
+        (path / "Dockerfile").write_text(DOCKERFILE)
+        (path / "www").mkdir()
+        repo = cls(path)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit(content)
+        return repo
+
+    def git(self, *args: str, timeout: float = 60) -> str:
+        return run(["git", *args], cwd=self.path, env=self.env, timeout=timeout)
+
+    def commit(self, content: str) -> None:
+        (self.path / "www" / "index.html").write_text(f"<p>{content}</p>\n")
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", content)
+
+    def archive(self) -> bytes:
+        """The committed tree (HEAD) as a tar: exactly what a push delivers, without .git."""
+        proc = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=self.path,
+                              env=self.env, capture_output=True, timeout=60, check=True)
+        return proc.stdout
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+@dataclass
+class PushResult:
+    """One `git push` watched as it ran. Times are seconds since the push started."""
+
+    returncode: int
+    output: list[str]
+    first_remote_line: float | None
+    exited: float
+
+
+@dataclass
+class Server:
+    """A `rivetr-git serve` of our own, started on a fresh data dir."""
+
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    ssh_port: int = 0
+    proxy_port: int = 0
+    log_path: Path = field(init=False)
+    data_dir: Path = field(init=False)
+    key: Path = field(init=False)
+    instance: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = (self.workdir / "data").resolve()
+        self.key = self.workdir / "id_ed25519"
+        self.log_path = self.workdir / "serve.log"
+        self.instance = instance_id(self.data_dir)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30) -> None:
+        """Register an admin key, start the daemon, wait for its daemon.json."""
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key])
+        run([RIVETR, "--data-dir", self.data_dir, "keys", "add", "bench",
+             self.key.with_suffix(".pub"), "--admin"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RIVETR_")}
+        env.update(RIVETR_SSH_PORT="0", RIVETR_PROXY_PORT="0", RIVETR_SSH_HOST="127.0.0.1",
+                   RIVETR_PROXY_HOST="127.0.0.1")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(RIVETR), "--data-dir", str(self.data_dir), "serve"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        state_file = self.data_dir / "daemon.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"rivetr-git serve exited with {self.proc.returncode}:\n"
+                                 + self.log_path.read_text(errors="replace")[-2000:])
+            if state_file.exists():
+                state = json.loads(state_file.read_text())
+                if state["pid"] != self.proc.pid:
+                    raise BenchError(f"daemon.json names pid {state['pid']}, "
+                                     f"expected {self.proc.pid}")
+                self.ssh_port, self.proxy_port = state["ssh_port"], state["proxy_port"]
+                return
+            time.sleep(0.05)
+        raise BenchError(f"rivetr-git serve not ready within {timeout:g}s")
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM our daemon (by PID), SIGKILL if it does not exit in time; its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  ! daemon {self.proc.pid} ignored SIGTERM for {timeout:g}s; killing it")
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def remote(self, app: str) -> str:
+        return f"ssh://git@127.0.0.1:{self.ssh_port}/{app}"
+
+    def push_env(self) -> dict[str, str]:
+        ssh = (f"ssh -i {self.key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               "-o IdentitiesOnly=yes -o LogLevel=ERROR -o BatchMode=yes")
+        return {**git_env(), "GIT_SSH_COMMAND": ssh}
+
+    def push(self, repo: AppRepo, app: str, timeout: float = 180) -> PushResult:
+        """`git push` HEAD to APP's main, blocking until git exits."""
+        return watch_push(self.start_push(repo, app), time.monotonic(), timeout)
+
+    def start_push(self, repo: AppRepo, app: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["git", "push", self.remote(app), "HEAD:refs/heads/main"], cwd=repo.path,
+            env=self.push_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def rss_kb(self) -> int:
+        return proc_status(self.pid)["VmRSS"]
+
+    def problems(self) -> list[str]:
+        """Lines of the daemon's log at WARNING or above, and tracebacks."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        keys = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback", "Exception")
+        return [line for line in text.splitlines() if any(k in line for k in keys)]
+
+    def containers(self) -> list[str]:
+        """`docker ps -a` lines (name, state) of this instance's containers."""
+        out = run(["docker", "ps", "-a", "--filter", f"label={INSTANCE_LABEL}={self.instance}",
+                   "--format", "{{.Names}} {{.State}}"])
+        return out.split("\n")[:-1] if out else []
+
+    def images(self) -> list[str]:
+        out = run(["docker", "images", "--filter", f"label={INSTANCE_LABEL}={self.instance}",
+                   "--format", "{{.Repository}}:{{.Tag}}"])
+        return out.split()
+
+
+def watch_push(proc: subprocess.Popen[bytes], started: float, timeout: float) -> PushResult:
+    """Read a push's stderr as it streams; note when the first `remote:` line arrived."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    buf = b""
+    first: float | None = None
+    deadline = started + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            proc.kill()
+            proc.wait()
+            raise BenchError(f"git push did not finish within {timeout:g}s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        if first is None and b"remote:" in buf:
+            first = time.monotonic() - started
+    code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    exited = time.monotonic() - started
+    proc.stderr.close()
+    lines = buf.decode(errors="replace").replace("\r", "\n").splitlines()
+    return PushResult(code, [ln for ln in lines if ln.strip()], first, exited)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """The kB figures of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            out[key] = int(parts[0])
+    return out
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --- cleanup -----------------------------------------------------------------------------------
+
+
+def remove_labelled(label: str) -> tuple[int, int]:
+    """`docker rm -f` every container and `docker rmi` every image carrying `label`."""
+    containers = run(["docker", "ps", "-aq", "--filter", f"label={label}"]).split()
+    if containers:
+        run(["docker", "rm", "-f", *containers], timeout=300)
+    images = sorted(set(run(["docker", "images", "-q", "--filter", f"label={label}"]).split()))
+    if images:
+        # -f: one image id may carry several of our tags (identical builds share an id).
+        run(["docker", "rmi", "-f", *images], timeout=300)
+    return len(containers), len(images)
+
+
+@contextlib.contextmanager
+def workspace(prefix: str) -> Iterator[Server]:
+    """A temp dir and a (not yet started) Server in it; everything is removed on exit."""
+    terminate_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = Server(workdir)
+    try:
+        yield server
+    finally:
+        print("\ncleaning up ...", flush=True)
+        code = server.stop()
+        if code not in (None, 0):
+            print(f"  ! rivetr-git serve exited with code {code}")
+        for label in (f"{INSTANCE_LABEL}={server.instance}", f"{BENCH_LABEL}={server.instance}"):
+            try:
+                n_containers, n_images = remove_labelled(label)
+                print(f"  removed {n_containers} container(s), {n_images} image(s) "
+                      f"labelled {label}")
+            except BenchError as exc:
+                print(f"  ! cleanup of {label} failed: {exc}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"  removed {workdir}")
+
+
+def report_server_health(server: Server, expected_containers: int) -> None:
+    """Print the daemon's warnings/errors and whether containers were left behind."""
+    problems = server.problems()
+    print(f"server log ({server.log_path.name}): {len(problems)} warning/error line(s)")
+    for line in problems[:10]:
+        print(f"  {line}")
+    containers = server.containers()
+    not_running = [c for c in containers if not c.endswith(" running")]
+    print(f"containers of this instance: {len(containers)} (expected {expected_containers} "
+          f"running), not running: {len(not_running)}")
+    for line in not_running[:5]:
+        print(f"  {line}")
+    print(f"images of this instance: {len(server.images())}")

@@ -1,0 +1,48 @@
+"""Fixtures: a real Docker engine, a real daemon, real keys."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUSYBOX, Key, Server, make_key
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """The end-to-end tests need a Docker engine; `.ci/run` starts one. Never skipped."""
+    if shutil.which("docker") is None or not BUSYBOX.exists():
+        pytest.fail("docker and /bin/busybox are required: run `make test` or `.ci/run`")
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.fail("no Docker engine answers: start dockerd (`.ci/run` does this)")
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
+    directory = tmp_path_factory.mktemp("keys")
+    return {name: make_key(directory, name) for name in ("alice", "bob", "mallory")}
+
+
+@pytest.fixture(scope="session")
+def server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
+           keys: dict[str, Key]) -> Iterator[Server]:
+    """One daemon shared by the end-to-end tests; each test uses its own app names."""
+    srv = Server(tmp_path_factory.mktemp("srv") / "data")
+    srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
+    srv.cli("keys", "add", "bob", str(keys["bob"].public))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.purge()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,225 @@
+"""Test helpers that drive the real thing: the `rivetr-git` daemon, git over SSH, Docker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX = Path("/bin/busybox")
+ZERO = "0" * 40
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+HTTPD_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+COPY www /www
+EXPOSE 5000
+CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]
+"""
+
+# With a shell, for RUN steps.
+SHELL_DOCKERFILE_HEAD = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+"""
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})}, capture_output=True,
+        text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def instance_of(data_dir: Path) -> str:
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def docker_ids(kind: str, instance: str, extra: str = "") -> list[str]:
+    """Container ('ps') or image ('images') ids carrying this instance's label."""
+    filt = ["--filter", f"label=rivetr.instance={instance}"]
+    if extra:
+        filt += ["--filter", extra]
+    command = ["ps", "-aq"] if kind == "ps" else ["images", "-q"]
+    return run(["docker", *command, *filt]).stdout.split()
+
+
+@dataclass
+class Key:
+    name: str
+    private: Path
+
+    @property
+    def public(self) -> Path:
+        return self.private.with_suffix(".pub")
+
+
+def make_key(directory: Path, name: str) -> Key:
+    directory.mkdir(parents=True, exist_ok=True)
+    private = directory / f"{name}"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(private)])
+    (directory / f"{name}.pub").rename(private.with_suffix(".pub"))
+    return Key(name, private)
+
+
+def ssh_command(*identities: Path, known_hosts: Path | None = None) -> str:
+    hosts = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new"
+             if known_hosts else "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no")
+    ids = " ".join(f"-i {p}" for p in identities)
+    return (f"ssh {ids} -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR "
+            f"-o ConnectTimeout=10 {hosts}")
+
+
+class Server:
+    """A real `rivetr-git serve` subprocess on free loopback ports."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.env = {
+            "RIVETR_SSH_HOST": "127.0.0.1",
+            "RIVETR_SSH_PORT": "0",
+            "RIVETR_PROXY_HOST": "127.0.0.1",
+            "RIVETR_PROXY_PORT": "0",
+            "RIVETR_HEALTH_RETRIES": "25",
+            "RIVETR_HEALTH_INTERVAL": "0.2",
+            "RIVETR_STOP_TIMEOUT": "2",
+            "RIVETR_LOG_LEVEL": "DEBUG",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ssh_port = 0
+        self.proxy_port = 0
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
+        self.instance = instance_of(self.data_dir)
+
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(self.data_dir), *args],
+            capture_output=True, text=True, input=stdin, timeout=60,
+            env={**os.environ, **self.env},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"rivetr-git {args} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self, timeout: float = 30) -> None:
+        state = self.data_dir / "daemon.json"
+        state.unlink(missing_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(self.data_dir), "serve"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.log()}")
+            if state.exists():
+                info = json.loads(state.read_text())
+                if info["pid"] == self.proc.pid:
+                    self.ssh_port, self.proxy_port = info["ssh_port"], info["proxy_port"]
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon did not start:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def remote(self, app: str) -> str:
+        return f"ssh://git@127.0.0.1:{self.ssh_port}/{app}"
+
+    def get(self, app: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+        """GET through the proxy with Host: APP.localhost."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.proxy_port}{path}", headers={"Host": f"{app}.localhost"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def purge(self) -> None:
+        """Remove every container and image this server instance made."""
+        containers = docker_ids("ps", self.instance)
+        if containers:
+            run(["docker", "rm", "-f", *containers], check=False)
+        images = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+                      f"rivetr-{self.instance}/*"], check=False).stdout.split()
+        if images:
+            run(["docker", "rmi", "-f", *images], check=False)
+
+
+class AppRepo:
+    """A local git checkout of a busybox app that can be pushed to a rivetr server."""
+
+    def __init__(self, path: Path, key: Key, dockerfile: str = HTTPD_DOCKERFILE) -> None:
+        self.path = path
+        self.key = key
+        path.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+        shutil.copy(BUSYBOX, path / "busybox")
+        (path / "www").mkdir()
+        self.write("Dockerfile", dockerfile)
+        self.write("www/index.html", "hello v1\n")
+        self.commit("first")
+
+    def git(self, *args: str, check: bool = True, **kw: object
+            ) -> subprocess.CompletedProcess[str]:
+        return run(["git", *args], cwd=self.path, check=check,
+                   env={"GIT_SSH_COMMAND": ssh_command(self.key.private)}, **kw)  # type: ignore[arg-type]
+
+    def write(self, name: str, content: str) -> None:
+        (self.path / name).write_text(content)
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD").stdout.strip()
+
+    def push(self, remote: str, *refspecs: str) -> subprocess.CompletedProcess[str]:
+        return self.git("push", remote, *(refspecs or ("main",)), check=False, timeout=180)
+
+    def remote_sha(self, remote: str, ref: str = "refs/heads/main") -> str | None:
+        out = self.git("ls-remote", remote, ref).stdout.split()
+        return out[0] if out else None
