@@ -306,16 +306,17 @@ def watch_push(proc: subprocess.Popen[bytes], started: float, timeout: float) ->
     exited = time.monotonic() - started
     proc.stderr.close()
     lines = buf.decode(errors="replace").replace("\r", "\n").splitlines()
-    return PushResult(code, [ln for ln in lines if ln.strip()], first, exited)
+    # git pads remote lines with spaces (to overwrite progress output); drop them.
+    return PushResult(code, [ln.rstrip() for ln in lines if ln.strip()], first, exited)
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """The kB figures of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    """The numeric fields of /proc/PID/status: VmRSS, VmHWM (in kB), Threads, ..."""
     out: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         parts = value.split()
-        if len(parts) == 2 and parts[1] == "kB":
+        if parts and parts[0].isdigit() and parts[1:] in ([], ["kB"]):
             out[key] = int(parts[0])
     return out
 

@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench install docker clean
+
+run: install docker  ## install, then run the server with default settings
+	$(BIN)/rivetr-git serve
+
+test: install docker  ## the whole test suite, against a real Docker engine
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy rivetr_git
+
+bench: install docker
+	$(BIN)/python bench/push_to_live.py
+	$(BIN)/python bench/idle_memory.py
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+docker:
+	@scripts/ensure-docker
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
