@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git import __version__
+from rivetr_git.app_config import parse_assignments
 from rivetr_git.errors import RivetrError
 from rivetr_git.keys import parse_public_key
-from rivetr_git.models import Role
+from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store import Store
@@ -138,6 +139,43 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(args, run))
 
 
+def cmd_apps_set(args: argparse.Namespace) -> int:
+    name = validate_app_name(args.app)
+    values = parse_assignments(args.assignments)
+
+    async def run(store: Store) -> int:
+        app = await store.update_app(name, **values)
+        print(_app_settings(app))
+        print("takes effect on the next deploy")
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_apps_show(args: argparse.Namespace) -> int:
+    name = validate_app_name(args.app)
+
+    async def run(store: Store) -> int:
+        app = await store.get_app(name)
+        current = await store.current_deployment(app)
+        print(_app_settings(app))
+        print(f"live: #{current.id} {current.commit_sha[:7]} on 127.0.0.1:{current.host_port}"
+              if current else "live: nothing deployed")
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def _app_settings(app: App) -> str:
+    return "\n".join((
+        f"app: {app.name}",
+        f"dockerfile: {app.dockerfile}",
+        f"port: {app.port if app.port is not None else '(image EXPOSE, else 5000)'}",
+        f"health_path: {app.health_path if app.health_path is not None else '(server default)'}",
+        f"deploy_branch: {app.deploy_branch or '(server default)'}",
+    ))
+
+
 def cmd_deploys_list(args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         app = await store.get_app(validate_app_name(args.app))
@@ -222,11 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("app")
     grant.set_defaults(fn=cmd_access_grant)
 
-    apps = sub.add_parser("apps", help="list apps", description="Apps on this server.")
+    apps = sub.add_parser("apps", help="list apps, show and change their settings",
+                          description="Apps on this server.")
     apps_sub = apps.add_subparsers(dest="apps_command", metavar="ACTION", required=True)
     apps_list = apps_sub.add_parser("list", parents=[common], help="list apps and what is live",
                                     description="List apps with their live deployment.")
     apps_list.set_defaults(fn=cmd_apps_list)
+    apps_show = apps_sub.add_parser("show", parents=[common], help="show an app's settings",
+                                    description="Show an app's settings and live release.")
+    apps_show.add_argument("app")
+    apps_show.set_defaults(fn=cmd_apps_show)
+    apps_set = apps_sub.add_parser(
+        "set", parents=[common], help="change an app's settings",
+        description="Change an app's settings; they apply from its next deploy. Keys: "
+        "dockerfile=PATH (in the repo), port=N (the app's port inside the container), "
+        "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME. An empty value "
+        "(e.g. port=) resets to the default.",
+    )
+    apps_set.add_argument("app")
+    apps_set.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    apps_set.set_defaults(fn=cmd_apps_set)
 
     deploys = sub.add_parser("deploys", help="list an app's deployments",
                              description="Deployments of an app, newest first.")

@@ -159,6 +159,7 @@ class Deployer:
             if previous is not None and previous.container_id:
                 self._spawn(promote.retire(self._runtime, previous.container_id,
                                            self._settings.stop_timeout))
+            out.stage = Status.RUNNING.value
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:

@@ -1,0 +1,138 @@
+"""End to end: per-app settings, health checks with a path, and the deploy queue."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.helpers import HTTPD_DOCKERFILE, SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server
+
+
+def test_health_path_must_answer_2xx_or_3xx(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"])
+    assert repo.push(server.remote("checked")).returncode == 0
+    server.cli("apps", "set", "checked", "health_path=/missing")
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2")
+    failed = repo.push(server.remote("checked"))
+    assert failed.returncode != 0
+    assert "GET /missing answered 404" in failed.stderr
+    assert server.get("checked") == (200, "hello v1\n")
+
+    (repo.path / "www" / "health").write_text("ok\n")
+    repo.commit("add a health endpoint")
+    server.cli("apps", "set", "checked", "health_path=/health")
+    ok = repo.push(server.remote("checked"))
+    assert ok.returncode == 0, ok.stderr
+    assert "GET /health ok" in ok.stderr
+    assert server.get("checked") == (200, "v2\n")
+
+
+def test_dockerfile_path_and_port_are_per_app_settings(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"])
+    (repo.path / "deploy").mkdir()
+    repo.write("deploy/web.Dockerfile", HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "")
+               .replace('"5000"', '"8123"'))
+    repo.write("Dockerfile", "FROM scratch\nCOPY does-not-exist /\n")
+    repo.commit("dockerfile elsewhere")
+    assert repo.push(server.remote("custom")).returncode != 0
+    server.cli("apps", "set", "custom", "dockerfile=deploy/web.Dockerfile", "port=8123")
+    result = repo.push(server.remote("custom"))
+    assert result.returncode == 0, result.stderr
+    assert "(deploy/web.Dockerfile)" in result.stderr
+    assert "listening on port 8123" in result.stderr
+    assert server.get("custom") == (200, "hello v1\n")
+    shown = server.cli("apps", "show", "custom").stdout
+    assert "dockerfile: deploy/web.Dockerfile" in shown and "port: 8123" in shown
+
+
+def test_bad_app_settings_are_refused_with_advice(server: Server) -> None:
+    for bad, advice in [("port=99999", "1-65535"), ("dockerfile=../etc/passwd", "inside the"),
+                        ("health_path=health", "/health"), ("colour=blue", "KEY=VALUE"),
+                        ("deploy_branch=a..b", "branch name")]:
+        result = server.cli("apps", "set", "nosuch", bad, check=False)
+        assert result.returncode == 2, result.stderr
+        assert advice in result.stderr
+    missing = server.cli("apps", "set", "nosuch", "port=80", check=False)
+    assert missing.returncode == 1 and "no app named 'nosuch'" in missing.stderr
+
+
+def test_app_port_comes_from_the_single_exposed_port(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"], HTTPD_DOCKERFILE.replace("5000", "7070"))
+    result = repo.push(server.remote("exposed"))
+    assert result.returncode == 0, result.stderr
+    assert "listening on port 7070" in result.stderr
+
+
+def test_port_env_is_set_for_the_app(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    # No EXPOSE: the app listens on $PORT, which must be 5000.
+    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
+                   + 'COPY www /www\nCMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n')
+    result = repo.push(server.remote("portenv"))
+    assert result.returncode == 0, result.stderr
+    assert "listening on port 5000" in result.stderr
+    assert server.get("portenv") == (200, "hello v1\n")
+
+
+def test_pushes_to_one_app_queue_and_apps_deploy_in_parallel(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n' \
+        'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+    first = AppRepo(workdir / "one", keys["alice"], slow.format(tag=f"a{time.time()}"))
+    second = AppRepo(workdir / "two", keys["alice"], slow.format(tag=f"b{time.time()}"))
+    second.write("www/index.html", "second\n")
+    second.commit("second")
+    other = AppRepo(workdir / "other", keys["alice"], slow.format(tag=f"c{time.time()}"))
+
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    timings: dict[str, tuple[float, float]] = {}
+
+    def push(name: str, repo: AppRepo, app: str, delay: float) -> None:
+        time.sleep(delay)
+        began = time.monotonic()
+        results[name] = repo.push(server.remote(app), "+main")
+        timings[name] = (began, time.monotonic())
+
+    threads = [
+        threading.Thread(target=push, args=("first", first, "queued", 0.0)),
+        threading.Thread(target=push, args=("second", second, "queued", 0.7)),
+        threading.Thread(target=push, args=("other", other, "parallel", 0.0)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert all(r.returncode == 0 for r in results.values()), {
+        k: r.stderr for k, r in results.items()}
+    assert "Queued behind an earlier deploy of queued" in results["second"].stderr
+    assert "Queued" not in results["other"].stderr
+    # The second push to the same app went live after the first one.
+    assert timings["second"][1] > timings["first"][1]
+    assert server.get("queued") == (200, "second\n")
+    # Different apps overlapped: each started building before the other went live.
+    building = stage_times(server, "building")
+    live = stage_times(server, "running")
+    assert building["parallel"] < live["queued"] and building["queued"] < live["parallel"]
+
+
+def stage_times(server: Server, stage: str) -> dict[str, float]:
+    """When each app's first deployment logged its first line of `stage` (from the db)."""
+    with sqlite3.connect(server.data_dir / "rivetr.db") as db:
+        rows = db.execute(
+            "SELECT a.name, MIN(l.at) FROM deployment_logs l JOIN deployments d "
+            "ON d.id = l.deployment_id JOIN apps a ON a.id = d.app_id "
+            "WHERE l.stage = ? AND d.id = (SELECT MIN(id) FROM deployments WHERE app_id = a.id) "
+            "GROUP BY a.name", (stage,)).fetchall()
+    return dict(rows)
