@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from tests.helpers import HTTPD_DOCKERFILE, SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server
+from tests.helpers import (
+    GIT_ENV,
+    HTTPD_DOCKERFILE,
+    SHELL_DOCKERFILE_HEAD,
+    AppRepo,
+    Key,
+    Server,
+    ssh_command,
+)
 
 
 def test_health_path_must_answer_2xx_or_3xx(
@@ -136,3 +146,33 @@ def stage_times(server: Server, stage: str) -> dict[str, float]:
             "WHERE l.stage = ? AND d.id = (SELECT MIN(id) FROM deployments WHERE app_id = a.id) "
             "GROUP BY a.name", (stage,)).fetchall()
     return dict(rows)
+
+
+def test_pusher_disconnecting_does_not_stop_the_deploy(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
+                   + f'RUN echo "slow-{time.time()}" && sleep 2\nCOPY www /www\n'
+                   'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n')
+    env = {**os.environ, **GIT_ENV, "GIT_SSH_COMMAND": ssh_command(keys["alice"].private)}
+    push = subprocess.Popen(["git", "push", server.remote("orphan"), "main"], cwd=repo.path,
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    assert push.stderr is not None
+    seen = b""
+    while b"slow-" not in seen:
+        chunk = os.read(push.stderr.fileno(), 4096)
+        assert chunk, seen.decode()
+        seen += chunk
+    os.killpg(push.pid, signal.SIGKILL)  # git and its ssh: the pusher is gone
+    push.wait(timeout=10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = server.cli("deploys", "list", "orphan").stdout.splitlines()[1].split()[1]
+        if status in ("running", "failed"):
+            break
+        time.sleep(0.2)
+    assert status == "running"
+    assert server.get("orphan") == (200, "hello v1\n")
+    deploy_id = server.cli("deploys", "list", "orphan").stdout.splitlines()[1].split()[0][1:]
+    assert "-----> Running:" in server.cli("logs", deploy_id).stdout
