@@ -46,10 +46,7 @@ class Repos:
 
         def _init() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
-            repo = pygit2.init_repository(str(path), bare=True, initial_head=default_branch)
-            # Keep every object a push sent until rivetr decides; no auto-gc mid-deploy.
-            repo.config["receive.denyDeleteCurrent"] = "refuse"
-            repo.config["gc.auto"] = "0"
+            pygit2.init_repository(str(path), bare=True, initial_head=default_branch)
 
         await asyncio.to_thread(_init)
         return path

@@ -32,9 +32,21 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
 def server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
            keys: dict[str, Key]) -> Iterator[Server]:
     """One daemon shared by the end-to-end tests; each test uses its own app names."""
-    srv = Server(tmp_path_factory.mktemp("srv") / "data")
+    yield from running_server(tmp_path_factory.mktemp("srv") / "data", keys, with_bob=True)
+
+
+@pytest.fixture
+def own_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Iterator[Server]:
+    """A daemon of the test's own, for tests that stop, kill or restart it."""
+    yield from running_server(tmp_path / "data", keys)
+
+
+def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False
+                   ) -> Iterator[Server]:
+    srv = Server(data_dir)
     srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
-    srv.cli("keys", "add", "bob", str(keys["bob"].public))
+    if with_bob:
+        srv.cli("keys", "add", "bob", str(keys["bob"].public))
     srv.start()
     try:
         yield srv

@@ -9,24 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
-
-
-@pytest.fixture
-def own_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Iterator[Server]:
-    srv = Server(tmp_path / "data")
-    srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        srv.purge()
 
 
 def test_restart_serves_running_apps_without_redeploy(
