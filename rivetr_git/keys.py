@@ -17,14 +17,14 @@ class PublicKey:
 
 def parse_public_key(text: str) -> PublicKey:
     """Parse one OpenSSH public key line. Raises ValidationError with advice."""
+    if "PRIVATE KEY" in text:
+        raise ValidationError("that is a private key; give the .pub file instead")
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("#")]
     if len(lines) != 1:
         raise ValidationError(
             "expected exactly one OpenSSH public key line (like the contents of "
             "~/.ssh/id_ed25519.pub)"
         )
-    if "PRIVATE KEY" in text:
-        raise ValidationError("that is a private key; give the .pub file instead")
     try:
         key = asyncssh.import_public_key(lines[0])
     except (asyncssh.KeyImportError, ValueError) as exc:

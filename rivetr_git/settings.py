@@ -6,6 +6,7 @@ The same table drives `serve --help`, validation and the README's settings list.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -47,15 +48,18 @@ def _positive_int(value: int) -> int:
 
 
 def _positive_float(value: float) -> float:
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ValueError("expected a number greater than 0")
     return value
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
 def _domain(value: str) -> str:
     labels = value.lower().rstrip(".").split(".")
-    good = all(lab and lab[0] != "-" and lab.replace("-", "").isalnum() for lab in labels)
-    if not value or not good:
+    # ASCII only: browsers send internationalized names as punycode (xn--...).
+    if not value or not all(_LABEL.fullmatch(lab) for lab in labels):
         raise ValueError("expected a domain name such as 'localhost' or 'apps.example.com'")
     return ".".join(labels)
 
@@ -207,10 +211,17 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-        section = data.get("server", data)
-        for key, raw in section.items():
-            if key == "server" and isinstance(raw, dict):
-                continue
+        table = data.pop("server", {})
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"config file {config_file}: 'server' must be a table ([server]), not a value"
+            )
+        for key, raw in {**data, **table}.items():
+            if key in data and key in table:
+                raise ConfigError(
+                    f"config file {config_file}: '{key}' is set twice, at the top and in "
+                    "[server]; keep one"
+                )
             setting = _BY_NAME.get(key)
             if setting is None:
                 raise ConfigError(

@@ -136,12 +136,19 @@ class Store:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise RivetrError(f"cannot open database {path}: {exc}") from None
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.execute("PRAGMA synchronous=NORMAL")
         store = cls(db)
-        await store._migrate()
+        try:
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await store._migrate()
+        except sqlite3.Error as exc:
+            await db.close()
+            raise RivetrError(f"cannot use database {path}: {exc}") from None
+        except BaseException:
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:

@@ -47,6 +47,24 @@ def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMulti
     return out
 
 
+def _origin_form(request: web.BaseRequest) -> str | None:
+    """The request target as '/path?query', or None when it names no path on the app.
+
+    An absolute-form target (GET http://other/x) keeps only its path: the route was
+    chosen by the Host header. CONNECT, '*' and anything else are refused, so a
+    client can never steer the proxy to another host or port.
+    """
+    target = request.raw_path
+    if request.method == "CONNECT":
+        return None
+    if target.startswith("/"):
+        return target
+    if target.lower().startswith(("http://", "https://")):
+        parsed = URL(target, encoded=True)
+        return parsed.raw_path_qs if parsed.raw_path.startswith("/") else "/"
+    return None
+
+
 def _page(status: int, title: str, detail: str) -> web.Response:
     body = f"<!doctype html><title>{status} {title}</title><h1>{title}</h1><p>{detail}</p>\n"
     return web.Response(status=status, text=body, content_type="text/html")
@@ -96,8 +114,11 @@ class ProxyServer:
             if host in (self._routes.base_domain, "") and request.path == "/healthz":
                 return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
             return _page(404, "Not Found", "No app is served at this address.")
+        target = _origin_form(request)
+        if target is None:
+            return _page(400, "Bad Request", "This request target cannot be proxied.")
         try:
-            return await self._forward(request, upstream)
+            return await self._forward(request, upstream, target)
         except aiohttp.ClientConnectorError:
             return _page(502, "Bad Gateway", "The app is not answering right now.")
         except TimeoutError:
@@ -116,10 +137,15 @@ class ProxyServer:
             headers["X-Request-ID"] = secrets.token_hex(16)
         return headers
 
-    async def _forward(self, request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.BaseRequest, upstream: Upstream, target: str
+    ) -> web.StreamResponse:
         assert self._session is not None
-        # raw_path goes out byte for byte: no re-quoting, no dot-segment folding.
-        url = URL(f"http://{upstream.host}:{upstream.port}{request.raw_path}", encoded=True)
+        # Host and port come only from the route; the path goes out byte for byte
+        # (encoded=True: no re-quoting, no dot-segment folding).
+        path, _, query = target.partition("?")
+        url = URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
+                        query_string=query, encoded=True)
         data = request.content.iter_chunked(_CHUNK) if request.body_exists else None
         async with self._session.request(
             request.method,
