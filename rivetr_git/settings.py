@@ -121,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("stop_timeout", int, 10, "seconds a replaced container gets to exit before SIGKILL",
             _positive_int),
+    Setting("keep_releases", int, 3, "images of this many newest releases are kept per app",
+            _positive_int),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
 )
 
@@ -145,6 +147,7 @@ class Settings:
     health_timeout: float = 2.0
     health_retries: int = 60
     stop_timeout: int = 10
+    keep_releases: int = 3
     log_level: str = "INFO"
 
     @property

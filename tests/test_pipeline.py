@@ -17,6 +17,7 @@ from tests.helpers import (
     AppRepo,
     Key,
     Server,
+    run,
     ssh_command,
 )
 
@@ -176,3 +177,24 @@ def test_pusher_disconnecting_does_not_stop_the_deploy(
     assert server.get("orphan") == (200, "hello v1\n")
     deploy_id = server.cli("deploys", "list", "orphan").stdout.splitlines()[1].split()[0][1:]
     assert "-----> Running:" in server.cli("logs", deploy_id).stdout
+
+
+def test_old_release_images_are_pruned(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"])
+    for n in range(5):
+        repo.write("www/index.html", f"release {n}\n")
+        repo.commit(f"release {n}")
+        assert repo.push(server.remote("pruned")).returncode == 0
+    assert server.get("pruned") == (200, "release 4\n")
+
+    def tags() -> list[str]:
+        return run(["docker", "images", "--format", "{{.Tag}}",
+                    f"rivetr-{server.instance}/pruned"]).stdout.split()
+
+    deadline = time.monotonic() + 15
+    while len(tags()) > 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    live = server.cli("deploys", "list", "pruned").stdout.splitlines()[1].split()[0][1:]
+    assert len(tags()) == 3 and live in tags()

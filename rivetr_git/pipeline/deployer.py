@@ -20,7 +20,7 @@ from typing import Any
 
 from rivetr_git.errors import DeployFailed, RivetrError
 from rivetr_git.models import App, Deployment, Status
-from rivetr_git.pipeline import build, checkout, health, promote, start
+from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
@@ -159,6 +159,8 @@ class Deployer:
             if previous is not None and previous.container_id:
                 self._spawn(promote.retire(self._runtime, previous.container_id,
                                            self._settings.stop_timeout))
+            self._spawn(cleanup.prune_release_images(self._runtime, self._instance, app.name,
+                                                     self._settings.keep_releases))
             out.stage = Status.RUNNING.value
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")

@@ -230,6 +230,10 @@ class DockerRuntime:
 
         return await self._call("list containers", _list)
 
+    async def prune_dangling_images(self, labels: Mapping[str, str]) -> None:
+        filters = {"dangling": True, "label": _label_filter(labels)}
+        await self._call("prune images", lambda: self._client.images.prune(filters=filters))
+
     async def list_images(self, labels: Mapping[str, str]) -> list[str]:
         def _list() -> list[str]:
             found = self._client.images.list(filters={"label": _label_filter(labels)})
