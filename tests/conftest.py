@@ -41,9 +41,9 @@ def own_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Ite
     yield from running_server(tmp_path / "data", keys)
 
 
-def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False
-                   ) -> Iterator[Server]:
-    srv = Server(data_dir)
+def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
+                   env: dict[str, str] | None = None) -> Iterator[Server]:
+    srv = Server(data_dir, env)
     srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
     if with_bob:
         srv.cli("keys", "add", "bob", str(keys["bob"].public))

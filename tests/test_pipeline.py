@@ -198,3 +198,32 @@ def test_old_release_images_are_pruned(
         time.sleep(0.2)
     live = server.cli("deploys", "list", "pruned").stdout.splitlines()[1].split()[0][1:]
     assert len(tags()) == 3 and live in tags()
+
+
+def test_max_concurrent_deploys_limits_parallel_builds(
+    docker_engine: None, keys: dict[str, Key], workdir: Path
+) -> None:
+    from tests.conftest import running_server
+
+    servers = running_server(workdir / "data", keys, env={"RIVETR_MAX_CONCURRENT_DEPLOYS": "1"})
+    srv = next(servers)
+    try:
+        slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 1.5 && echo "{tag}"\nCOPY www /www\n' \
+            'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+        repos = {app: AppRepo(workdir / app, keys["alice"], slow.format(tag=f"{app}{time.time()}"))
+                 for app in ("slot-a", "slot-b")}
+        results: dict[str, subprocess.CompletedProcess[str]] = {}
+        threads = [threading.Thread(target=lambda a=app, r=repo: results.__setitem__(
+            a, r.push(srv.remote(a)))) for app, repo in repos.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert all(r.returncode == 0 for r in results.values())
+        waited = [a for a, r in results.items() if "Waiting for a free deploy slot" in r.stderr]
+        assert len(waited) == 1
+        building, live = stage_times(srv, "building"), stage_times(srv, "running")
+        first = "slot-a" if waited == ["slot-b"] else "slot-b"
+        assert building[waited[0]] > live[first]  # strictly one after the other
+    finally:
+        servers.close()

@@ -101,6 +101,9 @@ class Deployer:
         queue = self._queues[app_name]
         while not queue.empty():
             job = queue.get_nowait()
+            if self._slots.locked():
+                limit = self._settings.max_concurrent_deploys
+                job.log.header(f"Waiting for a free deploy slot (max_concurrent_deploys = {limit})")
             try:
                 async with self._slots:
                     final = await self._deploy(job)
@@ -146,14 +149,13 @@ class Deployer:
                                          host_port=container.host_port)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
+                policy = self._health_policy(app)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
-                    self._routes.hostname(app.name), self._health_policy(app),
+                    self._routes.hostname(app.name), policy,
                 )
-                path = app.health_path if app.health_path is not None else (
-                    self._settings.health_path)
-                out.info(f"{'GET ' + path if path else 'answered'} ok after {attempts} "
-                         f"attempt{'s' if attempts > 1 else ''}")
+                what = f"GET {policy.path}" if policy.path else "answered"
+                out.info(f"{what} ok after {attempts} attempt{'s' if attempts > 1 else ''}")
             previous = await promote.promote(self._store, self._routes, d, app.name,
                                              container.host_port)
             if previous is not None and previous.container_id:
