@@ -57,6 +57,10 @@ class BenchError(Exception):
     """A step of the benchmark failed; the message says which and why."""
 
 
+class DeployFailed(BenchError):
+    """One deploy did not go live; a benchmark may note it and try again."""
+
+
 def run(
     cmd: Sequence[str | Path],
     *,
@@ -281,6 +285,12 @@ class Server:
         out = run(["docker", "images", "--filter", f"label={INSTANCE_LABEL}={self.instance}",
                    "--format", "{{.Repository}}:{{.Tag}}"])
         return out.split()
+
+
+def failure_reason(output: list[str]) -> str:
+    """The line of a push's output that says why the deploy failed (else its last line)."""
+    marked = [ln for ln in output if "Deploy failed" in ln]
+    return (marked or output or ["(no output)"])[-1].removeprefix("remote:").strip()
 
 
 def watch_push(proc: subprocess.Popen[bytes], started: float, timeout: float) -> PushResult:

@@ -18,14 +18,16 @@ cryptography and aiosqlite, measured in a subprocess.
 
 Reading the output
 ------------------
-A table of RSS in MB (MiB: the kB figure from /proc divided by 1024), with the peak RSS
-so far (VmHWM), open file descriptors and threads at each point; fds and threads
-should not climb with deploys either. Then the targets: idle RSS under 100 MB, and no
-growth over the redeploys, i.e. RSS after redeploys / RSS after the apps <= 1.05 (5%
-slack for allocator noise). Last, the daemon's log warnings/errors, the count of
-containers and images the instance holds (expected: one running container per app),
-and the cleanup (daemon stopped by PID, containers and images removed by label, temp dir
-deleted).
+A table of RSS in MB (MiB: the kB figure from /proc divided by 1024), split into anon
+(heap: Python objects, SQLite's page cache, native allocations) and file (mapped files:
+shared libraries, git packs), with the peak RSS so far (VmHWM), open file descriptors
+and threads at each point; fds and threads should not climb with deploys either.
+Then the targets: idle RSS under 100 MB, and no growth over the redeploys, i.e.
+RSS after redeploys / RSS after the apps <= 1.05 (5% slack for allocator noise).
+A deploy that fails is reported with the server's reason and retried once (at most 5
+failures per run). Last, the daemon's log warnings/errors, the count of containers and
+images the instance holds (expected: one running container per app), and the cleanup
+(daemon stopped by PID, containers and images removed by label, temp dir deleted).
 
 Run from the project root:  .venv/bin/python bench/idle_memory.py [--apps 50] [--redeploys 100]
 """
@@ -40,7 +42,9 @@ from dataclasses import dataclass
 from harness import (
     AppRepo,
     BenchError,
+    DeployFailed,
     Server,
+    failure_reason,
     fd_count,
     proc_status,
     report_server_health,
@@ -52,12 +56,15 @@ BASELINE_MODULES = ("aiohttp.web", "asyncssh", "docker", "pygit2", "cryptography
 TARGET_IDLE_MB = 100.0
 GROWTH_TOLERANCE = 1.05
 SAMPLE_EVERY = 25
+MAX_FAILURES = 5  # a failed deploy is reported and retried once, up to this many in a run
 
 
 @dataclass(frozen=True)
 class Sample:
     label: str
     rss_kb: int
+    anon_kb: int | None = None
+    file_kb: int | None = None
     hwm_kb: int | None = None
     fds: int | None = None
     threads: int | None = None
@@ -70,8 +77,8 @@ def mb(kb: int) -> float:
 def sample_server(server: Server, label: str, settle: float = 0.0) -> Sample:
     time.sleep(settle)
     status = proc_status(server.pid)
-    return Sample(label, status["VmRSS"], status["VmHWM"], fd_count(server.pid),
-                  status["Threads"])
+    return Sample(label, status["VmRSS"], status["RssAnon"], status["RssFile"],
+                  status["VmHWM"], fd_count(server.pid), status["Threads"])
 
 
 def baseline() -> Sample:
@@ -79,37 +86,52 @@ def baseline() -> Sample:
     code = (
         f"import {', '.join(BASELINE_MODULES)}\n"
         "for line in open('/proc/self/status'):\n"
-        "    if line.startswith(('VmRSS:', 'VmHWM:')):\n"
-        "        print(line.split()[1])\n"
+        "    if line.startswith(('VmRSS:', 'RssAnon:', 'RssFile:', 'VmHWM:')):\n"
+        "        print(line.split()[0], line.split()[1])\n"
     )
-    rss, hwm = (int(v) for v in run([sys.executable, "-c", code]).split())
-    return Sample("baseline: python + imports only", rss, hwm)
+    out = dict(line.split() for line in run([sys.executable, "-c", code]).splitlines())
+    return Sample("baseline: python + imports only", int(out["VmRSS:"]), int(out["RssAnon:"]),
+                  int(out["RssFile:"]), int(out["VmHWM:"]))
 
 
-def deploy(server: Server, repo: AppRepo, app: str) -> float:
-    """Push HEAD to `app` and return how long git push took; raise if it did not go live."""
-    result = server.push(repo, app)
-    if result.returncode != 0 or not any("-----> Running:" in ln for ln in result.output):
-        raise BenchError(f"deploy of {app} failed:\n" + "\n".join(result.output[-15:]))
-    return result.exited
+class Deploys:
+    """Pushes HEAD to an app and checks it went live; notes failures and retries once."""
+
+    def __init__(self, server: Server, repo: AppRepo) -> None:
+        self.server = server
+        self.repo = repo
+        self.failures: list[str] = []
+
+    def __call__(self, app: str) -> None:
+        for attempt in (1, 2):
+            result = self.server.push(self.repo, app)
+            if result.returncode == 0 and any("-----> Running:" in ln for ln in result.output):
+                return
+            reason = f"{app} (attempt {attempt}): {failure_reason(result.output)}"
+            self.failures.append(reason)
+            print(f"  ! deploy failed: {reason}", flush=True)
+            if attempt == 2 or len(self.failures) > MAX_FAILURES:
+                raise DeployFailed(f"giving up after {len(self.failures)} failed deploy(s)")
 
 
-def deploy_apps(server: Server, repo: AppRepo, names: list[str]) -> None:
+def deploy_apps(server: Server, deploy: Deploys, names: list[str]) -> None:
     started = time.monotonic()
     for i, name in enumerate(names, 1):
-        deploy(server, repo, name)
+        deploy(name)
         if i % 10 == 0 or i == len(names):
             print(f"  deployed {i}/{len(names)} apps ({time.monotonic() - started:.0f}s, "
                   f"RSS {mb(server.rss_kb()):.1f} MB)", flush=True)
 
 
-def redeploy(server: Server, repo: AppRepo, names: list[str], count: int) -> list[Sample]:
+def redeploy(
+    server: Server, repo: AppRepo, deploy: Deploys, names: list[str], count: int
+) -> list[Sample]:
     """`count` new commits, deployed round-robin over `names`; a sample every SAMPLE_EVERY."""
     samples: list[Sample] = []
     started = time.monotonic()
     for i in range(1, count + 1):
         repo.commit(f"redeploy {i}")
-        deploy(server, repo, names[(i - 1) % len(names)])
+        deploy(names[(i - 1) % len(names)])
         if i % SAMPLE_EVERY == 0 and i != count:
             samples.append(sample_server(server, f"after {i} redeploys"))
             print(f"  redeployed {i}/{count} ({time.monotonic() - started:.0f}s, "
@@ -117,13 +139,18 @@ def redeploy(server: Server, repo: AppRepo, names: list[str], count: int) -> lis
     return samples
 
 
+def _cell(value: int | None, width: int, as_mb: bool = True) -> str:
+    if value is None:
+        return " " * width
+    return f"{mb(value):{width}.1f}" if as_mb else f"{value:{width}d}"
+
+
 def print_table(samples: list[Sample]) -> None:
-    print(f"\n{'point':<34} {'RSS MB':>8} {'peak MB':>8} {'fds':>5} {'threads':>7}")
+    print(f"\n{'point':<34} {'RSS MB':>7} {'anon':>6} {'file':>6} {'peak':>6} {'fds':>4} "
+          f"{'threads':>7}")
     for s in samples:
-        hwm = "" if s.hwm_kb is None else f"{mb(s.hwm_kb):8.1f}"
-        fds = "" if s.fds is None else str(s.fds)
-        threads = "" if s.threads is None else str(s.threads)
-        print(f"{s.label:<34} {mb(s.rss_kb):8.1f} {hwm:>8} {fds:>5} {threads:>7}")
+        print(f"{s.label:<34} {mb(s.rss_kb):7.1f} {_cell(s.anon_kb, 6)} {_cell(s.file_kb, 6)} "
+              f"{_cell(s.hwm_kb, 6)} {_cell(s.fds, 4, False)} {_cell(s.threads, 7, False)}")
 
 
 def print_verdict(
@@ -152,6 +179,9 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.apps <= 200 or not 1 <= args.redeploys <= 500:
         parser.error("--apps must be 1..200 and --redeploys 1..500")
+    if args.redeploy_apps < 1:
+        parser.error("--redeploy-apps must be at least 1")
+    args.redeploy_apps = min(args.redeploy_apps, args.apps)
     began = time.monotonic()
     base = baseline()
     with workspace("rivetr-bench-mem-") as server:
@@ -162,14 +192,19 @@ def main() -> int:
         print(f"idle RSS {mb(idle.rss_kb):.1f} MB; deploying {args.apps} apps ...", flush=True)
         repo = AppRepo.create(server.workdir / "app", "memory bench")
         names = [f"mem-{i:03d}" for i in range(1, args.apps + 1)]
-        deploy_apps(server, repo, names)
+        deploy = Deploys(server, repo)
+        deploy_apps(server, deploy, names)
         after_apps = sample_server(server, f"after {args.apps} apps", args.settle)
         print(f"redeploying {args.redeploys} times over {args.redeploy_apps} apps ...",
               flush=True)
-        trend = redeploy(server, repo, names[: max(1, args.redeploy_apps)], args.redeploys)
+        trend = redeploy(server, repo, deploy, names[: args.redeploy_apps],
+                         args.redeploys)
         final = sample_server(server, f"after {args.redeploys} redeploys", args.settle)
         print_table([base, idle, after_apps, *trend, final])
         print_verdict(idle, after_apps, final, base, args.apps)
+        print(f"failed deploys (retried): {len(deploy.failures)}")
+        for failure in deploy.failures:
+            print(f"  {failure}")
         print()
         report_server_health(server, expected_containers=args.apps)
     print(f"total {time.monotonic() - began:.1f}s")
@@ -182,3 +217,6 @@ if __name__ == "__main__":
     except BenchError as exc:
         print(f"idle_memory: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("idle_memory: interrupted (cleanup done)", file=sys.stderr)
+        sys.exit(130)

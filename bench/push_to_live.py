@@ -9,18 +9,20 @@ interleaved (the order alternates per round, since the machine is noisy):
 
 * rivetr:  `git push ssh://git@127.0.0.1:PORT/bench main`. Measured from the start of the
   push to the first 200 carrying the new content through rivetr's proxy
-  (Host: bench.localhost), polled every 10 ms while the push runs. Also measured: the
-  time to the first streamed `remote:` line on git's stderr, when git exited, and the
-  server's own figure from its `-----> Running: ... (live in X s)` line (the daemon's
-  clock, from the start of the deploy, i.e. after git has sent the pack).
+  (Host: bench.localhost), polled every 10 ms (--poll-interval) while the push runs.
+  Also measured: the time to the first streamed `remote:` line on git's stderr, when
+  git exited, and the server's own figure from its `-----> Running: ... (live in X s)`
+  line (the daemon's clock, from the start of the deploy, i.e. after git sent the pack).
 * by hand: the floor for the same work done with plain tools: `git push` to a local bare
   repo (file path), `docker build` of the same tree (`git archive HEAD`, layer cache
   warm), `docker run -d --init -p 127.0.0.1::5000`, poll that port until the first 200
   with the new content, then (untimed) `docker rm -f` of the previous by-hand container.
+  (The by-hand build adds one `--label`, for cleanup; rivetr's build adds two.)
 
 The two sides commit different page text, so neither reuses the other's `COPY www`
 layer; the busybox layer is cached for both. A warm-up round (creates the app, fills the
-layer cache) runs first and is not counted.
+layer cache) runs first and is not counted. A round whose deploy fails (either side) is
+reported with the reason and re-run with a new commit, at most 3 times per run.
 
 Reading the output
 ------------------
@@ -52,8 +54,10 @@ from harness import (
     BENCH_LABEL,
     AppRepo,
     BenchError,
+    DeployFailed,
     PushResult,
     Server,
+    failure_reason,
     fmt_s,
     http_get,
     median,
@@ -69,6 +73,7 @@ LIVE_IN = re.compile(r"\(live in ([0-9.]+)s\)")
 TARGET_RATIO = 1.0
 TARGET_FIRST_LINE = 0.3
 AFTER_EXIT_GRACE = 5.0  # how long to keep polling once git push has exited 0
+MAX_FAILURES = 3  # failed deploys are reported and the round re-run, up to this many
 
 
 @dataclass
@@ -92,7 +97,9 @@ class ByHandRound:
 # --- rivetr ------------------------------------------------------------------------------------
 
 
-def rivetr_round(server: Server, repo: AppRepo, content: str, timeout: float) -> RivetrRound:
+def rivetr_round(
+    server: Server, repo: AppRepo, content: str, timeout: float, interval: float
+) -> RivetrRound:
     """Push the current commit and poll the proxy until it serves `content`."""
     host = f"{APP}.localhost"
     started = time.monotonic()
@@ -107,7 +114,8 @@ def rivetr_round(server: Server, repo: AppRepo, content: str, timeout: float) ->
 
     watcher = threading.Thread(target=_watch, daemon=True)
     watcher.start()
-    live = poll_while_pushing(server.proxy_port, host, content, started, timeout, results)
+    live = poll_while_pushing(server.proxy_port, host, content, started, timeout, interval,
+                              results)
     watcher.join(timeout)
     if not results:
         raise BenchError("git push watcher did not finish")
@@ -115,7 +123,9 @@ def rivetr_round(server: Server, repo: AppRepo, content: str, timeout: float) ->
     if isinstance(result, BaseException):
         raise result
     if result.returncode != 0:
-        raise BenchError("git push failed:\n" + "\n".join(result.output[-15:]))
+        raise DeployFailed(f"rivetr: {failure_reason(result.output)}")
+    if live is None:
+        raise DeployFailed("rivetr: git push succeeded but the proxy never served the new page")
     match = next((m for line in result.output if (m := LIVE_IN.search(line))), None)
     return RivetrRound(
         to_live=live, first_line=result.first_remote_line, push_exit=result.exited,
@@ -124,7 +134,7 @@ def rivetr_round(server: Server, repo: AppRepo, content: str, timeout: float) ->
 
 
 def poll_while_pushing(
-    port: int, host: str, content: str, started: float, timeout: float,
+    port: int, host: str, content: str, started: float, timeout: float, interval: float,
     results: list[PushResult | BaseException],
 ) -> float | None:
     """Seconds from `started` to the first 200 with `content`; None if it never came."""
@@ -139,7 +149,7 @@ def poll_while_pushing(
                 return None
             if now - started > done.exited + AFTER_EXIT_GRACE:
                 return None
-        time.sleep(0.01)
+        time.sleep(interval)
     return None
 
 
@@ -158,20 +168,23 @@ class ByHand:
         self.previous: str | None = None
         run(["git", "init", "-q", "--bare", self.bare])
 
-    def deploy(self, content: str, timeout: float) -> ByHandRound:
+    def deploy(self, content: str, timeout: float, interval: float) -> ByHandRound:
         self.count += 1
         tag = f"{self.tag_base}:{self.count}"
         started = time.monotonic()
         self.repo.git("push", "-q", str(self.bare), "HEAD:refs/heads/main")
         pushed = time.monotonic()
-        run(["docker", "build", "-q", "-t", tag, "--label", self.label, "-"],
-            stdin=self.repo.archive(), timeout=timeout)
+        try:
+            run(["docker", "build", "-q", "-t", tag, "--label", self.label, "-"],
+                stdin=self.repo.archive(), timeout=timeout)
+        except BenchError as exc:
+            raise DeployFailed(f"by hand: {str(exc).splitlines()[-1]}") from None
         built = time.monotonic()
         container = run(["docker", "run", "-d", "--init", "--label", self.label,
                          "-p", f"127.0.0.1::{APP_PORT}", tag]).strip()
         port = int(run(["docker", "port", container, f"{APP_PORT}/tcp"]).split(":")[-1])
         ran = time.monotonic()
-        seen = wait_for_content(port, "localhost", content, deadline=started + timeout)
+        seen = wait_for_content(port, "localhost", content, started + timeout, interval)
         if self.previous is not None:
             run(["docker", "rm", "-f", self.previous])
         self.previous = container
@@ -198,7 +211,9 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def print_summary(rivetr: list[RivetrRound], by_hand: list[ByHandRound]) -> None:
+def print_summary(
+    rivetr: list[RivetrRound], by_hand: list[ByHandRound], failures: list[str]
+) -> None:
     r_live = [r.to_live for r in rivetr if r.to_live is not None]
     h_live = [h.to_live for h in by_hand if h.to_live is not None]
     first = [r.first_line for r in rivetr if r.first_line is not None]
@@ -215,25 +230,29 @@ def print_summary(rivetr: list[RivetrRound], by_hand: list[ByHandRound]) -> None
     print(f"  server-side 'live in'        {median(server):6.3f}   (the daemon's own clock, "
           "from the deploy's start)")
     print(f"  git push exit                {median([r.push_exit for r in rivetr]):6.3f}")
+    print(f"  failed deploys (re-run)      {len(failures):6d}")
+    for failure in failures:
+        print(f"    {failure}")
 
 
 # --- main --------------------------------------------------------------------------------------
 
 
 def one_round(
-    i: int, server: Server, repo: AppRepo, by_hand: ByHand, nonce: str, timeout: float
+    i: int, server: Server, repo: AppRepo, by_hand: ByHand, nonce: str,
+    args: argparse.Namespace,
 ) -> tuple[RivetrRound, ByHandRound]:
     """Deploy a new commit both ways; alternate which goes first."""
 
     def do_rivetr() -> RivetrRound:
         content = f"rivetr round {i} {nonce}"
         repo.commit(content)
-        return rivetr_round(server, repo, content, timeout)
+        return rivetr_round(server, repo, content, args.timeout, args.poll_interval)
 
     def do_by_hand() -> ByHandRound:
         content = f"by-hand round {i} {nonce}"
         repo.commit(content)
-        return by_hand.deploy(content, timeout)
+        return by_hand.deploy(content, args.timeout, args.poll_interval)
 
     if i % 2 == 0:
         r = do_rivetr()
@@ -249,14 +268,43 @@ def wait_for_retirement(server: Server, expected: int, timeout: float = 20) -> N
         time.sleep(0.2)
 
 
+def timed_rounds(
+    server: Server, repo: AppRepo, by_hand: ByHand, nonce: str, args: argparse.Namespace
+) -> tuple[list[RivetrRound], list[ByHandRound], list[str]]:
+    """Run rounds until args.rounds succeeded; a failed deploy is noted and its round re-run."""
+    rivetr: list[RivetrRound] = []
+    hand: list[ByHandRound] = []
+    failures: list[str] = []
+    attempt = 0
+    while len(rivetr) < args.rounds:
+        attempt += 1
+        label = str(len(rivetr) + 1)
+        try:
+            r, h = one_round(attempt, server, repo, by_hand, nonce, args)
+        except DeployFailed as exc:
+            failures.append(f"round {label} (attempt {attempt}): {exc}")
+            print(f"{label:>5} | FAILED, will re-run: {exc}", flush=True)
+            if len(failures) > MAX_FAILURES:
+                raise BenchError(f"more than {MAX_FAILURES} failed deploys; giving up") from None
+            continue
+        print_round(label, r, h)
+        rivetr.append(r)
+        hand.append(h)
+    return rivetr, hand, failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5, max 50)")
     parser.add_argument("--timeout", type=float, default=120,
                         help="seconds one deploy may take before the run fails (default 120)")
+    parser.add_argument("--poll-interval", type=float, default=0.01,
+                        help="seconds between HTTP polls for the new page (default 0.01)")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 50:
         parser.error("--rounds must be from 1 to 50")
+    if not 0.001 <= args.poll_interval <= 1:
+        parser.error("--poll-interval must be from 0.001 to 1")
     nonce = uuid.uuid4().hex[:8]
     began = time.monotonic()
     with workspace("rivetr-bench-live-") as server:
@@ -266,17 +314,11 @@ def main() -> int:
         repo = AppRepo.create(server.workdir / "app", f"warm-up {nonce}")
         by_hand = ByHand(server.workdir, repo, f"{BENCH_LABEL}={server.instance}")
         print(HEADER)
-        print_round("warm", *one_round(0, server, repo, by_hand, nonce, args.timeout))
-        rivetr: list[RivetrRound] = []
-        hand: list[ByHandRound] = []
-        for i in range(1, args.rounds + 1):
-            r, h = one_round(i, server, repo, by_hand, nonce, args.timeout)
-            print_round(str(i), r, h)
-            rivetr.append(r)
-            hand.append(h)
+        print_round("warm", *one_round(0, server, repo, by_hand, nonce, args))
+        rivetr, hand, failures = timed_rounds(server, repo, by_hand, nonce, args)
         print("\nlast rivetr push, as git showed it:")
         print("\n".join(f"  {line}" for line in rivetr[-1].output))
-        print_summary(rivetr, hand)
+        print_summary(rivetr, hand, failures)
         wait_for_retirement(server, expected=1)
         print()
         report_server_health(server, expected_containers=1)
@@ -290,3 +332,6 @@ if __name__ == "__main__":
     except BenchError as exc:
         print(f"push_to_live: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("push_to_live: interrupted (cleanup done)", file=sys.stderr)
+        sys.exit(130)
