@@ -61,12 +61,15 @@ def instance_of(data_dir: Path) -> str:
 
 
 def docker_ids(kind: str, instance: str, extra: str = "") -> list[str]:
-    """Container ('ps') or image ('images') ids carrying this instance's label."""
+    """Container ids carrying this instance's label ('ps'), or its image tags ('images')."""
+    if kind == "images":
+        out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+                   "--filter", f"reference=rivetr-{instance}/*"]).stdout
+        return out.split()
     filt = ["--filter", f"label=rivetr.instance={instance}"]
     if extra:
         filt += ["--filter", extra]
-    command = ["ps", "-aq"] if kind == "ps" else ["images", "-q"]
-    return run(["docker", *command, *filt]).stdout.split()
+    return run(["docker", "ps", "-aq", *filt]).stdout.split()
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Server:
                     self.ssh_port, self.proxy_port = info["ssh_port"], info["proxy_port"]
                     return
             time.sleep(0.05)
+        self.stop(signal.SIGKILL)  # never leave a half-started daemon behind
         raise AssertionError(f"daemon did not start:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

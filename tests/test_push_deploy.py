@@ -75,6 +75,9 @@ def assert_failed_cleanly(server: Server, repo: AppRepo, app: str, good_sha: str
     assert len(containers) == 1  # only the live release's
     assert no_build_dirs_left(server)
     assert deployments(server, app)[0] == "failed"
+    failed_id = server.cli("deploys", "list", app).stdout.splitlines()[1].split()[0][1:]
+    assert f"rivetr-{server.instance}/{app}:{failed_id}" not in docker_ids(
+        "images", server.instance)
 
 
 def test_build_failure_keeps_old_release_and_restores_branch(

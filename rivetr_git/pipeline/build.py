@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rivetr_git.pipeline.labels import image_tag, labels
+from rivetr_git.pipeline.labels import image_tag
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime
 
@@ -20,12 +20,8 @@ async def build(
 ) -> str:
     """Build and return the image tag. Raises BuildFailed with the builder's message."""
     tag = image_tag(instance, app, deployment_id)
-    spec = BuildSpec(
-        context_tar=context_tar,
-        tag=tag,
-        dockerfile=dockerfile,
-        # No per-deployment label: LABEL steps would defeat the layer cache on every push.
-        labels=labels(instance, app),
-    )
+    # No build labels: the legacy builder turns each into a LABEL step, a container and
+    # a layer on every push. The tag's repository (rivetr-<instance>/<app>) identifies it.
+    spec = BuildSpec(context_tar=context_tar, tag=tag, dockerfile=dockerfile)
     await runtime.build(spec, lambda line: log.output(line, "build"))
     return tag

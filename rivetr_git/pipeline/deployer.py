@@ -71,6 +71,7 @@ class Deployer:
         self._queues: dict[str, asyncio.Queue[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._gate = cleanup.BuildGate()
         self._work_dir = settings.data_dir / "tmp"
 
     def app_url(self, app: str) -> str:
@@ -136,7 +137,8 @@ class Deployer:
             async with self._stage(job, Status.CLONING):
                 context = await checkout.checkout(self._repos, app.name, d.commit_sha, build_dir,
                                                   out)
-            async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"):
+            async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
+                    self._gate.building():
                 image = await build.build(self._runtime, context, self._instance, app.name, d.id,
                                           app.dockerfile, out)
             await self._store.set_status(d.id, Status.BUILDING, image=image)
@@ -161,8 +163,8 @@ class Deployer:
             if previous is not None and previous.container_id:
                 self._spawn(promote.retire(self._runtime, previous.container_id,
                                            self._settings.stop_timeout))
-            self._spawn(cleanup.prune_release_images(self._runtime, self._instance, app.name,
-                                                     self._settings.keep_releases))
+            self._spawn(cleanup.prune_release_images(self._runtime, self._gate, self._instance,
+                                                     app.name, self._settings.keep_releases))
             out.stage = Status.RUNNING.value
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
@@ -210,7 +212,8 @@ class Deployer:
             ):
                 await self._runtime.remove(container.id)
             if image is not None:
-                await self._runtime.remove_image(image)
+                async with self._gate.removing():
+                    await self._runtime.remove_image(image)
         except RivetrError as exc:
             # Start-up reconciliation removes what is left by label.
             log.warning("cleanup of deployment #%s incomplete: %s", d.id, exc)

@@ -24,8 +24,12 @@ def labels(
     return out
 
 
+def image_repository(instance: str, app: str) -> str:
+    return f"rivetr-{instance}/{app}"
+
+
 def image_tag(instance: str, app: str, deployment_id: int) -> str:
-    return f"rivetr-{instance}/{app}:{deployment_id}"
+    return f"{image_repository(instance, app)}:{deployment_id}"
 
 
 def container_name(instance: str, app: str, deployment_id: int) -> str:

@@ -22,7 +22,6 @@ class BuildSpec:
     context_tar: Path  # a tar of the build context (the pushed tree)
     tag: str
     dockerfile: str = "Dockerfile"
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,9 @@ class Runtime(Protocol):
         ...
 
     async def remove_image(self, image: str) -> None:
-        """Remove an image tag (and the image if nothing else uses it). Missing is not an error."""
+        """Remove an image tag, and the image if nothing else uses it, but never its parent
+        layers: a concurrent build (of any server on the engine) may be reusing them as
+        cache. Missing is not an error."""
         ...
 
     async def logs(self, container_id: str, tail: int) -> str:
@@ -97,12 +98,8 @@ class Runtime(Protocol):
         """All containers (running or not) carrying every label in `labels`."""
         ...
 
-    async def list_images(self, labels: Mapping[str, str]) -> list[str]:
-        """Tags of images carrying every label in `labels`."""
-        ...
-
-    async def prune_dangling_images(self, labels: Mapping[str, str]) -> None:
-        """Remove untagged images carrying every label in `labels`."""
+    async def list_images(self, repository: str) -> list[str]:
+        """Tags ('repository:tag') of the images in `repository`."""
         ...
 
     async def close(self) -> None: ...

@@ -94,7 +94,6 @@ class DockerRuntime:
                     custom_context=True,
                     tag=spec.tag,
                     dockerfile=spec.dockerfile,
-                    labels=dict(spec.labels),
                     rm=True,
                     forcerm=True,
                     decode=True,
@@ -201,7 +200,7 @@ class DockerRuntime:
     async def remove_image(self, image: str) -> None:
         def _remove() -> None:
             with contextlib.suppress(docker.errors.NotFound):
-                self._client.images.remove(image, force=False, noprune=False)
+                self._client.images.remove(image, force=False, noprune=True)
 
         await self._call("remove image", _remove)
 
@@ -230,13 +229,10 @@ class DockerRuntime:
 
         return await self._call("list containers", _list)
 
-    async def prune_dangling_images(self, labels: Mapping[str, str]) -> None:
-        filters = {"dangling": True, "label": _label_filter(labels)}
-        await self._call("prune images", lambda: self._client.images.prune(filters=filters))
-
-    async def list_images(self, labels: Mapping[str, str]) -> list[str]:
+    async def list_images(self, repository: str) -> list[str]:
         def _list() -> list[str]:
-            found = self._client.images.list(filters={"label": _label_filter(labels)})
-            return [tag for img in found for tag in img.tags]
+            found = self._client.images.list(name=repository)
+            prefix = repository + ":"
+            return [tag for img in found for tag in img.tags if tag.startswith(prefix)]
 
         return await self._call("list images", _list)
