@@ -3,8 +3,8 @@
 Gives each benchmark a throwaway workspace with its own `rivetr-git serve` (own data dir,
 own SSH key, ports picked by the OS, listening on 127.0.0.1 only), a tiny busybox app repo,
 and a cleanup that removes everything the run created: the daemon (by PID), its containers
-and images (by its `rivetr.instance` label), containers and images the benchmark itself
-started (by the `rivetr-bench.run` label) and the temp dir.
+(by its `rivetr.instance` label) and images (named `rivetr-<instance>/...`), containers and
+images the benchmark itself started (by the `rivetr-bench.run` label) and the temp dir.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ class Server:
         return out.split("\n")[:-1] if out else []
 
     def images(self) -> list[str]:
-        out = run(["docker", "images", "--filter", f"label={INSTANCE_LABEL}={self.instance}",
+        out = run(["docker", "images", "--filter", f"reference=rivetr-{self.instance}/*",
                    "--format", "{{.Repository}}:{{.Tag}}"])
         return out.split()
 
@@ -338,12 +338,15 @@ def fd_count(pid: int) -> int:
 # --- cleanup -----------------------------------------------------------------------------------
 
 
-def remove_labelled(label: str) -> tuple[int, int]:
-    """`docker rm -f` every container and `docker rmi` every image carrying `label`."""
+def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int]:
+    """`docker rm -f` every container carrying `label`, and `docker rmi` every image carrying
+    it (or, when given, every image matching `reference`: rivetr's images are named, not
+    labelled)."""
     containers = run(["docker", "ps", "-aq", "--filter", f"label={label}"]).split()
     if containers:
         run(["docker", "rm", "-f", *containers], timeout=300)
-    images = sorted(set(run(["docker", "images", "-q", "--filter", f"label={label}"]).split()))
+    image_filter = f"reference={reference}" if reference else f"label={label}"
+    images = sorted(set(run(["docker", "images", "-q", "--filter", image_filter]).split()))
     if images:
         # -f: one image id may carry several of our tags (identical builds share an id).
         run(["docker", "rmi", "-f", *images], timeout=300)
@@ -363,9 +366,11 @@ def workspace(prefix: str) -> Iterator[Server]:
         code = server.stop()
         if code not in (None, 0):
             print(f"  ! rivetr-git serve exited with code {code}")
-        for label in (f"{INSTANCE_LABEL}={server.instance}", f"{BENCH_LABEL}={server.instance}"):
+        for label, reference in ((f"{INSTANCE_LABEL}={server.instance}",
+                                  f"rivetr-{server.instance}/*"),
+                                 (f"{BENCH_LABEL}={server.instance}", None)):
             try:
-                n_containers, n_images = remove_labelled(label)
+                n_containers, n_images = remove_labelled(label, reference)
                 print(f"  removed {n_containers} container(s), {n_images} image(s) "
                       f"labelled {label}")
             except BenchError as exc:
