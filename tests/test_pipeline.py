@@ -227,3 +227,27 @@ def test_max_concurrent_deploys_limits_parallel_builds(
         assert building[waited[0]] > live[first]  # strictly one after the other
     finally:
         servers.close()
+
+
+def test_build_context_keeps_modes_symlinks_and_directories(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
+                   + "COPY app /app\n"
+                   + 'RUN test -x /app/bin/start.sh && test ! -x /app/data.txt '
+                   + '&& test "$(readlink /app/current)" = "bin/start.sh" '
+                   + '&& test "$(cat /app/deep/a/b/c.txt)" = "deep"\n'
+                   + 'COPY www /www\n'
+                   + 'CMD ["/app/bin/start.sh"]\n')
+    (repo.path / "app" / "bin").mkdir(parents=True)
+    (repo.path / "app" / "deep" / "a" / "b").mkdir(parents=True)
+    start = repo.path / "app" / "bin" / "start.sh"
+    start.write_text("#!/bin/sh\nexec httpd -f -p 5000 -h /www\n")
+    start.chmod(0o755)
+    (repo.path / "app" / "data.txt").write_text("data\n")
+    (repo.path / "app" / "deep" / "a" / "b" / "c.txt").write_text("deep\n")
+    (repo.path / "app" / "current").symlink_to("bin/start.sh")
+    repo.commit("modes and links")
+    result = repo.push(server.remote("modes"))
+    assert result.returncode == 0, result.stderr
+    assert server.get("modes") == (200, "hello v1\n")

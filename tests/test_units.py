@@ -572,3 +572,34 @@ def test_parse_public_key_rejects_garbage(text: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_public_key(text)
     assert ".pub" in str(info.value)
+
+
+def test_ack_promptly_forwards_reads_and_can_be_undone() -> None:
+    """The handshake speed-up wraps data_received; it must forward every byte unchanged."""
+    import socket
+
+    from rivetr_git.receiver.server import _ack_promptly
+
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    received: list[tuple[bytes, int | None]] = []
+
+    class FakeConnection:  # stands in for asyncssh's SSHServerConnection
+        def get_extra_info(self, name: str) -> object:
+            return peer if name == "socket" else None
+
+        def data_received(self, data: bytes, datatype: int | None = None) -> None:
+            received.append((data, datatype))
+
+    conn = FakeConnection()
+    original = conn.data_received
+    restore = _ack_promptly(conn)  # type: ignore[arg-type]
+    assert conn.data_received != original
+    conn.data_received(b"abc")
+    conn.data_received(b"def", 1)
+    assert received == [(b"abc", None), (b"def", 1)]
+    restore()
+    assert conn.data_received == original
+    for s in (client, peer, server):
+        s.close()

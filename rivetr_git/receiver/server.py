@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -41,6 +43,34 @@ def load_host_key(data_dir: Path) -> asyncssh.SSHKey:
     return key
 
 
+def _ack_promptly(conn: asyncssh.SSHServerConnection) -> Callable[[], None]:
+    """ACK every segment at once during the handshake; return a function that stops it.
+
+    OpenSSH leaves Nagle on for non-interactive sessions (git): it holds its
+    SERVICE_REQUEST until the server ACKs the NEWKEYS sent just before, and Linux delays
+    that ACK by 40 ms or more. Setting TCP_QUICKACK after each read sends the ACK now:
+    measured here, a whole `ssh host cmd` went from 55-95 ms to 10 ms. (This relies on
+    asyncio's transport looking up data_received on each read; uvloop caches it, which is
+    one reason the daemon runs on the default loop.)
+    """
+    sock = conn.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return lambda: None
+    original = conn.data_received
+
+    def data_received(data: bytes, datatype: int | None = None) -> None:
+        original(data, datatype)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    conn.data_received = data_received  # type: ignore[method-assign]
+
+    def restore() -> None:
+        conn.data_received = original  # type: ignore[method-assign]
+
+    return restore
+
+
 class _Auth(asyncssh.SSHServer):
     """Per-connection auth. Identity is fixed only once a signed auth has completed.
 
@@ -53,9 +83,11 @@ class _Auth(asyncssh.SSHServer):
         self._store = store
         self._conn: asyncssh.SSHServerConnection | None = None
         self._candidate: str | None = None
+        self._restore_reads: Callable[[], None] = lambda: None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        self._restore_reads = _ack_promptly(conn)
 
     def begin_auth(self, username: str) -> bool:
         return True  # auth is always required
@@ -78,6 +110,7 @@ class _Auth(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         if self._conn is not None:
             self._conn.set_extra_info(**{_EXTRA_KEY: self._candidate})
+        self._restore_reads()
 
 
 class Receiver:
