@@ -17,6 +17,7 @@ from tests.helpers import (
     Key,
     Server,
     docker_ids,
+    run,
 )
 
 
@@ -43,6 +44,11 @@ def test_first_push_creates_and_deploys_then_second_push_replaces(
     assert f"-----> Running: http://hello.localhost:{server.proxy_port}/" in first.stderr
     assert server.get("hello") == (200, "hello v1\n")
     [old_container] = docker_ids("ps", server.instance, "label=rivetr.app=hello")
+    # --init (fast, clean stops) and published on loopback only.
+    inspect = run(["docker", "inspect", "-f",
+                   "{{.HostConfig.Init}} {{(index (index .NetworkSettings.Ports \"5000/tcp\") 0)"
+                   ".HostIp}} {{index .Config.Env}}", old_container]).stdout
+    assert inspect.startswith("true 127.0.0.1 ") and "PORT=5000" in inspect
 
     repo.write("www/index.html", "hello v2\n")
     repo.commit("second")

@@ -16,13 +16,11 @@ from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
 
 T = TypeVar("T")
 
-# Containers get explicit signal handling: a PID-1 app ignores SIGTERM and every stop
-# would wait out the whole grace period (10 s measured here without init).
-_RUN_DEFAULTS: dict[str, Any] = {"init": True, "detach": True}
-
-
 def _info(container: Any) -> ContainerInfo:
-    attrs = container.attrs
+    return _info_from(container.attrs)
+
+
+def _info_from(attrs: dict[str, Any]) -> ContainerInfo:
     state = attrs.get("State", {})
     host_port: int | None = None
     for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
@@ -34,8 +32,8 @@ def _info(container: Any) -> ContainerInfo:
             break
     image = attrs.get("Config", {}).get("Image", "")
     return ContainerInfo(
-        id=container.id,
-        name=container.name,
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
         image=image,
         running=bool(state.get("Running")),
         exit_code=state.get("ExitCode") if not state.get("Running") else None,
@@ -150,19 +148,22 @@ class DockerRuntime:
         return sorted(int(p.split("/")[0]) for p in ports if p.endswith("/tcp"))
 
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
-        def _run() -> Any:
-            container = self._client.containers.run(
-                spec.image,
-                name=spec.name,
-                environment=dict(spec.env),
-                labels=dict(spec.labels),
-                ports={f"{spec.port}/tcp": ("127.0.0.1",)},
-                **_RUN_DEFAULTS,
+        def _run() -> dict[str, Any]:
+            # The low-level API: create, start, inspect. containers.run() inspects once more.
+            # init: a PID-1 app ignores SIGTERM, and every stop would wait out the whole
+            # grace period (10 s measured here without it).
+            api = self._client.api
+            host_config = api.create_host_config(
+                port_bindings={spec.port: ("127.0.0.1",)}, init=True
             )
-            container.reload()
-            return container
+            created = api.create_container(
+                spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
+                ports=[spec.port], host_config=host_config, detach=True,
+            )
+            api.start(created["Id"])
+            return dict(api.inspect_container(created["Id"]))
 
-        return _info(await self._call("run", _run))
+        return _info_from(await self._call("run", _run))
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
