@@ -251,3 +251,39 @@ def test_build_context_keeps_modes_symlinks_and_directories(
     result = repo.push(server.remote("modes"))
     assert result.returncode == 0, result.stderr
     assert server.get("modes") == (200, "hello v1\n")
+
+
+def test_newer_push_supersedes_a_queued_one(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n' \
+        'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+    repos = []
+    for n in range(3):
+        repo = AppRepo(workdir / f"r{n}", keys["alice"], slow.format(tag=f"{n}-{time.time()}"))
+        repo.write("www/index.html", f"push {n}\n")
+        repo.commit(f"push {n}")
+        repos.append(repo)
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+
+    def push(n: int) -> None:
+        results[n] = repos[n].push(server.remote("superseded"), "+main")
+
+    threads = []
+    for n in range(3):
+        threads.append(threading.Thread(target=push, args=(n,)))
+        threads[-1].start()
+        time.sleep(0.8)  # 0 is building when 1 queues; 2 arrives while 1 still waits
+    for t in threads:
+        t.join(timeout=180)
+    assert results[0].returncode == 0, results[0].stderr
+    assert results[1].returncode != 0
+    assert f"superseded by {repos[2].head()[:7]}" in results[1].stderr
+    assert results[2].returncode == 0, results[2].stderr
+    assert server.get("superseded") == (200, "push 2\n")
+    assert deployments(server, "superseded") == ["running", "failed", "replaced"]
+
+
+def deployments(server: Server, app: str) -> list[str]:
+    out = server.cli("deploys", "list", app).stdout.splitlines()[1:]
+    return [line.split()[1] for line in out]

@@ -8,6 +8,7 @@ recorded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import shutil
@@ -68,7 +69,7 @@ class Deployer:
         self._routes = routes
         self._instance = instance
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
-        self._queues: dict[str, asyncio.Queue[Job]] = {}
+        self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
@@ -89,19 +90,30 @@ class Deployer:
         info = await self._repos.commit_info(app.name, sha)
         deployment = await self._store.create_deployment(app, sha, info.message, pushed_by)
         job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
-        queue = self._queues.setdefault(app.name, asyncio.Queue())
+        queue = self._queues.setdefault(app.name, collections.deque())
+        # Only the newest waiting push matters: older ones that have not started are dropped.
+        while queue:
+            await self._supersede(queue.popleft(), by=sha)
         busy = app.name in self._workers and not self._workers[app.name].done()
-        if busy or not queue.empty():
+        if busy:
             job.log.header(f"Queued behind an earlier deploy of {app.name}")
-        queue.put_nowait(job)
+        queue.append(job)
         if not busy:
             self._workers[app.name] = asyncio.create_task(self._work(app.name))
         return job
 
+    async def _supersede(self, job: Job, by: str) -> None:
+        reason = f"superseded by {by[:7]}"
+        await self._store.set_status(job.deployment.id, Status.FAILED, error_message=reason)
+        job.log.error(f"Deploy of {job.deployment.commit_sha[:7]} cancelled: {reason}, pushed "
+                      "while it was waiting")
+        await job.log.close()
+        job.result.set_result(await self._store.get_deployment(job.deployment.id))
+
     async def _work(self, app_name: str) -> None:
         queue = self._queues[app_name]
-        while not queue.empty():
-            job = queue.get_nowait()
+        while queue:
+            job = queue.popleft()
             if self._slots.locked():
                 limit = self._settings.max_concurrent_deploys
                 job.log.header(f"Waiting for a free deploy slot (max_concurrent_deploys = {limit})")
