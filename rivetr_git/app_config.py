@@ -46,11 +46,23 @@ def _branch(value: str) -> str | None:
     return None if value == "" else validate_branch_name(value)
 
 
+def _webhook_url(value: str) -> str | None:
+    if value == "":
+        return None
+    if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+        raise ValidationError(
+            f"webhook_url={value!r}: give an http(s) URL, e.g. "
+            "webhook_url=https://hooks.example.com/deploys (webhook_url= removes it)"
+        )
+    return value
+
+
 FIELDS: dict[str, Callable[[str], Any]] = {
     "dockerfile": _dockerfile,
     "port": _port,
     "health_path": _health_path,
     "deploy_branch": _branch,
+    "webhook_url": _webhook_url,
 }
 
 

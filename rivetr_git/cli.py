@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -124,8 +126,10 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
         rows = []
         for app in await store.list_apps():
             current = await store.current_deployment(app)
-            rows.append((app.name, f"#{current.id} {current.commit_sha[:7]}" if current else "-",
-                         app.created_at))
+            live = f"#{current.id} {current.commit_sha[:7]}" if current else "-"
+            if app.crashed_reason:
+                live += " (crashed)"
+            rows.append((app.name, live, app.created_at))
         if not rows:
             print("no apps yet; an admin key's first `git push` creates one")
             return 0
@@ -157,6 +161,8 @@ def cmd_apps_show(args: argparse.Namespace) -> int:
         print(_app_settings(app))
         print(f"live: #{current.id} {current.commit_sha[:7]} on 127.0.0.1:{current.host_port}"
               if current else "live: nothing deployed")
+        if app.crashed_reason:
+            print(f"crashed: {app.crashed_reason} (the proxy answers 503 until the next deploy)")
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -169,6 +175,7 @@ def _app_settings(app: App) -> str:
         f"port: {app.port if app.port is not None else '(image EXPOSE, else 5000)'}",
         f"health_path: {app.health_path if app.health_path is not None else '(server default)'}",
         f"deploy_branch: {app.deploy_branch or '(server default)'}",
+        f"webhook_url: {app.webhook_url or '(none; the server webhook_url still applies)'}",
     ))
 
 
@@ -184,6 +191,48 @@ def cmd_deploys_list(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_store(args, run))
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    from rivetr_git.pipeline.releases import release_table
+
+    name = validate_app_name(args.app)
+
+    async def run(store: Store) -> int:
+        app = await store.get_app(name)
+        live = await store.current_deployment(app)
+        print("\n".join(release_table(await store.releases(app), live)))
+        return 0
+
+    return asyncio.run(_with_store(args, run))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Ask the running daemon to roll back; print its output as it comes."""
+    from rivetr_git.receiver.hook_socket import EXIT_MARK
+
+    name = validate_app_name(args.app)
+    argv = ["rollback", name] + ([args.release] if args.release else [])
+    path = _settings(args).data_dir / "run" / "hooks.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        raise RivetrError(
+            "the rivetr-git server is not running here (a rollback needs it to start and "
+            "switch containers); start it with `rivetr-git serve`"
+        ) from None
+    code = 1
+    with sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps({"command": argv}).encode() + b"\n")
+        stream.flush()
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(EXIT_MARK):
+                code = int(line.removeprefix(EXIT_MARK))
+            else:
+                print(line, flush=True)
+    return code
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -270,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "set", parents=[common], help="change an app's settings",
         description="Change an app's settings; they apply from its next deploy. Keys: "
         "dockerfile=PATH (in the repo), port=N (the app's port inside the container), "
-        "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME. An empty value "
+        "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, webhook_url=URL "
+        "(gets this app's events). An empty value "
         "(e.g. port=) resets to the default.",
     )
     apps_set.add_argument("app")
@@ -285,6 +335,22 @@ def build_parser() -> argparse.ArgumentParser:
     dlist.add_argument("app")
     dlist.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     dlist.set_defaults(fn=cmd_deploys_list)
+
+    releases = sub.add_parser(
+        "releases", parents=[common], help="list an app's releases (what rollback can run)",
+        description="List the releases of APP, newest first; * marks the live one. A "
+        "release is a deployment that went live; its image is kept for the newest "
+        "keep_releases of them.")
+    releases.add_argument("app")
+    releases.set_defaults(fn=cmd_releases)
+    rollback = sub.add_parser(
+        "rollback", parents=[common], help="run an earlier release again",
+        description="Run an earlier release of APP again (default: the one before the live "
+        "one): start, health check, switch, drain, like a deploy, and recorded as one. Needs "
+        "the server running. Also over SSH: ssh git@HOST rollback APP [RELEASE].")
+    rollback.add_argument("app")
+    rollback.add_argument("release", nargs="?", help="release number from `releases APP`")
+    rollback.set_defaults(fn=cmd_rollback)
 
     logs = sub.add_parser("logs", parents=[common], help="show a deployment's pipeline log",
                           description="Print the stored pipeline log of one deployment "

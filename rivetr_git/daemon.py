@@ -13,11 +13,15 @@ from pathlib import Path
 
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import IN_FLIGHT, Status
+from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.labels import instance_id, labels
-from rivetr_git.pipeline.push import PushHandler
+from rivetr_git.pipeline.monitor import Monitor
+from rivetr_git.pipeline.push import PushHandler, Write
+from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
+from rivetr_git.receiver.commands import AdminCommand
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
@@ -72,9 +76,17 @@ async def reconcile(
                                  expected=d.commit_sha, to=current.commit_sha if current else None)
     live: dict[str, int] = {}
     upstreams: list[Upstream] = []
+    crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
     for d in await store.deployments_with_status([Status.RUNNING]):
         port = d.host_port
         info = await runtime.inspect(d.container_id) if d.container_id else None
+        if d.app_name in crashed:
+            if info is not None:
+                live[info.id] = d.id  # kept for a look at its logs; not restarted
+            if port:
+                upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
+                                          deployment_id=d.id, crashed=True))
+            continue
         if info is not None and not info.running:
             with contextlib.suppress(RivetrError):
                 info = await runtime.start(info.id)
@@ -118,11 +130,22 @@ class Daemon:
             repos = Repos(s.repos_dir)
             routes = RouteTable(s.base_domain)
             await reconcile(s, store, repos, runtime, routes, instance)
-            deployer = Deployer(s, store, repos, runtime, routes, instance)
+            notifier = Notifier(s)
+            closers.append(notifier)
+            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier)
+            monitor = asyncio.create_task(Monitor(
+                s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
             pushes = PushHandler(deployer, s.deploy_branch)
-            hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle)
+            releases = ReleaseCommands(store, deployer)
+
+            async def local_command(command: AdminCommand, write: Write) -> int:
+                app = await store.get_app(command.app)
+                return await releases.run(command.verb, app, command.release, "local", write)
+
+            hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
             proxy = ProxyServer(routes, s.proxy_host, s.proxy_port)
-            receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir))
+            receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir),
+                                releases)
             await hooks.start()
             closers.append(hooks)
             await proxy.start()
@@ -140,6 +163,7 @@ class Daemon:
                     loop.add_signal_handler(sig, stop.set)
             await stop.wait()
             log.info("shutting down; app containers keep running")
+            monitor.cancel()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 (s.data_dir / STATE_FILE).unlink()

@@ -42,6 +42,8 @@ class App:
     dockerfile: str = "Dockerfile"
     port: int | None = None  # None: the image's single EXPOSE, else 5000
     health_path: str | None = None  # None: the server's health_path setting
+    webhook_url: str | None = None  # called in addition to the server's webhook_url
+    crashed_reason: str | None = None  # set when the monitor gave up restarting it
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Deployment:
     created_at: str
     finished_at: str | None
     pushed_by: str | None
+    rollback_of: int | None = None  # set when this deployment re-ran an earlier release
 
 
 @dataclass(frozen=True)

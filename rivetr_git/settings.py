@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import ConfigError, ValidationError
+from rivetr_git.limits import parse_cpus, parse_memory
 from rivetr_git.names import validate_branch_name
 
 ENV_PREFIX = "RIVETR_"
@@ -83,6 +84,30 @@ def _health_path(value: str) -> str:
     return value
 
 
+def _cpu_limit(value: str) -> str:
+    if value:
+        parse_cpus(value)
+    return value
+
+
+def _memory_limit(value: str) -> str:
+    if value:
+        parse_memory(value)
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL, e.g. https://hooks.example.com/x")
+    return value
+
+
+def _webhook_format(value: str) -> str:
+    if value not in ("json", "slack"):
+        raise ValueError("expected 'json' or 'slack'")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected one of debug, info, warning, error")
@@ -123,6 +148,30 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("keep_releases", int, 3, "images of this many newest releases are kept per app",
             _positive_int),
+    Setting("auto_rollback", bool, True, "roll back to the previous release when a new one "
+            "crashes or fails its health check within watch_window of going live"),
+    Setting("watch_window", float, 10.0, "seconds a new release is watched after the switch; "
+            "the previous one keeps running until then", _positive_float),
+    Setting("crash_restart_limit", int, 5, "quick crashes in a row after which a live app is "
+            "marked crashed (503) instead of restarted", _positive_int),
+    Setting("crash_backoff_max", float, 300.0, "longest wait before restarting a crashed "
+            "container (the wait starts at 1 s and doubles)", _positive_float),
+    Setting("crash_stable_after", float, 60.0, "seconds of running that count as stable and "
+            "reset the crash counter", _positive_float),
+    Setting("drain_timeout", float, 30.0, "seconds in-flight requests to a replaced release may "
+            "take before it is stopped anyway", _positive_float),
+    Setting("build_timeout", int, 900, "seconds a build may take before it is stopped and fails",
+            _positive_int),
+    Setting("build_cpu_limit", str, "", "CPUs a build may use, e.g. 1.5 ('': no limit)",
+            _cpu_limit),
+    Setting("build_memory_limit", str, "", "memory a build may use, e.g. 2g or 512m ('': no limit)",
+            _memory_limit),
+    Setting("webhook_url", str, "", "URL that gets a JSON event for every deploy, rollback and "
+            "crash ('': none); apps can add their own", _webhook_url),
+    Setting("webhook_secret", str, "", "when set, events carry X-Rivetr-Signature: "
+            "sha256=HMAC-SHA256(secret, body)"),
+    Setting("webhook_format", str, "json", "'json' (rivetr's event) or 'slack' (a Slack-compatible "
+            "{\"text\": ...} payload)", _webhook_format),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
 )
 
@@ -148,6 +197,18 @@ class Settings:
     health_retries: int = 60
     stop_timeout: int = 10
     keep_releases: int = 3
+    auto_rollback: bool = True
+    watch_window: float = 10.0
+    crash_restart_limit: int = 5
+    crash_backoff_max: float = 300.0
+    crash_stable_after: float = 60.0
+    drain_timeout: float = 30.0
+    build_timeout: int = 900
+    build_cpu_limit: str = ""
+    build_memory_limit: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_format: str = "json"
     log_level: str = "INFO"
 
     @property

@@ -71,6 +71,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deployment_logs_deployment ON deployment_logs (deployment_id, id);
     """,
+    """
+    ALTER TABLE apps ADD COLUMN webhook_url TEXT;
+    ALTER TABLE apps ADD COLUMN crashed_reason TEXT;
+    ALTER TABLE deployments ADD COLUMN rollback_of INTEGER REFERENCES deployments(id);
+    """,
 )
 
 
@@ -80,7 +85,7 @@ def now() -> str:
 
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.app_id, a.name, d.status, d.commit_sha, d.commit_message, d.image, d.container_id, "
-    "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by"
+    "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of"
 )
 
 
@@ -89,13 +94,14 @@ def _deployment(row: Sequence[Any]) -> Deployment:
         id=row[0], app_id=row[1], app_name=row[2], status=Status(row[3]), commit_sha=row[4],
         commit_message=row[5], image=row[6], container_id=row[7], host_port=row[8],
         error_message=row[9], created_at=row[10], finished_at=row[11], pushed_by=row[12],
+        rollback_of=row[13],
     )
 
 
 def _app(row: Sequence[Any]) -> App:
     return App(
         id=row[0], name=row[1], created_at=row[2], deploy_branch=row[3], dockerfile=row[4],
-        port=row[5], health_path=row[6],
+        port=row[5], health_path=row[6], webhook_url=row[7], crashed_reason=row[8],
     )
 
 
@@ -106,7 +112,10 @@ def _key(row: Sequence[Any]) -> SshKey:
     )
 
 
-_APP_COLUMNS = "id, name, created_at, deploy_branch, dockerfile, port, health_path"
+_APP_COLUMNS = (
+    "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
+    "crashed_reason"
+)
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
 
@@ -263,7 +272,7 @@ class Store:
             return [_app(r) for r in await cur.fetchall()]
 
     async def update_app(self, name: str, **fields: Any) -> App:
-        allowed = {"deploy_branch", "dockerfile", "port", "health_path"}
+        allowed = {"deploy_branch", "dockerfile", "port", "health_path", "webhook_url"}
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown app fields: {sorted(unknown)}")
@@ -275,15 +284,24 @@ class Store:
             )
         return await self.get_app(name)
 
+    async def set_crashed(self, app_id: int, reason: str | None) -> None:
+        """Record that the app's live release keeps crashing (None: it no longer does)."""
+        await self._db.execute("UPDATE apps SET crashed_reason = ? WHERE id = ?",
+                               (reason, app_id))
+
     # --- deployments ------------------------------------------------------------------------
 
     async def create_deployment(
-        self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None
+        self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None,
+        rollback_of: Deployment | None = None,
     ) -> Deployment:
+        """A pending deployment; a rollback starts with the image of the release it re-runs."""
         cur = await self._db.execute(
             "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now()),
+            "created_at, image, rollback_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
+             rollback_of.image if rollback_of else None,
+             rollback_of.id if rollback_of else None),
         )
         assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
         return await self.get_deployment(cur.lastrowid)
@@ -314,6 +332,16 @@ class Store:
             f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments d JOIN apps a ON a.id = d.app_id "
             f"WHERE d.status IN ({marks}) ORDER BY d.id",
             wanted,
+        ) as cur:
+            return [_deployment(r) for r in await cur.fetchall()]
+
+    async def releases(self, app: App, limit: int = 50) -> list[Deployment]:
+        """Deployments of `app` that went live (the live one first if it is the newest)."""
+        async with self._db.execute(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments d JOIN apps a ON a.id = d.app_id "
+            "WHERE d.app_id = ? AND d.status IN (?, ?) AND d.image IS NOT NULL "
+            "ORDER BY d.id DESC LIMIT ?",
+            (app.id, Status.RUNNING.value, Status.REPLACED.value, limit),
         ) as cur:
             return [_deployment(r) for r in await cur.fetchall()]
 
@@ -352,6 +380,9 @@ class Store:
                 "UPDATE deployments SET status = ?, finished_at = ? WHERE id = ?",
                 (Status.RUNNING.value, now(), deployment_id),
             )
+            # A new live release starts with a clean slate.
+            await self._db.execute("UPDATE apps SET crashed_reason = NULL WHERE id = ?",
+                                   (app_id,))
 
     # --- logs -------------------------------------------------------------------------------
 

@@ -111,6 +111,7 @@ class Server:
             "RIVETR_HEALTH_RETRIES": "25",
             "RIVETR_HEALTH_INTERVAL": "0.2",
             "RIVETR_STOP_TIMEOUT": "2",
+            "RIVETR_WATCH_WINDOW": "1",
             "RIVETR_LOG_LEVEL": "DEBUG",
             **(env or {}),
         }

@@ -46,7 +46,23 @@ def test_non_git_commands_and_shells_are_refused(
 ) -> None:
     result = ssh(server, ssh_command(keys["alice"].private) + " -T", command)
     assert result.returncode != 0
-    assert "only speaks git" in result.stderr or "no shell" in result.stderr, result.stderr
+    assert "unknown command" in result.stderr or "no shell" in result.stderr, result.stderr
+    assert "releases APP | rollback APP [RELEASE]" in result.stderr
+
+
+@pytest.mark.parametrize(("command", "advice"), [
+    ("rollback", "usage: releases APP | rollback APP [RELEASE]"),
+    ("releases a b", "usage: releases APP"),
+    ("rollback a b c", "usage: releases APP"),
+    ("rollback a x", "'x' is not a release number"),
+    ("releases ../x", "invalid app name"),
+])
+def test_bad_admin_commands_answer_with_usage(
+    server: Server, keys: dict[str, Key], command: str, advice: str
+) -> None:
+    result = ssh(server, ssh_command(keys["alice"].private) + " -T", command)
+    assert result.returncode != 0
+    assert advice in result.stderr, result.stderr
 
 
 def test_subsystems_and_forwarding_are_refused(server: Server, keys: dict[str, Key]) -> None:

@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from rivetr_git.errors import RivetrError
-from rivetr_git.pipeline.labels import image_repository
 from rivetr_git.runtime.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,25 +52,18 @@ class BuildGate:
                 self._changed.notify_all()
 
 
-def _deployment_of(tag: str) -> int | None:
-    _, _, suffix = tag.rpartition(":")
-    return int(suffix) if suffix.isdigit() else None
-
-
 async def prune_release_images(
-    runtime: Runtime, gate: BuildGate, instance: str, app: str, keep: int
+    runtime: Runtime, gate: BuildGate, repository: str, keep: set[str]
 ) -> None:
-    """Remove the app's images except the newest `keep` releases (the live one included)."""
+    """Remove the images in `repository` except those in `keep` (the newest releases',
+    chosen by the caller from the database: a rollback runs an old tag again)."""
     try:
-        tags = await runtime.list_images(image_repository(instance, app))
-        numbered = sorted(
-            ((n, t) for t in tags if (n := _deployment_of(t)) is not None), reverse=True
-        )
-        if len(numbered) <= keep:
+        doomed = [t for t in await runtime.list_images(repository) if t not in keep]
+        if not doomed:
             return
         async with gate.removing():
-            for _, tag in numbered[keep:]:
+            for tag in doomed:
                 await runtime.remove_image(tag)
     except RivetrError as exc:
         # The next deploy tries again; a full disk must not fail a deploy that succeeded.
-        log.warning("could not prune old images of %s: %s", app, exc)
+        log.warning("could not prune old images of %s: %s", repository, exc)

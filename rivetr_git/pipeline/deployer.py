@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rivetr_git.errors import DeployFailed, RivetrError
+from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
-from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start
-from rivetr_git.pipeline.labels import labels
+from rivetr_git.notify import Notifier
+from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start, watch
+from rivetr_git.pipeline.labels import image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.repos import Repos
@@ -61,6 +62,7 @@ class Deployer:
         runtime: Runtime,
         routes: RouteTable,
         instance: str,
+        notifier: Notifier,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -68,11 +70,15 @@ class Deployer:
         self._runtime = runtime
         self._routes = routes
         self._instance = instance
+        self._notifier = notifier
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
+        self._build_limits = build.BuildLimits.from_settings(settings)
+        self._watches: dict[str, asyncio.Event] = {}
+        self._watched: set[int] = set()
         self._work_dir = settings.data_dir / "tmp"
 
     def app_url(self, app: str) -> str:
@@ -89,11 +95,45 @@ class Deployer:
         """Record a pending deployment of `sha` and queue it behind the app's earlier ones."""
         info = await self._repos.commit_info(app.name, sha)
         deployment = await self._store.create_deployment(app, sha, info.message, pushed_by)
+        return await self._enqueue(app, deployment, by=sha[:7])
+
+    async def rollback(self, app: App, release_id: int | None, requested_by: str | None) -> Job:
+        """Queue a deployment that runs an earlier release's image again.
+
+        `release_id` None means the release before the live one. Raises NotFound or
+        ValidationError with advice when there is nothing (left) to roll back to.
+        """
+        releases = await self._store.releases(app)
+        current = await self._store.current_deployment(app)
+        older = [r for r in releases if current is None or r.id != current.id]
+        if release_id is None:
+            if not older:
+                raise NotFound(f"{app.name} has no earlier release to roll back to")
+            target = older[0]
+        else:
+            found = [r for r in releases if r.id == release_id]
+            if not found:
+                raise NotFound(f"{app.name} has no release #{release_id}; "
+                               f"`releases {app.name}` lists them")
+            target = found[0]
+            if current is not None and target.id == current.id:
+                raise ValidationError(f"release #{target.id} is already live")
+        assert target.image is not None  # releases() only returns deployments with an image
+        repository = target.image.rpartition(":")[0]
+        if target.image not in await self._runtime.list_images(repository):
+            raise NotFound(f"the image of release #{target.id} was pruned "
+                           f"(keep_releases = {self._settings.keep_releases}); pick a newer "
+                           f"one from `releases {app.name}`")
+        deployment = await self._store.create_deployment(
+            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target)
+        return await self._enqueue(app, deployment, by=f"a rollback to #{target.id}")
+
+    async def _enqueue(self, app: App, deployment: Deployment, by: str) -> Job:
         job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
         queue = self._queues.setdefault(app.name, collections.deque())
-        # Only the newest waiting push matters: older ones that have not started are dropped.
+        # Only the newest waiting deploy matters: older ones that have not started are dropped.
         while queue:
-            await self._supersede(queue.popleft(), by=sha)
+            await self._supersede(queue.popleft(), by=by)
         busy = app.name in self._workers and not self._workers[app.name].done()
         if busy:
             job.log.header(f"Queued behind an earlier deploy of {app.name}")
@@ -103,7 +143,7 @@ class Deployer:
         return job
 
     async def _supersede(self, job: Job, by: str) -> None:
-        reason = f"superseded by {by[:7]}"
+        reason = f"superseded by {by}"
         await self._store.set_status(job.deployment.id, Status.FAILED, error_message=reason)
         job.log.error(f"Deploy of {job.deployment.commit_sha[:7]} cancelled: {reason}, pushed "
                       "while it was waiting")
@@ -141,19 +181,27 @@ class Deployer:
         started = time.monotonic()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
-        image: str | None = None
-        out.header(
-            f"Deploying {app.name} {d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
-        )
+        built: str | None = None  # an image this deployment built (removed if it fails)
+        what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
+        if d.rollback_of is not None:
+            out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
+        else:
+            out.header(f"Deploying {app.name} {what}")
+        self._notifier.notify("deploy.started", app, deployment_id=d.id, commit=d.commit_sha,
+                              rollback_of=d.rollback_of)
         try:
-            async with self._stage(job, Status.CLONING):
-                context = await checkout.checkout(self._repos, app.name, d.commit_sha, build_dir,
-                                                  out)
-            async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
-                    self._gate.building():
-                image = await build.build(self._runtime, context, self._instance, app.name, d.id,
-                                          app.dockerfile, out)
-            await self._store.set_status(d.id, Status.BUILDING, image=image)
+            if d.image is not None:
+                image = d.image  # a rollback: the release's image is already built
+            else:
+                async with self._stage(job, Status.CLONING):
+                    context = await checkout.checkout(self._repos, app.name, d.commit_sha,
+                                                      build_dir, out)
+                async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
+                        self._gate.building():
+                    image = built = await build.build(
+                        self._runtime, context, self._instance, app.name, d.id, app.dockerfile,
+                        out, limits=self._build_limits)
+                await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
                 port = await start.app_port(self._runtime, image, app.port)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
@@ -170,26 +218,36 @@ class Deployer:
                 )
                 what = f"GET {policy.path}" if policy.path else "answered"
                 out.info(f"{what} ok after {attempts} attempt{'s' if attempts > 1 else ''}")
-            previous = await promote.promote(self._store, self._routes, d, app.name,
+            fresh = await self._store.get_deployment(d.id)
+            previous = await promote.promote(self._store, self._routes, fresh,
                                              container.host_port)
-            if previous is not None and previous.container_id:
-                self._spawn(promote.retire(self._runtime, previous.container_id,
-                                           self._settings.stop_timeout))
-            self._spawn(cleanup.prune_release_images(self._runtime, self._gate, self._instance,
-                                                     app.name, self._settings.keep_releases))
+            self._watch(watch.Switch(new=fresh, previous=previous,
+                                     host_header=self._routes.hostname(app.name), policy=policy))
+            if previous is not None and self._settings.auto_rollback:
+                out.info(f"watching it for {self._settings.watch_window:g}s: if it fails in "
+                         f"that time, #{previous.id} takes over again")
+            keep: set[str] = set()  # the images of the newest keep_releases releases
+            for release in await self._store.releases(app):
+                if len(keep) == self._settings.keep_releases:
+                    break
+                keep.add(release.image or "")
+            self._spawn(cleanup.prune_release_images(
+                self._runtime, self._gate, image_repository(self._instance, app.name), keep))
+            self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
+                                  commit=d.commit_sha, url=self.app_url(app.name))
             out.stage = Status.RUNNING.value
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:
-            await self._fail(job, image, exc.stage, exc.reason)
+            await self._fail(job, built, exc.stage, exc.reason)
         except RivetrError as exc:
-            await self._fail(job, image, out.stage, str(exc))
+            await self._fail(job, built, out.stage, str(exc))
         except asyncio.CancelledError:
-            await asyncio.shield(self._fail(job, image, out.stage, "interrupted by shutdown"))
+            await asyncio.shield(self._fail(job, built, out.stage, "interrupted by shutdown"))
             raise
         except Exception as exc:
             log.exception("deployment #%s crashed", d.id)
-            await self._fail(job, image, out.stage, f"internal error: {exc!r}")
+            await self._fail(job, built, out.stage, f"internal error: {exc!r}")
         finally:
             await asyncio.to_thread(shutil.rmtree, build_dir, True)
             await out.close()
@@ -209,6 +267,45 @@ class Deployer:
         path = app.health_path if app.health_path is not None else s.health_path
         return health.HealthPolicy(path=path, interval=s.health_interval,
                                    timeout=s.health_timeout, retries=s.health_retries)
+
+    def _watch(self, switch: watch.Switch) -> None:
+        """Start the post-switch watch; a newer switch of the app ends the older watch."""
+        app = switch.new.app_name
+        older = self._watches.get(app)
+        if older is not None:
+            older.set()
+        superseded = self._watches[app] = asyncio.Event()
+        s = self._settings
+        self._watched.add(switch.new.id)
+
+        async def watched() -> None:
+            try:
+                await watch.after_switch(
+                    self._store, self._routes, self._runtime, switch, window=s.watch_window,
+                    auto_rollback=s.auto_rollback, drain_timeout=s.drain_timeout,
+                    stop_timeout=s.stop_timeout, superseded=superseded,
+                    on_rollback=self._rolled_back,
+                )
+            finally:
+                self._watched.discard(switch.new.id)
+
+        self._spawn(watched())
+
+    def is_watched(self, deployment_id: int) -> bool:
+        """True while a release is inside its post-switch watch window."""
+        return deployment_id in self._watched
+
+    def _rolled_back(self, switch: watch.Switch, reason: str) -> None:
+        assert switch.previous is not None  # only then is a rollback possible
+        self._spawn(self._notify_rollback(switch, reason))
+
+    async def _notify_rollback(self, switch: watch.Switch, reason: str) -> None:
+        app = await self._store.get_app(switch.new.app_name)
+        back = switch.previous
+        assert back is not None
+        self._notifier.notify("deploy.rolled_back", app, deployment_id=back.id,
+                              commit=back.commit_sha, failed_deployment_id=switch.new.id,
+                              reason=reason, url=self.app_url(app.name))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -232,7 +329,8 @@ class Deployer:
         await self._store.set_status(d.id, Status.FAILED, error_message=f"{stage}: {reason}")
         current = await self._store.current_deployment(job.app)
         branch = job.app.deploy_branch or self._settings.deploy_branch
-        moved = await self._repos.reset_branch(
+        # A rollback moved no branch, so it has none to put back.
+        moved = d.rollback_of is None and await self._repos.reset_branch(
             job.app.name, branch, expected=d.commit_sha,
             to=current.commit_sha if current else None,
         )
@@ -243,3 +341,5 @@ class Deployer:
             where = current.commit_sha[:7] if current else "its state before this push"
             out.error(f"Branch {branch} on the server is back at {where}; push again to retry.")
         out.error(f"Deploy failed at {stage}: {reason}")
+        self._notifier.notify("deploy.failed", job.app, deployment_id=d.id, commit=d.commit_sha,
+                              stage=stage, reason=reason)

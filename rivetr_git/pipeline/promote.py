@@ -13,24 +13,47 @@ from rivetr_git.store import Store
 log = logging.getLogger(__name__)
 
 
+def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False
+                ) -> Upstream:
+    port = host_port if host_port is not None else deployment.host_port
+    if port is None:
+        raise RivetrError(f"deployment #{deployment.id} has no published port")
+    return Upstream(app=deployment.app_name, host="127.0.0.1", port=port,
+                    deployment_id=deployment.id, crashed=crashed)
+
+
 async def promote(
-    store: Store, routes: RouteTable, deployment: Deployment, app_name: str, host_port: int
+    store: Store, routes: RouteTable, deployment: Deployment, host_port: int
 ) -> Deployment | None:
     """Make `deployment` live; return the release it replaced, if any."""
-    app = await store.get_app(app_name)
+    app = await store.get_app(deployment.app_name)
     previous = await store.current_deployment(app)
     await store.promote(deployment.id, app.id)
     # The one assignment that moves traffic.
-    routes.set(Upstream(app=app_name, host="127.0.0.1", port=host_port,
-                        deployment_id=deployment.id))
+    routes.set(upstream_of(deployment, host_port))
     return previous
 
 
-async def retire(runtime: Runtime, container_id: str, stop_timeout: int) -> None:
-    """Stop (SIGTERM, then SIGKILL after the grace period) and remove an old container."""
+async def retire(
+    runtime: Runtime, routes: RouteTable, deployment: Deployment, drain_timeout: float,
+    stop_timeout: int,
+) -> None:
+    """Let a replaced release finish its in-flight requests, then stop and remove it.
+
+    The route already points elsewhere, so it gets no new requests; the proxy counts the
+    ones still running. After `drain_timeout` it is stopped anyway (SIGTERM, then
+    SIGKILL after `stop_timeout`).
+    """
+    if not deployment.container_id:
+        return
+    if deployment.host_port is not None:
+        drained = await routes.in_flight.wait_idle(upstream_of(deployment), drain_timeout)
+        if not drained:
+            log.warning("deployment #%s still had requests in flight after %gs; stopping it",
+                        deployment.id, drain_timeout)
     try:
-        await runtime.stop(container_id, stop_timeout)
-        await runtime.remove(container_id)
+        await runtime.stop(deployment.container_id, stop_timeout)
+        await runtime.remove(deployment.container_id)
     except RivetrError as exc:
         # Start-up reconciliation removes whatever is left; never fail a live deploy for it.
-        log.warning("could not retire container %s: %s", container_id[:12], exc)
+        log.warning("could not retire container %s: %s", deployment.container_id[:12], exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -13,6 +14,7 @@ class Upstream:
     host: str
     port: int
     deployment_id: int
+    crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
 
 
 def normalize_host(raw: str | None) -> str:
@@ -27,12 +29,49 @@ def normalize_host(raw: str | None) -> str:
     return host.rstrip(".")
 
 
+class InFlight:
+    """Requests in progress per upstream: the proxy counts, the pipeline waits for zero."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Upstream, int] = {}
+        self._idle: dict[Upstream, asyncio.Event] = {}
+
+    def enter(self, upstream: Upstream) -> None:
+        self._counts[upstream] = self._counts.get(upstream, 0) + 1
+
+    def leave(self, upstream: Upstream) -> None:
+        left = self._counts[upstream] - 1
+        if left:
+            self._counts[upstream] = left
+            return
+        del self._counts[upstream]
+        idle = self._idle.pop(upstream, None)
+        if idle is not None:
+            idle.set()
+
+    def count(self, upstream: Upstream) -> int:
+        return self._counts.get(upstream, 0)
+
+    async def wait_idle(self, upstream: Upstream, timeout: float) -> bool:
+        """Wait until no request to `upstream` is in flight; False if `timeout` ran out."""
+        if not self._counts.get(upstream):
+            return True
+        idle = self._idle.setdefault(upstream, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 class RouteTable:
     """Hostnames to upstreams. Readers see either the old or the new table, never a mix."""
 
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.lower().rstrip(".")
         self._routes: Mapping[str, Upstream] = MappingProxyType({})
+        self.in_flight = InFlight()
 
     def hostname(self, app: str) -> str:
         return f"{app}.{self.base_domain}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -78,18 +79,38 @@ class ProxyServer:
         self._host = host
         self._port = port
         self._runner: web.ServerRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # One connection pool per upstream: once a replaced release has drained, its pool
+        # is closed, so no kept-alive connection to it is ever reused (its port may even
+        # come back later for another container).
+        self._sessions: dict[Upstream, aiohttp.ClientSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
 
+    def _session_for(self, upstream: Upstream) -> aiohttp.ClientSession:
+        session = self._sessions.get(upstream)
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                auto_decompress=False,
+                # Forward what the client sent, not aiohttp's own defaults.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=300),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self._sessions[upstream] = session
+        return session
+
+    async def _sweep(self) -> None:
+        """Close the pools of upstreams that left the route table and have drained."""
+        while True:
+            await asyncio.sleep(1)
+            live = set(self._routes.snapshot().values())
+            for upstream in list(self._sessions):
+                if upstream not in live and not self._routes.in_flight.count(upstream):
+                    await self._sessions.pop(upstream).close()
+
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            auto_decompress=False,
-            # Forward what the client sent, not aiohttp's own defaults.
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=300),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._sweeper = asyncio.create_task(self._sweep())
         server = web.Server(self._handle, access_log=None, auto_decompress=False)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
@@ -100,10 +121,13 @@ class ProxyServer:
             self.bound_port = int(addresses[0][1])
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         # request.host would follow an absolute-form target; routing uses the Host header.
@@ -114,9 +138,13 @@ class ProxyServer:
             if host in (self._routes.base_domain, "") and request.path == "/healthz":
                 return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
             return _page(404, "Not Found", "No app is served at this address.")
+        if upstream.crashed:
+            return _page(503, "Service Unavailable",
+                         "The app keeps crashing and has been stopped; its owner has been told.")
         target = _origin_form(request)
         if target is None:
             return _page(400, "Bad Request", "This request target cannot be proxied.")
+        self._routes.in_flight.enter(upstream)
         try:
             return await self._forward(request, upstream, target)
         except aiohttp.ClientConnectorError:
@@ -125,6 +153,8 @@ class ProxyServer:
             return _page(504, "Gateway Timeout", "The app took too long to answer.")
         except aiohttp.ClientError:
             return _page(502, "Bad Gateway", "The app closed the connection unexpectedly.")
+        finally:
+            self._routes.in_flight.leave(upstream)
 
     def _request_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
         headers = _end_to_end(request.headers, FORWARDING)
@@ -140,14 +170,13 @@ class ProxyServer:
     async def _forward(
         self, request: web.BaseRequest, upstream: Upstream, target: str
     ) -> web.StreamResponse:
-        assert self._session is not None
         # Host and port come only from the route; the path goes out byte for byte
         # (encoded=True: no re-quoting, no dot-segment folding).
         path, _, query = target.partition("?")
         url = URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
                         query_string=query, encoded=True)
         data = request.content.iter_chunked(_CHUNK) if request.body_exists else None
-        async with self._session.request(
+        async with self._session_for(upstream).request(
             request.method,
             url,
             headers=self._request_headers(request),

@@ -23,13 +23,27 @@ class GitCommand:
         return self.service == "git-receive-pack"
 
 
-def parse_command(command: str | None) -> GitCommand:
-    """Parse what OpenSSH sends for a git remote: `git-receive-pack '/app.git'` and friends.
+@dataclass(frozen=True)
+class AdminCommand:
+    """`releases APP` or `rollback APP [RELEASE]`."""
+
+    verb: str
+    app: str
+    release: int | None = None
+
+
+ADMIN_USAGE = "releases APP | rollback APP [RELEASE]"
+
+
+def parse_command(command: str | None) -> GitCommand | AdminCommand:
+    """Parse what OpenSSH sends for a git remote: `git-receive-pack '/app.git'` and friends,
+    or one of the admin verbs (`releases APP`, `rollback APP [RELEASE]`).
 
     Accepted paths: `app`, `app.git`, `/app`, `/app.git`. Anything else is refused.
     """
     usage = (
-        "this server only speaks git: add it as a remote (ssh://git@HOST:PORT/APP) and push"
+        "this server speaks git (add it as a remote, ssh://git@HOST:PORT/APP, and push) and "
+        f"these commands: {ADMIN_USAGE}"
     )
     if not command:
         raise ValidationError(f"no shell here; {usage}")
@@ -37,11 +51,28 @@ def parse_command(command: str | None) -> GitCommand:
         argv = shlex.split(command)
     except ValueError:
         raise ValidationError(f"cannot parse command; {usage}") from None
+    if argv and argv[0] in ("releases", "rollback"):
+        return _admin(argv, usage)
     if len(argv) != 2 or argv[0] not in GIT_SERVICES:
         raise ValidationError(f"unknown command {argv[0] if argv else command!r}; {usage}")
     path = argv[1]
     name = path.removeprefix("/").removesuffix(".git")
     return GitCommand(service=argv[0], app=validate_app_name(name))
+
+
+def _admin(argv: list[str], usage: str) -> AdminCommand:
+    verb, args = argv[0], argv[1:]
+    most = 2 if verb == "rollback" else 1
+    if not 1 <= len(args) <= most:
+        raise ValidationError(f"usage: {ADMIN_USAGE}")
+    release: int | None = None
+    if len(args) == 2:
+        number = args[1].removeprefix("#")
+        if not number.isdigit():
+            raise ValidationError(f"release {args[1]!r} is not a release number such as 12; "
+                                  f"`releases {args[0]}` lists them")
+        release = int(number)
+    return AdminCommand(verb=verb, app=validate_app_name(args[0]), release=release)
 
 
 def git_protocol(value: str | None) -> str | None:

@@ -13,17 +13,22 @@ import logging
 import os
 import re
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rivetr_git.errors import ConfigError
+from rivetr_git.errors import ConfigError, RivetrError, ValidationError
 from rivetr_git.models import App
 from rivetr_git.pipeline.push import RefUpdate, Write
+from rivetr_git.receiver.commands import AdminCommand, parse_command
 
 log = logging.getLogger(__name__)
 
 PushCallback = Callable[[App, list[RefUpdate], str, Write], Awaitable[bool]]
+# Local admin commands (the CLI's `rollback`): the socket is 0600, so only this user.
+CommandCallback = Callable[[AdminCommand, Write], Awaitable[int]]
+EXIT_MARK = "rivetr-exit-status: "
 _SHA = re.compile(r"[0-9a-f]{40}")
 _MAX_REQUEST = 1 << 20
 
@@ -38,13 +43,14 @@ class PushContext:
 class HookSocket:
     """Unix socket server for hooks, plus the registry of pushes in progress."""
 
-    def __init__(self, path: Path, on_push: PushCallback) -> None:
+    def __init__(self, path: Path, on_push: PushCallback, on_command: CommandCallback) -> None:
         if len(str(path)) > 100:
             raise ConfigError(
                 f"data_dir is too deep for a unix socket ({path}); use a shorter data_dir path"
             )
         self.path = path
         self._on_push = on_push
+        self._on_command = on_command
         self._pushes: dict[str, PushContext] = {}
         self._server: asyncio.Server | None = None
 
@@ -76,6 +82,9 @@ class HookSocket:
     def unregister(self, token: str) -> None:
         self._pushes.pop(token, None)
 
+    async def _command(self, argv: object, write: Write) -> int:
+        return await _run_command(self._on_command, argv, write)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def write(line: str) -> None:
             writer.write(line.encode() + b"\n")
@@ -83,6 +92,10 @@ class HookSocket:
 
         try:
             request = json.loads(await reader.readline())
+            if "command" in request:
+                code = await self._command(request["command"], write)
+                await write(f"{EXIT_MARK}{code}")
+                return
             context = self._pushes.get(str(request.get("token")))
             if context is None:
                 await write(" !     unknown push; is this repository served by rivetr-git?")
@@ -104,6 +117,19 @@ class HookSocket:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def _run_command(on_command: CommandCallback, argv: object, write: Write) -> int:
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise ValueError("command must be a list of strings")
+    try:
+        command = parse_command(shlex.join(argv))
+        if not isinstance(command, AdminCommand):
+            raise ValidationError("only the admin commands run here")
+        return await on_command(command, write)
+    except RivetrError as exc:
+        await write(f"rivetr-git: {exc}")
+        return exc.exit_code
 
 
 def _ref_update(item: object) -> RefUpdate:

@@ -16,7 +16,8 @@ import asyncssh
 from rivetr_git.errors import AccessDenied, NotFound, RivetrError
 from rivetr_git.keys import fingerprint
 from rivetr_git.models import App, SshKey
-from rivetr_git.receiver.commands import GitCommand, git_protocol, parse_command
+from rivetr_git.pipeline.releases import ReleaseCommands
+from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
@@ -117,13 +118,15 @@ class Receiver:
     """Listens for SSH, authorizes each git command, runs git with the hooks pointed at us."""
 
     def __init__(
-        self, settings: Settings, store: Store, repos: Repos, hooks: HookSocket, hooks_dir: Path
+        self, settings: Settings, store: Store, repos: Repos, hooks: HookSocket, hooks_dir: Path,
+        releases: ReleaseCommands,
     ) -> None:
         self._settings = settings
         self._store = store
         self._repos = repos
         self._hooks = hooks
         self._hooks_dir = hooks_dir
+        self._releases = releases
         self._server: asyncssh.SSHAcceptor | None = None
         self.bound_port = settings.ssh_port
 
@@ -172,11 +175,12 @@ class Receiver:
             raise AccessDenied("your key is not (or no longer) registered with this server")
         return key
 
-    async def _authorize(self, key: SshKey, command: GitCommand) -> App:
+    async def _authorize(self, key: SshKey, command: GitCommand | AdminCommand) -> App:
         app = await self._store.find_app(command.app)
         if app is not None and await self._store.has_access(key, app):
             return app
-        if app is None and command.is_push and key.is_admin and self._settings.auto_create_apps:
+        creates = isinstance(command, GitCommand) and command.is_push
+        if app is None and creates and key.is_admin and self._settings.auto_create_apps:
             app = await self._store.create_app(command.app)
             await self._repos.create(app.name, self._settings.deploy_branch)
             return app
@@ -189,6 +193,8 @@ class Receiver:
             raise AccessDenied(f"subsystem {process.subsystem!r} is not available")
         command = parse_command(process.command)
         app = await self._authorize(key, command)
+        if isinstance(command, AdminCommand):
+            return await self._admin(process, command, app, key)
         if not self._repos.exists(app.name):
             await self._repos.create(app.name, self._settings.deploy_branch)
         if command.is_push:
@@ -201,6 +207,14 @@ class Receiver:
                 return 1  # receive-pack succeeded but the deploy did not: fail the push
             return code
         return await self._run_git(process, command, app, None)
+
+    async def _admin(self, process: asyncssh.SSHServerProcess[bytes], command: AdminCommand,
+                     app: App, key: SshKey) -> int:
+        async def write(line: str) -> None:
+            process.stdout.write(line.encode() + b"\n")
+            await process.stdout.drain()
+
+        return await self._releases.run(command.verb, app, command.release, key.name, write)
 
     def _git_env(self, process: asyncssh.SSHServerProcess[bytes], app: App, token: str | None
                  ) -> dict[str, str]:

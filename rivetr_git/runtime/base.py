@@ -22,6 +22,11 @@ class BuildSpec:
     context_tar: Path  # a tar of the build context (the pushed tree)
     tag: str
     dockerfile: str = "Dockerfile"
+    # Limits (None: none). The build stops and fails once it runs longer than `timeout`
+    # seconds; every RUN step gets at most `cpus` CPUs and `memory` bytes (swap included).
+    timeout: float | None = None
+    cpus: float | None = None
+    memory: int | None = None
 
 
 @dataclass(frozen=True)

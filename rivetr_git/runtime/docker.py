@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from rivetr_git.errors import BuildFailed, RuntimeOperationError, RuntimeUnavailable
+from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
 from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
+from rivetr_git.runtime.docker_build import build_image
 
 T = TypeVar("T")
 
@@ -82,65 +83,7 @@ class DockerRuntime:
         await asyncio.to_thread(self._client.close)
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-
-        def _stream() -> Iterator[dict[str, Any]]:
-            with open(spec.context_tar, "rb") as context:
-                yield from self._client.api.build(
-                    fileobj=context,
-                    custom_context=True,
-                    tag=spec.tag,
-                    dockerfile=spec.dockerfile,
-                    rm=True,
-                    forcerm=True,
-                    decode=True,
-                )
-
-        def _pump() -> None:
-            """Runs in a thread: forward decoded build events to the loop, line by line."""
-            partial = ""
-            try:
-                for item in _stream():
-                    if "stream" in item:
-                        partial += item["stream"]
-                        *lines, partial = partial.split("\n")
-                        for line in lines:
-                            loop.call_soon_threadsafe(queue.put_nowait, ("line", line))
-                    elif "error" in item:
-                        loop.call_soon_threadsafe(queue.put_nowait, ("error", item["error"]))
-                    elif "aux" in item and "ID" in item["aux"]:
-                        loop.call_soon_threadsafe(queue.put_nowait, ("id", item["aux"]["ID"]))
-                if partial:
-                    loop.call_soon_threadsafe(queue.put_nowait, ("line", partial))
-            except docker.errors.APIError as exc:
-                loop.call_soon_threadsafe(
-                    queue.put_nowait, ("error", str(exc.explanation or exc))
-                )
-            except Exception as exc:  # the thread must always report back to the loop
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", f"docker build: {exc}"))
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", ""))
-
-        thread = asyncio.create_task(asyncio.to_thread(_pump))
-        image_id = ""
-        error = ""
-        while True:
-            kind, value = await queue.get()
-            if kind == "line":
-                on_line(value.rstrip("\r"))
-            elif kind == "error":
-                error = value.strip()
-            elif kind == "id":
-                image_id = value
-            else:
-                break
-        await thread
-        if error:
-            raise BuildFailed(error.splitlines()[-1] if error else "docker build failed")
-        if not image_id:
-            image = await self._call("inspect image", lambda: self._client.images.get(spec.tag))
-            image_id = image.id
-        return image_id
+        return await build_image(self._client.api, spec, on_line)
 
     async def exposed_ports(self, image: str) -> list[int]:
         img = await self._call("inspect image", lambda: self._client.images.get(image))
