@@ -21,6 +21,7 @@ from tests.helpers import (
     Key,
     Server,
     docker_ids,
+    run,
     ssh_command,
 )
 
@@ -268,3 +269,31 @@ def test_releases_and_rollback_over_ssh_and_cli(
     bob = ssh_command_line(server, keys["bob"], "releases rewind")
     assert bob.returncode != 0 and "app 'rewind' does not exist" in bob.stderr
     assert server.get("rewind") == (200, "v2\n")
+
+
+def test_rollback_starts_the_previous_release_from_its_image_when_its_container_is_gone(
+    watched_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv = watched_server
+    repo = AppRepo(tmp_path / "app", keys["alice"])
+    assert repo.push(srv.remote("phoenix2")).returncode == 0
+    [v1_container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
+    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
+               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n')
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2 dies after two seconds")
+    assert repo.push(srv.remote("phoenix2")).returncode == 0
+    run(["docker", "rm", "-f", v1_container])  # the previous release's container vanishes
+    deadline = time.monotonic() + 20
+    while srv.get("phoenix2") != (200, "hello v1\n") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert srv.get("phoenix2") == (200, "hello v1\n")
+    rows = srv.cli("deploys", "list", "phoenix2").stdout.splitlines()[1:]
+    assert rows[0].split()[1] == "running"  # the rollback, recorded as a deployment
+    assert "rolling back to #1 from its image" in rows[1]
+    deadline = time.monotonic() + 15
+    while len(docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")) > 1 and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    [container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
+    assert container != v1_container

@@ -284,7 +284,7 @@ class Deployer:
                     self._store, self._routes, self._runtime, switch, window=s.watch_window,
                     auto_rollback=s.auto_rollback, drain_timeout=s.drain_timeout,
                     stop_timeout=s.stop_timeout, superseded=superseded,
-                    on_rollback=self._rolled_back,
+                    on_rollback=self._rolled_back, restart_previous=self._restart_previous,
                 )
             finally:
                 self._watched.discard(switch.new.id)
@@ -294,6 +294,28 @@ class Deployer:
     def is_watched(self, deployment_id: int) -> bool:
         """True while a release is inside its post-switch watch window."""
         return deployment_id in self._watched
+
+    async def _restart_previous(self, switch: watch.Switch, reason: str) -> None:
+        """The new release failed in its watch window and the previous container is gone:
+        run the previous release again from its image, then retire the failed one."""
+        previous, new = switch.previous, switch.new
+        assert previous is not None
+        app = await self._store.get_app(new.app_name)
+        await self._store.set_status(new.id, Status.FAILED, error_message=(
+            f"{reason}; rolling back to #{previous.id} from its image"))
+        log.warning("%s: deployment #%s failed in its watch window (%s); starting #%s again "
+                    "from its image", app.name, new.id, reason, previous.id)
+        try:
+            job = await self.rollback(app, previous.id, "auto-rollback")
+        except RivetrError as exc:
+            log.error("%s: cannot roll back to #%s: %s", app.name, previous.id, exc)
+            return
+        final = await job.result
+        if final.status is Status.RUNNING:
+            self._rolled_back(watch.Switch(new=new, previous=final, host_header=switch.host_header,
+                                           policy=switch.policy), reason)
+            await promote.retire(self._runtime, self._routes, new, self._settings.drain_timeout,
+                                 self._settings.stop_timeout)
 
     def _rolled_back(self, switch: watch.Switch, reason: str) -> None:
         assert switch.previous is not None  # only then is a rollback possible

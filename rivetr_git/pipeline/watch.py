@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rivetr_git.models import Deployment, Status
@@ -79,14 +79,22 @@ async def after_switch(
     store: Store, routes: RouteTable, runtime: Runtime, switch: Switch, *, window: float,
     auto_rollback: bool, drain_timeout: float, stop_timeout: int,
     superseded: asyncio.Event, on_rollback: Callable[[Switch, str], None],
+    restart_previous: Callable[[Switch, str], Awaitable[None]],
 ) -> None:
-    """Watch, then either roll back (retiring the new release) or retire the previous one."""
+    """Watch, then either roll back (retiring the new release) or retire the previous one.
+
+    When the previous release's container is gone, `restart_previous` starts it again from
+    its image (a rollback deployment, with its own health check).
+    """
     reason = await first_failure(runtime, switch, window, superseded) if auto_rollback else None
     if reason is not None and await roll_back(store, routes, runtime, switch, reason):
         log.warning("%s: deployment #%s rolled back to #%s: %s", switch.new.app_name,
                     switch.new.id, switch.previous.id if switch.previous else "?", reason)
         on_rollback(switch, reason)
         await promote.retire(runtime, routes, switch.new, drain_timeout, stop_timeout)
+        return
+    if reason is not None and switch.previous is not None:
+        await restart_previous(switch, reason)
         return
     if reason is not None:
         log.warning("%s: deployment #%s failed after going live (%s) and there is no "
