@@ -74,6 +74,43 @@ def test_kill_9_mid_build_is_cleaned_up_on_restart(
     assert not (srv.data_dir / "tmp").exists() or not any((srv.data_dir / "tmp").iterdir())
 
 
+def test_kill_9_during_health_check_is_cleaned_up_on_restart(
+    own_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv = own_server
+    repo = AppRepo(tmp_path / "app", keys["alice"])
+    assert repo.push(srv.remote("midcheck")).returncode == 0
+    good = repo.head()
+    # Listens only after 4 s: the deploy sits in its health check meanwhile.
+    repo.write("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n"
+               'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nCOPY www /www\n'
+               'CMD ["sh", "-c", "sleep 4; exec httpd -f -p 5000 -h /www"]\n')
+    repo.write("www/index.html", "v2\n")
+    repo.commit("slow to start")
+    env = {**os.environ, "GIT_SSH_COMMAND": ssh_command(keys["alice"].private)}
+    push = subprocess.Popen(["git", "push", srv.remote("midcheck"), "main"], cwd=repo.path,
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert push.stderr is not None
+    seen = b""
+    while b"-----> Health check" not in seen:
+        chunk = os.read(push.stderr.fileno(), 4096)
+        assert chunk, seen.decode()
+        seen += chunk
+    [new_id] = [ln.split()[0] for ln in srv.cli("deploys", "list", "midcheck")
+                .stdout.splitlines()[1:2]]
+    srv.stop(signal.SIGKILL)
+    push.wait(timeout=30)
+    assert len(docker_ids("ps", srv.instance, "label=rivetr.app=midcheck")) == 2
+    srv.start()
+    assert srv.get("midcheck") == (200, "hello v1\n")
+    lines = srv.cli("deploys", "list", "midcheck").stdout.splitlines()[1:]
+    assert lines[0].startswith(new_id) and "interrupted by restart" in lines[0]
+    assert len(docker_ids("ps", srv.instance, "label=rivetr.app=midcheck")) == 1
+    assert f"rivetr-{srv.instance}/midcheck:{new_id[1:]}" not in docker_ids(
+        "images", srv.instance)
+    assert repo.remote_sha(srv.remote("midcheck")) == good
+
+
 def run_serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(tmp_path / "d"), "serve"],

@@ -11,10 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from rivetr_git.errors import RivetrError
-from rivetr_git.runtime.base import Runtime
+from rivetr_git.models import Status
+from rivetr_git.pipeline.labels import labels
+from rivetr_git.runtime.base import LABEL_DEPLOYMENT, Runtime
+from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +73,23 @@ async def prune_release_images(
     except RivetrError as exc:
         # The next deploy tries again; a full disk must not fail a deploy that succeeded.
         log.warning("could not prune old images of %s: %s", repository, exc)
+
+
+async def sweep(store: Store, runtime: Runtime, instance: str, tmp_dir: Path,
+                max_age: float) -> None:
+    """Periodic clean-up of what no live or in-flight deployment uses: stopped containers of
+    failed and replaced deployments, and build dirs older than `max_age` seconds."""
+    finished = {d.id for d in await store.deployments_with_status([Status.FAILED,
+                                                                    Status.REPLACED])}
+    for container in await runtime.list_containers(labels(instance)):
+        deployment = container.labels.get(LABEL_DEPLOYMENT, "")
+        if (not container.running and deployment.isdigit()
+                and int(deployment) in finished):
+            log.info("removing stopped container %s", container.name)
+            await runtime.remove(container.id)
+    if tmp_dir.is_dir():
+        cutoff = time.time() - max_age
+        for entry in tmp_dir.iterdir():
+            if entry.stat().st_mtime < cutoff:
+                log.info("removing stray build dir %s", entry)
+                await asyncio.to_thread(shutil.rmtree, entry, True)

@@ -4,6 +4,9 @@ After `crash_restart_limit` quick crashes in a row the app is marked crashed: th
 answers 503 for it and a `container.crashed` event goes out, until the next deploy. A run
 longer than `crash_stable_after` resets the count. A release still inside its post-switch
 watch window is left to the watcher, which rolls it back instead.
+
+Every minute it also sweeps up stopped containers of finished deployments and stray
+build dirs (cleanup.sweep).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
+from rivetr_git.pipeline import cleanup
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.promote import upstream_of
 from rivetr_git.proxy.routes import RouteTable
@@ -27,6 +31,7 @@ from rivetr_git.store import Store
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 1.0
+SWEEP_EVERY = 60  # checks between clean-up sweeps
 
 
 @dataclass
@@ -56,10 +61,17 @@ class Monitor:
         self._crashes: dict[int, _Crashes] = {}
 
     async def run(self) -> None:
+        checks = 0
         while True:
             await asyncio.sleep(CHECK_EVERY)
+            checks += 1
             try:
                 await self.check()
+                if checks % SWEEP_EVERY == 0:
+                    # Builds never run longer than build_timeout: older build dirs are strays.
+                    await cleanup.sweep(self._store, self._runtime, self._instance,
+                                        self._settings.data_dir / "tmp",
+                                        max_age=self._settings.build_timeout + 60)
             except RivetrError as exc:
                 log.warning("container monitor: %s", exc)
 
