@@ -62,6 +62,7 @@ class Deployment:
     finished_at: str | None
     pushed_by: str | None
     rollback_of: int | None = None  # set when this deployment re-ran an earlier release
+    app_port: int | None = None  # the port the app listened on in its container
 
 
 @dataclass(frozen=True)

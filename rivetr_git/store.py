@@ -76,6 +76,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN crashed_reason TEXT;
     ALTER TABLE deployments ADD COLUMN rollback_of INTEGER REFERENCES deployments(id);
     """,
+    """
+    ALTER TABLE deployments ADD COLUMN app_port INTEGER;
+    """,
 )
 
 
@@ -85,7 +88,8 @@ def now() -> str:
 
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.app_id, a.name, d.status, d.commit_sha, d.commit_message, d.image, d.container_id, "
-    "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of"
+    "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of, "
+    "d.app_port"
 )
 
 
@@ -94,7 +98,7 @@ def _deployment(row: Sequence[Any]) -> Deployment:
         id=row[0], app_id=row[1], app_name=row[2], status=Status(row[3]), commit_sha=row[4],
         commit_message=row[5], image=row[6], container_id=row[7], host_port=row[8],
         error_message=row[9], created_at=row[10], finished_at=row[11], pushed_by=row[12],
-        rollback_of=row[13],
+        rollback_of=row[13], app_port=row[14],
     )
 
 
@@ -298,10 +302,11 @@ class Store:
         """A pending deployment; a rollback starts with the image of the release it re-runs."""
         cur = await self._db.execute(
             "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
-            "created_at, image, rollback_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, image, rollback_of, app_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
              rollback_of.image if rollback_of else None,
-             rollback_of.id if rollback_of else None),
+             rollback_of.id if rollback_of else None,
+             rollback_of.app_port if rollback_of else None),
         )
         assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
         return await self.get_deployment(cur.lastrowid)
@@ -356,7 +361,7 @@ class Store:
         return _deployment(row) if row else None
 
     async def set_status(self, deployment_id: int, status: Status, **fields: Any) -> None:
-        allowed = {"image", "container_id", "host_port", "error_message"}
+        allowed = {"image", "container_id", "host_port", "error_message", "app_port"}
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown deployment fields: {sorted(unknown)}")

@@ -297,3 +297,20 @@ def test_rollback_starts_the_previous_release_from_its_image_when_its_container_
         time.sleep(0.2)
     [container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
     assert container != v1_container
+
+
+def test_rollback_runs_the_release_with_the_port_it_had(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "app", keys["alice"])
+    assert repo.push(server.remote("ported")).returncode == 0  # listens on 5000
+    repo.write("Dockerfile", HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "")
+               .replace('"5000"', '"7000"'))
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2 on 7000")
+    server.cli("apps", "set", "ported", "port=7000")
+    assert repo.push(server.remote("ported")).returncode == 0
+    back = server.cli("rollback", "ported", check=False)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "listening on port 5000" in back.stdout
+    assert server.get("ported") == (200, "hello v1\n")

@@ -203,12 +203,13 @@ class Deployer:
                         out, limits=self._build_limits)
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
-                port = await start.app_port(self._runtime, image, app.port)
+                # A rollback runs the release as it ran then, whatever the settings say now.
+                port = d.app_port or await start.app_port(self._runtime, image, app.port)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
                                               image, port, env={})
                 out.info(f"container {container.id[:12]} listening on port {port}")
             await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
-                                         host_port=container.host_port)
+                                         host_port=container.host_port, app_port=port)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
                 policy = self._health_policy(app)
