@@ -5,6 +5,9 @@ own SSH key, ports picked by the OS, listening on 127.0.0.1 only), a tiny busybo
 and a cleanup that removes everything the run created: the daemon (by PID), its containers
 (by its `rivetr.instance` label) and images (named `rivetr-<instance>/...`), containers and
 images the benchmark itself started (by the `rivetr-bench.run` label) and the temp dir.
+A benchmark that deploys more than keep_releases times also wraps its workspace in
+`build_leftovers()`: the untagged build images the server's prune leaves behind carry no
+name or label, so they are tracked from each release's history and removed at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,6 +37,9 @@ RIVETR = ROOT / ".venv" / "bin" / "rivetr-git"
 BUSYBOX = Path("/bin/busybox")
 BENCH_LABEL = "rivetr-bench.run"
 INSTANCE_LABEL = "rivetr.instance"
+APP_LABEL = "rivetr.app"
+DEPLOYMENT_LABEL = "rivetr.deployment"
+_DEPLOYMENT_NO = re.compile(r"\(deployment #(\d+)\)")
 APP_PORT = 5000
 
 DOCKERFILE = f"""\
@@ -144,15 +151,31 @@ class AppRepo:
         self.env = git_env()
 
     @classmethod
-    def create(cls, path: Path, content: str) -> AppRepo:
+    def create(cls, path: Path, content: str, dockerfile: str = DOCKERFILE,
+               files: Mapping[str, str] | None = None, executable: Collection[str] = ()
+               ) -> AppRepo:
+        """A new repo whose first commit holds busybox, `dockerfile`, www/index.html with
+        `content`, and `files` (relative path -> text; those in `executable` get mode 755)."""
         path.mkdir(parents=True)
         shutil.copy2(BUSYBOX, path / "busybox")
-        (path / "Dockerfile").write_text(DOCKERFILE)
+        (path / "Dockerfile").write_text(dockerfile)
         (path / "www").mkdir()
         repo = cls(path)
+        for name, text in (files or {}).items():
+            repo.write(name, text, executable=name in executable)
         repo.git("init", "-q", "-b", "main")
         repo.commit(content)
         return repo
+
+    def write(self, name: str, data: str | bytes, executable: bool = False) -> None:
+        """Write a file of the work tree (not committed: `commit` adds everything)."""
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            target.write_bytes(data)
+        else:
+            target.write_text(data)
+        target.chmod(0o755 if executable else 0o644)
 
     def git(self, *args: str, timeout: float = 60) -> str:
         return run(["git", *args], cwd=self.path, env=self.env, timeout=timeout)
@@ -206,14 +229,19 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30) -> None:
-        """Register an admin key, start the daemon, wait for its daemon.json."""
+    def start(self, timeout: float = 30, settings: Mapping[str, str] | None = None) -> None:
+        """Register an admin key, start the daemon, wait for its daemon.json.
+
+        `settings` are extra RIVETR_* environment variables for the daemon (the caller's own
+        RIVETR_* variables are never passed on), e.g. {"RIVETR_WATCH_WINDOW": "1"}.
+        """
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key])
         run([RIVETR, "--data-dir", self.data_dir, "keys", "add", "bench",
              self.key.with_suffix(".pub"), "--admin"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("RIVETR_")}
         env.update(RIVETR_SSH_PORT="0", RIVETR_PROXY_PORT="0", RIVETR_SSH_HOST="127.0.0.1",
                    RIVETR_PROXY_HOST="127.0.0.1")
+        env.update(settings or {})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [str(RIVETR), "--data-dir", str(self.data_dir), "serve"],
@@ -286,6 +314,39 @@ class Server:
                    "--format", "{{.Repository}}:{{.Tag}}"])
         return out.split()
 
+    def app_containers(self, app: str) -> list[tuple[str, str, str]]:
+        """(full id, name, state) of this instance's containers of APP, any state."""
+        out = run(["docker", "ps", "-a", "--no-trunc",
+                   "--filter", f"label={INSTANCE_LABEL}={self.instance}",
+                   "--filter", f"label={APP_LABEL}={app}",
+                   "--format", "{{.ID}} {{.Names}} {{.State}}"])
+        return [(c[0], c[1], c[2]) for line in out.splitlines() if len(c := line.split()) == 3]
+
+    def app_images(self, app: str) -> list[str]:
+        """The tags rivetr-<instance>/APP:<deployment> that exist now."""
+        out = run(["docker", "images", "--filter", f"reference=rivetr-{self.instance}/{app}",
+                   "--format", "{{.Repository}}:{{.Tag}}"])
+        return out.split()
+
+
+def published_port(container: str, port: int = APP_PORT) -> int:
+    """The 127.0.0.1 host port Docker publishes the container's `port` on."""
+    out = run(["docker", "port", container, f"{port}/tcp"])
+    for line in out.splitlines():
+        host, _, number = line.rpartition(":")
+        if host in ("127.0.0.1", "0.0.0.0") and number.isdigit():
+            return int(number)
+    raise BenchError(f"container {container[:12]} publishes no {port}/tcp on 127.0.0.1: {out!r}")
+
+
+def deployment_id(output: list[str]) -> int | None:
+    """The deployment number in a push's `Deploying APP sha "msg" (deployment #N)` line."""
+    for line in output:
+        match = _DEPLOYMENT_NO.search(line)
+        if match:
+            return int(match.group(1))
+    return None
+
 
 def failure_reason(output: list[str]) -> str:
     """The line of a push's output that says why the deploy failed (else its last line)."""
@@ -335,6 +396,116 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+# --- build leftovers ---------------------------------------------------------------------------
+
+
+def _all_image_ids() -> set[str]:
+    return set(run(["docker", "images", "-a", "-q", "--no-trunc"]).split())
+
+
+@dataclass
+class ImageRecord:
+    """One image of a release's ancestry: the bytes of the layer its step added, its depth."""
+
+    layer_bytes: int
+    depth: int  # 1 for the base layer's image; children are deeper
+
+
+class BuildLeftovers:
+    """The images the builds of one run created, so those they leave behind can be counted
+    and removed.
+
+    rivetr removes an old release's tag without pruning its parents (on purpose: a concurrent
+    build may just have taken one of them from the layer cache), so each pruned release
+    leaves its build's intermediate images (COPY www and the metadata steps above it) as
+    untagged, mostly dangling, images. Docker cannot say which build made a dangling image,
+    so `record` notes a release image's ancestry (`docker history`, classic builder: every
+    step is a local image) while it still has its tag; images that existed before this run
+    (shared cache entries such as the busybox layer) are never counted or removed.
+    """
+
+    def __init__(self) -> None:
+        self.before = _all_image_ids()
+        self.images: dict[str, ImageRecord] = {}
+        self.not_removed: list[str] = []  # why `remove` left some (e.g. a child elsewhere)
+
+    def record(self, image: str) -> None:
+        """Note the ancestry of `image` (a tag or id); quietly skips one that is gone."""
+        rows = history(image)
+        for depth, (image_id, size) in enumerate(reversed(rows), start=1):
+            if image_id.startswith("sha256:") and image_id not in self.before:
+                self.images.setdefault(image_id, ImageRecord(size, depth))
+
+    def existing(self) -> dict[str, int]:
+        """Recorded images that still exist: id -> number of tags."""
+        if not self.images:
+            return {}
+        proc = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}} {{len .RepoTags}}",
+             *self.images], capture_output=True, timeout=120, check=False,
+        )  # exits 1 when some are gone: the others are still printed
+        out = {}
+        for line in proc.stdout.decode().splitlines():
+            image_id, _, tags = line.partition(" ")
+            if tags.strip().isdigit():  # blank lines stand for images already gone
+                out[image_id] = int(tags)
+        return out
+
+    def leftovers(self, live_tags: Sequence[str]) -> dict[str, ImageRecord]:
+        """Recorded images that still exist but are in the ancestry of none of `live_tags`."""
+        live: set[str] = set()
+        for tag in live_tags:
+            live.update(image_id for image_id, _ in history(tag))
+        return {i: self.images[i] for i in self.existing() if i not in live}
+
+    def remove(self) -> tuple[int, int]:
+        """`docker rmi --no-prune` every recorded image that is left, children first.
+        Returns (removed, failed)."""
+        left = sorted(self.existing(), key=lambda i: -self.images[i].depth)
+        removed = 0
+        self.not_removed = []
+        for image_id in left:
+            proc = subprocess.run(["docker", "rmi", "--no-prune", image_id],
+                                  capture_output=True, timeout=120, check=False)
+            if proc.returncode == 0:
+                removed += 1
+            else:
+                self.not_removed.append(f"{image_id[7:19]}: "
+                                        f"{proc.stderr.decode(errors='replace').strip()}")
+        return removed, len(self.not_removed)
+
+
+def history(image: str) -> list[tuple[str, int]]:
+    """(image id, bytes its step added) for each step of `image`, newest first; [] if gone."""
+    proc = subprocess.run(
+        ["docker", "history", "--no-trunc", "--human=false", "--format", "{{.ID}} {{.Size}}",
+         image], capture_output=True, timeout=60, check=False,
+    )
+    rows = []
+    for line in proc.stdout.decode().splitlines():
+        image_id, _, size = line.partition(" ")
+        rows.append((image_id, int(size) if size.isdigit() else 0))
+    return rows
+
+
+@contextlib.contextmanager
+def build_leftovers() -> Iterator[BuildLeftovers]:
+    """A BuildLeftovers whose images are removed on exit (use it outside `workspace`, so
+    the daemon and the tagged images are gone first)."""
+    tracker = BuildLeftovers()
+    try:
+        yield tracker
+    finally:
+        removed, failed = tracker.remove()
+        print(f"  removed {removed} untagged build image(s) this run left behind")
+        if failed:
+            # Typically a cache step (e.g. the busybox layer) another build on this engine
+            # has reused since: it has children now, and is not ours alone to delete.
+            print(f"  kept {failed} this run created that other images now build on:")
+            for line in tracker.not_removed[:3]:
+                print(f"    {line}")
+
+
 # --- cleanup -----------------------------------------------------------------------------------
 
 
@@ -354,8 +525,9 @@ def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int]
 
 
 @contextlib.contextmanager
-def workspace(prefix: str) -> Iterator[Server]:
-    """A temp dir and a (not yet started) Server in it; everything is removed on exit."""
+def workspace(prefix: str, save_log: Path | None = None) -> Iterator[Server]:
+    """A temp dir and a (not yet started) Server in it; everything is removed on exit.
+    With `save_log`, the daemon's log is copied there first (once the daemon stopped)."""
     terminate_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server = Server(workdir)
@@ -366,6 +538,12 @@ def workspace(prefix: str) -> Iterator[Server]:
         code = server.stop()
         if code not in (None, 0):
             print(f"  ! rivetr-git serve exited with code {code}")
+        if save_log is not None and server.log_path.exists():
+            try:
+                shutil.copyfile(server.log_path, save_log)
+                print(f"  saved the daemon's log to {save_log}")
+            except OSError as exc:
+                print(f"  ! could not save the daemon's log: {exc}", file=sys.stderr)
         for label, reference in ((f"{INSTANCE_LABEL}={server.instance}",
                                   f"rivetr-{server.instance}/*"),
                                  (f"{BENCH_LABEL}={server.instance}", None)):

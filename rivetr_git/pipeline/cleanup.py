@@ -1,9 +1,11 @@
 """Keeps disk use bounded: old release images of an app go once newer ones are live.
 
 Identical builds give identical image ids, whatever the app: removing an old release's
-last tag can delete the very image a concurrent build has just taken from the cache,
-and that build then fails ("unable to find image"). So builds and removals take turns
-through a BuildGate: any number of builds at once, or one removal.
+last tag (and its unused parent layers) can delete the very image a concurrent build has
+just taken from the cache, and that build then fails ("unable to find image"). So builds
+and removals take turns through a BuildGate: any number of builds at once, or one removal.
+(Another server sharing the engine is not covered by the gate; rare, and such a build
+fails cleanly and can be pushed again.)
 """
 
 from __future__ import annotations

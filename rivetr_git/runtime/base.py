@@ -86,9 +86,9 @@ class Runtime(Protocol):
         ...
 
     async def remove_image(self, image: str) -> None:
-        """Remove an image tag, and the image if nothing else uses it, but never its parent
-        layers: a concurrent build (of any server on the engine) may be reusing them as
-        cache. Missing is not an error."""
+        """Remove an image tag, the image if nothing else uses it, and the parent layers
+        nothing else uses. Callers hold the BuildGate: a concurrent build could be taking
+        one of those layers from its cache. Missing is not an error."""
         ...
 
     async def logs(self, container_id: str, tail: int) -> str:

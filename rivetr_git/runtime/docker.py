@@ -144,7 +144,7 @@ class DockerRuntime:
     async def remove_image(self, image: str) -> None:
         def _remove() -> None:
             with contextlib.suppress(docker.errors.NotFound):
-                self._client.images.remove(image, force=False, noprune=True)
+                self._client.images.remove(image, force=False, noprune=False)
 
         await self._call("remove image", _remove)
 
@@ -168,7 +168,10 @@ class DockerRuntime:
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         def _list() -> list[ContainerInfo]:
-            found = self._client.containers.list(all=True, filters={"label": _label_filter(labels)})
+            # ignore_removed: a container removed between the list and its inspect is skipped,
+            # not an error that aborts the whole listing.
+            found = self._client.containers.list(
+                all=True, filters={"label": _label_filter(labels)}, ignore_removed=True)
             return [_info(c) for c in found]
 
         return await self._call("list containers", _list)
