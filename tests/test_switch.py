@@ -314,3 +314,23 @@ def test_rollback_runs_the_release_with_the_port_it_had(
     assert back.returncode == 0, back.stdout + back.stderr
     assert "listening on port 5000" in back.stdout
     assert server.get("ported") == (200, "hello v1\n")
+
+
+def test_health_failure_inside_the_watch_window_rolls_back(
+    watched_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv = watched_server
+    repo = AppRepo(tmp_path / "app", keys["alice"])
+    assert repo.push(srv.remote("hangs")).returncode == 0
+    # Answers for two seconds, then stops answering but keeps running.
+    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
+               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; kill $!; sleep 600"]\n')
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2 stops answering")
+    assert repo.push(srv.remote("hangs")).returncode == 0
+    deadline = time.monotonic() + 15
+    while srv.get("hangs") != (200, "hello v1\n") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert srv.get("hangs") == (200, "hello v1\n")
+    rows = srv.cli("deploys", "list", "hangs").stdout.splitlines()[1:]
+    assert "health check failed within the watch window" in rows[0]
