@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
             f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds have passed; return the last
+    result's truth. Callers assert on it (or on the state) afterwards."""
+    deadline = time.monotonic() + timeout
+    while not (ok := bool(condition())) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return ok
 
 
 def instance_of(data_dir: Path) -> str:

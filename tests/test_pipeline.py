@@ -19,6 +19,7 @@ from tests.helpers import (
     Server,
     run,
     ssh_command,
+    wait_until,
 )
 
 
@@ -193,9 +194,7 @@ def test_old_release_images_are_pruned(
         return run(["docker", "images", "--format", "{{.Tag}}",
                     f"rivetr-{server.instance}/pruned"]).stdout.split()
 
-    deadline = time.monotonic() + 15
-    while len(tags()) > 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(tags()) <= 3, 15)
     live = server.cli("deploys", "list", "pruned").stdout.splitlines()[1].split()[0][1:]
     assert len(tags()) == 3 and live in tags()
 

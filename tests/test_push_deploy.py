@@ -18,6 +18,7 @@ from tests.helpers import (
     Server,
     docker_ids,
     run,
+    wait_until,
 )
 
 
@@ -55,9 +56,7 @@ def test_first_push_creates_and_deploys_then_second_push_replaces(
     second = repo.push(server.remote("hello"))
     assert second.returncode == 0, second.stderr
     assert server.get("hello") == (200, "hello v2\n")
-    deadline = time.monotonic() + 15
-    while old_container in docker_ids("ps", server.instance) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: old_container not in docker_ids("ps", server.instance), 15)
     assert docker_ids("ps", server.instance, "label=rivetr.app=hello") != [old_container]
     assert old_container not in docker_ids("ps", server.instance)
     assert deployments(server, "hello") == ["running", "replaced"]

@@ -23,6 +23,7 @@ from tests.helpers import (
     docker_ids,
     run,
     ssh_command,
+    wait_until,
 )
 
 CGI_APP = SHELL_DOCKERFILE_HEAD + """\
@@ -82,18 +83,12 @@ def test_crash_inside_the_watch_window_rolls_back(
     assert result.returncode == 0, result.stderr  # it was live when the push ended
     assert "watching it for 6s" in result.stderr
     assert srv.get("flaky") == (200, "v2\n")
-    deadline = time.monotonic() + 15
-    while srv.get("flaky") != (200, "hello v1\n") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert srv.get("flaky") == (200, "hello v1\n")
+    assert wait_until(lambda: srv.get("flaky") == (200, "hello v1\n"), 15)
     rows = srv.cli("deploys", "list", "flaky").stdout.splitlines()[1:]
     assert rows[0].split()[1] == "failed" and "rolled back to #1" in rows[0]
     assert rows[1].split()[1] == "running"
     # v1's container served again (reused, not restarted); v2's is gone.
-    deadline = time.monotonic() + 10
-    while len(docker_ids("ps", srv.instance, "label=rivetr.app=flaky")) > 1 and \
-            time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(docker_ids("ps", srv.instance, "label=rivetr.app=flaky")) == 1, 10)
     assert docker_ids("ps", srv.instance, "label=rivetr.app=flaky") == [v1_container]
 
 
@@ -110,10 +105,7 @@ def test_healthy_release_retires_the_previous_one_after_the_window(
     time.sleep(2)
     # Still there during the window (so a rollback is instant), without traffic.
     assert v1_container in docker_ids("ps", srv.instance, "label=rivetr.app=steady")
-    deadline = time.monotonic() + 20
-    while v1_container in docker_ids("ps", srv.instance) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert v1_container not in docker_ids("ps", srv.instance)
+    assert wait_until(lambda: v1_container not in docker_ids("ps", srv.instance), 20)
     assert srv.get("steady") == (200, "v2\n")
 
 
@@ -159,9 +151,7 @@ def test_webhook_gets_signed_deploy_events(
         repo.write("Dockerfile", "FROM scratch\nCOPY missing /x\n")
         repo.commit("broken")
         assert repo.push(srv.remote("hooked")).returncode != 0
-        deadline = time.monotonic() + 10
-        while len(receiver.received) < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(receiver.received) >= 4, 10)
         assert receiver.events() == ["deploy.started", "deploy.succeeded", "deploy.started",
                                      "deploy.failed"]
         for headers, body in receiver.received:
@@ -204,10 +194,7 @@ def test_crashing_live_app_is_restarted_with_backoff_then_marked_crashed(
         assert "marked crashed" in log
         # The same container was restarted, not replaced.
         assert docker_ids("ps", srv.instance, "label=rivetr.app=crashloop") == [container]
-        deadline = time.monotonic() + 5
-        while "container.crashed" not in receiver.events() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "container.crashed" in receiver.events()
+        assert wait_until(lambda: "container.crashed" in receiver.events(), 5)
         # After a restart of the daemon it stays crashed (503), without restarts.
         srv.stop()
         srv.start()
@@ -284,17 +271,12 @@ def test_rollback_starts_the_previous_release_from_its_image_when_its_container_
     repo.commit("v2 dies after two seconds")
     assert repo.push(srv.remote("phoenix2")).returncode == 0
     run(["docker", "rm", "-f", v1_container])  # the previous release's container vanishes
-    deadline = time.monotonic() + 20
-    while srv.get("phoenix2") != (200, "hello v1\n") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert srv.get("phoenix2") == (200, "hello v1\n")
+    assert wait_until(lambda: srv.get("phoenix2") == (200, "hello v1\n"), 20)
     rows = srv.cli("deploys", "list", "phoenix2").stdout.splitlines()[1:]
     assert rows[0].split()[1] == "running"  # the rollback, recorded as a deployment
     assert "rolling back to #1 from its image" in rows[1]
-    deadline = time.monotonic() + 15
-    while len(docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")) > 1 and \
-            time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")) == 1,
+               15)
     [container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
     assert container != v1_container
 
@@ -328,9 +310,6 @@ def test_health_failure_inside_the_watch_window_rolls_back(
     repo.write("www/index.html", "v2\n")
     repo.commit("v2 stops answering")
     assert repo.push(srv.remote("hangs")).returncode == 0
-    deadline = time.monotonic() + 15
-    while srv.get("hangs") != (200, "hello v1\n") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert srv.get("hangs") == (200, "hello v1\n")
+    assert wait_until(lambda: srv.get("hangs") == (200, "hello v1\n"), 15)
     rows = srv.cli("deploys", "list", "hangs").stdout.splitlines()[1:]
     assert "health check failed within the watch window" in rows[0]
