@@ -66,6 +66,17 @@ def wait_until(condition: Callable[[], object], timeout: float, interval: float 
     return ok
 
 
+def read_until(push: subprocess.Popen[bytes], marker: bytes) -> bytes:
+    """Read a background push's output until `marker` shows; fail if the push ends first."""
+    assert push.stderr is not None
+    seen = b""
+    while marker not in seen:
+        chunk = os.read(push.stderr.fileno(), 4096)
+        assert chunk, seen.decode()
+        seen += chunk
+    return seen
+
+
 def instance_of(data_dir: Path) -> str:
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
@@ -177,6 +188,11 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def statuses(self, app: str) -> list[str]:
+        """The app's deployment statuses, newest first, as `deploys list` shows them."""
+        out = self.cli("deploys", "list", app).stdout.splitlines()[1:]
+        return [line.split()[1] for line in out]
+
     def remote(self, app: str) -> str:
         return f"ssh://git@127.0.0.1:{self.ssh_port}/{app}"
 
@@ -234,6 +250,15 @@ class AppRepo:
 
     def push(self, remote: str, *refspecs: str) -> subprocess.CompletedProcess[str]:
         return self.git("push", remote, *(refspecs or ("main",)), check=False, timeout=180)
+
+    def start_push(self, remote: str) -> subprocess.Popen[bytes]:
+        """`git push REMOTE main` in the background, in a session of its own (so it can be
+        killed whole, ssh included); read its output with read_until()."""
+        return subprocess.Popen(
+            ["git", "push", remote, "main"], cwd=self.path,
+            env={**os.environ, **GIT_ENV, "GIT_SSH_COMMAND": ssh_command(self.key.private)},
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+        )
 
     def remote_sha(self, remote: str, ref: str = "refs/heads/main") -> str | None:
         out = self.git("ls-remote", remote, ref).stdout.split()

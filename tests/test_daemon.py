@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
+from tests.helpers import AppRepo, Key, Server, docker_ids, read_until, ssh_command
 
 
 def test_restart_serves_running_apps_without_redeploy(
@@ -53,17 +53,11 @@ def test_kill_9_mid_build_is_cleaned_up_on_restart(
     good = repo.head()
     repo.write("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n"
                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-               "RUN echo building && sleep 30\n")
+               # $((6*7)): the step's own header line does not contain the marker.
+               'RUN echo "building-$((6*7))" && sleep 30\n')
     repo.commit("slow build")
-    env = {**os.environ, "GIT_SSH_COMMAND": ssh_command(keys["alice"].private)}
-    push = subprocess.Popen(["git", "push", srv.remote("phoenix"), "main"], cwd=repo.path,
-                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert push.stderr is not None
-    seen = b""
-    while b"building" not in seen.split(b"Building")[-1]:
-        chunk = os.read(push.stderr.fileno(), 4096)
-        assert chunk, seen.decode()
-        seen += chunk
+    push = repo.start_push(srv.remote("phoenix"))
+    read_until(push, b"building-42")
     srv.stop(signal.SIGKILL)
     push.wait(timeout=30)
     srv.start()
@@ -87,15 +81,8 @@ def test_kill_9_during_health_check_is_cleaned_up_on_restart(
                'CMD ["sh", "-c", "sleep 4; exec httpd -f -p 5000 -h /www"]\n')
     repo.write("www/index.html", "v2\n")
     repo.commit("slow to start")
-    env = {**os.environ, "GIT_SSH_COMMAND": ssh_command(keys["alice"].private)}
-    push = subprocess.Popen(["git", "push", srv.remote("midcheck"), "main"], cwd=repo.path,
-                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert push.stderr is not None
-    seen = b""
-    while b"-----> Health check" not in seen:
-        chunk = os.read(push.stderr.fileno(), 4096)
-        assert chunk, seen.decode()
-        seen += chunk
+    push = repo.start_push(srv.remote("midcheck"))
+    read_until(push, b"-----> Health check")
     [new_id] = [ln.split()[0] for ln in srv.cli("deploys", "list", "midcheck")
                 .stdout.splitlines()[1:2]]
     srv.stop(signal.SIGKILL)

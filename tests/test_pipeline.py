@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 from tests.helpers import (
-    GIT_ENV,
     HTTPD_DOCKERFILE,
     SHELL_DOCKERFILE_HEAD,
     AppRepo,
     Key,
     Server,
+    read_until,
     run,
-    ssh_command,
     wait_until,
 )
 
@@ -156,25 +155,12 @@ def test_pusher_disconnecting_does_not_stop_the_deploy(
     repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
                    + f'RUN echo "slow-{time.time()}" && sleep 2\nCOPY www /www\n'
                    'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n')
-    env = {**os.environ, **GIT_ENV, "GIT_SSH_COMMAND": ssh_command(keys["alice"].private)}
-    push = subprocess.Popen(["git", "push", server.remote("orphan"), "main"], cwd=repo.path,
-                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            start_new_session=True)
-    assert push.stderr is not None
-    seen = b""
-    while b"slow-" not in seen:
-        chunk = os.read(push.stderr.fileno(), 4096)
-        assert chunk, seen.decode()
-        seen += chunk
+    push = repo.start_push(server.remote("orphan"))
+    read_until(push, b"slow-")
     os.killpg(push.pid, signal.SIGKILL)  # git and its ssh: the pusher is gone
     push.wait(timeout=10)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = server.cli("deploys", "list", "orphan").stdout.splitlines()[1].split()[1]
-        if status in ("running", "failed"):
-            break
-        time.sleep(0.2)
-    assert status == "running"
+    wait_until(lambda: server.statuses("orphan")[0] in ("running", "failed"), 60)
+    assert server.statuses("orphan")[0] == "running"
     assert server.get("orphan") == (200, "hello v1\n")
     deploy_id = server.cli("deploys", "list", "orphan").stdout.splitlines()[1].split()[0][1:]
     assert "-----> Running:" in server.cli("logs", deploy_id).stdout
@@ -280,9 +266,4 @@ def test_newer_push_supersedes_a_queued_one(
     assert f"superseded by {repos[2].head()[:7]}" in results[1].stderr
     assert results[2].returncode == 0, results[2].stderr
     assert server.get("superseded") == (200, "push 2\n")
-    assert deployments(server, "superseded") == ["running", "failed", "replaced"]
-
-
-def deployments(server: Server, app: str) -> list[str]:
-    out = server.cli("deploys", "list", app).stdout.splitlines()[1:]
-    return [line.split()[1] for line in out]
+    assert server.statuses("superseded") == ["running", "failed", "replaced"]

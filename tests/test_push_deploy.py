@@ -22,11 +22,6 @@ from tests.helpers import (
 )
 
 
-def deployments(server: Server, app: str) -> list[str]:
-    out = server.cli("deploys", "list", app).stdout.splitlines()[1:]
-    return [line.split()[1] for line in out]
-
-
 def no_build_dirs_left(server: Server) -> bool:
     tmp = server.data_dir / "tmp"
     return not tmp.exists() or not any(tmp.iterdir())
@@ -59,7 +54,7 @@ def test_first_push_creates_and_deploys_then_second_push_replaces(
     wait_until(lambda: old_container not in docker_ids("ps", server.instance), 15)
     assert docker_ids("ps", server.instance, "label=rivetr.app=hello") != [old_container]
     assert old_container not in docker_ids("ps", server.instance)
-    assert deployments(server, "hello") == ["running", "replaced"]
+    assert server.statuses("hello") == ["running", "replaced"]
     assert no_build_dirs_left(server)
 
     # The stored log is the same story the pusher saw.
@@ -79,7 +74,7 @@ def assert_failed_cleanly(server: Server, repo: AppRepo, app: str, good_sha: str
     containers = docker_ids("ps", server.instance, f"label=rivetr.app={app}")
     assert len(containers) == 1  # only the live release's
     assert no_build_dirs_left(server)
-    assert deployments(server, app)[0] == "failed"
+    assert server.statuses(app)[0] == "failed"
     failed_id = server.cli("deploys", "list", app).stdout.splitlines()[1].split()[0][1:]
     assert f"rivetr-{server.instance}/{app}:{failed_id}" not in docker_ids(
         "images", server.instance)
@@ -192,7 +187,7 @@ def test_push_to_other_branch_is_stored_not_deployed(
     tag = repo.push(server.remote("branches"), "v1")
     assert tag.returncode == 0 and "tag v1 stored, not deployed" in tag.stderr
     assert server.get("branches") == (200, "hello v1\n")
-    assert deployments(server, "branches") == ["running"]
+    assert server.statuses("branches") == ["running"]
 
 
 def test_deleting_the_deploy_branch_is_refused(
@@ -243,7 +238,7 @@ def test_app_urls_accept_every_remote_form(
                         "-o LogLevel=ERROR"}, timeout=120,
     )
     assert scp.returncode == 0, scp.stderr
-    assert deployments(server, "forms") == ["running", "replaced"]
+    assert server.statuses("forms") == ["running", "replaced"]
 
 
 def test_cli_lists_apps_and_keys(server: Server, keys: dict[str, Key], workdir: Path) -> None:
