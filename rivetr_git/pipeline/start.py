@@ -25,6 +25,8 @@ async def start(
     image: str,
     port: int,
     env: dict[str, str],
+    cpus: float | None = None,
+    memory: int | None = None,
 ) -> ContainerInfo:
     """Start the container; raise StartFailed (with its last output) if it is not up."""
     spec = ContainerSpec(
@@ -33,6 +35,8 @@ async def start(
         port=port,
         env={**env, "PORT": str(port)},
         labels=labels(instance, app, deployment_id),
+        cpus=cpus,
+        memory=memory,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:
