@@ -11,7 +11,10 @@ import shutil
 import signal
 from pathlib import Path
 
+from rivetr_git.crypto import open_master_key
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError
+from rivetr_git.key_rotation import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer
@@ -121,10 +124,17 @@ class Daemon:
         s = self.settings
         stop = stop or asyncio.Event()
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(s.db_path)
+        key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
+        try:
+            store = await Store.open(s.db_path)
+        except BaseException:
+            key_lock.close()
+            raise
         runtime: Runtime | None = None
         closers: list[object] = []
         try:
+            # A bad key stops start-up here, before anything could need a value.
+            env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
             runtime = await DockerRuntime.connect()
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
@@ -132,7 +142,7 @@ class Daemon:
             await reconcile(s, store, repos, runtime, routes, instance)
             notifier = Notifier(s)
             closers.append(notifier)
-            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier)
+            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
             monitor = asyncio.create_task(Monitor(
                 s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
             pushes = PushHandler(deployer, s.deploy_branch)
@@ -173,6 +183,7 @@ class Daemon:
             if runtime is not None:
                 await runtime.close()
             await store.close()
+            key_lock.close()
 
     def _write_state(self, ssh_port: int, proxy_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -63,6 +64,7 @@ class Deployer:
         routes: RouteTable,
         instance: str,
         notifier: Notifier,
+        env_vars: EnvVars,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -71,6 +73,7 @@ class Deployer:
         self._routes = routes
         self._instance = instance
         self._notifier = notifier
+        self._env_vars = env_vars
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -205,8 +208,9 @@ class Deployer:
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now.
                 port = d.app_port or await start.app_port(self._runtime, image, app.port)
+                env = await start.release_env(self._env_vars, d.id)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env={})
+                                              image, port, env)
                 out.info(f"container {container.id[:12]} listening on port {port}")
             await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
                                          host_port=container.host_port, app_port=port)
