@@ -279,6 +279,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(args, run))
 
 
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from rivetr_git.key_rotation import rotate
+
+    settings = _settings(args)
+    count = asyncio.run(rotate(settings.data_dir, settings.db_path))
+    print(f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
+          f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "
+          "backup of the key file with the new one")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -390,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("app")
     rollback.add_argument("release", nargs="?", help="release number from `releases APP`")
     rollback.set_defaults(fn=cmd_rollback)
+
+    secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
+                             description="The master key that encrypts env var values "
+                             "(AES-256-GCM), DATA_DIR/master.key.")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
+    rotate = secrets_sub.add_parser(
+        "rotate", parents=[common], help="re-encrypt every env var under a new master key",
+        description="Generate a new master key, re-encrypt every env var value (apps' and "
+        "the copies kept by each release) in one transaction, then replace "
+        "DATA_DIR/master.key. Safe to interrupt: the next start or rotation keeps whichever "
+        "key the database matches. The server must be stopped (this refuses otherwise).")
+    rotate.set_defaults(fn=cmd_secrets_rotate)
 
     logs = sub.add_parser("logs", parents=[common], help="show a deployment's pipeline log",
                           description="Print the stored pipeline log of one deployment "

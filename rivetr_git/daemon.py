@@ -12,7 +12,10 @@ import signal
 from pathlib import Path
 
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.crypto import open_master_key
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError
+from rivetr_git.key_rotation import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer
@@ -130,10 +133,17 @@ class Daemon:
         s = self.settings
         stop = stop or asyncio.Event()
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(s.db_path)
+        key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
+        try:
+            store = await Store.open(s.db_path)
+        except BaseException:
+            key_lock.close()
+            raise
         runtime: Runtime | None = None
         closers: list[object] = []
         try:
+            # A bad key stops start-up here, before anything could need a value.
+            env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
             runtime = await DockerRuntime.connect()
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
@@ -141,19 +151,19 @@ class Daemon:
             await reconcile(s, store, repos, runtime, routes, instance)
             notifier = Notifier(s)
             closers.append(notifier)
-            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier)
+            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
             monitor = asyncio.create_task(Monitor(
                 s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
             pushes = PushHandler(deployer, s.deploy_branch)
             releases = ReleaseCommands(store, deployer)
 
             async def env_of(deployment: Deployment) -> dict[str, str]:
-                return {}
+                return await env_vars.for_deployment(deployment.id)
 
             processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
                                   s.drain_timeout)
             admin = Admin(s, store, deployer, processes, releases, routes,
-                          lambda app: repos.create(app, s.deploy_branch))
+                          lambda app: repos.create(app, s.deploy_branch), env_vars)
 
             async def local_command(argv: list[str], session: Session) -> int:
                 return await admin.run(argv, Caller(None), session)
@@ -188,6 +198,7 @@ class Daemon:
             if runtime is not None:
                 await runtime.close()
             await store.close()
+            key_lock.close()
 
     def _write_state(self, ssh_port: int, proxy_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""

@@ -82,3 +82,12 @@ class StartFailed(DeployFailed):
 class HealthCheckFailed(DeployFailed):
     def __init__(self, reason: str) -> None:
         super().__init__("health_check", reason)
+
+
+class DecryptionFailed(RivetrError):
+    """A stored env var value does not decrypt. Names the app and variable, never a value."""
+
+    def __init__(self, app: str, name: str, why: str) -> None:
+        super().__init__(f"env var {name} of app {app} cannot be decrypted ({why})")
+        self.app = app
+        self.name = name

@@ -17,6 +17,7 @@ import aiosqlite
 
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Role, SshKey, Status
+from rivetr_git.store_env import EnvTables
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 
@@ -98,6 +99,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX app_domains_app ON app_domains (app_id);
     """,
+    # Env var values are AES-GCM blobs (crypto.py), never plaintext. A deployment keeps a
+    # copy of the env it was deployed with, so a rollback runs with that release's env.
+    # Both go with their app (ON DELETE CASCADE through deployments).
+    """
+    CREATE TABLE env_vars (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (app_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE deployment_env (
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (deployment_id, name)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -152,7 +170,7 @@ APP_FIELDS = frozenset({
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
 
-class Store:
+class Store(EnvTables):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -386,17 +404,27 @@ class Store:
         self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None,
         rollback_of: Deployment | None = None, kind: str = "push",
     ) -> Deployment:
-        """A pending deployment. A rollback or restart (`kind`) starts with the image of the
-        release it runs again, recorded in `rollback_of`."""
-        cur = await self._db.execute(
-            "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
-            "created_at, image, rollback_of, app_port, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
-             rollback_of.image if rollback_of else None,
-             rollback_of.id if rollback_of else None,
-             rollback_of.app_port if rollback_of else None, kind),
-        )
-        assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
+        """A pending deployment with a copy of the env it runs with. A rollback or restart
+        (`kind`) starts with the image of the release it runs again (`rollback_of`); a
+        rollback also gets that release's env, everything else the app's env now."""
+        async with self._transaction():
+            cur = await self._db.execute(
+                "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
+                "created_at, image, rollback_of, app_port, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
+                 rollback_of.image if rollback_of else None,
+                 rollback_of.id if rollback_of else None,
+                 rollback_of.app_port if rollback_of else None, kind),
+            )
+            assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
+            if rollback_of is not None and kind == "rollback":
+                await self._db.execute(
+                    "INSERT INTO deployment_env (deployment_id, name, value) "
+                    "SELECT ?, name, value FROM deployment_env WHERE deployment_id = ?",
+                    (cur.lastrowid, rollback_of.id))
+            else:
+                await self._copy_env(app.id, cur.lastrowid)
         return await self.get_deployment(cur.lastrowid)
 
     async def get_deployment(self, deployment_id: int) -> Deployment:

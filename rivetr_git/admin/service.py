@@ -15,8 +15,8 @@ from typing import Protocol
 from rivetr_git.admin import render, verbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.app_config import CHECKS, DEPLOY_COMMANDS, LIMITS, parse_assignments
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
 from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role, SshKey

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git import repo_config
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -83,6 +84,7 @@ class Deployer:
         routes: RouteTable,
         instance: str,
         notifier: Notifier,
+        env_vars: EnvVars,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -91,6 +93,7 @@ class Deployer:
         self._routes = routes
         self._instance = instance
         self._notifier = notifier
+        self._env_vars = env_vars
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -264,8 +267,9 @@ class Deployer:
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now.
                 port = d.app_port or await start.app_port(self._runtime, image, app.port)
+                env = await start.release_env(self._env_vars, d.id)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env={}, cpus=app.cpu_limit,
+                                              image, port, env, cpus=app.cpu_limit,
                                               memory=app.memory_limit)
                 out.info(f"container {container.id[:12]} listening on port {port}"
                          f"{_limits_note(app)}")
