@@ -255,8 +255,14 @@ def split_verb(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
             i += 1
         else:
             break
-    if i < len(argv) and argv[i] in BY_NAME:
-        return list(argv[:i]), list(argv[i:])
+    rest = list(argv[i:])
+    # The older local forms read the database directly and work without the server:
+    # `deploys list APP` and `logs DEPLOYMENT_ID` (a deployment's pipeline log).
+    if rest[:2] == ["deploys", "list"] or (rest[:1] == ["logs"] and rest[1:2]
+                                           and rest[1].isdigit()):
+        return None
+    if rest and rest[0] in BY_NAME:
+        return list(argv[:i]), rest
     return None
 
 

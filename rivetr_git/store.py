@@ -402,11 +402,13 @@ class Store(EnvTables):
 
     async def create_deployment(
         self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None,
-        rollback_of: Deployment | None = None, kind: str = "push",
+        rollback_of: Deployment | None = None, kind: str | None = None,
     ) -> Deployment:
         """A pending deployment with a copy of the env it runs with. A rollback or restart
         (`kind`) starts with the image of the release it runs again (`rollback_of`); a
         rollback also gets that release's env, everything else the app's env now."""
+        if kind is None:
+            kind = "rollback" if rollback_of is not None else "push"
         async with self._transaction():
             cur = await self._db.execute(
                 "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "

@@ -301,15 +301,7 @@ class Admin:
         assert app is not None
         if inv.verb.name == "releases":
             return await self._releases.releases(app, s.out)
-        release = inv.args.release
-        number: int | None = None
-        if release is not None:
-            digits = release.removeprefix("#")
-            if not digits.isdigit():
-                raise ValidationError(f"release {release!r} is not a release number such as "
-                                      f"12; `releases {app.name}` lists them")
-            number = int(digits)
-        return await self._releases.rollback(app, number, caller.name, s.out)
+        return await self._releases.rollback(app, inv.args.release, caller.name, s.out)
 
     # --- keys and access ---------------------------------------------------------------------
 

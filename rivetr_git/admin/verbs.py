@@ -100,8 +100,16 @@ def _run(p: argparse.ArgumentParser) -> None:
                    help="the command and its arguments (no shell unless you run sh -c '...')")
 
 
+def _release_number(value: str) -> int:
+    digits = value.removeprefix("#")
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a release number such as 12; `releases APP` lists them")
+    return int(digits)
+
+
 def _rollback(p: argparse.ArgumentParser) -> None:
-    p.add_argument("release", nargs="?", default=None, metavar="RELEASE",
+    p.add_argument("release", nargs="?", default=None, metavar="RELEASE", type=_release_number,
                    help="release number from `releases APP` (default: the one before the live one)")
 
 
