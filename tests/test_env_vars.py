@@ -16,7 +16,7 @@ from rivetr_git import crypto
 from rivetr_git.crypto import Cipher, open_master_key, read_key
 from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.errors import ConfigError, DecryptionFailed, NotFound, RivetrError, ValidationError
-from rivetr_git.key_rotation import lock_master_key, rotate
+from rivetr_git.master_key import local_env_vars, lock_master_key, rotate
 from rivetr_git.models import App
 from rivetr_git.store import Store
 
@@ -348,7 +348,7 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
             [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(data_dir), "secrets",
              "rotate"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
-        assert "the rivetr-git server is running on this data dir; stop it first" in result.stderr
+        assert "is using this data dir's master key; stop the server first" in result.stderr
     with lock_master_key(data_dir, exclusive=True), pytest.raises(
             RivetrError, match=r"a master key rotation .* is running"):
         lock_master_key(data_dir, exclusive=False)
@@ -357,3 +357,16 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
          "rotate"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "re-encrypted 0 env var values under a new master key" in result.stdout
+
+
+async def test_a_local_command_holds_off_rotation_and_sees_what_it_wrote(
+    store: Store, data_dir: Path
+) -> None:
+    await _app(store)
+    async with local_env_vars(data_dir, data_dir / "rivetr.db") as env:
+        await env.set("web", {"A": "1"})
+        with pytest.raises(RivetrError, match="is using this data dir's master key"):
+            await rotate(data_dir, data_dir / "rivetr.db")
+    assert await rotate(data_dir, data_dir / "rivetr.db") == 1
+    async with local_env_vars(data_dir, data_dir / "rivetr.db") as env:
+        assert await env.reveal("web") == {"A": "1"}
