@@ -18,6 +18,7 @@ from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.errors import ConfigError, DecryptionFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.master_key import local_env_vars, lock_master_key, rotate
 from rivetr_git.models import App
+from rivetr_git.runtime.base import ContainerSpec
 from rivetr_git.store import Store
 
 EXOTIC = {
@@ -88,9 +89,11 @@ def test_associated_data_is_unambiguous() -> None:
         cipher.decrypt("a", "bC", cipher.encrypt("ab", "C", "x"))
 
 
-def test_the_key_never_shows_in_a_repr() -> None:
+def test_neither_the_key_nor_decrypted_values_show_in_a_repr() -> None:
     cipher = Cipher.generate()
     assert cipher.key.hex() not in repr(cipher) and "hidden" in repr(cipher)
+    spec = ContainerSpec(name="c", image="i", port=5000, env={"TOKEN": "s3cret"})
+    assert "s3cret" not in repr(spec) and "TOKEN" not in repr(spec)
 
 
 # --- the key file -----------------------------------------------------------------------------
@@ -370,3 +373,30 @@ async def test_a_local_command_holds_off_rotation_and_sees_what_it_wrote(
     assert await rotate(data_dir, data_dir / "rivetr.db") == 1
     async with local_env_vars(data_dir, data_dir / "rivetr.db") as env:
         assert await env.reveal("web") == {"A": "1"}
+
+
+async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_start(
+    store: Store, env: EnvVars, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _app(store)
+    await env.set("web", {"A": "1"})
+    old = read_key(data_dir / "master.key")
+    await store.close()
+
+    def crash(*_: object) -> None:
+        raise OSError("power cut")  # between the database commit and the key rename
+
+    monkeypatch.setattr("rivetr_git.master_key.os.replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        await rotate(data_dir, data_dir / "rivetr.db")
+    monkeypatch.undo()
+    assert read_key(data_dir / "master.key").key == old.key  # still the old key file
+    assert (data_dir / "master.key.new").exists()
+    reopened = await Store.open(data_dir / "rivetr.db")
+    try:
+        cipher = open_master_key(data_dir, await reopened.any_env_value())  # a start
+        assert cipher.key != old.key and not (data_dir / "master.key.new").exists()
+        assert read_key(data_dir / "master.key").key == cipher.key
+        assert await EnvVars(reopened, cipher).reveal("web") == {"A": "1"}
+    finally:
+        await reopened.close()
