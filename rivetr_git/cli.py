@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git import __version__
+from rivetr_git.admin.render import table
+from rivetr_git.admin.verbs import help_text
+from rivetr_git.admin.verbs import parse as parse_verb
 from rivetr_git.app_config import parse_assignments
-from rivetr_git.errors import RivetrError
+from rivetr_git.errors import RivetrError, UsageHelp
 from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
@@ -38,14 +41,6 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[
         return await fn(store)
     finally:
         await store.close()
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -94,7 +89,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         if not keys:
             print("no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub --admin`")
             return 0
-        print(_table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
+        print(table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
                      ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
         return 0
 
@@ -133,7 +128,7 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
         if not rows:
             print("no apps yet; an admin key's first `git push` creates one")
             return 0
-        print(_table(rows, ("APP", "LIVE", "CREATED")))
+        print(table(rows, ("APP", "LIVE", "CREATED")))
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -187,7 +182,7 @@ def cmd_deploys_list(args: argparse.Namespace) -> int:
              d.error_message or "")
             for d in await store.list_deployments(app, limit=args.limit)
         ]
-        print(_table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
+        print(table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -209,22 +204,31 @@ def cmd_releases(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Ask the running daemon to roll back; print its output as it comes."""
-    from rivetr_git.receiver.hook_socket import EXIT_MARK
-
     name = validate_app_name(args.app)
     argv = ["rollback", name] + ([args.release] if args.release else [])
-    path = _settings(args).data_dir / "run" / "hooks.sock"
+    return daemon_command(_settings(args), argv)
+
+
+def daemon_command(settings: Settings, argv: list[str]) -> int:
+    """Run an admin verb in the local daemon (through its 0600 socket) as the server's own
+    user, printing the output as it comes; return its exit code."""
+    from rivetr_git.receiver.hook_socket import EXIT_MARK
+
+    stdin = ""
+    if argv[:1] == ["keys:add"] and not sys.stdin.isatty():
+        stdin = sys.stdin.read()
+    path = settings.data_dir / "run" / "hooks.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except OSError:
         raise RivetrError(
-            "the rivetr-git server is not running here (a rollback needs it to start and "
-            "switch containers); start it with `rivetr-git serve`"
+            f"the rivetr-git server is not running with data dir {settings.data_dir} (these "
+            "commands run in it); start it with `rivetr-git serve`, or pass --data-dir"
         ) from None
     code = 1
     with sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps({"command": argv}).encode() + b"\n")
+        stream.write(json.dumps({"command": argv, "stdin": stdin}).encode() + b"\n")
         stream.flush()
         for raw in stream:
             line = raw.decode(errors="replace").rstrip("\n")
@@ -233,6 +237,43 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             else:
                 print(line, flush=True)
     return code
+
+
+_GLOBAL_OPTIONS = ("--config", "--data-dir")
+
+
+def split_verb(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """`[--data-dir D] VERB ARGS...` -> (global options, [VERB, ARGS...]); None if argv does
+    not name an admin verb."""
+    from rivetr_git.admin.verbs import BY_NAME
+
+    i = 0
+    while i < len(argv):
+        if argv[i] in _GLOBAL_OPTIONS:
+            i += 2
+        elif argv[i].startswith(tuple(o + "=" for o in _GLOBAL_OPTIONS)):
+            i += 1
+        else:
+            break
+    rest = list(argv[i:])
+    # The older local forms read the database directly and work without the server:
+    # `deploys list APP` and `logs DEPLOYMENT_ID` (a deployment's pipeline log).
+    if rest[:2] == ["deploys", "list"] or (rest[:1] == ["logs"] and rest[1:2]
+                                           and rest[1].isdigit()):
+        return None
+    if rest and rest[0] in BY_NAME:
+        return list(argv[:i]), rest
+    return None
+
+
+def run_local_verb(options: list[str], verb_argv: list[str]) -> int:
+    """An admin verb on this machine's server (`rivetr-git config:set APP K=V`)."""
+    parser = argparse.ArgumentParser(prog="rivetr-git", add_help=False)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(options)
+    parse_verb(verb_argv)  # usage errors and --help need no server
+    return daemon_command(_settings(args), verb_argv)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -271,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
         "in a container behind a built-in reverse proxy.",
         parents=[common],
+        epilog="Admin commands (run in the server started from the same data dir; over SSH "
+        "they are `ssh -p PORT git@HOST COMMAND`):\n"
+        + help_text().partition("\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -384,10 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = split_verb(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv) if verb is None else None
     try:
+        if verb is not None:
+            return run_local_verb(*verb)
+        assert args is not None
         code: int = args.fn(args)
+    except UsageHelp as exc:
+        print(exc)
+        return 0
     except RivetrError as exc:
         print(f"rivetr-git: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -25,6 +25,12 @@ class ValidationError(RivetrError):
     exit_code = 2
 
 
+class UsageHelp(RivetrError):
+    """Not a failure: the caller asked for help; the message is the help text."""
+
+    exit_code = 0
+
+
 class NotFound(RivetrError):
     """An app, deployment or key does not exist (or is not visible to the caller)."""
 

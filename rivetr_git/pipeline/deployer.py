@@ -19,11 +19,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rivetr_git import repo_config
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start, watch
+from rivetr_git.pipeline import (
+    build,
+    checkout,
+    cleanup,
+    deploy_commands,
+    health,
+    promote,
+    start,
+    watch,
+)
 from rivetr_git.pipeline.labels import image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
@@ -33,6 +43,16 @@ from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
+_RED, _RESET = "\x1b[31m", "\x1b[0m"
+
+
+def _limits_note(app: App) -> str:
+    parts = []
+    if app.memory_limit is not None:
+        parts.append(f"memory {app.memory_limit // 1024**2} MiB")
+    if app.cpu_limit is not None:
+        parts.append(f"cpu {app.cpu_limit:g}")
+    return f" (limits: {', '.join(parts)})" if parts else ""
 
 _STAGE_TITLES = {
     Status.CLONING: "Cloning",
@@ -128,8 +148,41 @@ class Deployer:
                            f"(keep_releases = {self._settings.keep_releases}); pick a newer "
                            f"one from `releases {app.name}`")
         deployment = await self._store.create_deployment(
-            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target)
+            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target,
+            kind="rollback")
         return await self._enqueue(app, deployment, by=f"a rollback to #{target.id}")
+
+    async def restart(self, app: App, requested_by: str | None, why: str) -> Job | None:
+        """Queue a fresh container of the live release (new env, limits, settings): start,
+        health check, switch, drain, like a deploy. None when nothing is live."""
+        current = await self._store.current_deployment(app)
+        if current is None or current.image is None:
+            return None
+        deployment = await self._store.create_deployment(
+            app, current.commit_sha, current.commit_message, requested_by, rollback_of=current,
+            kind="restart")
+        return await self._enqueue(app, deployment, by=f"a restart ({why})")
+
+    async def destroy(self, app: App) -> None:
+        """Remove everything of `app`: containers, images, route, repository, rows.
+
+        Refused while one of its deploys runs (it would leave a container behind)."""
+        worker = self._workers.get(app.name)
+        if worker is not None and not worker.done():
+            raise ValidationError(f"a deploy of {app.name} is running; destroy it once that "
+                                  "has finished (deploys shows it)")
+        older = self._watches.pop(app.name, None)
+        if older is not None:
+            older.set()  # end its watch window: nothing is left to roll back to
+        self._routes.remove(app.name)
+        for container in await self._runtime.list_containers(labels(self._instance, app.name)):
+            await self._runtime.remove(container.id)
+        async with self._gate.removing():
+            for image in await self._runtime.list_images(
+                    image_repository(self._instance, app.name)):
+                await self._runtime.remove_image(image)
+        await self._store.delete_app(app)
+        await self._repos.delete(app.name)
 
     async def _enqueue(self, app: App, deployment: Deployment, by: str) -> Job:
         job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
@@ -180,13 +233,17 @@ class Deployer:
     # --- one deployment -----------------------------------------------------------------------
 
     async def _deploy(self, job: Job) -> Deployment:
-        d, app, out = job.deployment, job.app, job.log
+        d, out = job.deployment, job.log
+        # Settings as they are now, not when the job was queued.
+        app = job.app = await self._store.get_app(job.app.name)
         started = time.monotonic()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
-        if d.rollback_of is not None:
+        if d.kind == "restart":
+            out.header(f"Restarting {app.name} (release #{d.rollback_of}): {what}")
+        elif d.rollback_of is not None:
             out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
         else:
             out.header(f"Deploying {app.name} {what}")
@@ -194,11 +251,13 @@ class Deployer:
                               rollback_of=d.rollback_of)
         try:
             if d.image is not None:
-                image = d.image  # a rollback: the release's image is already built
+                image = d.image  # a rollback or restart: the release's image is built
+                repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
+                    repo = await self._repo_config(app, d, out)
                 async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
                         self._gate.building():
                     image = built = await build.build(
@@ -210,13 +269,21 @@ class Deployer:
                 port = d.app_port or await start.app_port(self._runtime, image, app.port)
                 env = await start.release_env(self._env_vars, d.id)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env)
-                out.info(f"container {container.id[:12]} listening on port {port}")
-            await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
-                                         host_port=container.host_port, app_port=port)
+                                              image, port, env, cpus=app.cpu_limit,
+                                              memory=app.memory_limit)
+                out.info(f"container {container.id[:12]} listening on port {port}"
+                         f"{_limits_note(app)}")
+                await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
+                                             host_port=container.host_port, app_port=port)
+                if app.pre_deploy:
+                    failed = await deploy_commands.run(
+                        self._runtime, container.id, "pre", app.pre_deploy,
+                        self._command_timeout(app), out)
+                    if failed:
+                        raise DeployFailed("pre_deploy", failed)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
-                policy = self._health_policy(app)
+                policy = self._health_policy(app, repo)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
                     self._routes.hostname(app.name), policy,
@@ -241,6 +308,13 @@ class Deployer:
             self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
                                   commit=d.commit_sha, url=self.app_url(app.name))
             out.stage = Status.RUNNING.value
+            if app.post_deploy:
+                failed = await deploy_commands.run(
+                    self._runtime, container.id, "post", app.post_deploy,
+                    self._command_timeout(app), out)
+                if failed:
+                    await self._store.set_status(d.id, Status.RUNNING, post_deploy_error=failed)
+                    out.error(f"{_RED}{failed}; the release stays live{_RESET}")
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:
@@ -267,11 +341,41 @@ class Deployer:
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
 
-    def _health_policy(self, app: App) -> health.HealthPolicy:
+    async def _repo_config(self, app: App, d: Deployment, out: DeployLog
+                           ) -> repo_config.RepoConfig:
+        text = await self._repos.read_file(app.name, d.commit_sha, repo_config.FILE_NAME)
+        config = repo_config.parse(text)
+        if text is not None:
+            out.info(f"using {repo_config.FILE_NAME} from the repository")
+        return config
+
+    def _health_policy(self, app: App, repo: repo_config.RepoConfig) -> health.HealthPolicy:
+        """Per setting: the app's own (admin) value, else rivetr.toml, else the server's."""
         s = self._settings
-        path = app.health_path if app.health_path is not None else s.health_path
-        return health.HealthPolicy(path=path, interval=s.health_interval,
-                                   timeout=s.health_timeout, retries=s.health_retries)
+
+        def pick(*values: Any) -> Any:
+            return next(v for v in values if v is not None)
+
+        return health.HealthPolicy(
+            path=pick(app.health_path, repo.health_path, s.health_path),
+            interval=pick(app.health_interval, repo.health_interval, s.health_interval),
+            timeout=pick(app.health_timeout, repo.health_timeout, s.health_timeout),
+            retries=pick(app.health_retries, repo.health_retries, s.health_retries),
+            start_period=pick(app.health_start_period, repo.health_start_period,
+                              s.health_start_period),
+        )
+
+    def health_defaults(self) -> health.HealthPolicy:
+        """The server-wide health check, for `apps:info`."""
+        s = self._settings
+        return health.HealthPolicy(path=s.health_path, interval=s.health_interval,
+                                   timeout=s.health_timeout, retries=s.health_retries,
+                                   start_period=s.health_start_period)
+
+    def _command_timeout(self, app: App) -> float:
+        if app.deploy_command_timeout is not None:
+            return app.deploy_command_timeout
+        return self._settings.deploy_command_timeout
 
     def _watch(self, switch: watch.Switch) -> None:
         """Start the post-switch watch; a newer switch of the app ends the older watch."""

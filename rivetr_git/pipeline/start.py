@@ -37,6 +37,8 @@ async def start(
     image: str,
     port: int,
     env: Mapping[str, str],
+    cpus: float | None = None,
+    memory: int | None = None,
 ) -> ContainerInfo:
     """Start the container with `env` and PORT; raise StartFailed (with its last output)
     if it is not up."""
@@ -46,6 +48,8 @@ async def start(
         port=port,
         env={**env, "PORT": str(port)},
         labels=labels(instance, app, deployment_id),
+        cpus=cpus,
+        memory=memory,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:
