@@ -3,6 +3,7 @@ and key rotation, on real files and a real SQLite database."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -18,6 +19,7 @@ from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.errors import ConfigError, DecryptionFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.master_key import local_env_vars, lock_master_key, rotate
 from rivetr_git.models import App
+from rivetr_git.receiver.redact import hide_command_arguments, shown_command
 from rivetr_git.runtime.base import ContainerSpec
 from rivetr_git.store import Store
 
@@ -400,3 +402,20 @@ async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_sta
         assert await EnvVars(reopened, cipher).reveal("web") == {"A": "1"}
     finally:
         await reopened.close()
+
+
+def test_logged_ssh_commands_keep_the_verb_and_app_only() -> None:
+    assert shown_command("git-receive-pack '/web.git'") == "git-receive-pack '/web.git'"
+    assert shown_command("config web") == "config web"
+    assert shown_command("config:set web 'A=s3cret value'") == "config:set web [arguments hidden]"
+    assert shown_command("config:set A=s3cret") == "config:set [arguments hidden]"
+    assert shown_command("run web printenv") == "run web [arguments hidden]"
+    logger = logging.getLogger("test-redact")
+    hide_command_arguments(logger)
+    hide_command_arguments(logger)
+    assert len(logger.filters) == 1
+    record = logger.makeRecord("test-redact", logging.INFO, __file__, 1,
+                               "[conn=0, chan=0]   Command: %s", ("config:set web A=s3cret",),
+                               None)
+    assert logger.filter(record)
+    assert record.getMessage() == "[conn=0, chan=0]   Command: config:set web [arguments hidden]"
