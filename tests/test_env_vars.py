@@ -276,14 +276,15 @@ async def test_deleting_an_app_deletes_its_env_and_snapshots(store: Store, env: 
     app = await _app(store)
     await env.set("web", {"A": "1"})
     await store.create_deployment(app, SHA, "m", None)
+    await store.delete_app(app)  # what apps:destroy does; the env goes by ON DELETE CASCADE
     raw = sqlite3.connect(data_dir / "rivetr.db", isolation_level=None)
     try:
-        raw.execute("PRAGMA foreign_keys=ON")  # Store.open sets it on its connection too
-        raw.execute("DELETE FROM apps WHERE name = 'web'")
         assert raw.execute("SELECT count(*) FROM env_vars").fetchone()[0] == 0
         assert raw.execute("SELECT count(*) FROM deployment_env").fetchone()[0] == 0
     finally:
         raw.close()
+    await _app(store)  # the same name again starts with no env
+    assert await env.names("web") == []
 
 
 def _db_bytes(data_dir: Path) -> bytes:
