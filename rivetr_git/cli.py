@@ -286,7 +286,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
-    from rivetr_git.key_rotation import rotate
+    from rivetr_git.master_key import rotate
 
     settings = _settings(args)
     count = asyncio.run(rotate(settings.data_dir, settings.db_path))

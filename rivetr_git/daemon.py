@@ -15,7 +15,7 @@ from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError
-from rivetr_git.key_rotation import lock_master_key
+from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer

@@ -1,13 +1,14 @@
 """End to end: env vars reach the app's container exactly, encrypted at rest, per release,
 through key rotation; a bad key stops the server and a bad value fails the deploy.
 
-Until the `config:set` verb exists, the tests set env vars through the EnvVars API on the
-server's own database (shared with the running daemon in WAL mode), as a verb would.
+Most tests set env vars through the EnvVars API on the server's own database (shared with
+the running daemon in WAL mode), as the verbs do; one goes through the config verbs over SSH.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DecryptionFailed
 from rivetr_git.store import Store
 from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids
+from tests.test_switch import ssh_command_line
 
 T = TypeVar("T")
 
@@ -122,7 +124,8 @@ def test_env_values_reach_the_container_exactly_and_never_rest_in_plaintext(
 
     # Rotation: refused while the server runs; done while it is stopped; values survive.
     busy = srv.cli("secrets", "rotate", check=False)
-    assert busy.returncode != 0 and "server is running on this data dir" in busy.stderr
+    assert busy.returncode != 0
+    assert "is using this data dir's master key; stop the server first" in busy.stderr
     old = read_key(srv.data_dir / "master.key")
     srv.stop()
     rotated = srv.cli("secrets", "rotate")
@@ -212,3 +215,31 @@ def test_a_value_moved_to_another_app_fails_the_deploy_and_is_never_injected(
     assert seen_env(server, "envdst")["TOKEN"] is None  # the previous release keeps serving
     assert len(docker_ids("ps", server.instance, "label=rivetr.app=envdst")) == 1
     assert server.statuses("envdst")[:2] == ["failed", "running"]
+
+
+def test_config_verbs_over_ssh_carry_exact_values_to_the_app_and_none_to_the_log(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = env_repo(workdir / "app", keys["alice"])
+    assert repo.push(server.remote("envssh")).returncode == 0
+
+    def ssh(command: str) -> tuple[int, str, str]:
+        done = ssh_command_line(server, keys["alice"], command)
+        return done.returncode, done.stdout, done.stderr
+
+    assignments = " ".join(shlex.quote(f"{n}={v}") for n, v in EXOTIC.items())
+    code, out, err = ssh(f"config:set envssh {assignments}")
+    assert code == 0, out + err
+    assert seen_env(server, "envssh") == {"PORT": "5000", **EXOTIC}
+    assert ssh("config envssh")[1].split() == sorted(EXOTIC)
+    assert ssh("config:get envssh MULTILINE")[1] == EXOTIC["MULTILINE"] + "\n"
+    code, _, err = ssh("config:set envssh PORT=1")
+    assert code != 0 and "PORT is set by the platform" in err
+    code, _, err = ssh("config:set envssh A=1 tok-typed-without-a-name")
+    assert code != 0 and "argument 2 is not NAME=VALUE" in err
+    assert "tok-typed-without-a-name" not in err
+    assert ssh("config:unset envssh TOKEN")[0] == 0
+    assert seen_env(server, "envssh")["TOKEN"] is None
+    assert EXOTIC["TOKEN"] not in server.log()
+    assert "tok-typed-without-a-name" not in server.log()
+    assert "Command: config:set envssh [arguments hidden]" in server.log()

@@ -3,6 +3,7 @@ and key rotation, on real files and a real SQLite database."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -16,8 +17,10 @@ from rivetr_git import crypto
 from rivetr_git.crypto import Cipher, open_master_key, read_key
 from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.errors import ConfigError, DecryptionFailed, NotFound, RivetrError, ValidationError
-from rivetr_git.key_rotation import lock_master_key, rotate
+from rivetr_git.master_key import local_env_vars, lock_master_key, rotate
 from rivetr_git.models import App
+from rivetr_git.receiver.redact import hide_command_arguments, shown_command
+from rivetr_git.runtime.base import ContainerSpec
 from rivetr_git.store import Store
 
 EXOTIC = {
@@ -88,9 +91,11 @@ def test_associated_data_is_unambiguous() -> None:
         cipher.decrypt("a", "bC", cipher.encrypt("ab", "C", "x"))
 
 
-def test_the_key_never_shows_in_a_repr() -> None:
+def test_neither_the_key_nor_decrypted_values_show_in_a_repr() -> None:
     cipher = Cipher.generate()
     assert cipher.key.hex() not in repr(cipher) and "hidden" in repr(cipher)
+    spec = ContainerSpec(name="c", image="i", port=5000, env={"TOKEN": "s3cret"})
+    assert "s3cret" not in repr(spec) and "TOKEN" not in repr(spec)
 
 
 # --- the key file -----------------------------------------------------------------------------
@@ -271,14 +276,15 @@ async def test_deleting_an_app_deletes_its_env_and_snapshots(store: Store, env: 
     app = await _app(store)
     await env.set("web", {"A": "1"})
     await store.create_deployment(app, SHA, "m", None)
+    await store.delete_app(app)  # what apps:destroy does; the env goes by ON DELETE CASCADE
     raw = sqlite3.connect(data_dir / "rivetr.db", isolation_level=None)
     try:
-        raw.execute("PRAGMA foreign_keys=ON")  # Store.open sets it on its connection too
-        raw.execute("DELETE FROM apps WHERE name = 'web'")
         assert raw.execute("SELECT count(*) FROM env_vars").fetchone()[0] == 0
         assert raw.execute("SELECT count(*) FROM deployment_env").fetchone()[0] == 0
     finally:
         raw.close()
+    await _app(store)  # the same name again starts with no env
+    assert await env.names("web") == []
 
 
 def _db_bytes(data_dir: Path) -> bytes:
@@ -348,7 +354,7 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
             [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(data_dir), "secrets",
              "rotate"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
-        assert "the rivetr-git server is running on this data dir; stop it first" in result.stderr
+        assert "is using this data dir's master key; stop the server first" in result.stderr
     with lock_master_key(data_dir, exclusive=True), pytest.raises(
             RivetrError, match=r"a master key rotation .* is running"):
         lock_master_key(data_dir, exclusive=False)
@@ -357,3 +363,60 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
          "rotate"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "re-encrypted 0 env var values under a new master key" in result.stdout
+
+
+async def test_a_local_command_holds_off_rotation_and_sees_what_it_wrote(
+    store: Store, data_dir: Path
+) -> None:
+    await _app(store)
+    async with local_env_vars(data_dir, data_dir / "rivetr.db") as env:
+        await env.set("web", {"A": "1"})
+        with pytest.raises(RivetrError, match="is using this data dir's master key"):
+            await rotate(data_dir, data_dir / "rivetr.db")
+    assert await rotate(data_dir, data_dir / "rivetr.db") == 1
+    async with local_env_vars(data_dir, data_dir / "rivetr.db") as env:
+        assert await env.reveal("web") == {"A": "1"}
+
+
+async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_start(
+    store: Store, env: EnvVars, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _app(store)
+    await env.set("web", {"A": "1"})
+    old = read_key(data_dir / "master.key")
+    await store.close()
+
+    def crash(*_: object) -> None:
+        raise OSError("power cut")  # between the database commit and the key rename
+
+    monkeypatch.setattr("rivetr_git.master_key.os.replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        await rotate(data_dir, data_dir / "rivetr.db")
+    monkeypatch.undo()
+    assert read_key(data_dir / "master.key").key == old.key  # still the old key file
+    assert (data_dir / "master.key.new").exists()
+    reopened = await Store.open(data_dir / "rivetr.db")
+    try:
+        cipher = open_master_key(data_dir, await reopened.any_env_value())  # a start
+        assert cipher.key != old.key and not (data_dir / "master.key.new").exists()
+        assert read_key(data_dir / "master.key").key == cipher.key
+        assert await EnvVars(reopened, cipher).reveal("web") == {"A": "1"}
+    finally:
+        await reopened.close()
+
+
+def test_logged_ssh_commands_keep_the_verb_and_app_only() -> None:
+    assert shown_command("git-receive-pack '/web.git'") == "git-receive-pack '/web.git'"
+    assert shown_command("config web") == "config web"
+    assert shown_command("config:set web 'A=s3cret value'") == "config:set web [arguments hidden]"
+    assert shown_command("config:set A=s3cret") == "config:set [arguments hidden]"
+    assert shown_command("run web printenv") == "run web [arguments hidden]"
+    logger = logging.getLogger("test-redact")
+    hide_command_arguments(logger)
+    hide_command_arguments(logger)
+    assert len(logger.filters) == 1
+    record = logger.makeRecord("test-redact", logging.INFO, __file__, 1,
+                               "[conn=0, chan=0]   Command: %s", ("config:set web A=s3cret",),
+                               None)
+    assert logger.filter(record)
+    assert record.getMessage() == "[conn=0, chan=0]   Command: config:set web [arguments hidden]"

@@ -19,6 +19,7 @@ from rivetr_git.keys import fingerprint
 from rivetr_git.models import App, SshKey
 from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
 from rivetr_git.receiver.hook_socket import HookSocket
+from rivetr_git.receiver.redact import hide_command_arguments
 from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
@@ -131,6 +132,7 @@ class Receiver:
         self.bound_port = settings.ssh_port
 
     async def start(self) -> None:
+        hide_command_arguments()
         host_key = load_host_key(self._settings.data_dir)
         self._server = await asyncssh.listen(
             self._settings.ssh_host,

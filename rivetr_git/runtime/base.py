@@ -38,7 +38,8 @@ class ContainerSpec:
     name: str
     image: str
     port: int  # the port the app listens on inside the container
-    env: Mapping[str, str] = field(default_factory=dict)
+    # Decrypted env var values: kept out of the repr, so no log line or traceback shows them.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
     cpus: float | None = None  # CPU limit (None: none)
     memory: int | None = None  # memory limit in bytes, swap included (None: none)

@@ -1,6 +1,7 @@
-"""`rivetr-git secrets rotate`: every env var value re-encrypted under a new master key.
+"""Access to the master key outside the daemon, and `rivetr-git secrets rotate`.
 
-Order, chosen so that an interruption at any point loses nothing:
+Rotation re-encrypts every env var value under a new master key. Order, chosen so that
+an interruption at any point loses nothing:
  1. the new key is written to `master.key.new` (0600, fsynced); the old one stays in
     `master.key`;
  2. every value (apps' and deployments') is re-encrypted in one database transaction;
@@ -10,15 +11,18 @@ and 3, it matches `master.key.new`. The next start (or rotation) tries a stored 
 against both and keeps the key that decrypts it (crypto.open_master_key), so either way the
 right key ends up in `master.key`. The old key is gone once 3 is done: nothing uses it.
 
-The daemon holds a shared lock on `master.key.lock` while it runs; a rotation takes it
-exclusively, so a rotation refuses to run beside the daemon, and a daemon refuses to start
-during a rotation. (The lock goes with the process, even on SIGKILL: no stale pid files.)
+The daemon (and any local command that writes env vars, see `local_env_vars`) holds a
+shared lock on `master.key.lock`; a rotation takes it exclusively, so a rotation refuses to
+run beside the daemon, and nothing can write a value under the old key while one runs.
+(The lock goes with the process, even on SIGKILL: no stale pid files.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -50,12 +54,25 @@ def lock_master_key(data_dir: Path, *, exclusive: bool) -> IO[bytes]:
         f.close()
         if exclusive:
             raise RivetrError(
-                "the rivetr-git server is running on this data dir; stop it first (Ctrl-C or "
-                "SIGTERM: app containers keep running), rotate, then start it again") from None
+                "the rivetr-git server (or another rivetr-git command) is using this data "
+                "dir's master key; stop the server first (Ctrl-C or SIGTERM: app containers "
+                "keep running), rotate, then start it again") from None
         raise ConfigError(
             "a master key rotation (`rivetr-git secrets rotate`) is running on this data "
-            "dir; start the server when it has finished") from None
+            "dir; try again when it has finished") from None
     return f
+
+
+@contextlib.asynccontextmanager
+async def local_env_vars(data_dir: Path, db_path: Path) -> AsyncIterator[EnvVars]:
+    """EnvVars for a local command (the CLI on the server's machine), whether or not the
+    server runs; holds the shared key lock so no rotation can run meanwhile."""
+    with lock_master_key(data_dir, exclusive=False):
+        store = await Store.open(db_path)
+        try:
+            yield EnvVars(store, open_master_key(data_dir, await store.any_env_value()))
+        finally:
+            await store.close()
 
 
 async def rotate(data_dir: Path, db_path: Path) -> int:
