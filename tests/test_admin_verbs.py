@@ -117,7 +117,7 @@ def test_apps_lifecycle_and_destroy_leaves_nothing(
     assert repo.push(server.remote("gone-soon")).returncode == 0
     assert "gone-soon" in ok(server, alice, "apps:list")
     info = ok(server, alice, "apps:info", "gone-soon")
-    assert "state:          running" in info and "path:         '' (default)" in info
+    assert "state:          running" in info and "path:         '' ['']" in info
 
     refused = verb(server, alice, "apps:destroy", "gone-soon")
     assert refused.returncode != 0 and "--confirm gone-soon" in refused.stderr
@@ -270,7 +270,8 @@ def test_health_path_from_rivetr_toml_and_admin_checks_win(
     assert pushed.returncode == 0, pushed.stderr
     assert "GET /index.html ok" in pushed.stderr
     info = ok(server, alice, "apps:info", "checked")
-    assert "path:         /index.html" in info and "timeout:      3.0s" in info
+    assert "path:         /index.html ['']" in info and "timeout:      3s [" in info
+    assert "retries:      2 [" in info  # from rivetr.toml
     bad = verb(server, alice, "checks:set", "checked", "retries=0")
     assert bad.returncode != 0 and "retries=10" in bad.stderr
 

@@ -134,6 +134,7 @@ class Admin:
         assert app is not None
         current = await self._store.current_deployment(app)
         defaults = self._deployer.health_defaults()
+        used = await self._deployer.health_in_force(app)
 
         def shown(value: object, default: object, unit: str = "") -> str:
             return f"{value}{unit}" if value is not None else f"{default}{unit} (default)"
@@ -152,12 +153,13 @@ class Admin:
             "limits:         memory " + (render.size(app.memory_limit) if app.memory_limit
                                          else "none") + ", cpu " +
             (f"{app.cpu_limit:g}" if app.cpu_limit is not None else "none"),
-            "health check:   (app setting > rivetr.toml in the repo > server default)",
-            f"  path:         {shown(app.health_path, repr(defaults.path))}",
-            f"  timeout:      {shown(app.health_timeout, defaults.timeout, 's')}",
-            f"  interval:     {shown(app.health_interval, defaults.interval, 's')}",
-            f"  retries:      {shown(app.health_retries, defaults.retries)}",
-            f"  start_period: {shown(app.health_start_period, defaults.start_period, 's')}",
+            "health check:   in force (app setting > rivetr.toml of the live commit > "
+            "server default) [server default]",
+            f"  path:         {used.path or repr('')} [{defaults.path or repr('')}]",
+            f"  timeout:      {used.timeout:g}s [{defaults.timeout:g}s]",
+            f"  interval:     {used.interval:g}s [{defaults.interval:g}s]",
+            f"  retries:      {used.retries} [{defaults.retries}]",
+            f"  start_period: {used.start_period:g}s [{defaults.start_period:g}s]",
             f"pre-deploy:     {app.pre_deploy or '-'}",
             f"post-deploy:    {app.post_deploy or '-'}",
             "command timeout: " + shown(app.deploy_command_timeout,
@@ -267,7 +269,7 @@ class Admin:
     async def _ps_start(self, inv: Invocation, app: App | None, caller: Caller,
                         s: Session) -> int:
         assert app is not None
-        policy = self._deployer.health_defaults()
+        policy = await self._deployer.health_in_force(app)
         await s.out(await self._processes.start(app, self._routes.hostname(app.name), policy))
         return 0
 

@@ -365,6 +365,17 @@ class Deployer:
                               s.health_start_period),
         )
 
+    async def health_in_force(self, app: App) -> health.HealthPolicy:
+        """The health check the app's next restart would use (its live commit's rivetr.toml
+        included)."""
+        current = await self._store.current_deployment(app)
+        repo = repo_config.RepoConfig()
+        if current is not None:
+            with contextlib.suppress(RivetrError):
+                repo = repo_config.parse(await self._repos.read_file(
+                    app.name, current.commit_sha, repo_config.FILE_NAME))
+        return self._health_policy(app, repo)
+
     def health_defaults(self) -> health.HealthPolicy:
         """The server-wide health check, for `apps:info`."""
         s = self._settings
