@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store import Store
 
@@ -259,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rivetr-git",
         description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
         "in a container behind a built-in reverse proxy.",
-        parents=[common],
+        parents=[common], epilog=CLIENT_MODE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -361,9 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        target = client_target(argv, os.environ)
+        if target is not None:  # a verb for the server of this checkout's `rivetr` remote
+            from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
+
+            return run_remote(target)
+        # Local mode.
+        args = build_parser().parse_args(argv)
         code: int = args.fn(args)
     except RivetrError as exc:
         print(f"rivetr-git: {exc}", file=sys.stderr)

@@ -82,3 +82,20 @@ class StartFailed(DeployFailed):
 class HealthCheckFailed(DeployFailed):
     def __init__(self, reason: str) -> None:
         super().__init__("health_check", reason)
+
+
+class ClientError(RivetrError):
+    """Client mode could not reach the server, trust it or log in; nothing ran there.
+
+    Exit status 255, as ssh uses, so scripts can tell it from the verb's own failure.
+    """
+
+    exit_code = 255
+
+
+class HostKeyUnknown(ClientError):
+    """The server's host key is in no known_hosts file; it was not accepted."""
+
+
+class HostKeyMismatch(ClientError):
+    """The server offered a host key other than the one known_hosts holds for it."""
