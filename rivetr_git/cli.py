@@ -19,7 +19,6 @@ from typing import Any
 from rivetr_git import __version__
 from rivetr_git.app_config import parse_assignments
 from rivetr_git.errors import RivetrError
-from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.remote import CLIENT_MODE_HELP, client_target
@@ -79,6 +78,8 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
             text = Path(args.pubkey_file).read_text()
         except OSError as exc:
             raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
+    from rivetr_git.keys import parse_public_key  # asyncssh: not on every command's path
+
     key = parse_public_key(text)
     role = Role.ADMIN if args.admin else Role.DEVELOPER
 
