@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import select
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ CONNECT_TIMEOUT = 15.0
 _CHUNK = 32768
 # known_hosts says "ssh-rsa"; the algorithms that verify such a key have other names.
 _ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+# paramiko logs the failures it raises; they reach the user once, as our own message.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -217,12 +221,23 @@ def run_remote(target: Target, stdin: BinaryIO | None = None, stdout: BinaryIO |
             channel.exec_command(target.command)
             status = _relay(channel, stdin or _stdin(), stdout or sys.stdout.buffer,
                             stderr or sys.stderr.buffer)
+        except BrokenPipeError:
+            # Our reader left (`rivetr-git logs -f | head`): stop as a pipeline's writer would.
+            _silence_stdout()
+            return 128 + signal.SIGPIPE
         finally:
             channel.close()
     if status < 0:
         raise ClientError(f"the server {endpoint.host}:{endpoint.port} closed the session "
                           "without an exit status")
     return status
+
+
+def _silence_stdout() -> None:
+    # Else the interpreter's final flush of stdout fails again, with a traceback.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _stdin() -> BinaryIO | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -271,6 +272,20 @@ def echo_checkout(echo: EchoServer, keys: dict[str, Key], tmp_path: Path) -> tup
                                                       echo.host_key)])
 
 
+@contextlib.contextmanager
+def following(repo: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`rivetr-git logs -f` in the background, with pipes for all three streams."""
+    client = subprocess.Popen([sys.executable, "-m", "rivetr_git.cli", "logs", "-f"], cwd=repo,
+                              env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        yield client
+    finally:
+        if client.poll() is None:
+            client.kill()
+        client.communicate(timeout=30)
+
+
 def test_arguments_and_stdin_arrive_exactly(echo_checkout: tuple[Path, Path]) -> None:
     repo, home = echo_checkout
     name = "é'\"$(x)` \n="
@@ -307,12 +322,8 @@ def test_any_exit_status_comes_back(echo_checkout: tuple[Path, Path], status: in
 def test_output_streams_as_it_comes_and_ctrl_c_closes_the_session(
     echo: EchoServer, echo_checkout: tuple[Path, Path]
 ) -> None:
-    repo, home = echo_checkout
-    client = subprocess.Popen([sys.executable, "-m", "rivetr_git.cli", "logs", "-f"], cwd=repo,
-                              env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    assert client.stdin is not None and client.stdout is not None
-    try:
+    with following(*echo_checkout) as client:
+        assert client.stdin is not None and client.stdout is not None
         # Each answer is read before the next question is sent: nothing is held back.
         assert client.stdout.readline() == b"ready\n"
         for word in (b"one\n", b"two\n"):
@@ -323,7 +334,17 @@ def test_output_streams_as_it_comes_and_ctrl_c_closes_the_session(
         client.send_signal(signal.SIGINT)
         assert client.wait(timeout=30) == 130
         assert echo.closed.wait(timeout=30), "the server never saw the session end"
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(
+    echo: EchoServer, echo_checkout: tuple[Path, Path]
+) -> None:
+    with following(*echo_checkout) as client:  # like `rivetr-git logs -f | head -1`
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        client.stdout.close()
+        client.stdin.write(b"more output\n")  # the server answers; writing it fails
+        client.stdin.flush()
+        assert client.wait(timeout=30) == 128 + signal.SIGPIPE
+        assert client.stderr is not None and client.stderr.read() == b""
+        assert echo.closed.wait(timeout=30)
