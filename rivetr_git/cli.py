@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="rivetr-git",
-        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
+        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app\n"
         "in a container behind a built-in reverse proxy.",
         parents=[common], epilog=CLIENT_MODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
 
             return run_remote(target)
-        # Local mode.
+        # Local mode: this machine's data dir.
         args = build_parser().parse_args(argv)
         code: int = args.fn(args)
     except RivetrError as exc:
