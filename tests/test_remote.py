@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from rivetr_git.admin.verbs import BY_NAME
+from rivetr_git.cli import main
 from rivetr_git.errors import ValidationError
 from rivetr_git.remote import (
+    CLIENT_MODE_HELP,
     RemoteUrl,
     app_from_path,
     client_target,
@@ -178,3 +180,11 @@ def test_remotes_that_are_no_ssh_url_or_name_no_app_are_explained(checkout: Path
     # A verb about no app needs no app in the URL.
     target = client_target(["--remote", "prod", "keys:list"], {}, cwd=str(checkout))
     assert target is not None and target.command == "keys:list"
+
+
+def test_the_cli_help_explains_client_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert CLIENT_MODE_HELP in out
+    assert "--remote NAME" in out and "--app NAME" in out
