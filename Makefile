@@ -18,6 +18,7 @@ lint: install
 bench: install docker
 	$(BIN)/python bench/push_to_live.py
 	$(BIN)/python bench/idle_memory.py
+	$(BIN)/python bench/client_mode.py
 
 install: $(VENV)/.installed
 

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,9 +22,9 @@ from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
 from rivetr_git.app_config import parse_assignments
 from rivetr_git.errors import RivetrError, UsageHelp
-from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store import Store
 
@@ -72,6 +73,8 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
             text = Path(args.pubkey_file).read_text()
         except OSError as exc:
             raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
+    from rivetr_git.keys import parse_public_key  # asyncssh: not on every command's path
+
     key = parse_public_key(text)
     role = Role.ADMIN if args.admin else Role.DEVELOPER
 
@@ -309,12 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="rivetr-git",
-        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
+        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app\n"
         "in a container behind a built-in reverse proxy.",
         parents=[common],
         epilog="Admin commands (run in the server started from the same data dir; over SSH "
         "they are `ssh -p PORT git@HOST COMMAND`):\n"
-        + help_text().partition("\n")[2],
+        + help_text().partition("\n")[2] + "\n\n" + CLIENT_MODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
@@ -430,13 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = split_verb(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv) if verb is None else None
     try:
+        target = client_target(argv, os.environ)
+        if target is not None:  # a verb for the server of this checkout's `rivetr` remote
+            from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
+
+            return run_remote(target)
+        # Local mode: this machine's data dir.
+        verb = split_verb(argv)
         if verb is not None:
             return run_local_verb(*verb)
-        assert args is not None
+        args = build_parser().parse_args(argv)
         code: int = args.fn(args)
     except UsageHelp as exc:
         print(exc)

@@ -91,3 +91,18 @@ class DecryptionFailed(RivetrError):
         super().__init__(f"env var {name} of app {app} cannot be decrypted ({why})")
         self.app = app
         self.name = name
+class ClientError(RivetrError):
+    """Client mode could not reach the server, trust it or log in; nothing ran there.
+
+    Exit status 255, as ssh uses, so scripts can tell it from the verb's own failure.
+    """
+
+    exit_code = 255
+
+
+class HostKeyUnknown(ClientError):
+    """The server's host key is in no known_hosts file; it was not accepted."""
+
+
+class HostKeyMismatch(ClientError):
+    """The server offered a host key other than the one known_hosts holds for it."""

@@ -155,22 +155,21 @@ def test_only_the_cli_imports_the_composition_root() -> None:
     assert bad == []
 
 
-def test_only_the_daemon_imports_the_docker_runtime() -> None:
-    importers = sorted(
+@pytest.mark.parametrize(
+    ("module", "importers"),
+    [
+        ("rivetr_git.runtime.docker", ["rivetr_git.daemon"]),
+        ("rivetr_git.runtime.docker_build", ["rivetr_git.runtime.docker"]),
+        # The CLI imports it only in client mode, so local commands never load paramiko.
+        ("rivetr_git.client", ["rivetr_git.cli"]),
+    ],
+)
+def test_wrappers_have_one_importer(module: str, importers: list[str]) -> None:
+    found = sorted(
         m.name for m in MODULES
-        if m.name != "rivetr_git.runtime.docker"
-        and any(_within(t, "rivetr_git.runtime.docker") for t in imports_of(m))
+        if m.name != module and any(_within(t, module) for t in imports_of(m))
     )
-    assert importers == ["rivetr_git.daemon"]
-
-
-def test_only_the_docker_runtime_imports_its_build() -> None:
-    importers = sorted(
-        m.name for m in MODULES
-        if m.name != "rivetr_git.runtime.docker_build"
-        and any(_within(t, "rivetr_git.runtime.docker_build") for t in imports_of(m))
-    )
-    assert importers == ["rivetr_git.runtime.docker"]
+    assert found == importers
 
 
 def _allowed(relpath: str, allowed: str) -> bool:
@@ -197,6 +196,7 @@ def test_allowed_paths_match_strictly() -> None:
         ("docker", ["rivetr_git/runtime/docker*.py"]),
         ("pygit2", ["rivetr_git/repos.py"]),
         ("asyncssh", ["rivetr_git/receiver/", "rivetr_git/keys.py"]),
+        ("paramiko", ["rivetr_git/client.py"]),
     ],
 )
 def test_blocking_and_heavy_libraries_stay_in_their_wrappers(
