@@ -261,23 +261,23 @@ def test_health_path_from_rivetr_toml_and_admin_checks_win(
     repo = AppRepo(workdir / "app", alice)
     repo.write("rivetr.toml", '[healthcheck]\npath = "/missing"\nretries = 2\ninterval = 0.1\n')
     repo.commit("strict health check")
-    failed = repo.push(server.remote("checked"))
+    failed = repo.push(server.remote("toml-checked"))
     assert failed.returncode != 0
     assert "using rivetr.toml" in failed.stderr and "GET /missing" in failed.stderr
 
-    ok(server, alice, "checks:set", "checked", "path=/index.html", "timeout=3")
-    pushed = repo.push(server.remote("checked"))
+    ok(server, alice, "checks:set", "toml-checked", "path=/index.html", "timeout=3")
+    pushed = repo.push(server.remote("toml-checked"))
     assert pushed.returncode == 0, pushed.stderr
     assert "GET /index.html ok" in pushed.stderr
-    info = ok(server, alice, "apps:info", "checked")
+    info = ok(server, alice, "apps:info", "toml-checked")
     assert "path:         /index.html ['']" in info and "timeout:      3s [" in info
     assert "retries:      2 [" in info  # from rivetr.toml
-    bad = verb(server, alice, "checks:set", "checked", "retries=0")
+    bad = verb(server, alice, "checks:set", "toml-checked", "retries=0")
     assert bad.returncode != 0 and "retries=10" in bad.stderr
 
     repo.write("rivetr.toml", "[healthcheck]\nwhat = 1\n")
     repo.commit("bad file")
-    broken = repo.push(server.remote("checked"))
+    broken = repo.push(server.remote("toml-checked"))
     assert broken.returncode != 0 and "unknown [healthcheck] key(s) what" in broken.stderr
 
 
@@ -286,25 +286,25 @@ def test_pre_deploy_failure_keeps_the_old_release_and_post_failure_keeps_the_new
 ) -> None:
     alice = keys["alice"]
     repo = shell_app(workdir / "app", alice)
-    assert repo.push(server.remote("hooked")).returncode == 0
-    ok(server, alice, "deploy:set", "hooked", "pre=echo migrating; echo boom >&2; exit 3")
+    assert repo.push(server.remote("deploy-hooked")).returncode == 0
+    ok(server, alice, "deploy:set", "deploy-hooked", "pre=echo migrating; echo boom >&2; exit 3")
     repo.write("www/index.html", "v2\n")
     repo.commit("v2")
-    pushed = repo.push(server.remote("hooked"))
+    pushed = repo.push(server.remote("deploy-hooked"))
     assert pushed.returncode != 0
     assert "Running pre-deploy command" in pushed.stderr and "migrating" in pushed.stderr
     assert "Deploy failed at pre_deploy: pre-deploy command exited with code 3" in pushed.stderr
-    assert server.get("hooked") == (200, "hello v1\n")
+    assert server.get("deploy-hooked") == (200, "hello v1\n")
     assert len(docker_ids("ps", server.instance, "label=rivetr.app=hooked")) == 1
 
-    ok(server, alice, "deploy:set", "hooked", "pre=", "post=echo post-ran; exit 4")
-    pushed = repo.push(server.remote("hooked"))
+    ok(server, alice, "deploy:set", "deploy-hooked", "pre=", "post=echo post-ran; exit 4")
+    pushed = repo.push(server.remote("deploy-hooked"))
     assert pushed.returncode == 0, pushed.stderr
     assert "post-ran" in pushed.stderr
     assert "\x1b[31m" in pushed.stderr and "post-deploy command exited with code 4" in \
         pushed.stderr
-    assert server.get("hooked") == (200, "v2\n")
-    deploys = ok(server, alice, "deploys", "hooked")
+    assert server.get("deploy-hooked") == (200, "v2\n")
+    deploys = ok(server, alice, "deploys", "deploy-hooked")
     assert "post-deploy command exited with code 4" in deploys.splitlines()[1]
 
 

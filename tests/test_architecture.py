@@ -137,7 +137,11 @@ def test_walker_resolves_relative_and_nested_imports() -> None:
         ("rivetr_git.runtime", ["rivetr_git.receiver", "rivetr_git.pipeline", "rivetr_git.proxy",
                                 "rivetr_git.store", "rivetr_git.daemon"]),
         ("rivetr_git.receiver", ["rivetr_git.runtime"]),
-        ("rivetr_git.pipeline", ["rivetr_git.receiver"]),
+        ("rivetr_git.pipeline", ["rivetr_git.receiver", "rivetr_git.admin"]),
+        # The verbs sit between the edges and the pipeline: they never reach back to an
+        # edge, and containers only through the pipeline.
+        ("rivetr_git.admin", ["rivetr_git.receiver", "rivetr_git.runtime", "rivetr_git.daemon",
+                              "rivetr_git.cli"]),
     ],
 )
 def test_layers_import_one_way(importer: str, forbidden: list[str]) -> None:
