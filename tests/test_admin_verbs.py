@@ -295,7 +295,7 @@ def test_pre_deploy_failure_keeps_the_old_release_and_post_failure_keeps_the_new
     assert "Running pre-deploy command" in pushed.stderr and "migrating" in pushed.stderr
     assert "Deploy failed at pre_deploy: pre-deploy command exited with code 3" in pushed.stderr
     assert server.get("deploy-hooked") == (200, "hello v1\n")
-    assert len(docker_ids("ps", server.instance, "label=rivetr.app=hooked")) == 1
+    assert len(docker_ids("ps", server.instance, "label=rivetr.app=deploy-hooked")) == 1
 
     ok(server, alice, "deploy:set", "deploy-hooked", "pre=", "post=echo post-ran; exit 4")
     pushed = repo.push(server.remote("deploy-hooked"))

@@ -265,8 +265,10 @@ class Deployer:
                         out, limits=self._build_limits)
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
-                # A rollback runs the release as it ran then, whatever the settings say now.
-                port = d.app_port or await start.app_port(self._runtime, image, app.port)
+                # A rollback runs the release as it ran then, whatever the settings say now;
+                # a restart takes the app's settings as they are.
+                ran_with = d.app_port if d.kind == "rollback" else None
+                port = ran_with or await start.app_port(self._runtime, image, app.port)
                 env = await start.release_env(self._env_vars, d.id)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
                                               image, port, env, cpus=app.cpu_limit,
