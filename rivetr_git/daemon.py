@@ -23,6 +23,7 @@ from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig, parse_networks
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
+from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.commands import AdminCommand
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
@@ -161,7 +162,12 @@ class Daemon:
                 return await releases.run(command.verb, app, command.release, "local", write)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy = ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
+            proxy: ProxyServer | ProxyWorkers
+            if s.proxy_workers:
+                proxy = ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                                     s.proxy_workers)
+            else:
+                proxy = ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
             receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir),
                                 releases)
             await hooks.start()

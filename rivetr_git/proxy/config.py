@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,3 +42,18 @@ class ProxyConfig:
     access_log: Path | None = None
     access_log_max_bytes: int = 10 * 1024 * 1024
     access_log_backups: int = 5
+
+
+def config_to_json(config: ProxyConfig) -> dict[str, Any]:
+    """A JSON-able form, for proxy worker processes."""
+    data = {f.name: getattr(config, f.name) for f in fields(config)}
+    data["trusted_proxies"] = [str(n) for n in config.trusted_proxies]
+    data["access_log"] = str(config.access_log) if config.access_log else None
+    return data
+
+
+def config_from_json(data: dict[str, Any]) -> ProxyConfig:
+    values = dict(data)
+    values["trusted_proxies"] = parse_networks(",".join(data["trusted_proxies"]))
+    values["access_log"] = Path(data["access_log"]) if data["access_log"] else None
+    return ProxyConfig(**values)

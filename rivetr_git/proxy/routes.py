@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -65,13 +65,40 @@ class InFlight:
         return True
 
 
+Listener = Callable[[Mapping[str, Upstream]], None]
+DrainWaiter = Callable[[Upstream, float], Awaitable[bool]]
+
+
 class RouteTable:
-    """Hostnames to upstreams. Readers see either the old or the new table, never a mix."""
+    """Hostnames to upstreams. Readers see either the old or the new table, never a mix.
+
+    Proxies in other processes subscribe to every new table, and add a drain waiter that
+    answers for the requests they have in flight.
+    """
 
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.lower().rstrip(".")
         self._routes: Mapping[str, Upstream] = MappingProxyType({})
         self.in_flight = InFlight()
+        self._listeners: list[Listener] = []
+        self._drain_waiters: list[DrainWaiter] = [self.in_flight.wait_idle]
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with each new table, right after the assignment."""
+        self._listeners.append(listener)
+
+    def add_drain_waiter(self, waiter: DrainWaiter) -> None:
+        self._drain_waiters.append(waiter)
+
+    async def wait_drained(self, upstream: Upstream, timeout: float) -> bool:
+        """Wait until no proxy has a request to `upstream` in flight; False on timeout."""
+        results = await asyncio.gather(*(w(upstream, timeout) for w in self._drain_waiters))
+        return all(results)
+
+    def _publish(self, routes: dict[str, Upstream]) -> None:
+        self._routes = MappingProxyType(routes)
+        for listener in self._listeners:
+            listener(self._routes)
 
     def hostname(self, app: str) -> str:
         return f"{app}.{self.base_domain}"
@@ -83,17 +110,17 @@ class RouteTable:
         return self._routes
 
     def replace(self, upstreams: list[Upstream]) -> None:
-        self._routes = MappingProxyType({self.hostname(u.app): u for u in upstreams})
+        self._publish({self.hostname(u.app): u for u in upstreams})
 
     def set(self, upstream: Upstream) -> None:
         routes = dict(self._routes)
         routes[self.hostname(upstream.app)] = upstream
-        self._routes = MappingProxyType(routes)
+        self._publish(routes)
 
     def remove(self, app: str) -> None:
         routes = dict(self._routes)
         routes.pop(self.hostname(app), None)
-        self._routes = MappingProxyType(routes)
+        self._publish(routes)
 
     def __len__(self) -> int:
         return len(self._routes)
