@@ -85,9 +85,9 @@ async def _until(condition: object, timeout: float = 15) -> None:
 async def test_every_worker_serves_a_new_route(farm: Farm) -> None:
     assert await _get(farm.base, "new.localhost") == (404, await _404_body(farm))
     farm.routes.set(farm.upstream("new"))
+    assert await farm.workers.wait_synced(10)
     answers = await asyncio.gather(*(_get(farm.base, "new.localhost") for _ in range(40)))
-    # The table was written to both pipes before set() returned; a worker that had not
-    # applied it yet would answer 404 here.
+    # Both workers said they applied the table; one that had not would answer 404 here.
     assert set(answers) == {(200, "hello new.localhost")}
 
     async def both_workers_logged() -> bool:

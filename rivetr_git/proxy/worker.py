@@ -3,7 +3,8 @@
 The daemon (proxy/workers.py) sends the start-up line {"host", "port", "base_domain",
 "config"}, then {"routes": [...]} whenever the table changes and {"drain": N, "upstream":
 {...}, "timeout": T} when a replaced release must finish its requests. The worker answers
-{"ready": PORT} once listening and {"drained": N, "ok": BOOL}. EOF on stdin (the daemon
+{"ready": PORT} once listening, {"applied": TABLE_NO} after each table and
+{"drained": N, "ok": BOOL}. EOF on stdin (the daemon
 closed it, or died) stops the worker. It runs on uvloop when that is installed.
 """
 
@@ -49,6 +50,7 @@ async def serve() -> None:
             message = json.loads(line)
             if "routes" in message:
                 routes.replace([Upstream(**u) for u in message["routes"]])
+                _say({"applied": message["table"]})
             elif "drain" in message:
                 task = asyncio.create_task(_drain(routes, message))
                 drains.add(task)

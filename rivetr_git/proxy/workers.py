@@ -39,6 +39,7 @@ class _Worker:
         self.process = process
         self.pending: dict[int, asyncio.Future[bool]] = {}
         self.reader: asyncio.Task[None] | None = None
+        self.applied = 0  # the last route table (by number) the worker said it applied
 
     def send(self, message: dict[str, Any]) -> None:
         stdin = self.process.stdin
@@ -57,11 +58,18 @@ class ProxyWorkers:
         self._port = port
         self._config = config
         self._count = count
-        self._workers: list[_Worker] = []
+        self._by_index: dict[int, _Worker] = {}
+        self._starting: set[_Worker] = set()  # get table updates before they are ready
         self._drain_ids = itertools.count(1)
+        self._table_no = 0
+        self._synced = asyncio.Condition()
         self._placeholder: socket.socket | None = None
         self._closing = False
         self.bound_port = port
+
+    @property
+    def _workers(self) -> list[_Worker]:
+        return list(self._by_index.values())
 
     @property
     def pids(self) -> list[int]:
@@ -85,8 +93,7 @@ class ProxyWorkers:
         self._routes.subscribe(self._publish)
         self._routes.add_drain_waiter(self._wait_drained)
         try:
-            self._workers = list(await asyncio.gather(
-                *(self._spawn(i) for i in range(self._count))))
+            await asyncio.gather(*(self._spawn(i) for i in range(self._count)))
         except BaseException:
             await self.close()
             raise
@@ -110,11 +117,14 @@ class ProxyWorkers:
         worker = _Worker(index, process)
         worker.send(self._start_line(index))
         worker.send(self._routes_message(self._routes.snapshot()))
+        self._starting.add(worker)
         assert process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), _START_TIMEOUT)
         except TimeoutError:
             line = b""
+        finally:
+            self._starting.discard(worker)
         if not line or "ready" not in json.loads(line):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -122,16 +132,31 @@ class ProxyWorkers:
             raise RivetrError(f"proxy worker {index} did not start (exit status "
                               f"{process.returncode}); see the log above")
         worker.reader = asyncio.create_task(self._read(worker))
+        self._by_index[index] = worker  # in the same step as leaving _starting
         return worker
 
-    @staticmethod
-    def _routes_message(routes: Mapping[str, Upstream]) -> dict[str, Any]:
-        return {"routes": [dataclasses.asdict(u) for u in routes.values()]}
+    def _routes_message(self, routes: Mapping[str, Upstream]) -> dict[str, Any]:
+        return {"routes": [dataclasses.asdict(u) for u in routes.values()],
+                "table": self._table_no}
 
     def _publish(self, routes: Mapping[str, Upstream]) -> None:
+        self._table_no += 1
         message = self._routes_message(routes)
-        for worker in self._workers:
+        for worker in (*self._workers, *self._starting):
             worker.send(message)
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Wait until every worker has applied the newest route table; False on timeout."""
+        async def synced() -> None:
+            async with self._synced:
+                await self._synced.wait_for(
+                    lambda: all(w.applied >= self._table_no for w in self._workers))
+
+        try:
+            await asyncio.wait_for(synced(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _read(self, worker: _Worker) -> None:
         """Collect drain answers; restart the worker if it dies while the daemon runs."""
@@ -139,10 +164,17 @@ class ProxyWorkers:
         assert stdout is not None
         while line := await stdout.readline():
             message = json.loads(line)
+            if "applied" in message:
+                worker.applied = message["applied"]
+                async with self._synced:
+                    self._synced.notify_all()
+                continue
             future = worker.pending.pop(message.get("drained", 0), None)
             if future is not None and not future.done():
                 future.set_result(bool(message["ok"]))
         await worker.process.wait()
+        if self._by_index.get(worker.index) is worker:
+            del self._by_index[worker.index]
         for future in worker.pending.values():  # its connections died with it
             if not future.done():
                 future.set_result(True)
@@ -152,11 +184,9 @@ class ProxyWorkers:
         log.error("proxy worker %d exited with status %s; starting a new one",
                   worker.index, worker.process.returncode)
         try:
-            replacement = await self._spawn(worker.index)
+            await self._spawn(worker.index)
         except RivetrError as exc:
             log.error("%s", exc)
-            return
-        self._workers[self._workers.index(worker)] = replacement
 
     async def _wait_drained(self, upstream: Upstream, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -190,7 +220,7 @@ class ProxyWorkers:
                 await worker.process.wait()
             if worker.reader is not None:
                 worker.reader.cancel()
-        self._workers.clear()
+        self._by_index.clear()
         if self._placeholder is not None:
             self._placeholder.close()
             self._placeholder = None
