@@ -18,6 +18,7 @@ HOP_BY_HOP = frozenset(
         "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
     )
 )
+HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 # Set by the proxy itself; a client's own values are only believed from a trusted proxy.
 FORWARDING = frozenset(
     ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -13,19 +12,15 @@ from yarl import URL
 
 from rivetr_git.proxy.access_log import AccessLog
 from rivetr_git.proxy.config import ProxyConfig
-from rivetr_git.proxy.headers import NO_DROP, Forwarding, end_to_end
+from rivetr_git.proxy.forward import BodyTooLarge, exchange, request_head
+from rivetr_git.proxy.headers import Forwarding
 from rivetr_git.proxy.protocol import ProxyServerFactory, page
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
+from rivetr_git.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from rivetr_git.proxy.websocket import is_websocket, relay_websocket
 
 log = logging.getLogger(__name__)
 
-_NO_BODY_STATUS = frozenset((204, 304))
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _BodyTooLarge(Exception):
-    """Raised inside the request body stream once it passes max_body_size."""
 
 
 def _origin_form(request: web.BaseRequest) -> str | None:
@@ -61,40 +56,41 @@ class ProxyServer:
         self._forwarding = Forwarding(config.trusted_proxies)
         self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
                                   config.access_log_backups) if config.access_log else None)
-        # Built once, shared by every upstream pool.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout)
         self._runner: web.ServerRunner | None = None
         # One connection pool per upstream: once a replaced release has drained, its pool
         # is closed, so no kept-alive connection to it is ever reused (its port may even
         # come back later for another container).
-        self._sessions: dict[Upstream, aiohttp.ClientSession] = {}
+        self._pools: dict[Upstream, UpstreamPool] = {}
+        self._ws_session: aiohttp.ClientSession | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
 
-    def _session_for(self, upstream: Upstream) -> aiohttp.ClientSession:
-        session = self._sessions.get(upstream)
-        if session is None:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.config.upstream_connections, keepalive_timeout=30),
-                auto_decompress=False,
-                # Forward what the client sent, not aiohttp's own defaults.
+    def _pool_for(self, upstream: Upstream) -> UpstreamPool:
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = UpstreamPool(
+                upstream.host, upstream.port, self.config.upstream_connections,
+                self.config.connect_timeout)
+        return pool
+
+    def _websocket_session(self) -> aiohttp.ClientSession:
+        """aiohttp's client, for WebSocket upgrades only (HTTP goes through the pools)."""
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession(
+                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._sessions[upstream] = session
-        return session
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
+                                              sock_read=self.config.read_timeout))
+        return self._ws_session
 
     async def _sweep(self) -> None:
         """Close the pools of upstreams that left the route table and have drained."""
         while True:
             await asyncio.sleep(1)
             live = set(self._routes.snapshot().values())
-            for upstream in list(self._sessions):
+            for upstream in list(self._pools):
                 if upstream not in live and not self._routes.in_flight.count(upstream):
-                    await self._sessions.pop(upstream).close()
+                    self._pools.pop(upstream).close()
 
     async def start(self) -> None:
         c = self.config
@@ -119,9 +115,11 @@ class ProxyServer:
             self._sweeper.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        if self._ws_session is not None:
+            await self._ws_session.close()
         if self._access is not None:
             self._access.close()
 
@@ -156,19 +154,27 @@ class ProxyServer:
             return response
         self._routes.in_flight.enter(upstream)
         try:
+            headers = self._forwarding.request_headers(
+                request.headers, request.remote or "", request.scheme)
             if is_websocket(request):
                 return await relay_websocket(
-                    request, self._session_for(upstream), self._url(upstream, target),
-                    self._forwarding.request_headers(
-                        request.headers, request.remote or "", request.scheme),
+                    request, self._websocket_session(), self._url(upstream, target), headers,
                     self.config.websocket_idle_timeout)
-            return await self._forward(request, upstream, target, sent)
-        except _BodyTooLarge:
+            chunked = request.body_exists and request.content_length is None
+            return await exchange(
+                request, self._pool_for(upstream),
+                request_head(request.method, target, headers, chunked),
+                request.body_exists, chunked, limit, self.config.read_timeout, sent)
+        except BodyTooLarge:
             response = page(413, "The request body is larger than this server accepts.")
             response.force_close()
             return response
         except aiohttp.WSServerHandshakeError:
             return page(502, "The app refused the WebSocket upgrade.")
+        except UpstreamTimeout:
+            return page(504, "The app took too long to answer.")
+        except UpstreamError as exc:
+            return page(502, f"{str(exc).capitalize()}.")
         except aiohttp.ClientConnectorError:
             return page(502, "The app is not answering right now.")
         except aiohttp.ConnectionTimeoutError:
@@ -198,64 +204,3 @@ class ProxyServer:
         path, _, query = target.partition("?")
         return URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
                          query_string=query, encoded=True)
-
-    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        """The request body as it arrives, cut off with _BodyTooLarge past the limit."""
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(_CONTINUE)
-        limit = self.config.max_body_size
-        seen = 0
-        async for chunk in request.content.iter_any():
-            seen += len(chunk)
-            if limit and seen > limit:
-                raise _BodyTooLarge()
-            yield chunk
-
-    async def _forward(
-        self, request: web.BaseRequest, upstream: Upstream, target: str, sent: list[int]
-    ) -> web.StreamResponse:
-        too_large = False
-        data = self._body(request) if request.body_exists else None
-        try:
-            upstream_response = await self._session_for(upstream).request(
-                request.method, self._url(upstream, target),
-                headers=self._forwarding.request_headers(
-                    request.headers, request.remote or "", request.scheme),
-                data=data, allow_redirects=False, compress=None,
-            )
-        except Exception as exc:
-            # aiohttp wraps what the body stream raised; find ours underneath.
-            too_large = _caused_by_body_limit(exc)
-            if too_large:
-                raise _BodyTooLarge() from exc
-            raise
-        async with upstream_response:
-            response = web.StreamResponse(
-                status=upstream_response.status, reason=upstream_response.reason)
-            response.headers.extend(end_to_end(upstream_response.headers, NO_DROP))
-            await response.prepare(request)
-            if request.method == "HEAD" or upstream_response.status in _NO_BODY_STATUS:
-                return response
-            try:
-                async for chunk in upstream_response.content.iter_any():
-                    sent[0] += len(chunk)
-                    await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                # Headers are gone already: all we can do is cut the client off.
-                log.info("upstream %s:%s broke mid-response: %s", upstream.host, upstream.port,
-                         exc)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            return response
-
-
-def _caused_by_body_limit(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, _BodyTooLarge):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
