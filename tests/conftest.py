@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.helpers import BUSYBOX, Key, Server, make_key
+from tests.proxy_env import Env, start_env
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +60,16 @@ def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    """A proxy with default settings in front of the 'web' upstream (tests/proxy_env.py)."""
+    async with start_env() as started:
+        yield started
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
