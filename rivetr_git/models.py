@@ -44,6 +44,12 @@ class App:
     health_path: str | None = None  # None: the server's health_path setting
     webhook_url: str | None = None  # called in addition to the server's webhook_url
     crashed_reason: str | None = None  # set when the monitor gave up restarting it
+    build_type: str | None = None  # None: detected from the pushed tree (pipeline/detect.py)
+    build_context: str | None = None  # dockerfile builds: the context dir (None: the root)
+    build_target: str | None = None  # dockerfile builds: the stage to build (--target)
+    build_no_cache: bool = False  # dockerfile builds: ignore the layer cache
+    publish_dir: str | None = None  # static builds: the directory served (None: detected)
+    compose_service: str | None = None  # compose: the service routed (None: detected)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,18 @@ def _webhook_format(value: str) -> str:
     return value
 
 
+def _builder(value: str) -> str:
+    if value not in ("nixpacks", "railpack", "pack"):
+        raise ValueError("expected nixpacks, railpack or pack")
+    return value
+
+
+def _image(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("expected an image reference such as nginx:1.27-alpine")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected one of debug, info, warning, error")
@@ -172,6 +184,13 @@ SETTINGS: tuple[Setting, ...] = (
             "sha256=HMAC-SHA256(secret, body)"),
     Setting("webhook_format", str, "json", "'json' (rivetr's event) or 'slack' (a Slack-compatible "
             "{\"text\": ...} payload)", _webhook_format),
+    Setting("buildpack_builder", str, "nixpacks", "what builds a language project detected by "
+            "its manifest (package.json, requirements.txt, go.mod, ...): nixpacks, railpack or "
+            "pack", _builder),
+    Setting("static_server_image", str, "nginx:1.27-alpine", "nginx image static sites are "
+            "served with (official layout: conf.d/*.conf, /usr/share/nginx/html)", _image),
+    Setting("pack_builder", str, "paketobuildpacks/builder-jammy-base", "builder image "
+            "`pack build --builder` uses", _image),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
 )
 
@@ -209,6 +228,9 @@ class Settings:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_format: str = "json"
+    buildpack_builder: str = "nixpacks"
+    static_server_image: str = "nginx:1.27-alpine"
+    pack_builder: str = "paketobuildpacks/builder-jammy-base"
     log_level: str = "INFO"
 
     @property

@@ -79,6 +79,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deployments ADD COLUMN app_port INTEGER;
     """,
+    # issue 6: build types and their options.
+    """
+    ALTER TABLE apps ADD COLUMN build_type TEXT;
+    ALTER TABLE apps ADD COLUMN build_context TEXT;
+    ALTER TABLE apps ADD COLUMN build_target TEXT;
+    ALTER TABLE apps ADD COLUMN build_no_cache INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN publish_dir TEXT;
+    ALTER TABLE apps ADD COLUMN compose_service TEXT;
+    """,
 )
 
 
@@ -106,6 +115,8 @@ def _app(row: Sequence[Any]) -> App:
     return App(
         id=row[0], name=row[1], created_at=row[2], deploy_branch=row[3], dockerfile=row[4],
         port=row[5], health_path=row[6], webhook_url=row[7], crashed_reason=row[8],
+        build_type=row[9], build_context=row[10], build_target=row[11],
+        build_no_cache=bool(row[12]), publish_dir=row[13], compose_service=row[14],
     )
 
 
@@ -118,7 +129,8 @@ def _key(row: Sequence[Any]) -> SshKey:
 
 _APP_COLUMNS = (
     "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
-    "crashed_reason"
+    "crashed_reason, build_type, build_context, build_target, build_no_cache, publish_dir, "
+    "compose_service"
 )
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
@@ -276,7 +288,9 @@ class Store:
             return [_app(r) for r in await cur.fetchall()]
 
     async def update_app(self, name: str, **fields: Any) -> App:
-        allowed = {"deploy_branch", "dockerfile", "port", "health_path", "webhook_url"}
+        allowed = {"deploy_branch", "dockerfile", "port", "health_path", "webhook_url",
+                   "build_type", "build_context", "build_target", "build_no_cache",
+                   "publish_dir", "compose_service"}
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown app fields: {sorted(unknown)}")

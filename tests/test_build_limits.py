@@ -156,10 +156,10 @@ async def test_the_build_stage_puts_the_limits_into_the_build_spec(tmp_path: Pat
     runtime = RecordingRuntime()
     log = cast(DeployLog, None)  # the recording runtime prints nothing
     limits = BuildLimits(timeout=5.0, cpus=0.5, memory=64 * MiB, memory_text="64m")
-    await build_stage.build(runtime, tmp_path / "c.tar", "inst", "app", 7,  # type: ignore[arg-type]
-                            "Dockerfile", log, limits=limits)
-    await build_stage.build(runtime, tmp_path / "c.tar", "inst", "app", 8,  # type: ignore[arg-type]
-                            "Dockerfile", log)
+    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:7",  # type: ignore[arg-type]
+                                   "Dockerfile", log, limits=limits)
+    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:8",  # type: ignore[arg-type]
+                                   "Dockerfile", log)
     with_limits, without = runtime.specs
     assert (with_limits.timeout, with_limits.cpus, with_limits.memory) == (5.0, 0.5, 64 * MiB)
     assert (without.timeout, without.cpus, without.memory) == (None, None, None)

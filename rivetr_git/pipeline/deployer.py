@@ -22,7 +22,16 @@ from typing import Any
 from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start, watch
+from rivetr_git.pipeline import (
+    build,
+    checkout,
+    cleanup,
+    health,
+    promote,
+    start,
+    static_site,
+    watch,
+)
 from rivetr_git.pipeline.labels import image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
@@ -76,7 +85,7 @@ class Deployer:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
-        self._build_limits = build.BuildLimits.from_settings(settings)
+        self._build_options = build.BuildOptions.from_settings(settings)
         self._watches: dict[str, asyncio.Event] = {}
         self._watched: set[int] = set()
         self._work_dir = settings.data_dir / "tmp"
@@ -182,6 +191,7 @@ class Deployer:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
+        build_type: str | None = None  # None: a rollback, which builds nothing
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
         if d.rollback_of is not None:
             out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
@@ -196,11 +206,14 @@ class Deployer:
                 async with self._stage(job, Status.CLONING):
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
-                async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
-                        self._gate.building():
-                    image = built = await build.build(
-                        self._runtime, context, self._instance, app.name, d.id, app.dockerfile,
-                        out, limits=self._build_limits)
+                async with self._stage(job, Status.BUILDING), self._gate.building():
+                    # Where the coordinator plugs in the env store (decrypted build-time
+                    # vars) and rivetr.toml's [build] type: build_env, repo_build_type.
+                    result = await build.build(
+                        self._runtime, app, d.id, self._instance, context, out,
+                        self._build_options, build_env={}, repo_build_type=None)
+                    image = built = result.image
+                    build_type = result.detection.build_type
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now.
@@ -212,7 +225,7 @@ class Deployer:
                                          host_port=container.host_port, app_port=port)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
-                policy = self._health_policy(app)
+                policy = self._health_policy(app, build_type)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
                     self._routes.hostname(app.name), policy,
@@ -263,9 +276,11 @@ class Deployer:
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
 
-    def _health_policy(self, app: App) -> health.HealthPolicy:
+    def _health_policy(self, app: App, build_type: str | None = None) -> health.HealthPolicy:
         s = self._settings
         path = app.health_path if app.health_path is not None else s.health_path
+        if app.health_path is None and build_type == "static":
+            path = static_site.HEALTH_PATH  # the generated server always has it
         return health.HealthPolicy(path=path, interval=s.health_interval,
                                    timeout=s.health_timeout, retries=s.health_retries)
 

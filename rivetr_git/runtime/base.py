@@ -27,6 +27,11 @@ class BuildSpec:
     timeout: float | None = None
     cpus: float | None = None
     memory: int | None = None
+    target: str | None = None  # the stage of a multi-stage Dockerfile to build
+    no_cache: bool = False  # ignore the layer cache (it is kept and used otherwise)
+    # Build-time values (already decrypted) for the Dockerfile's ARGs. The runtime makes
+    # sure none of them is left in the image's history or config.
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

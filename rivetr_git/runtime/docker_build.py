@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 import threading
@@ -64,6 +65,12 @@ def _build_params(spec: BuildSpec) -> dict[str, Any]:
     if spec.cpus is not None:
         # What `docker run --cpus` sets: a hard CFS quota per 100 ms (at least 1 ms).
         params.update(cpuperiod=100_000, cpuquota=max(1_000, round(spec.cpus * 100_000)))
+    if spec.target:
+        params["target"] = spec.target
+    if spec.no_cache:
+        params["nocache"] = True
+    if spec.build_args:
+        params["buildargs"] = json.dumps(dict(spec.build_args))
     return params
 
 
