@@ -1,0 +1,104 @@
+"""Build-time values reach RUN steps but never the image: history, config or layers.
+
+Drives DockerRuntime.build directly (the pipeline passes the app's decrypted build-time vars
+as BuildSpec.build_args), then reads the image back with `docker history --no-trunc` and
+`docker save`, as anyone who can pull it would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from rivetr_git.errors import BuildFailed
+from rivetr_git.runtime.base import BuildSpec
+from rivetr_git.runtime.docker import DockerRuntime
+from tests.test_build_limits import docker, write_context
+
+pytestmark = pytest.mark.docker
+
+RUN_ID = uuid.uuid4().hex[:12]
+SECRET = f"s3cr3t-{RUN_ID}"
+HEAD = f"""\
+FROM scratch
+ENV RIVETR_TEST_ENV={RUN_ID}
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ARG API_TOKEN
+"""
+
+
+@pytest.fixture
+async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
+    rt = await DockerRuntime.connect()
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+def tags() -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for tag in made:
+        docker("rmi", "-f", tag)
+    assert docker("images", "-q", "--filter", f"reference=rivetr-test-env/*:*{RUN_ID}"
+                  ).stdout.strip() == ""
+
+
+def image_text(tag: str) -> bytes:
+    """Everything `docker history --no-trunc`, `docker inspect` and `docker save` show."""
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag).stdout
+    inspect = docker("image", "inspect", tag).stdout
+    saved = subprocess.run(["docker", "save", tag], capture_output=True, timeout=60).stdout
+    assert history and inspect and saved
+    return history.encode() + inspect.encode() + saved
+
+
+async def build(runtime: DockerRuntime, tmp_path: Path, tags: list[str], name: str,
+                steps: str) -> tuple[list[str], str]:
+    tag = f"rivetr-test-env/{name}:{RUN_ID}"
+    tags.append(tag)
+    lines: list[str] = []
+    spec = BuildSpec(write_context(tmp_path / f"{name}.tar", HEAD + steps), tag,
+                     build_args={"API_TOKEN": SECRET})
+    await runtime.build(spec, lines.append)
+    return lines, tag
+
+
+async def test_a_build_arg_used_in_run_is_not_in_the_images_history_or_layers(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str]
+) -> None:
+    lines, tag = await build(runtime, tmp_path, tags, "used", (
+        f'RUN test "$API_TOKEN" = "{SECRET[:7]}$(echo {RUN_ID})" && echo token-seen\n'
+        'CMD ["/bin/sh"]\n'))
+    assert "token-seen" in lines, lines  # the step had the value
+    text = image_text(tag)
+    assert SECRET.encode() not in text
+    assert b"API_TOKEN=<build-time value>" in text  # the step is still recorded, redacted
+    # The build's own intermediate images (holding the value) are gone too.
+    leftovers = docker("images", "-a", "-q", "--no-trunc").stdout.split()
+    for image in leftovers:
+        created_by = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+        assert SECRET not in created_by, image
+
+
+async def test_a_build_that_writes_the_value_into_a_file_fails(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str]
+) -> None:
+    with pytest.raises(BuildFailed, match=r"API_TOKEN was written into the image's files"):
+        await build(runtime, tmp_path, tags, "written", 'RUN echo "$API_TOKEN" > /token\n')
+    assert docker("image", "inspect", tags[-1]).returncode != 0  # nothing left behind
+
+
+async def test_a_build_that_bakes_the_value_into_env_fails(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str]
+) -> None:
+    with pytest.raises(BuildFailed, match=r"API_TOKEN ended up in the image's config"):
+        await build(runtime, tmp_path, tags, "baked", "ENV TOKEN=$API_TOKEN\n")
+    assert docker("image", "inspect", tags[-1]).returncode != 0
