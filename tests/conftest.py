@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from rivetr_git.runtime.docker import DockerRuntime
 from tests.helpers import BUSYBOX, Key, Server, make_key
 
 
@@ -53,6 +54,16 @@ def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
     finally:
         srv.stop()
         srv.purge()
+
+
+@pytest.fixture
+async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
+    """The Docker runtime itself, for tests that drive it directly."""
+    rt = await DockerRuntime.connect()
+    try:
+        yield rt
+    finally:
+        await rt.close()
 
 
 @pytest.fixture

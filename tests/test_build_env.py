@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +30,6 @@ COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 ARG API_TOKEN
 """
-
-
-@pytest.fixture
-async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
-    rt = await DockerRuntime.connect()
-    try:
-        yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture

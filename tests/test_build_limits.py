@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -112,15 +112,6 @@ def builds(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
             docker("rmi", tag)
         mine = f"reference=rivetr-test-limits/*:{RUN_ID}"
         assert docker("images", "-q", "--filter", mine).stdout.strip() == ""
-
-
-@pytest.fixture
-async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
-    rt = await DockerRuntime.connect()
-    try:
-        yield rt
-    finally:
-        await rt.close()
 
 
 def texts(lines: list[tuple[float, str]]) -> list[str]:
