@@ -217,7 +217,10 @@ class Deployer:
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now.
-                port = d.app_port or await start.app_port(self._runtime, image, app.port)
+                configured = app.port
+                if configured is None and build_type == "static":
+                    configured = static_site.PORT  # the base image may EXPOSE its own too
+                port = d.app_port or await start.app_port(self._runtime, image, configured)
                 container = await start.start(self._runtime, self._instance, app.name, d.id,
                                               image, port, env={})
                 out.info(f"container {container.id[:12]} listening on port {port}")
