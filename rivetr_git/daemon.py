@@ -11,7 +11,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from rivetr_git.errors import RivetrError
+from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.models import IN_FLIGHT, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer
@@ -27,6 +27,7 @@ from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
 from rivetr_git.runtime.base import LABEL_DEPLOYMENT, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
@@ -111,6 +112,28 @@ async def reconcile(
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
+async def connect_runtime(settings: Settings) -> Runtime:
+    """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
+    Podman, and logs which it picked. Raises RuntimeUnavailable."""
+    run_dir = settings.data_dir / "run"
+    if settings.runtime == "podman":
+        return await PodmanRuntime.launch(run_dir, settings.podman_socket)
+    if settings.runtime == "docker":
+        return await DockerRuntime.connect()
+    try:
+        runtime: Runtime = await DockerRuntime.connect()
+    except RuntimeUnavailable as docker_error:
+        try:
+            runtime = await PodmanRuntime.launch(run_dir, settings.podman_socket)
+        except RuntimeUnavailable as podman_error:
+            raise RuntimeUnavailable(f"runtime auto: neither Docker ({docker_error}) nor "
+                                     f"Podman ({podman_error}) is available") from None
+        log.info("runtime auto: using podman (no Docker engine answered)")
+        return runtime
+    log.info("runtime auto: using docker (the Docker engine answered)")
+    return runtime
+
+
 class Daemon:
     """Everything `rivetr-git serve` runs, wired together."""
 
@@ -125,7 +148,7 @@ class Daemon:
         runtime: Runtime | None = None
         closers: list[object] = []
         try:
-            runtime = await DockerRuntime.connect()
+            runtime = await connect_runtime(s)
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
             routes = RouteTable(s.base_domain)
@@ -155,8 +178,9 @@ class Daemon:
             closers.append(receiver)
             closers.append(deployer)
             self._write_state(receiver.bound_port, proxy.bound_port)
-            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed",
-                     s.ssh_host, receiver.bound_port, s.proxy_host, proxy.bound_port, len(routes))
+            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
+                     "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
+                     proxy.bound_port, len(routes), runtime.name)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

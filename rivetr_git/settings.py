@@ -66,8 +66,8 @@ def _domain(value: str) -> str:
 
 
 def _runtime(value: str) -> str:
-    if value != "docker":
-        raise ValueError("only 'docker' is available in this version")
+    if value not in ("docker", "podman", "auto"):
+        raise ValueError("expected docker, podman or auto (Docker if it answers, else Podman)")
     return value
 
 
@@ -146,7 +146,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deploy_branch", str, "main", "branch whose pushes deploy", _branch),
     Setting("max_concurrent_deploys", int, 2, "different apps deploy in parallel up to this",
             _positive_int),
-    Setting("runtime", str, "docker", "container runtime backend", _runtime),
+    Setting("runtime", str, "docker", "container runtime: docker, podman, or auto (Docker if "
+            "it answers, else Podman)", _runtime),
+    Setting("podman_socket", str, "", "runtime podman: the API socket of a running `podman "
+            "system service` ('': start one on data_dir/run/podman.sock)"),
     Setting("auto_create_apps", bool, True, "an admin key's first push to a new name creates it"),
     Setting("health_path", str, "", "default HTTP health path ('' : the app must answer at all)",
             _health_path),
@@ -209,6 +212,7 @@ class Settings:
     deploy_branch: str = "main"
     max_concurrent_deploys: int = 2
     runtime: str = "docker"
+    podman_socket: str = ""
     auto_create_apps: bool = True
     health_path: str = ""
     health_interval: float = 0.5

@@ -161,7 +161,8 @@ def test_only_the_daemon_imports_the_docker_runtime() -> None:
         if m.name != "rivetr_git.runtime.docker"
         and any(_within(t, "rivetr_git.runtime.docker") for t in imports_of(m))
     )
-    assert importers == ["rivetr_git.daemon"]
+    # The Podman runtime is the Docker runtime over Podman's Docker-compatible API.
+    assert importers == ["rivetr_git.daemon", "rivetr_git.runtime.podman"]
 
 
 def test_only_the_docker_runtime_imports_its_build() -> None:

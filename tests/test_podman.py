@@ -1,0 +1,81 @@
+"""The push-to-deploy spine on Podman (`runtime = "podman"`): the same end-to-end tests as on
+Docker, run against a server whose runtime is Podman through its Docker-compatible API.
+
+The tests' own `docker` commands talk to the server's Podman service (DOCKER_HOST), so they
+see what Podman runs; the module removes what it made with the podman CLI at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rivetr_git.runtime.podman import host_ulimits
+from tests import test_push_deploy as spine
+from tests.conftest import running_server
+from tests.helpers import AppRepo, Key, Server, run
+
+pytestmark = pytest.mark.docker
+
+SPINE: list[Callable[[Server, dict[str, Key], Path], None]] = [
+    spine.test_first_push_creates_and_deploys_then_second_push_replaces,
+    spine.test_build_failure_keeps_old_release_and_restores_branch,
+    spine.test_crashing_app_fails_at_start_or_health,
+    spine.test_first_deploy_failure_deletes_the_branch,
+    spine.test_build_output_streams_before_the_build_finishes,
+]
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], check=False)
+
+
+@pytest.fixture(scope="module")
+def podman_server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
+                  keys: dict[str, Key]) -> Iterator[Server]:
+    if shutil.which("podman") is None:
+        pytest.fail("podman is required: run `make test` or `.ci/run` (scripts/ensure-tools)")
+    servers = running_server(tmp_path_factory.mktemp("podman") / "data", keys,
+                             env={"RIVETR_RUNTIME": "podman"})
+    srv = next(servers)
+    try:
+        yield srv
+    finally:
+        next(servers, None)  # stops the daemon (and its podman service)
+        label = f"label=rivetr.instance={srv.instance}"
+        left = podman("ps", "-aq", "--filter", label).stdout.split()
+        if left:
+            podman("rm", "-f", *left)
+        images = podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        mine = [i for i in images if f"rivetr-{srv.instance}/" in i]
+        if mine:
+            podman("rmi", "-f", *mine)
+
+
+@pytest.fixture
+def on_podman(podman_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{podman_server.data_dir}/run/podman.sock")
+    return podman_server
+
+
+@pytest.mark.parametrize("test", SPINE, ids=lambda t: t.__name__.removeprefix("test_"))
+def test_spine_on_podman(test: Callable[[Server, dict[str, Key], Path], None], on_podman: Server,
+                         keys: dict[str, Key], workdir: Path) -> None:
+    test(on_podman, keys, workdir)
+
+
+def test_podman_runs_the_app_with_explicit_ulimits_and_init(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "limits", keys["alice"])
+    result = repo.push(on_podman.remote("ulimits"))
+    assert result.returncode == 0, result.stderr
+    assert "runtime podman" in on_podman.log()
+    [container] = podman("ps", "-q", "--filter", f"label=rivetr.instance={on_podman.instance}",
+                         "--filter", "label=rivetr.app=ulimits").stdout.split()
+    out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
+    assert [int(v) for v in out.split()] == list(host_ulimits().values())
