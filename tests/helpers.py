@@ -216,6 +216,12 @@ class Server:
                       f"rivetr-{self.instance}/*"], check=False).stdout.split()
         if images:
             run(["docker", "rmi", "-f", *images], check=False)
+        # Compose groups' networks (rivetr-<instance>-<app>-<deployment>_default).
+        networks = [n for n in run(["docker", "network", "ls", "--format", "{{.Name}}"],
+                                   check=False).stdout.split()
+                    if n.startswith(f"rivetr-{self.instance}-")]
+        if networks:
+            run(["docker", "network", "rm", *networks], check=False)
 
 
 class AppRepo:

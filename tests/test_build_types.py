@@ -24,6 +24,7 @@ from tests.helpers import (
     read_until,
     run,
     stand_in_clis,
+    wait_until,
 )
 
 pytestmark = pytest.mark.docker
@@ -274,3 +275,95 @@ def test_the_app_setting_overrides_detection_and_picks_the_builder(
     assert "build type: pack (set by the app's build_type setting)" in out
     argv = json.loads((record / "pack.json").read_text())["argv"]
     assert argv[-1] == "--clear-cache"
+
+
+# --- compose ----------------------------------------------------------------------------------
+
+
+COMPOSE = """\
+version: "3.8"
+services:
+  web:
+    build: ./app
+    container_name: fixed-name
+    ports: ["8000:5000"]
+    environment:
+      GREETING: from-compose
+  worker:
+    build: ./app
+    command: ["sh", "-c", "while true; do wget -qO /www/peer.txt http://web:5000/; sleep 1; done"]
+"""
+
+COMPOSE_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+RUN printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho "$GREETING $PORT"\\n' \
+    > /www/cgi-bin-env && mkdir -p /www/cgi-bin && mv /www/cgi-bin-env /www/cgi-bin/env \
+    && chmod +x /www/cgi-bin/env
+EXPOSE 5000
+CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]
+"""
+
+
+def compose_repo(path: Path, key: Key, compose: str) -> AppRepo:
+    """The busybox app in app/, built by each service of `compose` (./app)."""
+    repo = AppRepo(path, key, dockerfile=COMPOSE_DOCKERFILE)
+    (repo.path / "app").mkdir()
+    repo.git("mv", "Dockerfile", "busybox", "www", "app/")
+    repo.write("docker-compose.yml", compose)
+    repo.commit("a compose app")
+    return repo
+
+
+def names_of(containers: list[str]) -> str:
+    return run(["docker", "inspect", "-f", "{{.Name}}", *containers]).stdout
+
+
+def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = compose_repo(workdir / "group", keys["alice"], COMPOSE)
+    out = pushed(repo, srv, "group")
+    assert "build type: compose (found docker-compose.yml)" in out
+    assert "services web, worker; routing web" in out
+    assert srv.get("group") == (200, "hello v1\n")
+    # Env injected into the routed service, the file's own env kept.
+    assert srv.get("group", "/cgi-bin/env") == (200, "from-compose 5000\n")
+    prefix = f"rivetr-{srv.instance}-group-"
+    first = docker_ids("ps", srv.instance, "label=rivetr.app=group")
+    assert len(first) == 2  # web and worker, both labelled as this deployment
+    # The worker reaches web by its service name, on the group's own network.
+    worker = next(c for c in first if "worker" in names_of([c]))
+    assert wait_until(lambda: run(["docker", "exec", worker, "cat", "/www/peer.txt"],
+                                  check=False).stdout == "hello v1\n", 20)
+    # Nothing published beyond 127.0.0.1 (the file's 8000:5000 is dropped), no fixed name.
+    ports = run(["docker", "ps", "--filter", "label=rivetr.app=group", "--format",
+                 "{{.Names}} {{.Ports}}"]).stdout
+    assert "0.0.0.0" not in ports and "fixed-name" not in ports, ports
+
+    repo.write("app/www/index.html", "hello v2\n")
+    repo.commit("second")
+    pushed(repo, srv, "group")
+    assert srv.get("group") == (200, "hello v2\n")
+    # The previous group (both services and its network) goes once its watch window ends.
+    assert wait_until(lambda: not set(first) & set(docker_ids("ps", srv.instance)), 30)
+    repo.commit("third")
+    pushed(repo, srv, "group")  # sweeps the networks of retired groups
+    networks = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    mine = [n for n in networks if n.startswith(prefix)]
+    assert len(mine) <= 2, mine  # the live group's, and the one still in its watch window
+
+
+def test_compose_build_failure_leaves_no_group_behind(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = compose_repo(workdir / "badgroup", keys["alice"], COMPOSE.replace(
+        "  worker:\n    build: ./app\n", "  worker:\n    image: rivetr-no-such-image\n"))
+    result = repo.push(srv.remote("badgroup"))
+    assert result.returncode != 0
+    assert "Deploy failed at starting: compose up exited" in result.stderr
+    assert docker_ids("ps", srv.instance, "label=rivetr.app=badgroup") == []
+    networks = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    assert not [n for n in networks if n.startswith(f"rivetr-{srv.instance}-badgroup-")]

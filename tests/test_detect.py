@@ -11,6 +11,7 @@ import pytest
 
 from rivetr_git.app_config import parse_assignments
 from rivetr_git.errors import BuildFailed, ValidationError
+from rivetr_git.pipeline.compose import rewrite, routed_service
 from rivetr_git.pipeline.context import read_tree, subtree
 from rivetr_git.pipeline.detect import Tree, choose, detect
 
@@ -155,3 +156,49 @@ def test_read_tree_and_subtree_on_a_real_tar(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match="lib/ is not in the pushed commit"):
         subtree(source, tmp_path / "none.tar", "lib")
     assert not (tmp_path / "none.tar").exists()
+
+
+# --- compose files as a deployment runs them ----------------------------------------------------
+
+
+def test_compose_routes_the_setting_else_the_one_publishing_else_web() -> None:
+    two = {"api": {"ports": ["80"]}, "db": {}}
+    assert routed_service(two, None, "c.yml") == "api"
+    assert routed_service({"web": {}, "db": {}}, None, "c.yml") == "web"
+    assert routed_service(two, "db", "c.yml") == "db"
+    with pytest.raises(BuildFailed, match="'cache' is not a service"):
+        routed_service(two, "cache", "c.yml")
+    with pytest.raises(BuildFailed, match="none publishes a port and none is called web"):
+        routed_service({"a": {}, "b": {}}, None, "c.yml")
+    with pytest.raises(BuildFailed, match="several publish ports"):
+        routed_service({"a": {"ports": ["1"]}, "b": {"ports": ["2"]}}, None, "c.yml")
+
+
+def test_compose_rewrite_isolates_the_group_and_publishes_only_the_routed_service() -> None:
+    text = """
+services:
+  web:
+    build: .
+    container_name: fixed
+    ports: ["8000:5000"]
+    environment: ["A=1"]
+    labels: ["team=x"]
+  worker:
+    build: ./worker
+    ports: ["9000:9000"]
+  db:
+    image: postgres
+"""
+    data, group = rewrite(text, "c.yml", "inst", "shop", 7, None, port=5000, env={"B": "2"})
+    web, worker, db = (data["services"][s] for s in ("web", "worker", "db"))
+    assert group.project == "rivetr-inst-shop-7" and group.service == "web"
+    assert web["ports"] == ["127.0.0.1::5000"] and "container_name" not in web
+    assert web["environment"] == {"A": "1", "B": "2", "PORT": "5000"}
+    assert web["labels"]["team"] == "x" and web["labels"]["rivetr.deployment"] == "7"
+    assert web["image"] == group.image == "rivetr-inst/shop:7"
+    assert worker["image"] == "rivetr-inst/shop:7-worker" and "ports" not in worker
+    assert db["image"] == "postgres" and db["labels"]["rivetr.app"] == "shop"
+    with pytest.raises(BuildFailed, match=r"routed service db of c\.yml has no build"):
+        rewrite(text, "c.yml", "inst", "shop", 7, "db")
+    with pytest.raises(BuildFailed, match="not valid YAML"):
+        rewrite("services: [", "c.yml", "inst", "shop", 7, None)

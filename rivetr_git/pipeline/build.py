@@ -12,7 +12,7 @@ from pathlib import Path
 from rivetr_git.errors import BuildFailed
 from rivetr_git.limits import parse_cpus, parse_memory
 from rivetr_git.models import App
-from rivetr_git.pipeline import cli_build, static_site
+from rivetr_git.pipeline import cli_build, compose, static_site
 from rivetr_git.pipeline.context import read_tree, subtree
 from rivetr_git.pipeline.detect import Detection, choose
 from rivetr_git.pipeline.labels import image_tag
@@ -65,6 +65,7 @@ class BuildOptions:
 class Built:
     image: str  # the tag of the built image
     detection: Detection
+    group: compose.Group | None = None  # compose: the project to start
 
 
 async def build(
@@ -113,6 +114,12 @@ async def build(
             runtime, found.build_type, context_tar, work / "src", tag, log,
             build_env=build_env, timeout=options.limits.timeout, no_cache=app.build_no_cache,
             pack_builder=options.pack_builder)
+    elif found.build_type == "compose":
+        assert found.compose_file is not None
+        group = await compose.build(context_tar, work / "src", found.compose_file, instance,
+                                    app.name, deployment_id, app.compose_service, log,
+                                    options.limits.timeout)
+        return Built(image=group.image, detection=found, group=group)
     else:
         raise BuildFailed(f"build type {found.build_type} cannot build here yet")
     return Built(image=tag, detection=found)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,17 +71,31 @@ async def build(
     argv = command(tool, source, tag, names, build_env, no_cache=no_cache,
                    pack_builder=pack_builder)
     log.info(f"running {' '.join(_redact(argv, build_env))}")
-    env = {**os.environ, **build_env}
+    code, last = await stream(executable, argv[1:], source, {**os.environ, **build_env}, log,
+                              timeout, tool, build_env)
+    if code != 0:
+        raise BuildFailed(f"{tool} exited with code {code}" + (f": {last}" if last else ""))
+    repository = tag.rpartition(":")[0]
+    if tag not in await runtime.list_images(repository):
+        raise BuildFailed(f"{tool} finished but made no image {tag}")
+
+
+async def stream(executable: str, args: list[str], cwd: Path, env: Mapping[str, str],
+                 log: DeployLog, timeout: float, tool: str,
+                 secrets: Mapping[str, str]) -> tuple[int, str]:
+    """Run a build tool, streaming its output (stdout and stderr) to `log` line by line,
+    with the values of `secrets` masked. Returns the exit code and the last line. Raises
+    BuildFailed once it runs past `timeout` (its whole process group is killed)."""
     proc = await asyncio.create_subprocess_exec(
-        executable, *argv[1:], cwd=source, env=env, stdin=asyncio.subprocess.DEVNULL,
+        executable, *args, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True)  # a group of its own: a timeout kills its children too
+        start_new_session=True)
     last = ""
     try:
         async with asyncio.timeout(timeout):
             assert proc.stdout is not None
             async for raw in proc.stdout:
-                line = _redact_text(raw.decode("utf-8", "replace").rstrip("\r\n"), build_env)
+                line = _redact_text(raw.decode("utf-8", "replace").rstrip("\r\n"), secrets)
                 last = line or last
                 log.output(line, "build")
             code = await proc.wait()
@@ -90,13 +105,9 @@ async def build(
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-    if code != 0:
-        raise BuildFailed(f"{tool} exited with code {code}" + (f": {last}" if last else ""))
-    repository = tag.rpartition(":")[0]
-    if tag not in await runtime.list_images(repository):
-        raise BuildFailed(f"{tool} finished but made no image {tag}")
+    return code, last
 
 
 def _redact_text(text: str, build_env: Mapping[str, str]) -> str:

@@ -26,13 +26,14 @@ from rivetr_git.pipeline import (
     build,
     checkout,
     cleanup,
+    compose,
     health,
     promote,
     start,
     static_site,
     watch,
 )
-from rivetr_git.pipeline.labels import image_repository, labels
+from rivetr_git.pipeline.labels import container_name, image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.repos import Repos
@@ -89,6 +90,7 @@ class Deployer:
         self._watches: dict[str, asyncio.Event] = {}
         self._watched: set[int] = set()
         self._work_dir = settings.data_dir / "tmp"
+        self._compose_dir = settings.data_dir / "compose"
 
     def app_url(self, app: str) -> str:
         port = self._settings.public_port or self._settings.proxy_port
@@ -192,6 +194,7 @@ class Deployer:
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
         build_type: str | None = None  # None: a rollback, which builds nothing
+        group: compose.Group | None = None  # a compose deployment's project
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
         if d.rollback_of is not None:
             out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
@@ -213,7 +216,7 @@ class Deployer:
                         self._runtime, app, d.id, self._instance, context, out,
                         self._build_options, build_env={}, repo_build_type=None)
                     image = built = result.image
-                    build_type = result.detection.build_type
+                    build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now.
@@ -221,8 +224,15 @@ class Deployer:
                 if configured is None and build_type == "static":
                     configured = static_site.PORT  # the base image may EXPOSE its own too
                 port = d.app_port or await start.app_port(self._runtime, image, configured)
-                container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env={})
+                if group is not None:
+                    assert result.detection.compose_file is not None
+                    container = await compose.up(
+                        self._runtime, build_dir / "src", result.detection.compose_file,
+                        self._instance, app.name, d.id, app.compose_service, port, {}, out,
+                        self._compose_dir)
+                else:
+                    container = await start.start(self._runtime, self._instance, app.name,
+                                                  d.id, image, port, env={})
                 out.info(f"container {container.id[:12]} listening on port {port}")
             await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
                                          host_port=container.host_port, app_port=port)
@@ -250,6 +260,8 @@ class Deployer:
                 keep.add(release.image or "")
             self._spawn(cleanup.prune_release_images(
                 self._runtime, self._gate, image_repository(self._instance, app.name), keep))
+            # Networks of compose groups retired since the app's last deploy.
+            await compose.sweep(self._compose_dir, self._runtime, self._instance, app.name)
             self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
                                   commit=d.commit_sha, url=self.app_url(app.name))
             out.stage = Status.RUNNING.value
@@ -361,6 +373,8 @@ class Deployer:
                 labels(self._instance, job.app.name, d.id)
             ):
                 await self._runtime.remove(container.id)
+            await compose.down(self._compose_dir,
+                               container_name(self._instance, job.app.name, d.id))
             if image is not None:
                 async with self._gate.removing():
                     await self._runtime.remove_image(image)
