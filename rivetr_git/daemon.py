@@ -103,8 +103,11 @@ async def reconcile(
             upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
                                       deployment_id=d.id))
     routes.replace(upstreams)
+    live_deployments = {str(d_id) for d_id in live.values()}
     for c in await runtime.list_containers(labels(instance)):
-        if c.id not in live and c.labels.get(LABEL_DEPLOYMENT):
+        # A live release's other containers (a compose group's services) stay too.
+        deployment = c.labels.get(LABEL_DEPLOYMENT)
+        if c.id not in live and deployment and deployment not in live_deployments:
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     tmp = settings.data_dir / "tmp"

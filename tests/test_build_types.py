@@ -355,6 +355,16 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     mine = [n for n in networks if n.startswith(prefix)]
     assert len(mine) <= 2, mine  # the live group's, and the one still in its watch window
 
+    # A restart of the server keeps the whole live group, not only its routed container.
+    live_id = srv.cli("deploys", "list", "group").stdout.splitlines()[1].split()[0][1:]
+    group = docker_ids("ps", srv.instance, f"label=rivetr.deployment={live_id}")
+    assert len(group) == 2
+    srv.stop()
+    srv.start()
+    assert srv.get("group") == (200, "hello v2\n")
+    running = docker_ids("ps", srv.instance, "status=running")
+    assert set(group) <= set(running), (group, running)
+
 
 def test_compose_build_failure_leaves_no_group_behind(
     srv: Server, keys: dict[str, Key], workdir: Path

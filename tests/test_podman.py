@@ -79,3 +79,28 @@ def test_podman_runs_the_app_with_explicit_ulimits_and_init(
                          "--filter", "label=rivetr.app=ulimits").stdout.split()
     out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
     assert [int(v) for v in out.split()] == list(host_ulimits().values())
+
+
+async def test_runtime_auto_picks_docker_then_podman_and_says_which(
+    docker_engine: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from rivetr_git.daemon import connect_runtime
+    from rivetr_git.settings import load_settings
+
+    settings = load_settings(env={"RIVETR_RUNTIME": "auto",
+                                  "RIVETR_DATA_DIR": str(tmp_path / "data")})
+    caplog.set_level("INFO")
+    runtime = await connect_runtime(settings)
+    await runtime.close()
+    assert runtime.name == "docker"
+    assert "runtime auto: using docker" in caplog.text
+    # No Docker engine answers: Podman (a service of the server's own) takes over.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
+    runtime = await connect_runtime(settings)
+    try:
+        assert runtime.name == "podman"
+        assert await runtime.list_containers({"rivetr.instance": "auto-test"}) == []
+    finally:
+        await runtime.close()
+    assert "runtime auto: using podman (no Docker engine answered)" in caplog.text
