@@ -7,6 +7,7 @@ see what Podman runs; the module removes what it made with the podman CLI at the
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,7 +18,8 @@ import pytest
 from rivetr_git.runtime.podman import host_ulimits
 from tests import test_push_deploy as spine
 from tests.conftest import running_server
-from tests.helpers import AppRepo, Key, Server, run
+from tests.helpers import AppRepo, Key, Server, run, stand_in_clis
+from tests.test_build_types import builder_repo
 
 pytestmark = pytest.mark.docker
 
@@ -39,8 +41,10 @@ def podman_server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
                   keys: dict[str, Key]) -> Iterator[Server]:
     if shutil.which("podman") is None:
         pytest.fail("podman is required: run `make test` or `.ci/run` (scripts/ensure-tools)")
-    servers = running_server(tmp_path_factory.mktemp("podman") / "data", keys,
-                             env={"RIVETR_RUNTIME": "podman"})
+    tools = tmp_path_factory.mktemp("podman-tools")
+    bin_dir = stand_in_clis(tools / "bin", tools / "record")
+    servers = running_server(tmp_path_factory.mktemp("podman") / "data", keys, env={
+        "RIVETR_RUNTIME": "podman", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
     srv = next(servers)
     try:
         yield srv
@@ -79,6 +83,17 @@ def test_podman_runs_the_app_with_explicit_ulimits_and_init(
                          "--filter", "label=rivetr.app=ulimits").stdout.split()
     out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
     assert [int(v) for v in out.split()] == list(host_ulimits().values())
+
+
+def test_builder_clis_build_on_the_podman_engine(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    # The stand-in nixpacks runs `docker build`: it must reach Podman, not Docker.
+    repo = builder_repo(workdir / "nix", keys["alice"], "package.json")
+    result = repo.push(on_podman.remote("nixonpodman"))
+    assert result.returncode == 0, result.stderr
+    assert "build type: nixpacks" in result.stderr
+    assert on_podman.get("nixonpodman") == (200, "hello v1\n")
 
 
 async def test_runtime_auto_picks_docker_then_podman_and_says_which(

@@ -116,9 +116,9 @@ async def build(
             pack_builder=options.pack_builder)
     elif found.build_type == "compose":
         assert found.compose_file is not None
-        group = await compose.build(context_tar, work / "src", found.compose_file, instance,
-                                    app.name, deployment_id, app.compose_service, log,
-                                    options.limits.timeout)
+        group = await compose.build(runtime, context_tar, work / "src", found.compose_file,
+                                    instance, app.name, deployment_id, app.compose_service,
+                                    log, options.limits.timeout)
         return Built(image=group.image, detection=found, group=group)
     else:
         raise BuildFailed(f"build type {found.build_type} cannot build here yet")

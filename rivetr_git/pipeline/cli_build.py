@@ -71,8 +71,8 @@ async def build(
     argv = command(tool, source, tag, names, build_env, no_cache=no_cache,
                    pack_builder=pack_builder)
     log.info(f"running {' '.join(_redact(argv, build_env))}")
-    code, last = await stream(executable, argv[1:], source, {**os.environ, **build_env}, log,
-                              timeout, tool, build_env)
+    env = {**os.environ, **runtime.engine_env, **build_env}
+    code, last = await stream(executable, argv[1:], source, env, log, timeout, tool, build_env)
     if code != 0:
         raise BuildFailed(f"{tool} exited with code {code}" + (f": {last}" if last else ""))
     repository = tag.rpartition(":")[0]

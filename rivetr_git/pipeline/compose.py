@@ -129,9 +129,9 @@ def rewrite(text: str, name: str, instance: str, app: str, deployment_id: int,
     return data, group
 
 
-async def build(context_tar: Path, source: Path, compose_file: str, instance: str, app: str,
-                deployment_id: int, setting: str | None, log: DeployLog, timeout: float
-                ) -> Group:
+async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file: str,
+                instance: str, app: str, deployment_id: int, setting: str | None,
+                log: DeployLog, timeout: float) -> Group:
     """Extract the commit and build the group's images, streaming. Raises BuildFailed."""
     command = await asyncio.to_thread(cli)
     await asyncio.to_thread(extract, context_tar, source)
@@ -141,7 +141,8 @@ async def build(context_tar: Path, source: Path, compose_file: str, instance: st
     log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
              f"routing {group.service}")
     code, last = await stream(command[0], [*command[1:], "-p", group.project, "-f", FILE,
-                                           "build"], source, os.environ, log, timeout,
+                                           "build"], source,
+                              {**os.environ, **runtime.engine_env}, log, timeout,
                               "compose build", {})
     if code != 0:
         raise BuildFailed(f"compose build exited with code {code}" + (f": {last}" if last else ""))
@@ -158,7 +159,8 @@ async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, a
     _remember(state_dir, group.project, data)
     command = cli()
     code, last = await stream(command[0], [*command[1:], "-p", group.project, "-f", FILE, "up",
-                                           "-d", "--no-build"], source, os.environ, log, 300,
+                                           "-d", "--no-build"], source,
+                              {**os.environ, **runtime.engine_env}, log, 300,
                               "compose up", env)
     if code != 0:
         raise StartFailed(f"compose up exited with code {code}" + (f": {last}" if last else ""))
@@ -188,7 +190,7 @@ def _remember(state_dir: Path, project: str, data: dict[str, Any]) -> None:
     (state_dir / f"{project}.json").write_text(json.dumps(kept))
 
 
-async def down(state_dir: Path, project: str) -> None:
+async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
     """Remove what is left of a group (containers, its networks; volumes stay)."""
     path = state_dir / f"{project}.json"
     if not path.exists():
@@ -200,7 +202,8 @@ async def down(state_dir: Path, project: str) -> None:
         return
     proc = await asyncio.create_subprocess_exec(
         *command, "-p", project, "-f", str(path), "down", "--remove-orphans", "-t", "5",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **runtime.engine_env})
     _, err = await proc.communicate()
     if proc.returncode == 0:
         path.unlink(missing_ok=True)
@@ -222,4 +225,4 @@ async def sweep(state_dir: Path, runtime: Runtime, instance: str, app: str) -> N
             running = [c for c in await runtime.list_containers({PROJECT_LABEL: project})
                        if c.running]
             if not running:
-                await down(state_dir, project)
+                await down(runtime, state_dir, project)

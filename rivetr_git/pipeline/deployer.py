@@ -373,7 +373,7 @@ class Deployer:
                 labels(self._instance, job.app.name, d.id)
             ):
                 await self._runtime.remove(container.id)
-            await compose.down(self._compose_dir,
+            await compose.down(self._runtime, self._compose_dir,
                                container_name(self._instance, job.app.name, d.id))
             if image is not None:
                 async with self._gate.removing():

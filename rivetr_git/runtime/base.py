@@ -58,6 +58,9 @@ class Runtime(Protocol):
     """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
 
     name: str
+    # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
+    # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
+    engine_env: Mapping[str, str]
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
         """Build an image, calling `on_line` for each output line; return the image id.

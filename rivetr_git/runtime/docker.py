@@ -51,6 +51,7 @@ class DockerRuntime:
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"
+    engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
 
     def __init__(self, client: Any) -> None:
         self._client = client

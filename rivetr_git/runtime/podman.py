@@ -50,8 +50,10 @@ class PodmanRuntime(DockerRuntime):
 
     name = "podman"
 
-    def __init__(self, client: Any, service: asyncio.subprocess.Process | None = None) -> None:
+    def __init__(self, client: Any, url: str,
+                 service: asyncio.subprocess.Process | None = None) -> None:
         super().__init__(client)
+        self.engine_env = {"DOCKER_HOST": url}
         self._service = service  # the `podman system service` this server started, if any
 
     @classmethod
@@ -59,11 +61,12 @@ class PodmanRuntime(DockerRuntime):
         """Connect to `socket` (a unix socket path), or start a service of our own on
         run_dir/podman.sock. Raises RuntimeUnavailable saying what is missing."""
         if socket:
-            return cls(await _client(f"unix://{socket}", f"podman_socket {socket}"))
+            url = f"unix://{socket}"
+            return cls(await _client(url, f"podman_socket {socket}"), url)
         path = run_dir / "podman.sock"
         url = f"unix://{path}"
         with contextlib.suppress(RuntimeUnavailable):
-            return cls(await _client(url, str(path), quiet=True))  # left running earlier
+            return cls(await _client(url, str(path), quiet=True), url)  # left running earlier
         executable = shutil.which("podman")
         if executable is None:
             raise RuntimeUnavailable("runtime podman: the podman command is not installed "
@@ -84,7 +87,7 @@ class PodmanRuntime(DockerRuntime):
             with contextlib.suppress(RuntimeUnavailable):
                 client = await _client(url, str(path), quiet=True)
                 log.info("started podman system service (pid %s) on %s", service.pid, path)
-                return cls(client, service)
+                return cls(client, url, service)
         with contextlib.suppress(ProcessLookupError):
             service.kill()
         await service.wait()
