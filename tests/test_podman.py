@@ -119,3 +119,26 @@ async def test_runtime_auto_picks_docker_then_podman_and_says_which(
     finally:
         await runtime.close()
     assert "runtime auto: using podman (no Docker engine answered)" in caplog.text
+
+
+async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -> None:
+    """build_cpu_limit and build_memory_limit reach Podman's build steps' cgroups."""
+    from rivetr_git.runtime.base import BuildSpec
+    from rivetr_git.runtime.podman import PodmanRuntime
+    from tests.test_build_limits import CGROUP_LIMITS, HEAD, RUN_ID, write_context
+
+    runtime = await PodmanRuntime.launch(tmp_path / "run")
+    tag = f"rivetr-test-podman/limits:{RUN_ID}"
+    try:
+        context = write_context(tmp_path / "limits.tar",
+                                HEAD + CGROUP_LIMITS.format(marker=f"podman-{RUN_ID}"))
+        lines: list[str] = []
+        await runtime.build(BuildSpec(context, tag, cpus=0.5, memory=64 * 1024**2), lines.append)
+        assert "cpu: 50000 100000" in lines, lines
+        assert f"memory: {64 * 1024**2}" in lines, lines
+    finally:
+        await runtime.remove_image(tag)
+        await runtime.close()
+    assert podman("images", "-q", tag).stdout.strip() == ""
+    # Its layers went with it, as they do on Docker.
+    assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""

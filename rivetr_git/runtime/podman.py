@@ -110,6 +110,14 @@ class PodmanRuntime(DockerRuntime):
         return {"ulimits": [{"Name": name, "Soft": value, "Hard": value}
                             for name, value in host_ulimits().items()]}
 
+    async def remove_image(self, image: str) -> None:
+        await super().remove_image(image)
+        # Podman keeps the parent layers Docker removes with the image: prune what no
+        # image or container uses any more (callers hold the BuildGate, so no build is
+        # taking one of them from its cache).
+        await self._call("prune images",
+                         lambda: self._client.images.prune(filters={"dangling": True}))
+
     async def list_images(self, repository: str) -> list[str]:
         # Podman's compatible API names images docker.io/NAME (localhost/NAME when made
         # with the podman CLI); callers use the names they built with.
