@@ -15,8 +15,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy rivetr_git
 
-bench: install docker
+bench: install docker tools
 	$(BIN)/python bench/push_to_live.py
+	$(BIN)/python bench/build_types.py
 	$(BIN)/python bench/idle_memory.py
 
 install: $(VENV)/.installed
