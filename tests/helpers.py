@@ -333,6 +333,8 @@ elif tool == "railpack":
 else:
     name, source = args[1], after("--path")
 print(f"{{tool}} stand-in: planning {{source}}", flush=True)
+for key, value in seen.items():  # a CLI that echoes a value: the log must mask it
+    print(f"{{tool}} stand-in: {{key}}={{value}}", flush=True)
 if (record / f"{{tool}}.wait").exists():
     deadline = time.time() + 60
     while not (record / f"{{tool}}.go").exists() and time.time() < deadline:

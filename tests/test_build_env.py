@@ -7,16 +7,24 @@ as BuildSpec.build_args), then reads the image back with `docker history --no-tr
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from rivetr_git.errors import BuildFailed
+from rivetr_git.pipeline import cli_build
+from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec
 from rivetr_git.runtime.docker import DockerRuntime
+from tests.helpers import BUSYBOX, stand_in_clis
 from tests.test_build_limits import docker, write_context
 
 pytestmark = pytest.mark.docker
@@ -93,3 +101,63 @@ async def test_a_build_that_bakes_the_value_into_env_fails(
     with pytest.raises(BuildFailed, match=r"API_TOKEN ended up in the image's config"):
         await build(runtime, tmp_path, tags, "baked", "ENV TOKEN=$API_TOKEN\n")
     assert docker("image", "inspect", tags[-1]).returncode != 0
+
+
+class Lines:
+    """Stands in for a DeployLog: keeps what the build printed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def output(self, text: str, stream: str) -> None:
+        self.lines.append(text)
+
+
+def test_builder_clis_get_build_env_values_through_their_environment_not_argv() -> None:
+    env = {"API_TOKEN": SECRET}
+    for tool in ("nixpacks", "pack"):
+        argv = cli_build.command(tool, Path("/src"), "img:1", ["API_TOKEN"], env,
+                                 no_cache=False, pack_builder="b")
+        assert argv[argv.index("--env"):argv.index("--env") + 2] == ["--env", "API_TOKEN"]
+        assert SECRET not in " ".join(argv)
+    # railpack documents only --env NAME=VALUE.
+    argv = cli_build.command("railpack", Path("/src"), "img:1", ["API_TOKEN"], env,
+                             no_cache=False, pack_builder="b")
+    assert f"API_TOKEN={SECRET}" in argv
+
+
+async def test_a_stand_in_nixpacks_sees_the_decrypted_value_and_the_log_never_does(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the stand-in CLI (the real nixpacks cannot be installed here)."""
+    record = tmp_path / "record"
+    bin_dir = stand_in_clis(tmp_path / "bin", record)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    (tmp_path / "work").mkdir()
+    tag = f"rivetr-test-env/nix:{RUN_ID}"
+    tags.append(tag)
+    log = Lines()
+    await cli_build.build(
+        runtime, "nixpacks", write_app(tmp_path / "work" / "context.tar"),
+        tmp_path / "work" / "src", tag, cast(DeployLog, log), build_env={"API_TOKEN": SECRET},
+        timeout=120, no_cache=False, pack_builder="unused")
+    recorded = json.loads((record / "nixpacks.json").read_text())
+    assert recorded["env"] == {"API_TOKEN": SECRET}  # decrypted, in the CLI's environment
+    assert SECRET not in json.dumps(recorded["argv"])
+    assert "running nixpacks build" in "\n".join(log.lines)
+    assert not [line for line in log.lines if SECRET in line]
+    assert "nixpacks stand-in: API_TOKEN=***" in log.lines  # it echoed it: masked
+
+
+def write_app(path: Path) -> Path:
+    """A commit's tar with the busybox app the stand-in builds (busybox, www/)."""
+    with tarfile.open(path, "w") as tar:
+        tar.add(BUSYBOX, "busybox")
+        page = b"hello\n"
+        info = tarfile.TarInfo("www/index.html")
+        info.size = len(page)
+        tar.addfile(info, io.BytesIO(page))
+    return path
