@@ -60,12 +60,12 @@ def image_text(tag: str) -> bytes:
 
 
 async def build(runtime: DockerRuntime, tmp_path: Path, tags: list[str], name: str,
-                steps: str) -> tuple[list[str], str]:
+                steps: str, **more: str) -> tuple[list[str], str]:
     tag = f"rivetr-test-env/{name}:{RUN_ID}"
     tags.append(tag)
     lines: list[str] = []
     spec = BuildSpec(write_context(tmp_path / f"{name}.tar", HEAD + steps), tag,
-                     build_args={"API_TOKEN": SECRET})
+                     build_args={"API_TOKEN": SECRET, **more})
     await runtime.build(spec, lines.append)
     return lines, tag
 
@@ -85,6 +85,22 @@ async def test_a_build_arg_used_in_run_is_not_in_the_images_history_or_layers(
     for image in leftovers:
         created_by = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
         assert SECRET not in created_by, image
+
+
+async def test_short_values_are_redacted_without_false_alarms_but_not_baked(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str]
+) -> None:
+    # "1" is in any image's config and files by chance: only NAME=1 and whole values count.
+    lines, tag = await build(runtime, tmp_path, tags, "short",
+                             'ARG DEBUG\nRUN test "$DEBUG" = 1 && echo debug-on\n', DEBUG="1")
+    assert "debug-on" in lines
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag).stdout
+    assert "DEBUG=<build-time value>" in history and "DEBUG=1" not in history
+    # The last step is a RUN: the legacy per-layer metadata holds its command too.
+    assert SECRET.encode() not in image_text(tag)
+    with pytest.raises(BuildFailed, match=r"DEBUG ended up in the image's config"):
+        await build(runtime, tmp_path, tags, "shortenv", "ARG DEBUG\nENV MODE=$DEBUG\n",
+                    DEBUG="1")
 
 
 async def test_a_build_that_writes_the_value_into_a_file_fails(

@@ -86,8 +86,14 @@ def _rewrite(saved: Path, target: Path, build_args: Mapping[str, str]) -> None:
         config_name = manifest[0]["Config"]
         config = _redact_json(json.loads(_read(src, src.getmember(config_name))), build_args)
         config_bytes = json.dumps(config, separators=(",", ":")).encode()
-        _check(config_bytes.decode(), build_args, "the image's config (an ENV or LABEL "
-               "made from it?)", min_len=1)
+        where = "the image's config (an ENV or LABEL made from it?)"
+        _check(config_bytes.decode(), build_args, where, min_len=MIN_SCAN)
+        # Short values ("1", "on") occur anywhere by chance: look for them as whole values.
+        settings = config.get("config") or {}
+        whole = {e.partition("=")[2] for e in settings.get("Env") or []}
+        whole.update((settings.get("Labels") or {}).values())
+        _check("\0".join(sorted(whole)), {n: v for n, v in build_args.items() if v in whole},
+               where, min_len=1)
         new_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
         manifest[0]["Config"] = new_name
         with tarfile.open(target, "w") as out:
@@ -95,7 +101,12 @@ def _rewrite(saved: Path, target: Path, build_args: Mapping[str, str]) -> None:
                 if member.name in (config_name, "manifest.json"):
                     continue
                 handle = src.extractfile(member) if member.isfile() else None
-                if handle is not None and member.name != "repositories":
+                if handle is not None and member.name.endswith("/json"):
+                    # The legacy format's per-layer metadata holds the step's command too.
+                    data = json.dumps(_redact_json(json.loads(handle.read()), build_args),
+                                      separators=(",", ":")).encode()
+                    member.size, handle = len(data), io.BytesIO(data)
+                elif handle is not None and member.name != "repositories":
                     _scan_layer(src, member, build_args)  # layers (named by the format)
                     handle = src.extractfile(member)
                 out.addfile(member, handle)
