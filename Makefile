@@ -19,6 +19,7 @@ bench: install docker tools
 	$(BIN)/python bench/push_to_live.py
 	$(BIN)/python bench/build_types.py
 	$(BIN)/python bench/idle_memory.py
+	$(BIN)/python bench/client_mode.py
 
 install: $(VENV)/.installed
 

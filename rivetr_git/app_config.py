@@ -1,13 +1,20 @@
-"""Per-app settings a user may change (`apps set APP key=value`), validated at the edge."""
+"""Per-app settings a user may change, validated at the edge.
+
+`apps set APP key=value` (local CLI) and the verbs `limits:set`, `checks:set` and
+`deploy:set` each take KEY=VALUE items; an empty value resets a setting to its default.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
 from rivetr_git.errors import ValidationError
+from rivetr_git.limits import parse_cpus, parse_memory
 from rivetr_git.names import validate_branch_name
 from rivetr_git.pipeline.detect import validate_build_type
 
@@ -116,16 +123,92 @@ FIELDS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+def _memory(value: str) -> int | None:
+    if value == "":
+        return None
+    try:
+        return parse_memory(value)
+    except ValueError as exc:
+        raise ValidationError(f"memory={value!r}: {exc} (memory= removes the limit)") from None
+
+
+def _cpu(value: str) -> float | None:
+    if value == "":
+        return None
+    try:
+        cpus = parse_cpus(value)
+    except ValueError as exc:
+        raise ValidationError(f"cpu={value!r}: {exc} (cpu= removes the limit)") from None
+    available = os.cpu_count() or 1
+    if cpus < 0.01 or cpus > available:
+        raise ValidationError(f"cpu={value!r}: this machine has {available} CPUs; give 0.01 "
+                              f"to {available}, e.g. cpu=0.5")
+    return cpus
+
+
+def _seconds(key: str, example: str, zero_ok: bool = False) -> Callable[[str], float | None]:
+    def parse(value: str) -> float | None:
+        if value == "":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok) \
+                or number > 86400:
+            raise ValidationError(f"{key}={value!r}: give seconds, e.g. {key}={example} "
+                                  f"({key}= resets to the default)")
+        return number
+    return parse
+
+
+def _retries(value: str) -> int | None:
+    if value == "":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 10000:
+        raise ValidationError(f"retries={value!r}: give a count from 1 to 10000, e.g. "
+                              "retries=10 (retries= resets to the default)")
+    return int(value)
+
+
+def _command(key: str) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        if value.strip() == "":
+            return None
+        if "\0" in value or len(value) > 4096:
+            raise ValidationError(f"{key}=...: a command of at most 4096 characters, no NUL")
+        return value
+    return parse
+
+
+# KEY -> (app column, parser), per verb.
+Fields = Mapping[str, tuple[str, Callable[[str], Any]]]
+APPS_SET: Fields = {key: (key, fn) for key, fn in FIELDS.items()}
+LIMITS: Fields = {"memory": ("memory_limit", _memory), "cpu": ("cpu_limit", _cpu)}
+CHECKS: Fields = {
+    "path": ("health_path", _health_path),
+    "timeout": ("health_timeout", _seconds("timeout", "5")),
+    "interval": ("health_interval", _seconds("interval", "1")),
+    "retries": ("health_retries", _retries),
+    "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
+}
+DEPLOY_COMMANDS: Fields = {
+    "pre": ("pre_deploy", _command("pre")),
+    "post": ("post_deploy", _command("post")),
+    "timeout": ("deploy_command_timeout", _seconds("timeout", "300")),
+}
+
+
+def parse_assignments(items: Sequence[str], fields: Fields = APPS_SET) -> dict[str, Any]:
     """Turn ['port=8000', 'health_path=/health'] into validated column values."""
+    keys = ", ".join(fields)
     if not items:
-        raise ValidationError(f"nothing to set; use KEY=VALUE with KEY one of {', '.join(FIELDS)}")
+        raise ValidationError(f"nothing to set; use KEY=VALUE with KEY one of {keys}")
     values: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or key not in FIELDS:
-            raise ValidationError(
-                f"{item!r}: use KEY=VALUE with KEY one of {', '.join(FIELDS)}"
-            )
-        values[key] = FIELDS[key](raw)
+        if not sep or key not in fields:
+            raise ValidationError(f"{item!r}: use KEY=VALUE with KEY one of {keys}")
+        column, parse = fields[key]
+        values[column] = parse(raw)
     return values

@@ -54,6 +54,12 @@ def _positive_float(value: float) -> float:
     return value
 
 
+def _non_negative_float(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of at least 0")
+    return value
+
+
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -159,6 +165,10 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("health_retries", int, 60, "health check attempts before a deploy fails",
             _positive_int),
+    Setting("health_start_period", float, 0.0, "seconds after start during which failed health "
+            "checks do not count", _non_negative_float),
+    Setting("deploy_command_timeout", float, 300.0, "seconds an app's pre/post-deploy command "
+            "may run", _positive_float),
     Setting("stop_timeout", int, 10, "seconds a replaced container gets to exit before SIGKILL",
             _positive_int),
     Setting("keep_releases", int, 3, "images of this many newest releases are kept per app",
@@ -218,6 +228,8 @@ class Settings:
     health_interval: float = 0.5
     health_timeout: float = 2.0
     health_retries: int = 60
+    health_start_period: float = 0.0
+    deploy_command_timeout: float = 300.0
     stop_timeout: int = 10
     keep_releases: int = 3
     auto_rollback: bool = True

@@ -15,13 +15,13 @@ log = logging.getLogger(__name__)
 _RELEASE_LABELS = (LABEL_INSTANCE, LABEL_APP, LABEL_DEPLOYMENT)
 
 
-def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False
-                ) -> Upstream:
+def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False,
+                stopped: bool = False) -> Upstream:
     port = host_port if host_port is not None else deployment.host_port
     if port is None:
         raise RivetrError(f"deployment #{deployment.id} has no published port")
     return Upstream(app=deployment.app_name, host="127.0.0.1", port=port,
-                    deployment_id=deployment.id, crashed=crashed)
+                    deployment_id=deployment.id, crashed=crashed, stopped=stopped)
 
 
 async def promote(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rivetr_git.pipeline.context import subtree
 
-PORT = 8080
+PORT = 80  # what the official image EXPOSEs: the image keeps a single port
 HEALTH_PATH = "/.rivetr/health"
 
 _CONF = """\

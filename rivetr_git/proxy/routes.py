@@ -15,6 +15,7 @@ class Upstream:
     port: int
     deployment_id: int
     crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
+    stopped: bool = False  # its owner stopped it (ps:stop): the proxy answers 503
 
 
 def normalize_host(raw: str | None) -> str:
@@ -71,6 +72,8 @@ class RouteTable:
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.lower().rstrip(".")
         self._routes: Mapping[str, Upstream] = MappingProxyType({})
+        self._apps: dict[str, Upstream] = {}
+        self._domains: dict[str, str] = {}  # custom hostname -> app
         self.in_flight = InFlight()
 
     def hostname(self, app: str) -> str:
@@ -82,18 +85,37 @@ class RouteTable:
     def snapshot(self) -> Mapping[str, Upstream]:
         return self._routes
 
-    def replace(self, upstreams: list[Upstream]) -> None:
-        self._routes = MappingProxyType({self.hostname(u.app): u for u in upstreams})
+    def _publish(self) -> None:
+        # Built aside, then swapped in one assignment: an app and its domains move together.
+        routes = {self.hostname(app): u for app, u in self._apps.items()}
+        for host, app in self._domains.items():
+            if app in self._apps:
+                routes[host] = self._apps[app]
+        self._routes = MappingProxyType(routes)
+
+    def replace(self, upstreams: list[Upstream], domains: Mapping[str, str] | None = None
+                ) -> None:
+        """Everything at once: upstreams, and custom hostnames (host -> app) if given."""
+        self._apps = {u.app: u for u in upstreams}
+        if domains is not None:
+            self._domains = {normalize_host(h): app for h, app in domains.items()}
+        self._publish()
+
+    def set_domains(self, domains: Mapping[str, str]) -> None:
+        """Replace every custom hostname (host -> app)."""
+        self._domains = {normalize_host(h): app for h, app in domains.items()}
+        self._publish()
 
     def set(self, upstream: Upstream) -> None:
-        routes = dict(self._routes)
-        routes[self.hostname(upstream.app)] = upstream
-        self._routes = MappingProxyType(routes)
+        self._apps[upstream.app] = upstream
+        self._publish()
 
     def remove(self, app: str) -> None:
-        routes = dict(self._routes)
-        routes.pop(self.hostname(app), None)
-        self._routes = MappingProxyType(routes)
+        self._apps.pop(app, None)
+        self._publish()
+
+    def upstream(self, app: str) -> Upstream | None:
+        return self._apps.get(app)
 
     def __len__(self) -> int:
         return len(self._routes)

@@ -138,6 +138,8 @@ class ProxyServer:
             if host in (self._routes.base_domain, "") and request.path == "/healthz":
                 return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
             return _page(404, "Not Found", "No app is served at this address.")
+        if upstream.stopped:
+            return _page(503, "Service Unavailable", "The app is stopped by its owner.")
         if upstream.crashed:
             return _page(503, "Service Unavailable",
                          "The app keeps crashing and has been stopped; its owner has been told.")
