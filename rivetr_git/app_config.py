@@ -192,6 +192,15 @@ CHECKS: Fields = {
     "retries": ("health_retries", _retries),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
 }
+BUILDS: Fields = {
+    "type": ("build_type", _build_type),
+    "dockerfile": ("dockerfile", _dockerfile),
+    "context": ("build_context", _build_context),
+    "target": ("build_target", FIELDS["build_target"]),
+    "no_cache": ("build_no_cache", _no_cache),
+    "publish_dir": ("publish_dir", _publish_dir),
+    "compose_service": ("compose_service", FIELDS["compose_service"]),
+}
 DEPLOY_COMMANDS: Fields = {
     "pre": ("pre_deploy", _command("pre")),
     "post": ("post_deploy", _command("post")),

@@ -26,6 +26,7 @@ from tests.helpers import (
     stand_in_clis,
     wait_until,
 )
+from tests.test_admin_verbs import ok, verb
 
 pytestmark = pytest.mark.docker
 
@@ -176,7 +177,12 @@ def test_an_app_set_to_static_fails_instead_of_building_its_dockerfile(
 ) -> None:
     repo = AppRepo(workdir / "notstatic", keys["alice"])
     pushed(repo, srv, "notstatic")
-    srv.cli("apps", "set", "notstatic", "build_type=static", "publish_dir=public")
+    # Over SSH, as an admin verb (the local CLI's `apps set` takes the same values).
+    bad = verb(srv, keys["alice"], "builds:set", "notstatic", "type=heroku")
+    assert bad.returncode != 0 and "'heroku' is not a build type" in bad.stderr
+    ok(srv, keys["alice"], "builds:set", "notstatic", "type=static", "publish_dir=public")
+    info = ok(srv, keys["alice"], "apps:info", "notstatic")
+    assert "build:          static, publish_dir public" in info
     repo.commit("redeploy as static")
     result = repo.push(srv.remote("notstatic"))
     assert result.returncode != 0
