@@ -18,7 +18,7 @@ import pytest
 from rivetr_git.runtime.podman import host_ulimits
 from tests import test_push_deploy as spine
 from tests.conftest import running_server
-from tests.helpers import AppRepo, Key, Server, run, stand_in_clis
+from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
 from tests.test_build_types import builder_repo
 
 pytestmark = pytest.mark.docker
@@ -142,3 +142,26 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
     assert podman("images", "-q", tag).stdout.strip() == ""
     # Its layers went with it, as they do on Docker.
     assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""
+
+
+def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
+                                  workdir: Path) -> None:
+    """limits:set (memory suffixes, CPUs) reaches Podman as --memory and --cpus would."""
+    from tests.test_admin_verbs import ok
+
+    repo = AppRepo(workdir / "limited", keys["alice"])
+    result = repo.push(on_podman.remote("plimited"))
+    assert result.returncode == 0, result.stderr
+    ok(on_podman, keys["alice"], "limits:set", "plimited", "memory=64m", "cpu=0.5")
+    label = f"label=rivetr.instance={on_podman.instance}"
+
+    def running() -> list[str]:
+        return podman("ps", "-q", "--filter", label, "--filter", "label=rivetr.app=plimited",
+                      "--filter", "status=running").stdout.split()
+
+    assert wait_until(lambda: len(running()) == 1, 30)  # the old one leaves after its watch
+    [container] = running()
+    inspect = podman("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+                     container).stdout.split()
+    assert inspect == [str(64 * 1024**2), str(500_000_000)], inspect
+    assert on_podman.get("plimited") == (200, "hello v1\n")
