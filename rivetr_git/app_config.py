@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -15,16 +16,57 @@ from typing import Any
 from rivetr_git.errors import ValidationError
 from rivetr_git.limits import parse_cpus, parse_memory
 from rivetr_git.names import validate_branch_name
+from rivetr_git.pipeline.detect import validate_build_type
 
 
-def _dockerfile(value: str) -> str:
+def _repo_path(key: str, value: str, example: str) -> str:
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
         raise ValidationError(
-            f"dockerfile={value!r}: give a path inside the repository, e.g. dockerfile=Dockerfile "
-            "or dockerfile=docker/web.Dockerfile"
+            f"{key}={value!r}: give a path inside the repository, e.g. {example}"
         )
     return str(path)
+
+
+def _dockerfile(value: str) -> str:
+    return _repo_path("dockerfile", value or "", "dockerfile=Dockerfile or "
+                      "dockerfile=docker/web.Dockerfile")
+
+
+def _build_type(value: str) -> str | None:
+    return None if validate_build_type(value) in ("", "auto") else value
+
+
+def _build_context(value: str) -> str | None:
+    if value == "":
+        return None
+    path = _repo_path("build_context", value, "build_context=services/web (build_context= "
+                      "resets to the repository root)")
+    return None if path == "." else path
+
+
+def _publish_dir(value: str) -> str | None:
+    return None if value == "" else _repo_path(
+        "publish_dir", value, "publish_dir=dist (publish_dir= detects it again)")
+
+
+def _name(key: str, advice: str, max_len: int) -> Callable[[str], str | None]:
+    """A validator for a name (a build stage, a compose service); '' resets it."""
+    def check(value: str) -> str | None:
+        if value == "":
+            return None
+        if not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{max_len - 1}}}", value):
+            raise ValidationError(f"{key}={value!r}: give {advice}")
+        return value
+    return check
+
+
+def _no_cache(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise ValidationError(f"build_no_cache={value!r}: give true or false")
 
 
 def _port(value: str) -> int | None:
@@ -70,6 +112,14 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "health_path": _health_path,
     "deploy_branch": _branch,
     "webhook_url": _webhook_url,
+    "build_type": _build_type,
+    "build_context": _build_context,
+    "build_target": _name("build_target", "the name of a build stage (FROM ... AS NAME), "
+                          "e.g. build_target=production", 128),
+    "build_no_cache": _no_cache,
+    "publish_dir": _publish_dir,
+    "compose_service": _name("compose_service", "the name of a service in the compose file, "
+                             "e.g. compose_service=web", 63),
 }
 
 
@@ -141,6 +191,15 @@ CHECKS: Fields = {
     "interval": ("health_interval", _seconds("interval", "1")),
     "retries": ("health_retries", _retries),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
+}
+BUILDS: Fields = {
+    "type": ("build_type", _build_type),
+    "dockerfile": ("dockerfile", _dockerfile),
+    "context": ("build_context", _build_context),
+    "target": ("build_target", FIELDS["build_target"]),
+    "no_cache": ("build_no_cache", _no_cache),
+    "publish_dir": ("publish_dir", _publish_dir),
+    "compose_service": ("compose_service", FIELDS["compose_service"]),
 }
 DEPLOY_COMMANDS: Fields = {
     "pre": ("pre_deploy", _command("pre")),

@@ -174,6 +174,12 @@ def _app_settings(app: App) -> str:
         f"health_path: {app.health_path if app.health_path is not None else '(server default)'}",
         f"deploy_branch: {app.deploy_branch or '(server default)'}",
         f"webhook_url: {app.webhook_url or '(none; the server webhook_url still applies)'}",
+        f"build_type: {app.build_type or 'auto (detected on each push)'}",
+        f"build_context: {app.build_context or '(repository root)'}",
+        f"build_target: {app.build_target or '(last stage)'}",
+        f"build_no_cache: {'true' if app.build_no_cache else 'false'}",
+        f"publish_dir: {app.publish_dir or '(detected)'}",
+        f"compose_service: {app.compose_service or '(detected)'}",
     ))
 
 
@@ -379,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Change an app's settings; they apply from its next deploy. Keys: "
         "dockerfile=PATH (in the repo), port=N (the app's port inside the container), "
         "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, webhook_url=URL "
-        "(gets this app's events). An empty value "
+        "(gets this app's events), build_type=auto|dockerfile|compose|railpack|pack|nixpacks|"
+        "static, build_context=DIR, build_target=STAGE, build_no_cache=true|false, "
+        "publish_dir=DIR (static sites), compose_service=NAME. An empty value "
         "(e.g. port=) resets to the default.",
     )
     apps_set.add_argument("app")

@@ -14,7 +14,7 @@ from pathlib import Path
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
-from rivetr_git.errors import RivetrError
+from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.limits import parse_size
 from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
@@ -34,6 +34,7 @@ from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
 from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
@@ -116,9 +117,13 @@ async def reconcile(
             upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
                                       deployment_id=d.id))
     routes.replace(upstreams, await store.all_domains())
+    live_deployments = {str(d_id) for d_id in live.values()}
     for c in await runtime.list_containers(labels(instance)):
-        # One-off `run` containers belonged to sessions that ended with the old process.
-        if c.id not in live and (c.labels.get(LABEL_DEPLOYMENT) or c.labels.get(LABEL_ONEOFF)):
+        # A live release's other containers (a compose group's services) stay too; one-off
+        # `run` containers belonged to sessions that ended with the old process.
+        deployment = c.labels.get(LABEL_DEPLOYMENT)
+        if c.id not in live and ((deployment and deployment not in live_deployments)
+                                 or c.labels.get(LABEL_ONEOFF)):
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     tmp = settings.data_dir / "tmp"
@@ -142,6 +147,28 @@ def proxy_config(s: Settings) -> ProxyConfig:
     )
 
 
+async def connect_runtime(settings: Settings) -> Runtime:
+    """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
+    Podman, and logs which it picked. Raises RuntimeUnavailable."""
+    run_dir = settings.data_dir / "run"
+    if settings.runtime == "podman":
+        return await PodmanRuntime.launch(run_dir, settings.podman_socket)
+    if settings.runtime == "docker":
+        return await DockerRuntime.connect()
+    try:
+        runtime: Runtime = await DockerRuntime.connect()
+    except RuntimeUnavailable as docker_error:
+        try:
+            runtime = await PodmanRuntime.launch(run_dir, settings.podman_socket)
+        except RuntimeUnavailable as podman_error:
+            raise RuntimeUnavailable(f"runtime auto: neither Docker ({docker_error}) nor "
+                                     f"Podman ({podman_error}) is available") from None
+        log.info("runtime auto: using podman (no Docker engine answered)")
+        return runtime
+    log.info("runtime auto: using docker (the Docker engine answered)")
+    return runtime
+
+
 class Daemon:
     """Everything `rivetr-git serve` runs, wired together."""
 
@@ -163,7 +190,7 @@ class Daemon:
         try:
             # A bad key stops start-up here, before anything could need a value.
             env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
-            runtime = await DockerRuntime.connect()
+            runtime = await connect_runtime(s)
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
             routes = RouteTable(s.base_domain)
@@ -204,8 +231,9 @@ class Daemon:
             closers.append(receiver)
             closers.append(deployer)
             self._write_state(receiver.bound_port, proxy.bound_port)
-            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed",
-                     s.ssh_host, receiver.bound_port, s.proxy_host, proxy.bound_port, len(routes))
+            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
+                     "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
+                     proxy.bound_port, len(routes), runtime.name)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -55,6 +55,12 @@ class App:
     post_deploy: str | None = None  # `sh -c` in the new container after the switch
     deploy_command_timeout: float | None = None  # None: the server setting
     stopped: bool = False  # `ps:stop`: no container runs and the proxy answers 503
+    build_type: str | None = None  # None: detected from the pushed tree (pipeline/detect.py)
+    build_context: str | None = None  # dockerfile builds: the context dir (None: the root)
+    build_target: str | None = None  # dockerfile builds: the stage to build (--target)
+    build_no_cache: bool = False  # dockerfile builds: ignore the layer cache
+    publish_dir: str | None = None  # static builds: the directory served (None: detected)
+    compose_service: str | None = None  # compose: the service routed (None: detected)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,8 @@ def _domain(value: str) -> str:
 
 
 def _runtime(value: str) -> str:
-    if value != "docker":
-        raise ValueError("only 'docker' is available in this version")
+    if value not in ("docker", "podman", "auto"):
+        raise ValueError("expected docker, podman or auto (Docker if it answers, else Podman)")
     return value
 
 
@@ -138,6 +138,18 @@ def _webhook_format(value: str) -> str:
     return value
 
 
+def _builder(value: str) -> str:
+    if value not in ("nixpacks", "railpack", "pack"):
+        raise ValueError("expected nixpacks, railpack or pack")
+    return value
+
+
+def _image(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("expected an image reference such as nginx:1.27-alpine")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected one of debug, info, warning, error")
@@ -164,7 +176,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deploy_branch", str, "main", "branch whose pushes deploy", _branch),
     Setting("max_concurrent_deploys", int, 2, "different apps deploy in parallel up to this",
             _positive_int),
-    Setting("runtime", str, "docker", "container runtime backend", _runtime),
+    Setting("runtime", str, "docker", "container runtime: docker, podman, or auto (Docker if "
+            "it answers, else Podman)", _runtime),
+    Setting("podman_socket", str, "", "runtime podman: the API socket of a running `podman "
+            "system service` ('': start one on data_dir/run/podman.sock)"),
     Setting("auto_create_apps", bool, True, "an admin key's first push to a new name creates it"),
     Setting("health_path", str, "", "default HTTP health path ('' : the app must answer at all)",
             _health_path),
@@ -206,6 +221,13 @@ SETTINGS: tuple[Setting, ...] = (
             "sha256=HMAC-SHA256(secret, body)"),
     Setting("webhook_format", str, "json", "'json' (rivetr's event) or 'slack' (a Slack-compatible "
             "{\"text\": ...} payload)", _webhook_format),
+    Setting("buildpack_builder", str, "nixpacks", "what builds a language project detected by "
+            "its manifest (package.json, requirements.txt, go.mod, ...): nixpacks, railpack or "
+            "pack", _builder),
+    Setting("static_server_image", str, "nginx:1.27-alpine", "nginx image static sites are "
+            "served with (official layout: conf.d/*.conf, /usr/share/nginx/html)", _image),
+    Setting("pack_builder", str, "paketobuildpacks/builder-jammy-base", "builder image "
+            "`pack build --builder` uses", _image),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
     Setting("proxy_workers", int, 0, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
             "on uvloop; 0: the proxy runs inside the daemon", _workers),
@@ -249,6 +271,7 @@ class Settings:
     deploy_branch: str = "main"
     max_concurrent_deploys: int = 2
     runtime: str = "docker"
+    podman_socket: str = ""
     auto_create_apps: bool = True
     health_path: str = ""
     health_interval: float = 0.5
@@ -270,6 +293,9 @@ class Settings:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_format: str = "json"
+    buildpack_builder: str = "nixpacks"
+    static_server_image: str = "nginx:1.27-alpine"
+    pack_builder: str = "paketobuildpacks/builder-jammy-base"
     log_level: str = "INFO"
     proxy_workers: int = 0
     trusted_proxies: str = ""

@@ -116,6 +116,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (deployment_id, name)
     ) WITHOUT ROWID;
     """,
+    # issue 6: build types and their options.
+    """
+    ALTER TABLE apps ADD COLUMN build_type TEXT;
+    ALTER TABLE apps ADD COLUMN build_context TEXT;
+    ALTER TABLE apps ADD COLUMN build_target TEXT;
+    ALTER TABLE apps ADD COLUMN build_no_cache INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN publish_dir TEXT;
+    ALTER TABLE apps ADD COLUMN compose_service TEXT;
+    """,
 )
 
 
@@ -146,6 +155,8 @@ def _app(row: Sequence[Any]) -> App:
         memory_limit=row[9], cpu_limit=row[10], health_timeout=row[11], health_interval=row[12],
         health_retries=row[13], health_start_period=row[14], pre_deploy=row[15],
         post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
+        build_type=row[19], build_context=row[20], build_target=row[21],
+        build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
     )
 
 
@@ -159,13 +170,16 @@ def _key(row: Sequence[Any]) -> SshKey:
 _APP_COLUMNS = (
     "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
     "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
-    "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped"
+    "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
+    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service"
 )
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset({
     "deploy_branch", "dockerfile", "port", "health_path", "webhook_url", "memory_limit",
     "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
     "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
+    "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
+    "compose_service",
 })
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 

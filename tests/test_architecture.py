@@ -162,7 +162,8 @@ def test_only_the_cli_imports_the_composition_root() -> None:
 @pytest.mark.parametrize(
     ("module", "importers"),
     [
-        ("rivetr_git.runtime.docker", ["rivetr_git.daemon"]),
+        # The Podman runtime is the Docker runtime over Podman's Docker-compatible API.
+        ("rivetr_git.runtime.docker", ["rivetr_git.daemon", "rivetr_git.runtime.podman"]),
         ("rivetr_git.runtime.docker_build", ["rivetr_git.runtime.docker"]),
         # The CLI imports it only in client mode, so local commands never load paramiko.
         ("rivetr_git.client", ["rivetr_git.cli"]),

@@ -15,7 +15,7 @@ from typing import Protocol
 from rivetr_git.admin import render, verbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.app_config import CHECKS, DEPLOY_COMMANDS, LIMITS, parse_assignments
+from rivetr_git.app_config import BUILDS, CHECKS, DEPLOY_COMMANDS, LIMITS, parse_assignments
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
 from rivetr_git.keys import parse_public_key
@@ -71,7 +71,7 @@ class Admin:
             "apps:list": self._apps_list, "apps:create": self._apps_create,
             "apps:info": self._apps_info, "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb, "checks:set": self._settings_verb,
-            "deploy:set": self._settings_verb,
+            "deploy:set": self._settings_verb, "builds:set": self._settings_verb,
             "domains:add": self._domains_add, "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
             "ps:restart": self._ps_restart, "ps:stop": self._ps_stop, "ps:start": self._ps_start,
@@ -148,7 +148,13 @@ class Admin:
                                    f"\"{current.commit_message[:50]}\" on 127.0.0.1:"
                                    f"{current.host_port}" if current else "nothing deployed"),
             f"deploy branch:  {app.deploy_branch or self._settings.deploy_branch}",
-            f"dockerfile:     {app.dockerfile}",
+            f"build:          {app.build_type or 'auto (detected on each push)'}"
+            + "".join(f", {k} {v}" for k, v in (
+                ("dockerfile", app.dockerfile if app.dockerfile != "Dockerfile" else None),
+                ("context", app.build_context), ("target", app.build_target),
+                ("no_cache", "true" if app.build_no_cache else None),
+                ("publish_dir", app.publish_dir), ("compose_service", app.compose_service),
+            ) if v),
             f"port:           {app.port if app.port is not None else 'image EXPOSE, else 5000'}",
             "limits:         memory " + (render.size(app.memory_limit) if app.memory_limit
                                          else "none") + ", cpu " +
@@ -187,7 +193,8 @@ class Admin:
     async def _settings_verb(self, inv: Invocation, app: App | None, caller: Caller,
                              s: Session) -> int:
         assert app is not None
-        fields = {"limits:set": LIMITS, "checks:set": CHECKS, "deploy:set": DEPLOY_COMMANDS}
+        fields = {"limits:set": LIMITS, "checks:set": CHECKS, "deploy:set": DEPLOY_COMMANDS,
+                  "builds:set": BUILDS}
         values = parse_assignments(inv.args.assignments, fields[inv.verb.name])
         await self._store.update_app(app.name, **values)
         await s.out(f"{inv.verb.name.partition(':')[0]} of {app.name} updated")

@@ -153,6 +153,11 @@ VERBS: tuple[Verb, ...] = (
          add_arguments=_assignments(
              "path, timeout, interval, retries, start_period ('' resets)",
              "path=/health timeout=5 interval=1 retries=10 start_period=0")),
+    Verb("builds:set", "set how pushes are built: the build type and its options",
+         per_app=True, add_arguments=_assignments(
+             "type (auto, dockerfile, compose, railpack, pack, nixpacks, static), dockerfile, "
+             "context, target, no_cache, publish_dir, compose_service; '' resets",
+             "type=static publish_dir=dist")),
     Verb("deploy:set", "set commands run in the new container before/after the switch",
          per_app=True, add_arguments=_assignments(
              "pre, post (shell commands), timeout (seconds); '' clears",

@@ -28,13 +28,15 @@ from rivetr_git.pipeline import (
     build,
     checkout,
     cleanup,
+    compose,
     deploy_commands,
     health,
     promote,
     start,
+    static_site,
     watch,
 )
-from rivetr_git.pipeline.labels import image_repository, labels
+from rivetr_git.pipeline.labels import container_name, image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.repos import Repos
@@ -99,10 +101,11 @@ class Deployer:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
-        self._build_limits = build.BuildLimits.from_settings(settings)
+        self._build_options = build.BuildOptions.from_settings(settings)
         self._watches: dict[str, asyncio.Event] = {}
         self._watched: set[int] = set()
         self._work_dir = settings.data_dir / "tmp"
+        self._compose_dir = settings.data_dir / "compose"
 
     def app_url(self, app: str) -> str:
         port = self._settings.public_port or self._settings.proxy_port
@@ -240,6 +243,8 @@ class Deployer:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
+        build_type: str | None = None  # None: a rollback, which builds nothing
+        group: compose.Group | None = None  # a compose deployment's project
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
         if d.kind == "restart":
             out.header(f"Restarting {app.name} (release #{d.rollback_of}): {what}")
@@ -258,11 +263,14 @@ class Deployer:
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
                     repo = await self._repo_config(app, d, out)
-                async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
-                        self._gate.building():
-                    image = built = await build.build(
-                        self._runtime, context, self._instance, app.name, d.id, app.dockerfile,
-                        out, limits=self._build_limits)
+                async with self._stage(job, Status.BUILDING), self._gate.building():
+                    # Where the coordinator plugs in decrypted build-time vars (build_env)
+                    # and rivetr.toml's [build] type (repo_build_type).
+                    result = await build.build(
+                        self._runtime, app, d.id, self._instance, context, out,
+                        self._build_options, build_env={}, repo_build_type=None)
+                    image = built = result.image
+                    build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now;
@@ -270,9 +278,16 @@ class Deployer:
                 ran_with = d.app_port if d.kind == "rollback" else None
                 port = ran_with or await start.app_port(self._runtime, image, app.port)
                 env = await start.release_env(self._env_vars, d.id)
-                container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env, cpus=app.cpu_limit,
-                                              memory=app.memory_limit)
+                if group is not None:
+                    assert result.detection.compose_file is not None
+                    container = await compose.up(
+                        self._runtime, build_dir / "src", result.detection.compose_file,
+                        self._instance, app.name, d.id, app.compose_service, port, env, out,
+                        self._compose_dir)
+                else:
+                    container = await start.start(self._runtime, self._instance, app.name,
+                                                  d.id, image, port, env, cpus=app.cpu_limit,
+                                                  memory=app.memory_limit)
                 out.info(f"container {container.id[:12]} listening on port {port}"
                          f"{_limits_note(app)}")
                 await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
@@ -285,7 +300,7 @@ class Deployer:
                         raise DeployFailed("pre_deploy", failed)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
-                policy = self._health_policy(app, repo)
+                policy = self._health_policy(app, repo, build_type)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
                     self._routes.hostname(app.name), policy,
@@ -307,6 +322,8 @@ class Deployer:
                 keep.add(release.image or "")
             self._spawn(cleanup.prune_release_images(
                 self._runtime, self._gate, image_repository(self._instance, app.name), keep))
+            # Networks of compose groups retired since the app's last deploy.
+            await compose.sweep(self._compose_dir, self._runtime, self._instance, app.name)
             self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
                                   commit=d.commit_sha, url=self.app_url(app.name))
             out.stage = Status.RUNNING.value
@@ -351,15 +368,18 @@ class Deployer:
             out.info(f"using {repo_config.FILE_NAME} from the repository")
         return config
 
-    def _health_policy(self, app: App, repo: repo_config.RepoConfig) -> health.HealthPolicy:
-        """Per setting: the app's own (admin) value, else rivetr.toml, else the server's."""
+    def _health_policy(self, app: App, repo: repo_config.RepoConfig,
+                       build_type: str | None = None) -> health.HealthPolicy:
+        """Per setting: the app's own (admin) value, else rivetr.toml, else the server's;
+        a static site's path defaults to the endpoint its generated server always has."""
         s = self._settings
 
         def pick(*values: Any) -> Any:
             return next(v for v in values if v is not None)
 
+        default_path = static_site.HEALTH_PATH if build_type == "static" else s.health_path
         return health.HealthPolicy(
-            path=pick(app.health_path, repo.health_path, s.health_path),
+            path=pick(app.health_path, repo.health_path, default_path),
             interval=pick(app.health_interval, repo.health_interval, s.health_interval),
             timeout=pick(app.health_timeout, repo.health_timeout, s.health_timeout),
             retries=pick(app.health_retries, repo.health_retries, s.health_retries),
@@ -464,6 +484,8 @@ class Deployer:
                 labels(self._instance, job.app.name, d.id)
             ):
                 await self._runtime.remove(container.id)
+            await compose.down(self._runtime, self._compose_dir,
+                               container_name(self._instance, job.app.name, d.id))
             if image is not None:
                 async with self._gate.removing():
                     await self._runtime.remove_image(image)

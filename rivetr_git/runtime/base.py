@@ -31,6 +31,11 @@ class BuildSpec:
     timeout: float | None = None
     cpus: float | None = None
     memory: int | None = None
+    target: str | None = None  # the stage of a multi-stage Dockerfile to build
+    no_cache: bool = False  # ignore the layer cache (it is kept and used otherwise)
+    # Build-time values (already decrypted) for the Dockerfile's ARGs. The runtime makes
+    # sure none of them is left in the image's history or config.
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class Runtime(Protocol):
     """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
 
     name: str
+    # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
+    # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
+    engine_env: Mapping[str, str]
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
         """Build an image, calling `on_line` for each output line; return the image id.

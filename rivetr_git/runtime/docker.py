@@ -64,25 +64,36 @@ class DockerRuntime:
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"
+    engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     @classmethod
     async def connect(cls) -> DockerRuntime:
+        return cls(await cls.client_for(None))
+
+    @staticmethod
+    async def client_for(url: str | None) -> Any:
+        """A docker-py client for the engine API at `url` (None: DOCKER_HOST or the default
+        socket) that has answered a ping. Raises RuntimeUnavailable."""
         def _connect() -> Any:
-            client = docker.from_env(timeout=120)
-            client.ping()
+            client = (docker.from_env(timeout=120) if url is None
+                      else docker.DockerClient(base_url=url, timeout=120))
+            try:
+                client.ping()
+            except BaseException:
+                client.close()
+                raise
             return client
 
         try:
-            client = await asyncio.to_thread(_connect)
+            return await asyncio.to_thread(_connect)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise RuntimeUnavailable(
-                f"cannot reach the Docker engine ({exc}); start it (e.g. `dockerd &`) "
-                "or set DOCKER_HOST"
+                f"cannot reach the {'Docker engine' if url is None else url} ({exc}); start "
+                "it (e.g. `dockerd &`) or set DOCKER_HOST"
             ) from None
-        return cls(client)
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -110,7 +121,8 @@ class DockerRuntime:
             # grace period (10 s measured here without it).
             api = self._client.api
             host_config = api.create_host_config(
-                port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec)
+                port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec),
+                **self._host_options(),
             )
             created = api.create_container(
                 spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
@@ -120,6 +132,10 @@ class DockerRuntime:
             return dict(api.inspect_container(created["Id"]))
 
         return _info_from(await self._call("run", _run))
+
+    def _host_options(self) -> dict[str, Any]:
+        """More HostConfig for app containers (engine-specific); none on Docker."""
+        return {}
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
@@ -197,7 +213,8 @@ class DockerRuntime:
         api = self._client.api
 
         def _create() -> str:
-            host_config = api.create_host_config(init=True, **_limits(spec))
+            host_config = api.create_host_config(init=True, **_limits(spec),
+                                                 **self._host_options())
             created = api.create_container(
                 spec.image, command=command, name=spec.name, environment=dict(spec.env),
                 labels=dict(spec.labels), host_config=host_config, detach=True)
