@@ -22,7 +22,6 @@ from rivetr_git.proxy.websocket import is_websocket, relay_websocket
 log = logging.getLogger(__name__)
 
 
-
 def _origin_form(request: web.BaseRequest) -> str | None:
     """The request target as '/path?query', or None when it names no path on the app.
 
