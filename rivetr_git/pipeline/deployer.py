@@ -449,15 +449,25 @@ class Deployer:
                     "from its image", app.name, new.id, reason, previous.id)
         try:
             job = await self.rollback(app, previous.id, "auto-rollback")
+            final = await job.result
+            failure = None if final.status is Status.RUNNING else final.error_message
         except RivetrError as exc:
-            log.error("%s: cannot roll back to #%s: %s", app.name, previous.id, exc)
-            return
-        final = await job.result
-        if final.status is Status.RUNNING:
+            failure = str(exc)
+        if failure is None:
             self._rolled_back(watch.Switch(new=new, previous=final, host_header=switch.host_header,
                                            policy=switch.policy), reason)
             await promote.retire(self._runtime, self._routes, new, self._settings.drain_timeout,
                                  self._settings.stop_timeout)
+            return
+        # Nothing works: say so (503 and a crashed state that survives restarts) rather than
+        # keep routing to the failed release, which would answer 502 with no explanation.
+        why = f"{reason}; the rollback to #{previous.id} failed too: {failure}"
+        log.error("%s: %s", app.name, why)
+        await self._store.set_status(new.id, Status.RUNNING, error_message=why)
+        await self._store.set_crashed(app.id, why)
+        self._routes.set(promote.upstream_of(new, crashed=True))
+        self._notifier.notify("container.crashed", app, deployment_id=new.id,
+                              commit=new.commit_sha, reason=why)
 
     def _rolled_back(self, switch: watch.Switch, reason: str) -> None:
         assert switch.previous is not None  # only then is a rollback possible
