@@ -370,6 +370,9 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     assert srv.get("group") == (200, "hello v2\n")
     running = docker_ids("ps", srv.instance, "status=running")
     assert set(group) <= set(running), (group, running)
+    # Start-up removed the other groups' leftovers, networks included.
+    networks = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    assert [n for n in networks if n.startswith(prefix)] == [f"{prefix}{live_id}_default"]
 
 
 def test_compose_build_failure_leaves_no_group_behind(
