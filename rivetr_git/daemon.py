@@ -15,6 +15,7 @@ from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
+from rivetr_git.limits import parse_size
 from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -25,8 +26,10 @@ from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
+from rivetr_git.proxy.config import ProxyConfig, parse_networks
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
+from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
@@ -154,6 +157,22 @@ async def connect_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+def proxy_config(s: Settings) -> ProxyConfig:
+    """The data plane's knobs, from the settings."""
+    access_log = s.data_dir / s.access_log if s.access_log else None
+    return ProxyConfig(
+        header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
+        connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
+        upstream_connections=s.proxy_upstream_connections,
+        max_body_size=parse_size(s.max_body_size) if s.max_body_size else 0,
+        max_header_size=s.proxy_max_header_size, max_headers=s.proxy_max_headers,
+        websocket_idle_timeout=s.websocket_idle_timeout,
+        trusted_proxies=parse_networks(s.trusted_proxies), access_log=access_log,
+        access_log_max_bytes=parse_size(s.access_log_max_size),
+        access_log_backups=s.access_log_backups,
+    )
+
+
 class Daemon:
     """Everything `rivetr-git serve` runs, wired together."""
 
@@ -200,7 +219,12 @@ class Daemon:
                 return await admin.run(argv, Caller(None), session)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy = ProxyServer(routes, s.proxy_host, s.proxy_port)
+            proxy: ProxyServer | ProxyWorkers
+            if s.proxy_workers:
+                proxy = ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                                     s.proxy_workers)
+            else:
+                proxy = ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
             receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
             await hooks.start()
             closers.append(hooks)

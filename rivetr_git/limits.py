@@ -10,12 +10,17 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g"
           "gb": 1024**3}
 
 
-def parse_memory(value: str) -> int:
-    """'512m', '0.5g', '1GB', '1048576' -> bytes. Raises ValueError with an example."""
+def parse_size(value: str) -> int:
+    """'512m', '0.5g', '1GB', '64k', '1048576' -> bytes. Raises ValueError with an example."""
     match = _MEMORY.fullmatch(value.strip())
     if not match:
-        raise ValueError(f"{value!r} is not a memory size; use e.g. 512m, 0.5g or 2gb")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        raise ValueError(f"{value!r} is not a size; use e.g. 64k, 512m, 0.5g or 2gb")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_memory(value: str) -> int:
+    """A container memory limit: parse_size, at least Docker's minimum of 6m."""
+    size = parse_size(value)
     if size < 6 * 1024**2:
         raise ValueError(f"{value!r} is below Docker's minimum of 6m; use e.g. 512m")
     return size

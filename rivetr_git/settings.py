@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import ConfigError, ValidationError
-from rivetr_git.limits import parse_cpus, parse_memory
+from rivetr_git.limits import parse_cpus, parse_memory, parse_size
 from rivetr_git.names import validate_branch_name
+from rivetr_git.proxy.config import parse_networks
 
 ENV_PREFIX = "RIVETR_"
 
@@ -51,12 +52,6 @@ def _positive_int(value: int) -> int:
 def _positive_float(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("expected a number greater than 0")
-    return value
-
-
-def _non_negative_float(value: float) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("expected a number of at least 0")
     return value
 
 
@@ -99,6 +94,35 @@ def _cpu_limit(value: str) -> str:
 def _memory_limit(value: str) -> str:
     if value:
         parse_memory(value)
+    return value
+
+
+def _size(value: str) -> str:
+    if value:
+        parse_size(value)
+    return value
+
+
+def _trusted(value: str) -> str:
+    parse_networks(value)
+    return value
+
+
+def _non_negative_float(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of at least 0 (0: off)")
+    return value
+
+
+def _workers(value: int) -> int:
+    if not 0 <= value <= 64:
+        raise ValueError("expected 0 (the proxy runs inside the daemon) to 64 processes")
+    return value
+
+
+def _proxy_backend(value: str) -> str:
+    if value not in ("builtin", "nginx"):
+        raise ValueError("expected 'builtin' (rivetr's own proxy) or 'nginx'")
     return value
 
 
@@ -205,6 +229,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pack_builder", str, "paketobuildpacks/builder-jammy-base", "builder image "
             "`pack build --builder` uses", _image),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
+    Setting("proxy_workers", int, 0, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
+            "on uvloop; 0: the proxy runs inside the daemon", _workers),
+    Setting("trusted_proxies", str, "", "addresses/networks (comma-separated) whose "
+            "X-Forwarded-*, X-Real-IP and X-Request-ID are believed ('': nobody's)", _trusted),
+    Setting("max_body_size", str, "1g", "largest request body, e.g. 10m or 1g; larger ones get "
+            "413, even mid-stream ('' or 0: no limit)", _size),
+    Setting("proxy_header_timeout", float, 10.0, "seconds a client has to send a request's "
+            "line and headers (slowloris guard; 0: none)", _non_negative_float),
+    Setting("proxy_keepalive_timeout", float, 75.0, "idle client keep-alive connections are "
+            "closed after this many seconds", _positive_float),
+    Setting("proxy_connect_timeout", float, 5.0, "seconds to connect to an app before 502",
+            _positive_float),
+    Setting("proxy_read_timeout", float, 60.0, "seconds an app may stay silent while "
+            "answering before 504", _positive_float),
+    Setting("proxy_upstream_connections", int, 256, "most connections to one app at once "
+            "(others queue), so one slow app cannot starve the rest", _positive_int),
+    Setting("proxy_max_header_size", int, 8190, "longest request line or header line "
+            "(bytes); longer: 431", _positive_int),
+    Setting("proxy_max_headers", int, 100, "most request headers; more: 431", _positive_int),
+    Setting("websocket_idle_timeout", float, 300.0, "a WebSocket with no message either way "
+            "for this many seconds is closed", _positive_float),
+    Setting("access_log", str, "logs/access.log", "access log file, one JSON line per request "
+            "(relative paths are under data_dir; '': off)"),
+    Setting("access_log_max_size", str, "10m", "the access log rotates at this size", _size),
+    Setting("access_log_backups", int, 5, "rotated access logs kept", _positive_int),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -248,6 +297,20 @@ class Settings:
     static_server_image: str = "nginx:1.27-alpine"
     pack_builder: str = "paketobuildpacks/builder-jammy-base"
     log_level: str = "INFO"
+    proxy_workers: int = 0
+    trusted_proxies: str = ""
+    max_body_size: str = "1g"
+    proxy_header_timeout: float = 10.0
+    proxy_keepalive_timeout: float = 75.0
+    proxy_connect_timeout: float = 5.0
+    proxy_read_timeout: float = 60.0
+    proxy_upstream_connections: int = 256
+    proxy_max_header_size: int = 8190
+    proxy_max_headers: int = 100
+    websocket_idle_timeout: float = 300.0
+    access_log: str = "logs/access.log"
+    access_log_max_size: str = "10m"
+    access_log_backups: int = 5
 
     @property
     def db_path(self) -> Path:

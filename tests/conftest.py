@@ -7,10 +7,12 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from rivetr_git.runtime.docker import DockerRuntime
 from tests.helpers import BUSYBOX, Key, Server, make_key
+from tests.proxy_env import Env, start_env
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +71,16 @@ async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    """A proxy with default settings in front of the 'web' upstream (tests/proxy_env.py)."""
+    async with start_env() as started:
+        yield started
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session

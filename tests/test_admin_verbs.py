@@ -241,7 +241,7 @@ def test_limits_are_applied_to_containers_and_bad_limits_are_refused(
     alice = keys["alice"]
     repo = AppRepo(workdir / "app", alice)
     assert repo.push(server.remote("limited")).returncode == 0
-    for bad, advice in [("memory=lots", "e.g. 512m"), ("memory=1k", "minimum"),
+    for bad, advice in [("memory=lots", "512m"), ("memory=1k", "minimum"),
                         ("cpu=-1", "e.g. 0.5"), ("cpu=64", "CPUs"), ("disk=1g", "one of")]:
         result = verb(server, alice, "limits:set", "limited", bad)
         assert result.returncode != 0 and advice in result.stderr, (bad, result.stderr)

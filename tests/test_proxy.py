@@ -7,196 +7,23 @@ import gzip
 import hashlib
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from aiohttp import web
-from multidict import CIMultiDict
 
-from rivetr_git.proxy.routes import RouteTable, Upstream
-from rivetr_git.proxy.server import ProxyServer
-
-GZIP_PAYLOAD = b"compress me " * 2000
-GZIPPED = gzip.compress(GZIP_PAYLOAD, mtime=0)
-
-
-@dataclass
-class Seen:
-    """What the upstream received, for the assertions."""
-
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-
-SEEN = web.AppKey("seen", Seen)
-
-
-async def _echo(request: web.Request) -> web.StreamResponse:
-    """Echo the request as the upstream saw it: method, raw path, every header, the body."""
-    seen = request.app[SEEN]
-    body = await request.read()
-    info: dict[str, Any] = {
-        "method": request.method,
-        "raw_path": request.raw_path,
-        "headers": [[k, v] for k, v in request.headers.items()],
-        "body_length": len(body),
-        "body_sha256": hashlib.sha256(body).hexdigest(),
-        "peer": request.remote,
-    }
-    seen.requests.append(info)
-    return web.json_response(info)
-
-
-async def _hop_by_hop_response(request: web.Request) -> web.Response:
-    response = web.Response(text="hop")
-    response.headers["Connection"] = "X-Secret-Resp"
-    response.headers["X-Secret-Resp"] = "upstream-only"
-    response.headers["Keep-Alive"] = "timeout=5"
-    response.headers["Proxy-Authenticate"] = "Basic realm=x"
-    response.headers["Trailer"] = "X-Checksum"
-    response.headers["Upgrade"] = "h2c"
-    response.headers["TE"] = "trailers"
-    response.headers["X-End-To-End"] = "kept"
-    return response
-
-
-async def _cookies(request: web.Request) -> web.Response:
-    headers = CIMultiDict[str]()
-    headers.add("Set-Cookie", "a=1; Path=/")
-    headers.add("Set-Cookie", "b=2; Path=/; HttpOnly")
-    headers.add("Set-Cookie", "c=3, with comma; Path=/")
-    return web.Response(text="cookies", headers=headers)
-
-
-async def _gzip(request: web.Request) -> web.Response:
-    return web.Response(
-        body=GZIPPED,
-        headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
-    )
-
-
-async def _no_content(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={"X-Empty": "yes"})
-
-
-async def _head_target(request: web.Request) -> web.Response:
-    return web.Response(body=b"x" * 1234, content_type="application/octet-stream")
-
-
-def _upstream_app() -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[SEEN] = Seen()
-    app.router.add_get("/hop", _hop_by_hop_response)
-    app.router.add_get("/cookies", _cookies)
-    app.router.add_get("/gzip", _gzip)
-    app.router.add_get("/nothing", _no_content)
-    app.router.add_get("/file", _head_target)  # also answers HEAD
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    return app
-
-
-@dataclass
-class Env:
-    proxy_port: int
-    upstream_port: int
-    routes: RouteTable
-    seen: Seen
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    app = _upstream_app()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    upstream_port = int(runner.addresses[0][1])
-    routes = RouteTable("localhost")
-    routes.set(Upstream(app="web", host="127.0.0.1", port=upstream_port, deployment_id=1))
-    proxy = ProxyServer(routes, "127.0.0.1", 0)
-    await proxy.start()
-    assert proxy.bound_port != 0
-    try:
-        yield Env(proxy.bound_port, upstream_port, routes, app[SEEN])
-    finally:
-        await proxy.close()
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        yield session
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-    def getall(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while True:
-        line, _, data = data.partition(b"\r\n")
-        size = int(line.split(b";")[0], 16)
-        if size == 0:
-            return out
-        out += data[:size]
-        data = data[size + 2 :]
-
-
-async def raw_request(port: int, data: bytes, timeout: float = 10) -> RawResponse:
-    """Send bytes exactly as given; the request should say `Connection: close`."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = []
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    response = RawResponse(int(status_line.split()[1]), headers, body)
-    if (response.get("Transfer-Encoding") or "").lower() == "chunked":
-        response.body = _dechunk(body)
-    return response
-
-
-def _headers(info: dict[str, Any]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in info["headers"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from rivetr_git.proxy.config import ProxyConfig, parse_networks
+from rivetr_git.proxy.routes import Upstream
+from tests.proxy_env import (
+    GZIP_PAYLOAD,
+    GZIPPED,
+    Env,
+    free_port,
+    headers_of,
+    raw_request,
+    start_env,
+)
 
 # --- routing ----------------------------------------------------------------------------------
 
@@ -209,7 +36,7 @@ async def test_routes_by_host_header(
         assert resp.status == 200
         info = await resp.json()
     assert info["raw_path"] == "/hello"
-    assert _headers(info)["Host"] == host  # the original Host reaches the app
+    assert headers_of(info)["Host"] == host  # the original Host reaches the app
 
 
 @pytest.mark.parametrize("host", ["other.localhost", "localhost", "web.example.com", "web", ""])
@@ -222,7 +49,7 @@ async def test_unknown_host_is_404(env: Env, host: str) -> None:
 
 
 async def test_absolute_form_target_does_not_override_host_header(env: Env) -> None:
-    env.routes.set(Upstream(app="other", host="127.0.0.1", port=_free_port(), deployment_id=2))
+    env.routes.set(Upstream(app="other", host="127.0.0.1", port=free_port(), deployment_id=2))
     resp = await raw_request(
         env.proxy_port,
         b"GET http://other.localhost/abs?q=1 HTTP/1.1\r\nHost: web.localhost\r\n"
@@ -230,7 +57,7 @@ async def test_absolute_form_target_does_not_override_host_header(env: Env) -> N
     )
     assert resp.status == 200, resp.body  # routed to 'web' (other's port is closed: 502)
     assert len(env.seen.requests) == 1
-    assert _headers(env.seen.requests[0])["Host"] == "web.localhost"
+    assert headers_of(env.seen.requests[0])["Host"] == "web.localhost"
 
 
 @dataclass
@@ -295,7 +122,7 @@ async def test_absolute_form_target_with_unknown_host_header_is_404(env: Env) ->
 
 
 async def test_upstream_down_is_502(env: Env, client: aiohttp.ClientSession) -> None:
-    env.routes.set(Upstream(app="down", host="127.0.0.1", port=_free_port(), deployment_id=3))
+    env.routes.set(Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=3))
     async with client.get(env.base + "/", headers={"Host": "down.localhost"}) as resp:
         assert resp.status == 502
         assert "Bad Gateway" in await resp.text()
@@ -331,7 +158,7 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(env: Env) -> None:
         b"\r\n",
     )
     assert resp.status == 200, resp.body
-    seen = _headers(resp.json())
+    seen = headers_of(resp.json())
     for name in REQUEST_HOP_BY_HOP:
         assert name not in seen, f"{name} reached the upstream"
     assert "x-secret" not in (seen.get("Connection") or "").lower()
@@ -365,7 +192,7 @@ async def test_forwarding_headers_are_set_by_the_proxy(env: Env) -> None:
         b"Connection: close\r\n\r\n",
     )
     assert resp.status == 200, resp.body
-    seen = _headers(resp.json())
+    seen = headers_of(resp.json())
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
     assert seen.getall("X-Real-IP") == ["127.0.0.1"]
     assert seen.getall("X-Forwarded-Host") == ["WEB.localhost:8080"]
@@ -377,17 +204,54 @@ async def test_forwarding_headers_are_set_by_the_proxy(env: Env) -> None:
     assert len(request_ids) == 1 and len(request_ids[0]) >= 16
 
 
-async def test_request_ids_are_unique_and_a_client_one_is_kept(
+async def test_request_ids_are_unique_and_an_untrusted_client_cannot_set_one(
     env: Env, client: aiohttp.ClientSession
 ) -> None:
     ids = []
     for _ in range(2):
         async with client.get(env.base + "/id", headers={"Host": "web.localhost"}) as resp:
-            ids.append(_headers(await resp.json())["X-Request-ID"])
+            ids.append(headers_of(await resp.json())["X-Request-ID"])
     assert ids[0] != ids[1]
     headers = {"Host": "web.localhost", "X-Request-ID": "trace-me-42"}
     async with client.get(env.base + "/id", headers=headers) as resp:
-        assert _headers(await resp.json()).getall("X-Request-ID") == ["trace-me-42"]
+        request_ids = headers_of(await resp.json()).getall("X-Request-ID")
+    assert len(request_ids) == 1 and request_ids[0] != "trace-me-42"
+
+
+async def test_a_trusted_proxy_in_front_keeps_its_chain_and_request_id(
+    client: aiohttp.ClientSession,
+) -> None:
+    config = ProxyConfig(trusted_proxies=parse_networks("10.0.0.0/8, 127.0.0.1"))
+    async with start_env(config) as env:
+        headers = {"Host": "web.localhost", "X-Request-ID": "trace-me-42",
+                   "X-Forwarded-For": "203.0.113.7, 10.1.2.3", "X-Forwarded-Proto": "https",
+                   "X-Forwarded-Host": "web.example.com"}
+        async with client.get(env.base + "/id", headers=headers) as resp:
+            seen = headers_of(await resp.json())
+    assert seen.getall("X-Request-ID") == ["trace-me-42"]
+    assert seen.getall("X-Forwarded-For") == ["203.0.113.7, 10.1.2.3, 127.0.0.1"]
+    assert seen.getall("X-Real-IP") == ["203.0.113.7"]  # the last address not ours
+    assert seen.getall("X-Forwarded-Proto") == ["https"]
+    assert seen.getall("X-Forwarded-Host") == ["web.example.com"]
+
+
+async def test_a_client_outside_trusted_proxies_cannot_spoof(
+    client: aiohttp.ClientSession,
+) -> None:
+    config = ProxyConfig(trusted_proxies=parse_networks("10.0.0.0/8"))
+    async with start_env(config) as env:
+        headers = {"Host": "web.localhost", "X-Forwarded-For": "203.0.113.7",
+                   "X-Real-IP": "203.0.113.7", "X-Request-ID": "forged"}
+        async with client.get(env.base + "/id", headers=headers) as resp:
+            seen = headers_of(await resp.json())
+    assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.getall("X-Real-IP") == ["127.0.0.1"]
+    assert seen["X-Request-ID"] != "forged"
+
+
+def test_trusted_proxies_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300' is not an IP address"):
+        parse_networks("127.0.0.1, 10.0.0.300")
 
 
 async def test_multiple_set_cookie_headers_survive(env: Env) -> None:
@@ -437,7 +301,7 @@ async def test_gzip_request_body_is_not_decompressed(
     async with client.post(env.base + "/upload", data=GZIPPED, headers=headers) as resp:
         info = await resp.json()
     # The upstream (which does decompress) saw gzip; the proxy did not unpack it on the way.
-    assert _headers(info)["Content-Encoding"] == "gzip"
+    assert headers_of(info)["Content-Encoding"] == "gzip"
     assert info["body_sha256"] == hashlib.sha256(GZIP_PAYLOAD).hexdigest()
 
 

@@ -48,7 +48,7 @@ class Processes:
             raise ValidationError(f"{app.name} is already stopped; ps:start {app.name} starts it")
         await self._store.update_app(app.name, stopped=True)
         self._routes.set(upstream_of(current, current.host_port or 0, stopped=True))
-        await self._routes.in_flight.wait_idle(upstream_of(current), self._drain_timeout)
+        await self._routes.wait_drained(upstream_of(current), self._drain_timeout)
         assert current.container_id is not None
         await self._runtime.stop(current.container_id, self._stop_timeout)
         return f"stopped {app.name} (release #{current.id}); ps:start {app.name} starts it again"

@@ -42,14 +42,14 @@ async def retire(
 ) -> None:
     """Let a replaced release finish its in-flight requests, then stop and remove it.
 
-    The route already points elsewhere, so it gets no new requests; the proxy counts the
-    ones still running. After `drain_timeout` it is stopped anyway (SIGTERM, then
-    SIGKILL after `stop_timeout`).
+    The route already points elsewhere, so it gets no new requests; every proxy (in this
+    process or a worker) counts the ones still running. After `drain_timeout` it is
+    stopped anyway (SIGTERM, then SIGKILL after `stop_timeout`).
     """
     if not deployment.container_id:
         return
     if deployment.host_port is not None:
-        drained = await routes.in_flight.wait_idle(upstream_of(deployment), drain_timeout)
+        drained = await routes.wait_drained(upstream_of(deployment), drain_timeout)
         if not drained:
             log.warning("deployment #%s still had requests in flight after %gs; stopping it",
                         deployment.id, drain_timeout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -66,8 +66,16 @@ class InFlight:
         return True
 
 
+Listener = Callable[[Mapping[str, Upstream]], None]
+DrainWaiter = Callable[[Upstream, float], Awaitable[bool]]
+
+
 class RouteTable:
-    """Hostnames to upstreams. Readers see either the old or the new table, never a mix."""
+    """Hostnames to upstreams. Readers see either the old or the new table, never a mix.
+
+    Proxies in other processes subscribe to every new table, and add a drain waiter that
+    answers for the requests they have in flight.
+    """
 
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.lower().rstrip(".")
@@ -75,6 +83,25 @@ class RouteTable:
         self._apps: dict[str, Upstream] = {}
         self._domains: dict[str, str] = {}  # custom hostname -> app
         self.in_flight = InFlight()
+        self._listeners: list[Listener] = []
+        self._drain_waiters: list[DrainWaiter] = [self.in_flight.wait_idle]
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with each new table, right after the assignment."""
+        self._listeners.append(listener)
+
+    def add_drain_waiter(self, waiter: DrainWaiter) -> None:
+        self._drain_waiters.append(waiter)
+
+    async def wait_drained(self, upstream: Upstream, timeout: float) -> bool:
+        """Wait until no proxy has a request to `upstream` in flight; False on timeout."""
+        results = await asyncio.gather(*(w(upstream, timeout) for w in self._drain_waiters))
+        return all(results)
+
+    def _publish(self, routes: dict[str, Upstream]) -> None:
+        self._routes = MappingProxyType(routes)
+        for listener in self._listeners:
+            listener(self._routes)
 
     def hostname(self, app: str) -> str:
         return f"{app}.{self.base_domain}"
@@ -85,13 +112,13 @@ class RouteTable:
     def snapshot(self) -> Mapping[str, Upstream]:
         return self._routes
 
-    def _publish(self) -> None:
+    def _rebuild(self) -> None:
         # Built aside, then swapped in one assignment: an app and its domains move together.
         routes = {self.hostname(app): u for app, u in self._apps.items()}
         for host, app in self._domains.items():
             if app in self._apps:
                 routes[host] = self._apps[app]
-        self._routes = MappingProxyType(routes)
+        self._publish(routes)
 
     def replace(self, upstreams: list[Upstream], domains: Mapping[str, str] | None = None
                 ) -> None:
@@ -99,20 +126,25 @@ class RouteTable:
         self._apps = {u.app: u for u in upstreams}
         if domains is not None:
             self._domains = {normalize_host(h): app for h, app in domains.items()}
-        self._publish()
+        self._rebuild()
 
     def set_domains(self, domains: Mapping[str, str]) -> None:
         """Replace every custom hostname (host -> app)."""
         self._domains = {normalize_host(h): app for h, app in domains.items()}
-        self._publish()
+        self._rebuild()
 
     def set(self, upstream: Upstream) -> None:
         self._apps[upstream.app] = upstream
-        self._publish()
+        self._rebuild()
 
     def remove(self, app: str) -> None:
         self._apps.pop(app, None)
-        self._publish()
+        self._rebuild()
+
+    def install(self, routes: Mapping[str, Upstream]) -> None:
+        """Take a whole table as published by another RouteTable (a proxy worker's copy)."""
+        self._apps = {u.app: u for u in routes.values()}
+        self._publish(dict(routes))
 
     def upstream(self, app: str) -> Upstream | None:
         return self._apps.get(app)

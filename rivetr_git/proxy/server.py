@@ -4,48 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import time
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from rivetr_git.proxy.access_log import AccessLog
+from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.forward import BodyTooLarge, exchange, request_head
+from rivetr_git.proxy.headers import Forwarding
+from rivetr_git.proxy.protocol import ProxyServerFactory, page
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
+from rivetr_git.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
+from rivetr_git.proxy.websocket import is_websocket, relay_websocket
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies also drop.
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-        "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-    )
-)
-# Forwarding headers a client could forge; dropped and set by the proxy itself.
-FORWARDING = frozenset(
-    ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded")
-)
-_NO_BODY_STATUS = frozenset((204, 304))
-_CHUNK = 64 * 1024
-
-
-def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    """Copy headers, leaving out hop-by-hop ones and any header named in Connection."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])
-        for token in value.split(",")
-        if token.strip()
-    }
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in drop or low in named:
-            continue
-        out.add(name, value)
-    return out
 
 
 def _origin_form(request: web.BaseRequest) -> str | None:
@@ -66,55 +41,70 @@ def _origin_form(request: web.BaseRequest) -> str | None:
     return None
 
 
-def _page(status: int, title: str, detail: str) -> web.Response:
-    body = f"<!doctype html><title>{status} {title}</title><h1>{title}</h1><p>{detail}</p>\n"
-    return web.Response(status=status, text=body, content_type="text/html")
-
-
 class ProxyServer:
     """aiohttp server that forwards each request to the upstream its Host header names."""
 
-    def __init__(self, routes: RouteTable, host: str, port: int) -> None:
+    def __init__(
+        self, routes: RouteTable, host: str, port: int, config: ProxyConfig | None = None,
+        reuse_port: bool = False,
+    ) -> None:
         self._routes = routes
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port
+        self.config = config = config or ProxyConfig()
+        self._forwarding = Forwarding(config.trusted_proxies)
+        self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
+                                  config.access_log_backups) if config.access_log else None)
         self._runner: web.ServerRunner | None = None
         # One connection pool per upstream: once a replaced release has drained, its pool
         # is closed, so no kept-alive connection to it is ever reused (its port may even
         # come back later for another container).
-        self._sessions: dict[Upstream, aiohttp.ClientSession] = {}
+        self._pools: dict[Upstream, UpstreamPool] = {}
+        self._ws_session: aiohttp.ClientSession | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
 
-    def _session_for(self, upstream: Upstream) -> aiohttp.ClientSession:
-        session = self._sessions.get(upstream)
-        if session is None:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-                auto_decompress=False,
-                # Forward what the client sent, not aiohttp's own defaults.
+    def _pool_for(self, upstream: Upstream) -> UpstreamPool:
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = UpstreamPool(
+                upstream.host, upstream.port, self.config.upstream_connections,
+                self.config.connect_timeout)
+        return pool
+
+    def _websocket_session(self) -> aiohttp.ClientSession:
+        """aiohttp's client, for WebSocket upgrades only (HTTP goes through the pools)."""
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession(
+                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=300),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._sessions[upstream] = session
-        return session
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
+                                              sock_read=self.config.read_timeout))
+        return self._ws_session
 
     async def _sweep(self) -> None:
         """Close the pools of upstreams that left the route table and have drained."""
         while True:
             await asyncio.sleep(1)
             live = set(self._routes.snapshot().values())
-            for upstream in list(self._sessions):
+            for upstream in list(self._pools):
                 if upstream not in live and not self._routes.in_flight.count(upstream):
-                    await self._sessions.pop(upstream).close()
+                    self._pools.pop(upstream).close()
 
     async def start(self) -> None:
+        c = self.config
         self._sweeper = asyncio.create_task(self._sweep())
-        server = web.Server(self._handle, access_log=None, auto_decompress=False)
+        server = ProxyServerFactory(
+            self._handle, header_timeout=c.header_timeout, access_log=None,
+            auto_decompress=False, keepalive_timeout=c.keepalive_timeout,
+            max_line_size=c.max_header_size, max_field_size=c.max_header_size,
+            max_headers=c.max_headers, handler_cancellation=True,
+        )
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True,
+                           reuse_port=self._reuse_port or None)
         await site.start()
         addresses = self._runner.addresses
         if addresses:
@@ -125,83 +115,94 @@ class ProxyServer:
             self._sweeper.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        if self._ws_session is not None:
+            await self._ws_session.close()
+        if self._access is not None:
+            self._access.close()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.monotonic()
         # request.host would follow an absolute-form target; routing uses the Host header.
-        host_header = request.headers.get("Host")
-        upstream = self._routes.lookup(host_header)
+        host = request.headers.get("Host", "")
+        upstream = self._routes.lookup(host)
+        sent = [0]
+        response = await self._respond(request, upstream, sent)
+        if self._access is not None:
+            self._access.record(
+                normalize_host(host), request.method, request.raw_path, response.status,
+                sent[0], started, f"{upstream.host}:{upstream.port}" if upstream else "-")
+        return response
+
+    async def _respond(
+        self, request: web.BaseRequest, upstream: Upstream | None, sent: list[int]
+    ) -> web.StreamResponse:
         if upstream is None:
-            host = normalize_host(host_header)
-            if host in (self._routes.base_domain, "") and request.path == "/healthz":
-                return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
-            return _page(404, "Not Found", "No app is served at this address.")
+            return self._own_page(request, sent)
         if upstream.stopped:
-            return _page(503, "Service Unavailable", "The app is stopped by its owner.")
+            return page(503, "The app is stopped by its owner.")
         if upstream.crashed:
-            return _page(503, "Service Unavailable",
-                         "The app keeps crashing and has been stopped; its owner has been told.")
+            return page(503, "The app keeps crashing and has been stopped; its owner has "
+                        "been told.")
         target = _origin_form(request)
         if target is None:
-            return _page(400, "Bad Request", "This request target cannot be proxied.")
+            return page(400, "This request target cannot be proxied.")
+        limit = self.config.max_body_size
+        if limit and (request.content_length or 0) > limit:
+            response = page(413, "The request body is larger than this server accepts.")
+            response.force_close()
+            return response
         self._routes.in_flight.enter(upstream)
         try:
-            return await self._forward(request, upstream, target)
+            headers = self._forwarding.request_headers(
+                request.headers, request.remote or "", request.scheme)
+            if is_websocket(request):
+                return await relay_websocket(
+                    request, self._websocket_session(), self._url(upstream, target), headers,
+                    self.config.websocket_idle_timeout)
+            chunked = request.body_exists and request.content_length is None
+            return await exchange(
+                request, self._pool_for(upstream),
+                request_head(request.method, target, headers, chunked),
+                request.body_exists, chunked, limit, self.config.read_timeout, sent)
+        except BodyTooLarge:
+            response = page(413, "The request body is larger than this server accepts.")
+            response.force_close()
+            return response
+        except aiohttp.WSServerHandshakeError:
+            return page(502, "The app refused the WebSocket upgrade.")
+        except UpstreamTimeout:
+            return page(504, "The app took too long to answer.")
+        except UpstreamError as exc:
+            return page(502, f"{str(exc).capitalize()}.")
         except aiohttp.ClientConnectorError:
-            return _page(502, "Bad Gateway", "The app is not answering right now.")
+            return page(502, "The app is not answering right now.")
+        except aiohttp.ConnectionTimeoutError:
+            return page(502, "The app did not accept the connection in time.")
         except TimeoutError:
-            return _page(504, "Gateway Timeout", "The app took too long to answer.")
+            return page(504, "The app took too long to answer.")
         except aiohttp.ClientError:
-            return _page(502, "Bad Gateway", "The app closed the connection unexpectedly.")
+            return page(502, "The app closed the connection unexpectedly.")
         finally:
             self._routes.in_flight.leave(upstream)
 
-    def _request_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
-        headers = _end_to_end(request.headers, FORWARDING)
-        peer = request.remote or ""
-        headers["X-Forwarded-For"] = peer
-        headers["X-Real-IP"] = peer
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.headers.get("Host", "")
-        if "X-Request-ID" not in headers:
-            headers["X-Request-ID"] = secrets.token_hex(16)
-        return headers
+    def _own_page(self, request: web.BaseRequest, sent: list[int]) -> web.Response:
+        """The proxy's own name answers /healthz and a small status page; nothing else."""
+        host = normalize_host(request.headers.get("Host"))
+        if host in (self._routes.base_domain, ""):
+            if request.path == "/healthz":
+                return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
+            if request.path == "/":
+                return web.Response(text=f"rivetr-git proxy: {len(self._routes)} app(s) "
+                                         f"at *.{self._routes.base_domain}\n")
+        return page(404, "No app is served at this address.")
 
-    async def _forward(
-        self, request: web.BaseRequest, upstream: Upstream, target: str
-    ) -> web.StreamResponse:
+    @staticmethod
+    def _url(upstream: Upstream, target: str) -> URL:
         # Host and port come only from the route; the path goes out byte for byte
         # (encoded=True: no re-quoting, no dot-segment folding).
         path, _, query = target.partition("?")
-        url = URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
-                        query_string=query, encoded=True)
-        data = request.content.iter_chunked(_CHUNK) if request.body_exists else None
-        async with self._session_for(upstream).request(
-            request.method,
-            url,
-            headers=self._request_headers(request),
-            data=data,
-            allow_redirects=False,
-            compress=None,
-        ) as upstream_response:
-            response = web.StreamResponse(
-                status=upstream_response.status, reason=upstream_response.reason
-            )
-            response.headers.extend(_end_to_end(upstream_response.headers, frozenset()))
-            if request.method == "HEAD" or upstream_response.status in _NO_BODY_STATUS:
-                await response.prepare(request)
-                return response
-            await response.prepare(request)
-            try:
-                async for chunk in upstream_response.content.iter_chunked(_CHUNK):
-                    await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                # Headers are gone already: all we can do is cut the client off.
-                log.info("upstream %s:%s broke mid-response: %s", upstream.host, upstream.port, exc)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            return response
+        return URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
+                         query_string=query, encoded=True)

@@ -1,0 +1,59 @@
+"""What the proxy is told at start-up: limits, timeouts and who may set forwarding headers."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """'10.0.0.0/8, 127.0.0.1' -> networks; raises ValueError naming the bad entry."""
+    nets: list[Network] = []
+    for item in value.replace(" ", ",").split(","):
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or network; expected e.g. 10.0.0.0/8, 127.0.0.1"
+            ) from None
+    return tuple(nets)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Every knob of the data plane; built by the daemon from Settings, or by tests directly."""
+
+    header_timeout: float = 10.0  # seconds to read a request's line and headers
+    keepalive_timeout: float = 75.0  # idle client keep-alive connections are closed after this
+    connect_timeout: float = 5.0  # upstream connect: 502 after this
+    read_timeout: float = 60.0  # upstream silent for this long: 504
+    upstream_connections: int = 256  # per upstream, so one slow app cannot take every socket
+    max_body_size: int = 0  # bytes; 0: no limit
+    max_header_size: int = 8190  # one header line, and the request line
+    max_headers: int = 100
+    websocket_idle_timeout: float = 300.0
+    trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
+    access_log: Path | None = None
+    access_log_max_bytes: int = 10 * 1024 * 1024
+    access_log_backups: int = 5
+
+
+def config_to_json(config: ProxyConfig) -> dict[str, Any]:
+    """A JSON-able form, for proxy worker processes."""
+    data = {f.name: getattr(config, f.name) for f in fields(config)}
+    data["trusted_proxies"] = [str(n) for n in config.trusted_proxies]
+    data["access_log"] = str(config.access_log) if config.access_log else None
+    return data
+
+
+def config_from_json(data: dict[str, Any]) -> ProxyConfig:
+    values = dict(data)
+    values["trusted_proxies"] = parse_networks(",".join(data["trusted_proxies"]))
+    values["access_log"] = Path(data["access_log"]) if data["access_log"] else None
+    return ProxyConfig(**values)
