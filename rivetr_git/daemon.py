@@ -135,6 +135,22 @@ async def reconcile(
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
+def proxy_config(s: Settings) -> ProxyConfig:
+    """The data plane's knobs, from the settings."""
+    access_log = s.data_dir / s.access_log if s.access_log else None
+    return ProxyConfig(
+        header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
+        connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
+        upstream_connections=s.proxy_upstream_connections,
+        max_body_size=parse_size(s.max_body_size) if s.max_body_size else 0,
+        max_header_size=s.proxy_max_header_size, max_headers=s.proxy_max_headers,
+        websocket_idle_timeout=s.websocket_idle_timeout,
+        trusted_proxies=parse_networks(s.trusted_proxies), access_log=access_log,
+        access_log_max_bytes=parse_size(s.access_log_max_size),
+        access_log_backups=s.access_log_backups,
+    )
+
+
 async def connect_runtime(settings: Settings) -> Runtime:
     """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
     Podman, and logs which it picked. Raises RuntimeUnavailable."""
@@ -155,22 +171,6 @@ async def connect_runtime(settings: Settings) -> Runtime:
         return runtime
     log.info("runtime auto: using docker (the Docker engine answered)")
     return runtime
-
-
-def proxy_config(s: Settings) -> ProxyConfig:
-    """The data plane's knobs, from the settings."""
-    access_log = s.data_dir / s.access_log if s.access_log else None
-    return ProxyConfig(
-        header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
-        connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
-        upstream_connections=s.proxy_upstream_connections,
-        max_body_size=parse_size(s.max_body_size) if s.max_body_size else 0,
-        max_header_size=s.proxy_max_header_size, max_headers=s.proxy_max_headers,
-        websocket_idle_timeout=s.websocket_idle_timeout,
-        trusted_proxies=parse_networks(s.trusted_proxies), access_log=access_log,
-        access_log_max_bytes=parse_size(s.access_log_max_size),
-        access_log_backups=s.access_log_backups,
-    )
 
 
 class Daemon:

@@ -227,6 +227,7 @@ def test_config_set_restarts_with_exact_values_and_unset_removes_them(
         (("config:set", "configured", "1BAD=x"), "not a valid env var name"),
         (("config:set", "configured", "novalue"), "is not NAME=VALUE"),
         (("config:unset", "configured", "NOPE"), "NOPE"),
+        (("config:set", "configured", "A=1", "--pass=hunter2"), "not shown"),
     ]:
         result = verb(server, alice, *argv)
         assert result.returncode != 0 and advice in result.stderr, (argv, result.stderr)

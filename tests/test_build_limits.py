@@ -189,7 +189,9 @@ async def test_a_build_over_its_memory_limit_fails_naming_the_limit(
                            memory=16 * MiB)
     message = str(info.value)
     assert "build_memory_limit (16m)" in message, message
-    assert "ran out of memory" in message, message
+    # The engine reports OOMKilled, or (when the step's container is gone before it is
+    # inspected, seen under load) only the SIGKILL exit code: both name the limit.
+    assert "ran out of memory" in message or "exit code 137" in message, message
 
 
 # Each build echoes its own marker: the build cache ignores limits, and a cached step

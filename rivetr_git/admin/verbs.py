@@ -19,6 +19,9 @@ class VerbParser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting (it runs inside the daemon)."""
 
     def error(self, message: str) -> NoReturn:
+        if self.prog.endswith("config:set") and "unrecognized arguments" in message:
+            # They may be values typed as options (`--x=secret`): never echo them.
+            message = "unrecognized arguments (not shown: they may hold values)"
         raise ValidationError(f"{message}\n{self.format_usage().rstrip()}\n"
                               f"`{self.prog} --help` explains it")
 
