@@ -124,6 +124,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN build_no_cache INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE apps ADD COLUMN publish_dir TEXT;
     ALTER TABLE apps ADD COLUMN compose_service TEXT;
+    """,
+    # issue 6: how a deployment's image was built (restarts and rollbacks need it).
+    """
     ALTER TABLE deployments ADD COLUMN build_type TEXT;
     """,
 )
