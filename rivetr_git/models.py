@@ -82,6 +82,7 @@ class Deployment:
     app_port: int | None = None  # the port the app listened on in its container
     kind: str = "push"  # push, rollback or restart (config change, ps:restart)
     post_deploy_error: str | None = None  # the post-deploy command failed (release stays live)
+    build_type: str | None = None  # how its image was built (None: before build types)
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,7 @@ class Deployer:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
-        build_type: str | None = None  # None: a rollback, which builds nothing
+        build_type: str | None = None  # how the image was (or is) built
         group: compose.Group | None = None  # a compose deployment's project
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
         if d.kind == "restart":
@@ -257,6 +257,13 @@ class Deployer:
         try:
             if d.image is not None:
                 image = d.image  # a rollback or restart: the release's image is built
+                build_type = d.build_type  # as the release was built
+                if build_type == "compose":
+                    # Only the routed service would run, and retiring the live group would
+                    # remove its other services.
+                    raise DeployFailed("starting", "a compose group cannot be restarted or "
+                                       "rolled back yet (only its routed service would run); "
+                                       "push a commit to deploy the group again")
                 repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
@@ -271,7 +278,8 @@ class Deployer:
                         self._build_options, build_env={}, repo_build_type=None)
                     image = built = result.image
                     build_type, group = result.detection.build_type, result.group
-                await self._store.set_status(d.id, Status.BUILDING, image=image)
+                await self._store.set_status(d.id, Status.BUILDING, image=image,
+                                             build_type=build_type)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now;
                 # a restart takes the app's settings as they are.
