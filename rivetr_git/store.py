@@ -129,6 +129,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deployments ADD COLUMN build_type TEXT;
     """,
+    # Names of the app's env vars its builds get (build args / builder env).
+    """
+    ALTER TABLE apps ADD COLUMN build_env TEXT;
+    """,
 )
 
 
@@ -162,6 +166,7 @@ def _app(row: Sequence[Any]) -> App:
         post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
         build_type=row[19], build_context=row[20], build_target=row[21],
         build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
+        build_env=row[25],
     )
 
 
@@ -176,7 +181,8 @@ _APP_COLUMNS = (
     "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
     "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
     "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
-    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service"
+    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service, "
+    "build_env"
 )
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset({
@@ -184,7 +190,7 @@ APP_FIELDS = frozenset({
     "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
     "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
     "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
-    "compose_service",
+    "compose_service", "build_env",
 })
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 

@@ -21,7 +21,14 @@ from typing import Any
 
 from rivetr_git import repo_config
 from rivetr_git.env_vars import EnvVars
-from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
+from rivetr_git.errors import (
+    BuildFailed,
+    DecryptionFailed,
+    DeployFailed,
+    NotFound,
+    RivetrError,
+    ValidationError,
+)
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import (
@@ -270,12 +277,12 @@ class Deployer:
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
                     repo = await self._repo_config(app, d, out)
+                build_env = await self._build_env(app, d, out)
                 async with self._stage(job, Status.BUILDING), self._gate.building():
-                    # Where the coordinator plugs in decrypted build-time vars (build_env)
-                    # and rivetr.toml's [build] type (repo_build_type).
                     result = await build.build(
                         self._runtime, app, d.id, self._instance, context, out,
-                        self._build_options, build_env={}, repo_build_type=None)
+                        self._build_options, build_env=build_env,
+                        repo_build_type=repo.build_type)
                     image = built = result.image
                     build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image,
@@ -367,6 +374,22 @@ class Deployer:
         began = time.monotonic()
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
+
+    async def _build_env(self, app: App, d: Deployment, out: DeployLog) -> dict[str, str]:
+        """The env vars the app marked for its builds (`builds:set APP env=A,B`), decrypted
+        from this deployment's copy. A name that is not set is reported and skipped."""
+        names = app.build_env_names
+        if not names:
+            return {}
+        try:
+            env = await self._env_vars.for_deployment(d.id)
+        except DecryptionFailed as exc:
+            raise BuildFailed(f"{exc}; nothing was built") from None
+        missing = [n for n in names if n not in env]
+        if missing:
+            out.info(f"build env {', '.join(missing)} not set (config:set {app.name} "
+                     "NAME=VALUE); building without")
+        return {n: env[n] for n in names if n in env}
 
     async def _repo_config(self, app: App, d: Deployment, out: DeployLog
                            ) -> repo_config.RepoConfig:
