@@ -22,8 +22,6 @@ from typing import Any
 from rivetr_git import repo_config
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import (
-    BuildFailed,
-    DecryptionFailed,
     DeployFailed,
     NotFound,
     RivetrError,
@@ -32,6 +30,7 @@ from rivetr_git.errors import (
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import (
+    app_policy,
     build,
     checkout,
     cleanup,
@@ -40,7 +39,6 @@ from rivetr_git.pipeline import (
     health,
     promote,
     start,
-    static_site,
     watch,
 )
 from rivetr_git.pipeline.labels import container_name, image_repository, labels
@@ -52,17 +50,6 @@ from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
-_RED, _RESET = "\x1b[31m", "\x1b[0m"
-
-
-def _limits_note(app: App) -> str:
-    parts = []
-    if app.memory_limit is not None:
-        parts.append(f"memory {app.memory_limit // 1024**2} MiB")
-    if app.cpu_limit is not None:
-        parts.append(f"cpu {app.cpu_limit:g}")
-    return f" (limits: {', '.join(parts)})" if parts else ""
-
 _STAGE_TITLES = {
     Status.CLONING: "Cloning",
     Status.BUILDING: "Building",
@@ -277,7 +264,7 @@ class Deployer:
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
                     repo = await self._repo_config(app, d, out)
-                build_env = await self._build_env(app, d, out)
+                build_env = await app_policy.build_env(self._env_vars, app, d.id, out)
                 async with self._stage(job, Status.BUILDING), self._gate.building():
                     result = await build.build(
                         self._runtime, app, d.id, self._instance, context, out,
@@ -304,18 +291,18 @@ class Deployer:
                                                   d.id, image, port, env, cpus=app.cpu_limit,
                                                   memory=app.memory_limit)
                 out.info(f"container {container.id[:12]} listening on port {port}"
-                         f"{_limits_note(app)}")
+                         f"{app_policy.limits_note(app)}")
                 await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
                                              host_port=container.host_port, app_port=port)
                 if app.pre_deploy:
                     failed = await deploy_commands.run(
                         self._runtime, container.id, "pre", app.pre_deploy,
-                        self._command_timeout(app), out)
+                        app_policy.command_timeout(self._settings, app), out)
                     if failed:
                         raise DeployFailed("pre_deploy", failed)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
-                policy = self._health_policy(app, repo, build_type)
+                policy = app_policy.health(self._settings, app, repo, build_type)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
                     self._routes.hostname(app.name), policy,
@@ -345,10 +332,10 @@ class Deployer:
             if app.post_deploy:
                 failed = await deploy_commands.run(
                     self._runtime, container.id, "post", app.post_deploy,
-                    self._command_timeout(app), out)
+                    app_policy.command_timeout(self._settings, app), out)
                 if failed:
                     await self._store.set_status(d.id, Status.RUNNING, post_deploy_error=failed)
-                    out.error(f"{_RED}{failed}; the release stays live{_RESET}")
+                    out.error(app_policy.red(f"{failed}; the release stays live"))
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:
@@ -375,22 +362,6 @@ class Deployer:
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
 
-    async def _build_env(self, app: App, d: Deployment, out: DeployLog) -> dict[str, str]:
-        """The env vars the app marked for its builds (`builds:set APP env=A,B`), decrypted
-        from this deployment's copy. A name that is not set is reported and skipped."""
-        names = app.build_env_names
-        if not names:
-            return {}
-        try:
-            env = await self._env_vars.for_deployment(d.id)
-        except DecryptionFailed as exc:
-            raise BuildFailed(f"{exc}; nothing was built") from None
-        missing = [n for n in names if n not in env]
-        if missing:
-            out.info(f"build env {', '.join(missing)} not set (config:set {app.name} "
-                     "NAME=VALUE); building without")
-        return {n: env[n] for n in names if n in env}
-
     async def _repo_config(self, app: App, d: Deployment, out: DeployLog
                            ) -> repo_config.RepoConfig:
         text = await self._repos.read_file(app.name, d.commit_sha, repo_config.FILE_NAME)
@@ -398,25 +369,6 @@ class Deployer:
         if text is not None:
             out.info(f"using {repo_config.FILE_NAME} from the repository")
         return config
-
-    def _health_policy(self, app: App, repo: repo_config.RepoConfig,
-                       build_type: str | None = None) -> health.HealthPolicy:
-        """Per setting: the app's own (admin) value, else rivetr.toml, else the server's;
-        a static site's path defaults to the endpoint its generated server always has."""
-        s = self._settings
-
-        def pick(*values: Any) -> Any:
-            return next(v for v in values if v is not None)
-
-        default_path = static_site.HEALTH_PATH if build_type == "static" else s.health_path
-        return health.HealthPolicy(
-            path=pick(app.health_path, repo.health_path, default_path),
-            interval=pick(app.health_interval, repo.health_interval, s.health_interval),
-            timeout=pick(app.health_timeout, repo.health_timeout, s.health_timeout),
-            retries=pick(app.health_retries, repo.health_retries, s.health_retries),
-            start_period=pick(app.health_start_period, repo.health_start_period,
-                              s.health_start_period),
-        )
 
     async def health_in_force(self, app: App) -> health.HealthPolicy:
         """The health check the app's next restart would use (its live commit's rivetr.toml
@@ -427,19 +379,12 @@ class Deployer:
             with contextlib.suppress(RivetrError):
                 repo = repo_config.parse(await self._repos.read_file(
                     app.name, current.commit_sha, repo_config.FILE_NAME))
-        return self._health_policy(app, repo)
+        return app_policy.health(self._settings, app, repo,
+                             current.build_type if current is not None else None)
 
     def health_defaults(self) -> health.HealthPolicy:
         """The server-wide health check, for `apps:info`."""
-        s = self._settings
-        return health.HealthPolicy(path=s.health_path, interval=s.health_interval,
-                                   timeout=s.health_timeout, retries=s.health_retries,
-                                   start_period=s.health_start_period)
-
-    def _command_timeout(self, app: App) -> float:
-        if app.deploy_command_timeout is not None:
-            return app.deploy_command_timeout
-        return self._settings.deploy_command_timeout
+        return app_policy.health_defaults(self._settings)
 
     def _watch(self, switch: watch.Switch) -> None:
         """Start the post-switch watch; a newer switch of the app ends the older watch."""
