@@ -21,6 +21,7 @@ from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.push import PushHandler, Write
 from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig, parse_networks
+from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
@@ -162,8 +163,11 @@ class Daemon:
                 return await releases.run(command.verb, app, command.release, "local", write)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy: ProxyServer | ProxyWorkers
-            if s.proxy_workers:
+            proxy: ProxyServer | ProxyWorkers | NginxProxy
+            if s.proxy_backend == "nginx":
+                proxy = NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                                   s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
+            elif s.proxy_workers:
                 proxy = ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
                                      s.proxy_workers)
             else:

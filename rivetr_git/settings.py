@@ -203,6 +203,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_format", str, "json", "'json' (rivetr's event) or 'slack' (a Slack-compatible "
             "{\"text\": ...} payload)", _webhook_format),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
+    Setting("proxy_backend", str, "builtin", "'builtin' (rivetr's own proxy) or 'nginx' "
+            "(the same routes, served by nginx, applied with graceful reloads)", _proxy_backend),
     Setting("proxy_workers", int, 0, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
             "on uvloop; 0: the proxy runs inside the daemon", _workers),
     Setting("trusted_proxies", str, "", "addresses/networks (comma-separated) whose "
@@ -265,6 +267,7 @@ class Settings:
     webhook_secret: str = ""
     webhook_format: str = "json"
     log_level: str = "INFO"
+    proxy_backend: str = "builtin"
     proxy_workers: int = 0
     trusted_proxies: str = ""
     max_body_size: str = "1g"

@@ -16,10 +16,14 @@ from tests.helpers import Key, Server
 from tests.test_switch import cgi_repo
 
 
-@pytest.fixture
-def worker_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]
-                  ) -> Iterator[Server]:
-    yield from running_server(tmp_path / "data", keys, env={"RIVETR_PROXY_WORKERS": "2"})
+@pytest.fixture(params=["workers", "nginx"])
+def worker_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key],
+                  request: pytest.FixtureRequest) -> Iterator[Server]:
+    """Two proxy processes: rivetr's own workers, or two nginx workers."""
+    env = {"RIVETR_PROXY_WORKERS": "2"}
+    if request.param == "nginx":
+        env["RIVETR_PROXY_BACKEND"] = "nginx"
+    yield from running_server(tmp_path / "data", keys, env=env)
 
 
 def test_route_swaps_under_concurrent_requests_through_workers(
@@ -58,8 +62,10 @@ def test_route_swaps_under_concurrent_requests_through_workers(
     assert slow["r"] == (200, "slow v1\n")  # drained across both workers, not cut off
     assert set(answers) <= {(200, "v1\n"), (200, "v2\n"), (200, "v3\n")}, answers
     assert sum(answers.values()) > 20
-    logs = sorted((server.data_dir / "logs").glob("access.*.log"))
-    assert [p.name for p in logs] == ["access.0.log", "access.1.log"]
+    logs = sorted((server.data_dir / "logs").glob("access*.log"))
+    nginx = (server.data_dir / "nginx" / "nginx.conf").exists()
+    assert [p.name for p in logs] == (["access.log"] if nginx
+                                      else ["access.0.log", "access.1.log"])
     lines = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
     assert {line["host"] for line in lines} == {"swap.localhost"}
     assert {line["status"] for line in lines} == {200}

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+import weakref
 
 from rivetr_git.proxy.access_log import AccessLog
 from rivetr_git.proxy.config import ProxyConfig
@@ -60,7 +61,7 @@ class ProxyServer:
         self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
                                   config.access_log_backups) if config.access_log else None)
         self._server: asyncio.Server | None = None
-        self._connections: set[ClientConnection] = set()
+        self._connections: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
         # One connection pool per upstream: once a replaced release has drained, its pool
         # is closed, so no kept-alive connection to it is ever reused (its port may even
         # come back later for another container).
@@ -87,6 +88,7 @@ class ProxyServer:
 
     def _connection(self) -> ClientConnection:
         conn = ClientConnection(self._handle, self.config)
+        self._connections.add(conn)
         return conn
 
     async def start(self) -> None:
@@ -99,11 +101,17 @@ class ProxyServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.bound_port = int(sock.getsockname()[1])
 
+    async def wait_synced(self, timeout: float) -> bool:
+        """Route changes apply in this process at once (the same face as the others)."""
+        return True
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
+            for conn in list(self._connections):
+                conn.close()
             await self._server.wait_closed()
         for pool in self._pools.values():
             pool.close()
