@@ -222,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proxy_upstream_connections", int, 256, "most connections to one app at once "
             "(others queue), so one slow app cannot starve the rest", _positive_int),
     Setting("proxy_max_header_size", int, 8190, "longest request line or header line "
-            "(bytes); longer: 431", _positive_int),
+            "(bytes); longer: 431 (414 for the request line)", _positive_int),
     Setting("proxy_max_headers", int, 100, "most request headers; more: 431", _positive_int),
     Setting("websocket_idle_timeout", float, 300.0, "a WebSocket with no message either way "
             "for this many seconds is closed", _positive_float),
