@@ -16,6 +16,14 @@ class Upstream:
     deployment_id: int
     crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
 
+    def __hash__(self) -> int:
+        # Looked up several times per proxied request (in-flight counts, pools): hash once.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.app, self.host, self.port, self.deployment_id, self.crashed))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
 
 def normalize_host(raw: str | None) -> str:
     """Lower-case a Host header and drop its port and trailing dot ('' if unusable)."""

@@ -28,6 +28,11 @@ class UpstreamTimeout(RivetrError):
     """The app accepted the request but stayed silent too long (504)."""
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
 def _response_parser(protocol: UpstreamConnection) -> httptools.HttpResponseParser:
     parser = httptools.HttpResponseParser(protocol)
     # Apps (busybox httpd CGI, for one) end header lines with a bare LF; nginx takes that
@@ -48,7 +53,7 @@ class UpstreamConnection(FlowControl):
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None  # True: timed out
         self.head_done = False
         self.complete = False
         self.closed = False
@@ -138,22 +143,25 @@ class UpstreamConnection(FlowControl):
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(False)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     async def _wait(self, timeout: float) -> None:
-        self._waiter = self._loop.create_future()
+        """Wait for the next bytes (or the end); UpstreamTimeout after `timeout` of silence."""
+        waiter = self._waiter = self._loop.create_future()
+        # A bare timer is cheaper than asyncio.timeout, and this runs for every answer.
+        timer = self._loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
-        except TimeoutError:
-            self.abort()
-            raise UpstreamTimeout("the app did not answer in time") from None
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+        if waiter.result():
+            self.abort()
+            raise UpstreamTimeout("the app did not answer in time")
 
     async def write(self, data: bytes) -> None:
         """Send bytes to the app, waiting while its socket buffer is full."""
