@@ -205,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
     Setting("proxy_backend", str, "builtin", "'builtin' (rivetr's own proxy) or 'nginx' "
             "(the same routes, served by nginx, applied with graceful reloads)", _proxy_backend),
-    Setting("proxy_workers", int, 0, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
+    Setting("proxy_workers", int, 1, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
             "on uvloop; 0: the proxy runs inside the daemon", _workers),
     Setting("trusted_proxies", str, "", "addresses/networks (comma-separated) whose "
             "X-Forwarded-*, X-Real-IP and X-Request-ID are believed ('': nobody's)", _trusted),
@@ -268,7 +268,7 @@ class Settings:
     webhook_format: str = "json"
     log_level: str = "INFO"
     proxy_backend: str = "builtin"
-    proxy_workers: int = 0
+    proxy_workers: int = 1
     trusted_proxies: str = ""
     max_body_size: str = "1g"
     proxy_header_timeout: float = 10.0
