@@ -3,21 +3,23 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench install docker clean
+.PHONY: run test lint bench install docker tools clean
 
 run: install docker  ## install, then run the server with default settings
 	$(BIN)/rivetr-git serve
 
-test: install docker  ## the whole test suite, against a real Docker engine
+test: install docker tools  ## the whole test suite, against a real Docker engine (and Podman)
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy rivetr_git
 
-bench: install docker
+bench: install docker tools
 	$(BIN)/python bench/push_to_live.py
+	$(BIN)/python bench/build_types.py
 	$(BIN)/python bench/idle_memory.py
+	$(BIN)/python bench/client_mode.py
 
 install: $(VENV)/.installed
 
@@ -29,6 +31,9 @@ $(VENV)/.installed: pyproject.toml
 
 docker:
 	@scripts/ensure-docker
+
+tools:  ## podman, docker-compose, nginx for the build-type and Podman tests
+	@scripts/ensure-tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

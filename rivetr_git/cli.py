@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git import __version__
+from rivetr_git.admin.render import table
+from rivetr_git.admin.verbs import help_text
+from rivetr_git.admin.verbs import parse as parse_verb
 from rivetr_git.app_config import parse_assignments
-from rivetr_git.errors import RivetrError
-from rivetr_git.keys import parse_public_key
+from rivetr_git.errors import RivetrError, UsageHelp
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store import Store
 
@@ -38,14 +42,6 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[
         return await fn(store)
     finally:
         await store.close()
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -77,6 +73,8 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
             text = Path(args.pubkey_file).read_text()
         except OSError as exc:
             raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
+    from rivetr_git.keys import parse_public_key  # asyncssh: not on every command's path
+
     key = parse_public_key(text)
     role = Role.ADMIN if args.admin else Role.DEVELOPER
 
@@ -94,7 +92,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         if not keys:
             print("no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub --admin`")
             return 0
-        print(_table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
+        print(table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
                      ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
         return 0
 
@@ -133,7 +131,7 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
         if not rows:
             print("no apps yet; an admin key's first `git push` creates one")
             return 0
-        print(_table(rows, ("APP", "LIVE", "CREATED")))
+        print(table(rows, ("APP", "LIVE", "CREATED")))
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -176,6 +174,12 @@ def _app_settings(app: App) -> str:
         f"health_path: {app.health_path if app.health_path is not None else '(server default)'}",
         f"deploy_branch: {app.deploy_branch or '(server default)'}",
         f"webhook_url: {app.webhook_url or '(none; the server webhook_url still applies)'}",
+        f"build_type: {app.build_type or 'auto (detected on each push)'}",
+        f"build_context: {app.build_context or '(repository root)'}",
+        f"build_target: {app.build_target or '(last stage)'}",
+        f"build_no_cache: {'true' if app.build_no_cache else 'false'}",
+        f"publish_dir: {app.publish_dir or '(detected)'}",
+        f"compose_service: {app.compose_service or '(detected)'}",
     ))
 
 
@@ -187,7 +191,7 @@ def cmd_deploys_list(args: argparse.Namespace) -> int:
              d.error_message or "")
             for d in await store.list_deployments(app, limit=args.limit)
         ]
-        print(_table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
+        print(table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -209,22 +213,31 @@ def cmd_releases(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Ask the running daemon to roll back; print its output as it comes."""
-    from rivetr_git.receiver.hook_socket import EXIT_MARK
-
     name = validate_app_name(args.app)
     argv = ["rollback", name] + ([args.release] if args.release else [])
-    path = _settings(args).data_dir / "run" / "hooks.sock"
+    return daemon_command(_settings(args), argv)
+
+
+def daemon_command(settings: Settings, argv: list[str]) -> int:
+    """Run an admin verb in the local daemon (through its 0600 socket) as the server's own
+    user, printing the output as it comes; return its exit code."""
+    from rivetr_git.receiver.hook_socket import EXIT_MARK
+
+    stdin = ""
+    if argv[:1] == ["keys:add"] and not sys.stdin.isatty():
+        stdin = sys.stdin.read()
+    path = settings.data_dir / "run" / "hooks.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except OSError:
         raise RivetrError(
-            "the rivetr-git server is not running here (a rollback needs it to start and "
-            "switch containers); start it with `rivetr-git serve`"
+            f"the rivetr-git server is not running with data dir {settings.data_dir} (these "
+            "commands run in it); start it with `rivetr-git serve`, or pass --data-dir"
         ) from None
     code = 1
     with sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps({"command": argv}).encode() + b"\n")
+        stream.write(json.dumps({"command": argv, "stdin": stdin}).encode() + b"\n")
         stream.flush()
         for raw in stream:
             line = raw.decode(errors="replace").rstrip("\n")
@@ -235,6 +248,43 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return code
 
 
+_GLOBAL_OPTIONS = ("--config", "--data-dir")
+
+
+def split_verb(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """`[--data-dir D] VERB ARGS...` -> (global options, [VERB, ARGS...]); None if argv does
+    not name an admin verb."""
+    from rivetr_git.admin.verbs import BY_NAME
+
+    i = 0
+    while i < len(argv):
+        if argv[i] in _GLOBAL_OPTIONS:
+            i += 2
+        elif argv[i].startswith(tuple(o + "=" for o in _GLOBAL_OPTIONS)):
+            i += 1
+        else:
+            break
+    rest = list(argv[i:])
+    # The older local forms read the database directly and work without the server:
+    # `deploys list APP` and `logs DEPLOYMENT_ID` (a deployment's pipeline log).
+    if rest[:2] == ["deploys", "list"] or (rest[:1] == ["logs"] and rest[1:2]
+                                           and rest[1].isdigit()):
+        return None
+    if rest and rest[0] in BY_NAME:
+        return list(argv[:i]), rest
+    return None
+
+
+def run_local_verb(options: list[str], verb_argv: list[str]) -> int:
+    """An admin verb on this machine's server (`rivetr-git config:set APP K=V`)."""
+    parser = argparse.ArgumentParser(prog="rivetr-git", add_help=False)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(options)
+    parse_verb(verb_argv)  # usage errors and --help need no server
+    return daemon_command(_settings(args), verb_argv)
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         for line in await store.get_logs(args.deployment_id):
@@ -242,6 +292,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_store(args, run))
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from rivetr_git.master_key import rotate
+
+    settings = _settings(args)
+    count = asyncio.run(rotate(settings.data_dir, settings.db_path))
+    print(f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
+          f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "
+          "backup of the key file with the new one")
+    return 0
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -257,9 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="rivetr-git",
-        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app "
+        description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app\n"
         "in a container behind a built-in reverse proxy.",
         parents=[common],
+        epilog="Admin commands (run in the server started from the same data dir; over SSH "
+        "they are `ssh -p PORT git@HOST COMMAND`):\n"
+        + help_text().partition("\n")[2] + "\n\n" + CLIENT_MODE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -320,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Change an app's settings; they apply from its next deploy. Keys: "
         "dockerfile=PATH (in the repo), port=N (the app's port inside the container), "
         "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, webhook_url=URL "
-        "(gets this app's events). An empty value "
+        "(gets this app's events), build_type=auto|dockerfile|compose|railpack|pack|nixpacks|"
+        "static, build_context=DIR, build_target=STAGE, build_no_cache=true|false, "
+        "publish_dir=DIR (static sites), compose_service=NAME. An empty value "
         "(e.g. port=) resets to the default.",
     )
     apps_set.add_argument("app")
@@ -352,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("release", nargs="?", help="release number from `releases APP`")
     rollback.set_defaults(fn=cmd_rollback)
 
+    secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
+                             description="The master key that encrypts env var values "
+                             "(AES-256-GCM), DATA_DIR/master.key.")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
+    rotate = secrets_sub.add_parser(
+        "rotate", parents=[common], help="re-encrypt every env var under a new master key",
+        description="Generate a new master key, re-encrypt every env var value (apps' and "
+        "the copies kept by each release) in one transaction, then replace "
+        "DATA_DIR/master.key. Safe to interrupt: the next start or rotation keeps whichever "
+        "key the database matches. The server must be stopped (this refuses otherwise).")
+    rotate.set_defaults(fn=cmd_secrets_rotate)
+
     logs = sub.add_parser("logs", parents=[common], help="show a deployment's pipeline log",
                           description="Print the stored pipeline log of one deployment "
                           "(the lines its push showed).")
@@ -361,10 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        target = client_target(argv, os.environ)
+        if target is not None:  # a verb for the server of this checkout's `rivetr` remote
+            from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
+
+            return run_remote(target)
+        # Local mode: this machine's data dir.
+        verb = split_verb(argv)
+        if verb is not None:
+            return run_local_verb(*verb)
+        args = build_parser().parse_args(argv)
         code: int = args.fn(args)
+    except UsageHelp as exc:
+        print(exc)
+        return 0
     except RivetrError as exc:
         print(f"rivetr-git: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -11,26 +11,31 @@ import shutil
 import signal
 from pathlib import Path
 
-from rivetr_git.errors import RivetrError
+from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.crypto import open_master_key
+from rivetr_git.env_vars import EnvVars
+from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.limits import parse_size
-from rivetr_git.models import IN_FLIGHT, Status
+from rivetr_git.master_key import lock_master_key
+from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.labels import instance_id, labels
 from rivetr_git.pipeline.monitor import Monitor
-from rivetr_git.pipeline.push import PushHandler, Write
+from rivetr_git.pipeline.processes import Processes
+from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig, parse_networks
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
-from rivetr_git.receiver.commands import AdminCommand
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
-from rivetr_git.runtime.base import LABEL_DEPLOYMENT, Runtime
+from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
@@ -81,9 +86,16 @@ async def reconcile(
     live: dict[str, int] = {}
     upstreams: list[Upstream] = []
     crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
+    stopped = {a.name for a in await store.list_apps() if a.stopped}
     for d in await store.deployments_with_status([Status.RUNNING]):
         port = d.host_port
         info = await runtime.inspect(d.container_id) if d.container_id else None
+        if d.app_name in stopped:
+            if info is not None:
+                live[info.id] = d.id  # stopped by its owner (ps:stop): left as it is
+            upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port or 0,
+                                      deployment_id=d.id, stopped=True))
+            continue
         if d.app_name in crashed:
             if info is not None:
                 live[info.id] = d.id  # kept for a look at its logs; not restarted
@@ -105,9 +117,14 @@ async def reconcile(
         if port:
             upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
                                       deployment_id=d.id))
-    routes.replace(upstreams)
+    routes.replace(upstreams, await store.all_domains())
+    live_deployments = {str(d_id) for d_id in live.values()}
     for c in await runtime.list_containers(labels(instance)):
-        if c.id not in live and c.labels.get(LABEL_DEPLOYMENT):
+        # A live release's other containers (a compose group's services) stay too; one-off
+        # `run` containers belonged to sessions that ended with the old process.
+        deployment = c.labels.get(LABEL_DEPLOYMENT)
+        if c.id not in live and ((deployment and deployment not in live_deployments)
+                                 or c.labels.get(LABEL_ONEOFF)):
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     tmp = settings.data_dir / "tmp"
@@ -131,6 +148,28 @@ def proxy_config(s: Settings) -> ProxyConfig:
     )
 
 
+async def connect_runtime(settings: Settings) -> Runtime:
+    """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
+    Podman, and logs which it picked. Raises RuntimeUnavailable."""
+    run_dir = settings.data_dir / "run"
+    if settings.runtime == "podman":
+        return await PodmanRuntime.launch(run_dir, settings.podman_socket)
+    if settings.runtime == "docker":
+        return await DockerRuntime.connect()
+    try:
+        runtime: Runtime = await DockerRuntime.connect()
+    except RuntimeUnavailable as docker_error:
+        try:
+            runtime = await PodmanRuntime.launch(run_dir, settings.podman_socket)
+        except RuntimeUnavailable as podman_error:
+            raise RuntimeUnavailable(f"runtime auto: neither Docker ({docker_error}) nor "
+                                     f"Podman ({podman_error}) is available") from None
+        log.info("runtime auto: using podman (no Docker engine answered)")
+        return runtime
+    log.info("runtime auto: using docker (the Docker engine answered)")
+    return runtime
+
+
 class Daemon:
     """Everything `rivetr-git serve` runs, wired together."""
 
@@ -141,26 +180,40 @@ class Daemon:
         s = self.settings
         stop = stop or asyncio.Event()
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(s.db_path)
+        key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
+        try:
+            store = await Store.open(s.db_path)
+        except BaseException:
+            key_lock.close()
+            raise
         runtime: Runtime | None = None
         closers: list[object] = []
         try:
-            runtime = await DockerRuntime.connect()
+            # A bad key stops start-up here, before anything could need a value.
+            env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
+            runtime = await connect_runtime(s)
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
             routes = RouteTable(s.base_domain)
             await reconcile(s, store, repos, runtime, routes, instance)
             notifier = Notifier(s)
             closers.append(notifier)
-            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier)
+            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
             monitor = asyncio.create_task(Monitor(
                 s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
             pushes = PushHandler(deployer, s.deploy_branch)
             releases = ReleaseCommands(store, deployer)
 
-            async def local_command(command: AdminCommand, write: Write) -> int:
-                app = await store.get_app(command.app)
-                return await releases.run(command.verb, app, command.release, "local", write)
+            async def env_of(deployment: Deployment) -> dict[str, str]:
+                return await env_vars.for_deployment(deployment.id)
+
+            processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
+                                  s.drain_timeout)
+            admin = Admin(s, store, deployer, processes, releases, routes,
+                          lambda app: repos.create(app, s.deploy_branch), env_vars)
+
+            async def local_command(argv: list[str], session: Session) -> int:
+                return await admin.run(argv, Caller(None), session)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
             proxy: ProxyServer | ProxyWorkers | NginxProxy
@@ -172,8 +225,7 @@ class Daemon:
                                      s.proxy_workers)
             else:
                 proxy = ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
-            receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir),
-                                releases)
+            receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
             await hooks.start()
             closers.append(hooks)
             await proxy.start()
@@ -183,8 +235,9 @@ class Daemon:
             closers.append(receiver)
             closers.append(deployer)
             self._write_state(receiver.bound_port, proxy.bound_port)
-            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed",
-                     s.ssh_host, receiver.bound_port, s.proxy_host, proxy.bound_port, len(routes))
+            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
+                     "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
+                     proxy.bound_port, len(routes), runtime.name)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -201,6 +254,7 @@ class Daemon:
             if runtime is not None:
                 await runtime.close()
             await store.close()
+            key_lock.close()
 
     def _write_state(self, ssh_port: int, proxy_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""

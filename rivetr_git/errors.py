@@ -25,6 +25,12 @@ class ValidationError(RivetrError):
     exit_code = 2
 
 
+class UsageHelp(RivetrError):
+    """Not a failure: the caller asked for help; the message is the help text."""
+
+    exit_code = 0
+
+
 class NotFound(RivetrError):
     """An app, deployment or key does not exist (or is not visible to the caller)."""
 
@@ -76,3 +82,27 @@ class StartFailed(DeployFailed):
 class HealthCheckFailed(DeployFailed):
     def __init__(self, reason: str) -> None:
         super().__init__("health_check", reason)
+
+
+class DecryptionFailed(RivetrError):
+    """A stored env var value does not decrypt. Names the app and variable, never a value."""
+
+    def __init__(self, app: str, name: str, why: str) -> None:
+        super().__init__(f"env var {name} of app {app} cannot be decrypted ({why})")
+        self.app = app
+        self.name = name
+class ClientError(RivetrError):
+    """Client mode could not reach the server, trust it or log in; nothing ran there.
+
+    Exit status 255, as ssh uses, so scripts can tell it from the verb's own failure.
+    """
+
+    exit_code = 255
+
+
+class HostKeyUnknown(ClientError):
+    """The server's host key is in no known_hosts file; it was not accepted."""
+
+
+class HostKeyMismatch(ClientError):
+    """The server offered a host key other than the one known_hosts holds for it."""

@@ -44,6 +44,23 @@ class App:
     health_path: str | None = None  # None: the server's health_path setting
     webhook_url: str | None = None  # called in addition to the server's webhook_url
     crashed_reason: str | None = None  # set when the monitor gave up restarting it
+    memory_limit: int | None = None  # bytes, for every container of the app
+    cpu_limit: float | None = None  # CPUs
+    # Health check overrides (None: rivetr.toml in the repo, else the server setting).
+    health_timeout: float | None = None
+    health_interval: float | None = None
+    health_retries: int | None = None
+    health_start_period: float | None = None
+    pre_deploy: str | None = None  # `sh -c` in the new container before the health check
+    post_deploy: str | None = None  # `sh -c` in the new container after the switch
+    deploy_command_timeout: float | None = None  # None: the server setting
+    stopped: bool = False  # `ps:stop`: no container runs and the proxy answers 503
+    build_type: str | None = None  # None: detected from the pushed tree (pipeline/detect.py)
+    build_context: str | None = None  # dockerfile builds: the context dir (None: the root)
+    build_target: str | None = None  # dockerfile builds: the stage to build (--target)
+    build_no_cache: bool = False  # dockerfile builds: ignore the layer cache
+    publish_dir: str | None = None  # static builds: the directory served (None: detected)
+    compose_service: str | None = None  # compose: the service routed (None: detected)
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,8 @@ class Deployment:
     pushed_by: str | None
     rollback_of: int | None = None  # set when this deployment re-ran an earlier release
     app_port: int | None = None  # the port the app listened on in its container
+    kind: str = "push"  # push, rollback or restart (config change, ps:restart)
+    post_deploy_error: str | None = None  # the post-deploy command failed (release stays live)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,11 @@ class Repos:
         await asyncio.to_thread(_init)
         return path
 
+    async def delete(self, app: str) -> None:
+        """Remove the app's bare repository (a missing one is not an error)."""
+        path = self.path(app)
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
     async def commit_info(self, app: str, sha: str) -> CommitInfo:
         def _read() -> CommitInfo:
             repo = pygit2.Repository(str(self.path(app)))
@@ -89,6 +95,32 @@ class Repos:
             return CommitInfo(sha=sha, message=commit.message.strip().split("\n", 1)[0])
 
         return await asyncio.to_thread(_read)
+
+    async def read_file(self, app: str, sha: str, path: str, limit: int = 1 << 20
+                        ) -> bytes | None:
+        """A file at the root of the commit's tree (None if absent). Larger than `limit`:
+        CheckoutFailed, since it is read into memory."""
+
+        def _read() -> bytes | None:
+            repo = pygit2.Repository(str(self.path(app)))
+            commit = repo.get(sha)
+            if not isinstance(commit, pygit2.Commit):
+                raise CheckoutFailed(f"{sha[:7]} is not a commit")
+            try:
+                entry = commit.tree[path]
+            except KeyError:
+                return None
+            blob = repo.get(entry.id)
+            if not isinstance(blob, pygit2.Blob):
+                return None
+            if blob.size > limit:
+                raise CheckoutFailed(f"{path} is larger than {limit} bytes")
+            return bytes(blob.data)
+
+        try:
+            return await asyncio.to_thread(_read)
+        except (pygit2.GitError, ValueError) as exc:
+            raise CheckoutFailed(f"cannot read {path} of {sha[:7]}: {exc}") from None
 
     async def export(self, app: str, sha: str, target: Path) -> Export:
         """Write the commit's tree as a tar (the build context). `.git` never enters it."""

@@ -67,8 +67,8 @@ def _domain(value: str) -> str:
 
 
 def _runtime(value: str) -> str:
-    if value != "docker":
-        raise ValueError("only 'docker' is available in this version")
+    if value not in ("docker", "podman", "auto"):
+        raise ValueError("expected docker, podman or auto (Docker if it answers, else Podman)")
     return value
 
 
@@ -138,6 +138,18 @@ def _webhook_format(value: str) -> str:
     return value
 
 
+def _builder(value: str) -> str:
+    if value not in ("nixpacks", "railpack", "pack"):
+        raise ValueError("expected nixpacks, railpack or pack")
+    return value
+
+
+def _image(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("expected an image reference such as nginx:1.27-alpine")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected one of debug, info, warning, error")
@@ -164,7 +176,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deploy_branch", str, "main", "branch whose pushes deploy", _branch),
     Setting("max_concurrent_deploys", int, 2, "different apps deploy in parallel up to this",
             _positive_int),
-    Setting("runtime", str, "docker", "container runtime backend", _runtime),
+    Setting("runtime", str, "docker", "container runtime: docker, podman, or auto (Docker if "
+            "it answers, else Podman)", _runtime),
+    Setting("podman_socket", str, "", "runtime podman: the API socket of a running `podman "
+            "system service` ('': start one on data_dir/run/podman.sock)"),
     Setting("auto_create_apps", bool, True, "an admin key's first push to a new name creates it"),
     Setting("health_path", str, "", "default HTTP health path ('' : the app must answer at all)",
             _health_path),
@@ -174,6 +189,10 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("health_retries", int, 60, "health check attempts before a deploy fails",
             _positive_int),
+    Setting("health_start_period", float, 0.0, "seconds after start during which failed health "
+            "checks do not count", _non_negative_float),
+    Setting("deploy_command_timeout", float, 300.0, "seconds an app's pre/post-deploy command "
+            "may run", _positive_float),
     Setting("stop_timeout", int, 10, "seconds a replaced container gets to exit before SIGKILL",
             _positive_int),
     Setting("keep_releases", int, 3, "images of this many newest releases are kept per app",
@@ -202,6 +221,13 @@ SETTINGS: tuple[Setting, ...] = (
             "sha256=HMAC-SHA256(secret, body)"),
     Setting("webhook_format", str, "json", "'json' (rivetr's event) or 'slack' (a Slack-compatible "
             "{\"text\": ...} payload)", _webhook_format),
+    Setting("buildpack_builder", str, "nixpacks", "what builds a language project detected by "
+            "its manifest (package.json, requirements.txt, go.mod, ...): nixpacks, railpack or "
+            "pack", _builder),
+    Setting("static_server_image", str, "nginx:1.27-alpine", "nginx image static sites are "
+            "served with (official layout: conf.d/*.conf, /usr/share/nginx/html)", _image),
+    Setting("pack_builder", str, "paketobuildpacks/builder-jammy-base", "builder image "
+            "`pack build --builder` uses", _image),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
     Setting("proxy_backend", str, "builtin", "'builtin' (rivetr's own proxy) or 'nginx' "
             "(the same routes, served by nginx, applied with graceful reloads)", _proxy_backend),
@@ -247,11 +273,14 @@ class Settings:
     deploy_branch: str = "main"
     max_concurrent_deploys: int = 2
     runtime: str = "docker"
+    podman_socket: str = ""
     auto_create_apps: bool = True
     health_path: str = ""
     health_interval: float = 0.5
     health_timeout: float = 2.0
     health_retries: int = 60
+    health_start_period: float = 0.0
+    deploy_command_timeout: float = 300.0
     stop_timeout: int = 10
     keep_releases: int = 3
     auto_rollback: bool = True
@@ -266,6 +295,9 @@ class Settings:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_format: str = "json"
+    buildpack_builder: str = "nixpacks"
+    static_server_image: str = "nginx:1.27-alpine"
+    pack_builder: str = "paketobuildpacks/builder-jammy-base"
     log_level: str = "INFO"
     proxy_backend: str = "builtin"
     proxy_workers: int = 1

@@ -17,6 +17,7 @@ import aiosqlite
 
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Role, SshKey, Status
+from rivetr_git.store_env import EnvTables
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 
@@ -79,6 +80,51 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deployments ADD COLUMN app_port INTEGER;
     """,
+    """
+    ALTER TABLE apps ADD COLUMN memory_limit INTEGER;
+    ALTER TABLE apps ADD COLUMN cpu_limit REAL;
+    ALTER TABLE apps ADD COLUMN health_timeout REAL;
+    ALTER TABLE apps ADD COLUMN health_interval REAL;
+    ALTER TABLE apps ADD COLUMN health_retries INTEGER;
+    ALTER TABLE apps ADD COLUMN health_start_period REAL;
+    ALTER TABLE apps ADD COLUMN pre_deploy TEXT;
+    ALTER TABLE apps ADD COLUMN post_deploy TEXT;
+    ALTER TABLE apps ADD COLUMN deploy_command_timeout REAL;
+    ALTER TABLE apps ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN kind TEXT NOT NULL DEFAULT 'push';
+    ALTER TABLE deployments ADD COLUMN post_deploy_error TEXT;
+    CREATE TABLE app_domains (
+        host TEXT PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE
+    );
+    CREATE INDEX app_domains_app ON app_domains (app_id);
+    """,
+    # Env var values are AES-GCM blobs (crypto.py), never plaintext. A deployment keeps a
+    # copy of the env it was deployed with, so a rollback runs with that release's env.
+    # Both go with their app (ON DELETE CASCADE through deployments).
+    """
+    CREATE TABLE env_vars (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (app_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE deployment_env (
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (deployment_id, name)
+    ) WITHOUT ROWID;
+    """,
+    # issue 6: build types and their options.
+    """
+    ALTER TABLE apps ADD COLUMN build_type TEXT;
+    ALTER TABLE apps ADD COLUMN build_context TEXT;
+    ALTER TABLE apps ADD COLUMN build_target TEXT;
+    ALTER TABLE apps ADD COLUMN build_no_cache INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN publish_dir TEXT;
+    ALTER TABLE apps ADD COLUMN compose_service TEXT;
+    """,
 )
 
 
@@ -89,7 +135,7 @@ def now() -> str:
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.app_id, a.name, d.status, d.commit_sha, d.commit_message, d.image, d.container_id, "
     "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of, "
-    "d.app_port"
+    "d.app_port, d.kind, d.post_deploy_error"
 )
 
 
@@ -98,7 +144,7 @@ def _deployment(row: Sequence[Any]) -> Deployment:
         id=row[0], app_id=row[1], app_name=row[2], status=Status(row[3]), commit_sha=row[4],
         commit_message=row[5], image=row[6], container_id=row[7], host_port=row[8],
         error_message=row[9], created_at=row[10], finished_at=row[11], pushed_by=row[12],
-        rollback_of=row[13], app_port=row[14],
+        rollback_of=row[13], app_port=row[14], kind=row[15], post_deploy_error=row[16],
     )
 
 
@@ -106,6 +152,11 @@ def _app(row: Sequence[Any]) -> App:
     return App(
         id=row[0], name=row[1], created_at=row[2], deploy_branch=row[3], dockerfile=row[4],
         port=row[5], health_path=row[6], webhook_url=row[7], crashed_reason=row[8],
+        memory_limit=row[9], cpu_limit=row[10], health_timeout=row[11], health_interval=row[12],
+        health_retries=row[13], health_start_period=row[14], pre_deploy=row[15],
+        post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
+        build_type=row[19], build_context=row[20], build_target=row[21],
+        build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
     )
 
 
@@ -118,12 +169,22 @@ def _key(row: Sequence[Any]) -> SshKey:
 
 _APP_COLUMNS = (
     "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
-    "crashed_reason"
+    "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
+    "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
+    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service"
 )
+# Columns `update_app` may change (the others are managed by the pipeline).
+APP_FIELDS = frozenset({
+    "deploy_branch", "dockerfile", "port", "health_path", "webhook_url", "memory_limit",
+    "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
+    "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
+    "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
+    "compose_service",
+})
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
 
-class Store:
+class Store(EnvTables):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -276,8 +337,7 @@ class Store:
             return [_app(r) for r in await cur.fetchall()]
 
     async def update_app(self, name: str, **fields: Any) -> App:
-        allowed = {"deploy_branch", "dockerfile", "port", "health_path", "webhook_url"}
-        unknown = set(fields) - allowed
+        unknown = set(fields) - APP_FIELDS
         if unknown:
             raise RivetrError(f"unknown app fields: {sorted(unknown)}")
         app = await self.get_app(name)
@@ -288,6 +348,65 @@ class Store:
             )
         return await self.get_app(name)
 
+    async def delete_app(self, app: App) -> None:
+        """Remove the app's rows; deployments, logs, grants and domains go with it (cascade)."""
+        await self._db.execute("DELETE FROM apps WHERE id = ?", (app.id,))
+
+    async def revoke(self, key_name: str, app_name: str) -> None:
+        key = await self.get_key(key_name)
+        app = await self.get_app(app_name)
+        cur = await self._db.execute(
+            "DELETE FROM app_access WHERE key_id = ? AND app_id = ?", (key.id, app.id))
+        if cur.rowcount == 0:
+            raise NotFound(f"key '{key_name}' has no grant for '{app_name}'")
+
+    async def apps_visible_to(self, key: SshKey) -> list[App]:
+        if key.is_admin:
+            return await self.list_apps()
+        async with self._db.execute(
+            f"SELECT {', '.join('a.' + c.strip() for c in _APP_COLUMNS.split(','))} FROM apps a "
+            "JOIN app_access g ON g.app_id = a.id WHERE g.key_id = ? ORDER BY a.name",
+            (key.id,),
+        ) as cur:
+            return [_app(r) for r in await cur.fetchall()]
+
+    # --- domains ----------------------------------------------------------------------------
+
+    async def add_domains(self, app: App, hosts: Sequence[str]) -> None:
+        """Attach hostnames to `app`, all or none. A hostname belongs to one app at most."""
+        async with self._transaction():
+            for host in hosts:
+                async with self._db.execute(
+                    "SELECT a.name FROM app_domains d JOIN apps a ON a.id = d.app_id "
+                    "WHERE d.host = ?", (host,)) as cur:
+                    row = await cur.fetchone()
+                if row is not None and row[0] != app.name:
+                    raise AlreadyExists(f"{host} is already a domain of another app; remove it "
+                                        "there first (domains:remove)")
+                await self._db.execute(
+                    "INSERT OR IGNORE INTO app_domains (host, app_id) VALUES (?, ?)",
+                    (host, app.id))
+
+    async def remove_domains(self, app: App, hosts: Sequence[str]) -> None:
+        async with self._transaction():
+            for host in hosts:
+                cur = await self._db.execute(
+                    "DELETE FROM app_domains WHERE host = ? AND app_id = ?", (host, app.id))
+                if cur.rowcount == 0:
+                    raise NotFound(f"{host} is not a domain of {app.name}; domains:list "
+                                   f"{app.name} shows them")
+
+    async def domains(self, app: App) -> list[str]:
+        async with self._db.execute(
+            "SELECT host FROM app_domains WHERE app_id = ? ORDER BY host", (app.id,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def all_domains(self) -> dict[str, str]:
+        """Every custom hostname and the app it belongs to."""
+        async with self._db.execute(
+            "SELECT d.host, a.name FROM app_domains d JOIN apps a ON a.id = d.app_id") as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
     async def set_crashed(self, app_id: int, reason: str | None) -> None:
         """Record that the app's live release keeps crashing (None: it no longer does)."""
         await self._db.execute("UPDATE apps SET crashed_reason = ? WHERE id = ?",
@@ -297,18 +416,31 @@ class Store:
 
     async def create_deployment(
         self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None,
-        rollback_of: Deployment | None = None,
+        rollback_of: Deployment | None = None, kind: str | None = None,
     ) -> Deployment:
-        """A pending deployment; a rollback starts with the image of the release it re-runs."""
-        cur = await self._db.execute(
-            "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
-            "created_at, image, rollback_of, app_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
-             rollback_of.image if rollback_of else None,
-             rollback_of.id if rollback_of else None,
-             rollback_of.app_port if rollback_of else None),
-        )
-        assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
+        """A pending deployment with a copy of the env it runs with. A rollback or restart
+        (`kind`) starts with the image of the release it runs again (`rollback_of`); a
+        rollback also gets that release's env, everything else the app's env now."""
+        if kind is None:
+            kind = "rollback" if rollback_of is not None else "push"
+        async with self._transaction():
+            cur = await self._db.execute(
+                "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
+                "created_at, image, rollback_of, app_port, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
+                 rollback_of.image if rollback_of else None,
+                 rollback_of.id if rollback_of else None,
+                 rollback_of.app_port if rollback_of else None, kind),
+            )
+            assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
+            if rollback_of is not None and kind == "rollback":
+                await self._db.execute(
+                    "INSERT INTO deployment_env (deployment_id, name, value) "
+                    "SELECT ?, name, value FROM deployment_env WHERE deployment_id = ?",
+                    (cur.lastrowid, rollback_of.id))
+            else:
+                await self._copy_env(app.id, cur.lastrowid)
         return await self.get_deployment(cur.lastrowid)
 
     async def get_deployment(self, deployment_id: int) -> Deployment:
@@ -361,7 +493,8 @@ class Store:
         return _deployment(row) if row else None
 
     async def set_status(self, deployment_id: int, status: Status, **fields: Any) -> None:
-        allowed = {"image", "container_id", "host_port", "error_message", "app_port"}
+        allowed = {"image", "container_id", "host_port", "error_message", "app_port",
+                   "post_deploy_error"}
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown deployment fields: {sorted(unknown)}")
@@ -386,8 +519,8 @@ class Store:
                 (Status.RUNNING.value, now(), deployment_id),
             )
             # A new live release starts with a clean slate.
-            await self._db.execute("UPDATE apps SET crashed_reason = NULL WHERE id = ?",
-                                   (app_id,))
+            await self._db.execute(
+                "UPDATE apps SET crashed_reason = NULL, stopped = 0 WHERE id = ?", (app_id,))
 
     # --- logs -------------------------------------------------------------------------------
 

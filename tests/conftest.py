@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from rivetr_git.runtime.docker import DockerRuntime
 from tests.helpers import BUSYBOX, Key, Server, make_key
 from tests.proxy_env import BACKENDS, Env, start_env
 
@@ -55,6 +56,16 @@ def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
     finally:
         srv.stop()
         srv.purge()
+
+
+@pytest.fixture
+async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
+    """The Docker runtime itself, for tests that drive it directly."""
+    rt = await DockerRuntime.connect()
+    try:
+        yield rt
+    finally:
+        await rt.close()
 
 
 @pytest.fixture

@@ -216,6 +216,12 @@ class Server:
                       f"rivetr-{self.instance}/*"], check=False).stdout.split()
         if images:
             run(["docker", "rmi", "-f", *images], check=False)
+        # Compose groups' networks (rivetr-<instance>-<app>-<deployment>_default).
+        networks = [n for n in run(["docker", "network", "ls", "--format", "{{.Name}}"],
+                                   check=False).stdout.split()
+                    if n.startswith(f"rivetr-{self.instance}-")]
+        if networks:
+            run(["docker", "network", "rm", *networks], check=False)
 
 
 class AppRepo:
@@ -263,3 +269,94 @@ class AppRepo:
     def remote_sha(self, remote: str, ref: str = "refs/heads/main") -> str | None:
         out = self.git("ls-remote", remote, ref).stdout.split()
         return out[0] if out else None
+
+
+NGINX_IMAGE = "rivetr-test/nginx:local"
+_NGINX_CONF = """\
+worker_processes 1;
+events { worker_connections 256; }
+http {
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    include /etc/nginx/conf.d/*.conf;
+}
+"""
+
+
+def nginx_image(work: Path) -> str:
+    """A local stand-in for the official nginx image (no registry here): Debian's nginx and
+    its libraries FROM scratch, laid out like the official image (conf.d/*.conf included,
+    /usr/share/nginx/html, CMD runs nginx in the foreground). Built once; returns its tag."""
+    if run(["docker", "image", "inspect", NGINX_IMAGE], check=False).returncode == 0:
+        return NGINX_IMAGE
+    nginx = Path("/usr/sbin/nginx")
+    assert nginx.exists(), "nginx is needed for the static build tests: run scripts/ensure-tools"
+    root = work / "nginx-root"
+    for directory in ("usr/sbin", "etc/nginx/conf.d", "var/log/nginx", "var/lib/nginx", "run",
+                      "var/lock", "usr/share/nginx/html", "tmp"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    shutil.copy(nginx, root / "usr/sbin/nginx")
+    for lib in run(["ldd", str(nginx)]).stdout.split():
+        if lib.startswith("/"):
+            (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(lib, root / lib.lstrip("/"))
+    shutil.copy("/etc/nginx/mime.types", root / "etc/nginx/mime.types")
+    (root / "etc/nginx/nginx.conf").write_text(_NGINX_CONF)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (work / "Dockerfile").write_text('FROM scratch\nCOPY nginx-root/ /\nEXPOSE 80\n'
+                                     'CMD ["/usr/sbin/nginx", "-g", "daemon off;"]\n')
+    run(["docker", "build", "-q", "-t", NGINX_IMAGE, str(work)])
+    return NGINX_IMAGE
+
+
+# A stand-in for the nixpacks, railpack and pack CLIs, which cannot be installed here. It
+# records its arguments (and the values of `--env NAME` from its environment), prints
+# lines, optionally waits for the test to have seen the first one (streaming), then builds
+# the tree's busybox app with `docker build` under the image name it was given.
+STAND_IN = '''#!{python}
+import json, os, pathlib, subprocess, sys, time
+tool = pathlib.Path(sys.argv[0]).name
+record = pathlib.Path({record!r})
+args = sys.argv[1:]
+def after(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+envs = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
+seen = {{e: os.environ.get(e) for e in envs if "=" not in e}}
+(record / f"{{tool}}.json").write_text(json.dumps({{"argv": args, "env": seen}}))
+if tool == "nixpacks":
+    name, source = after("--name"), args[1]
+elif tool == "railpack":
+    name, source = after("--name"), args[-1]
+else:
+    name, source = args[1], after("--path")
+print(f"{{tool}} stand-in: planning {{source}}", flush=True)
+for key, value in seen.items():  # a CLI that echoes a value: the log must mask it
+    print(f"{{tool}} stand-in: {{key}}={{value}}", flush=True)
+if (record / f"{{tool}}.wait").exists():
+    deadline = time.time() + 60
+    while not (record / f"{{tool}}.go").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    print(f"{{tool}} stand-in: the test saw the first line", flush=True)
+if (record / f"{{tool}}.fail").exists():
+    print(f"{{tool}} stand-in: failing on purpose", flush=True)
+    sys.exit(7)
+dockerfile = ("FROM scratch\\nCOPY busybox /bin/busybox\\nCOPY www /www\\nEXPOSE 5000\\n"
+              'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\\n')
+built = subprocess.run(["docker", "build", "-t", name, "-f", "-", source],
+                       input=dockerfile.encode())
+sys.exit(built.returncode)
+'''
+
+
+def stand_in_clis(directory: Path, record: Path) -> Path:
+    """Write stand-in nixpacks, railpack and pack executables to `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record.mkdir(parents=True, exist_ok=True)
+    for tool in ("nixpacks", "railpack", "pack"):
+        path = directory / tool
+        path.write_text(STAND_IN.format(python=sys.executable, record=str(record)))
+        path.chmod(0o755)
+    return directory

@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -114,15 +114,6 @@ def builds(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert docker("images", "-q", "--filter", mine).stdout.strip() == ""
 
 
-@pytest.fixture
-async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
-    rt = await DockerRuntime.connect()
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
 def texts(lines: list[tuple[float, str]]) -> list[str]:
     return [line for _, line in lines]
 
@@ -156,10 +147,10 @@ async def test_the_build_stage_puts_the_limits_into_the_build_spec(tmp_path: Pat
     runtime = RecordingRuntime()
     log = cast(DeployLog, None)  # the recording runtime prints nothing
     limits = BuildLimits(timeout=5.0, cpus=0.5, memory=64 * MiB, memory_text="64m")
-    await build_stage.build(runtime, tmp_path / "c.tar", "inst", "app", 7,  # type: ignore[arg-type]
-                            "Dockerfile", log, limits=limits)
-    await build_stage.build(runtime, tmp_path / "c.tar", "inst", "app", 8,  # type: ignore[arg-type]
-                            "Dockerfile", log)
+    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:7",  # type: ignore[arg-type]
+                                   "Dockerfile", log, limits=limits)
+    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:8",  # type: ignore[arg-type]
+                                   "Dockerfile", log)
     with_limits, without = runtime.specs
     assert (with_limits.timeout, with_limits.cpus, with_limits.memory) == (5.0, 0.5, 64 * MiB)
     assert (without.timeout, without.cpus, without.memory) == (None, None, None)
@@ -198,7 +189,9 @@ async def test_a_build_over_its_memory_limit_fails_naming_the_limit(
                            memory=16 * MiB)
     message = str(info.value)
     assert "build_memory_limit (16m)" in message, message
-    assert "ran out of memory" in message, message
+    # The engine reports OOMKilled, or (when the step's container is gone before it is
+    # inspected, seen under load) only the SIGKILL exit code: both name the limit.
+    assert "ran out of memory" in message or "exit code 137" in message, message
 
 
 # Each build echoes its own marker: the build cache ignores limits, and a cached step

@@ -57,7 +57,7 @@ def test_dockerfile_path_and_port_are_per_app_settings(
     server.cli("apps", "set", "custom", "dockerfile=deploy/web.Dockerfile", "port=8123")
     result = repo.push(server.remote("custom"))
     assert result.returncode == 0, result.stderr
-    assert "(deploy/web.Dockerfile)" in result.stderr
+    assert "build type: dockerfile (found deploy/web.Dockerfile)" in result.stderr
     assert "listening on port 8123" in result.stderr
     assert server.get("custom") == (200, "hello v1\n")
     shown = server.cli("apps", "show", "custom").stdout

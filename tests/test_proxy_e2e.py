@@ -69,3 +69,22 @@ def test_route_swaps_under_concurrent_requests(
     lines = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
     assert {line["host"] for line in lines} == {"swap.localhost"}
     assert {line["status"] for line in lines} == {200}
+
+
+def test_custom_domains_and_stopped_apps_reach_every_worker(
+    worker_server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    from tests.test_admin_verbs import get_host, ok
+
+    server, alice = worker_server, keys["alice"]
+    repo = cgi_repo(workdir / "app", alice, "v1")
+    assert repo.push(server.remote("aliased")).returncode == 0
+    ok(server, alice, "domains:add", "aliased", "www.aliased.test")
+    # 20 requests over fresh connections spread across both workers.
+    assert {get_host(server, "www.aliased.test") for _ in range(20)} == {200}
+    ok(server, alice, "ps:stop", "aliased")
+    assert {server.get("aliased")[0] for _ in range(20)} == {503}
+    ok(server, alice, "ps:start", "aliased")
+    ok(server, alice, "domains:remove", "aliased", "www.aliased.test")
+    assert {get_host(server, "www.aliased.test") for _ in range(20)} == {404}
+    assert {server.get("aliased")[0] for _ in range(20)} == {200}

@@ -96,6 +96,17 @@ async def test_bare_lf_header_lines_from_the_app_are_taken(
     assert resp.get("Content-Type") == "text/plain"
 
 
+async def test_header_lines_ending_in_a_bare_lf_are_accepted(
+    env: Env, raw_app: Callable[..., object]
+) -> None:
+    # What busybox httpd sends for a CGI script: its status line, then the script's headers.
+    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\ncgi says hi\n",
+                 close=True)
+    resp = await raw_request(env.proxy_port, _get())
+    assert resp.status == 200 and resp.body == b"cgi says hi\n"
+    assert resp.get("Content-Type") == "text/plain"
+
+
 @pytest.mark.builtin_only("nginx relays a non-HTTP answer as HTTP/0.9")
 async def test_garbage_from_the_app_is_502(env: Env, raw_app: Callable[..., object]) -> None:
     await _route(env, raw_app, b"SSH-2.0-OpenSSH_9.2\r\n\r\n", close=True)

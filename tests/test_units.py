@@ -416,7 +416,7 @@ ENV_BAD = [
     ("RIVETR_HEALTH_INTERVAL", "nan", "health_interval"),
     ("RIVETR_HEALTH_TIMEOUT", "nan", "health_timeout"),
     ("RIVETR_HEALTH_RETRIES", "1.5", "health_retries"),
-    ("RIVETR_RUNTIME", "podman", "runtime"),
+    ("RIVETR_RUNTIME", "rkt", "runtime"),
     ("RIVETR_SSH_HOST", "not a host", "ssh_host"),
     ("RIVETR_LOG_LEVEL", "loud", "log_level"),
     ("RIVETR_DATA_DIR", "", "data_dir"),

@@ -1,11 +1,20 @@
-"""Stage *building*: build the image from the app's Dockerfile, streaming every line."""
+"""Stage *building*: pick the build type (pipeline/detect.py), then build the image with
+it, streaming every line."""
 
 from __future__ import annotations
 
+import asyncio
+import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rivetr_git.errors import BuildFailed
 from rivetr_git.limits import parse_cpus, parse_memory
+from rivetr_git.models import App
+from rivetr_git.pipeline import cli_build, compose, static_site
+from rivetr_git.pipeline.context import read_tree, subtree
+from rivetr_git.pipeline.detect import Detection, choose
 from rivetr_git.pipeline.labels import image_tag
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime
@@ -35,20 +44,125 @@ class BuildLimits:
         )
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """The server settings every build reads."""
+
+    limits: BuildLimits
+    buildpack_builder: str = "nixpacks"
+    static_server_image: str = "nginx:1.27-alpine"
+    pack_builder: str = "paketobuildpacks/builder-jammy-base"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BuildOptions:
+        return cls(limits=BuildLimits.from_settings(settings),
+                   buildpack_builder=settings.buildpack_builder,
+                   static_server_image=settings.static_server_image,
+                   pack_builder=settings.pack_builder)
+
+
+@dataclass(frozen=True)
+class Built:
+    image: str  # the tag of the built image
+    detection: Detection
+    group: compose.Group | None = None  # compose: the project to start
+
+
 async def build(
     runtime: Runtime,
-    context_tar: Path,
-    instance: str,
-    app: str,
+    app: App,
     deployment_id: int,
+    instance: str,
+    context_tar: Path,
+    log: DeployLog,
+    options: BuildOptions,
+    *,
+    build_env: Mapping[str, str],
+    repo_build_type: str | None = None,
+) -> Built:
+    """Choose the build type for the pushed tree and build the image.
+
+    `build_env` holds the app's build-time variables, already decrypted; `repo_build_type`
+    is `[build] type` of the repo's rivetr.toml (None: not set). Raises BuildFailed.
+    """
+    tree = await asyncio.to_thread(read_tree, context_tar)
+    found = choose(tree, app.build_type, repo_build_type, dockerfile=app.dockerfile,
+                   publish_dir=app.publish_dir, builder=options.buildpack_builder)
+    log.info(f"build type: {found.build_type} ({found.reason})")
+    tag = image_tag(instance, app.name, deployment_id)
+    work = context_tar.parent
+    if found.build_type == "dockerfile":
+        assert found.dockerfile is not None  # detection names the file it found
+        context, dockerfile = context_tar, found.dockerfile
+        if app.build_context:
+            context, dockerfile = await _narrow(context_tar, work, app.build_context, dockerfile)
+        await docker_build(runtime, context, tag, dockerfile, log, limits=options.limits,
+                           target=app.build_target, no_cache=app.build_no_cache,
+                           build_args=build_env)
+    elif found.build_type == "static":
+        assert found.publish_dir is not None
+        context = work / "static-context.tar"
+        files = await static_site.prepare(context_tar, context, found.publish_dir,
+                                          options.static_server_image)
+        log.info(f"serving {files} files of {found.publish_dir}/ with "
+                 f"{options.static_server_image}")
+        # No build args: env vars never enter a static image, only the running container.
+        await docker_build(runtime, context, tag, "Dockerfile", log, limits=options.limits,
+                           no_cache=app.build_no_cache)
+    elif found.build_type in cli_build.TOOLS:
+        await cli_build.build(
+            runtime, found.build_type, context_tar, work / "src", tag, log,
+            build_env=build_env, timeout=options.limits.timeout, no_cache=app.build_no_cache,
+            pack_builder=options.pack_builder)
+    elif found.build_type == "compose":
+        assert found.compose_file is not None
+        group = await compose.build(runtime, context_tar, work / "src", found.compose_file,
+                                    instance, app.name, deployment_id, app.compose_service,
+                                    log, options.limits.timeout)
+        return Built(image=group.image, detection=found, group=group)
+    else:
+        raise BuildFailed(f"build type {found.build_type} cannot build here yet")
+    return Built(image=tag, detection=found)
+
+
+async def _narrow(context_tar: Path, work: Path, directory: str, dockerfile: str
+                  ) -> tuple[Path, str]:
+    """The build context cut down to `directory`; a Dockerfile outside it comes along under
+    a name of its own (as `docker build -f` does)."""
+    prefix = directory.rstrip("/") + "/"
+    extra: dict[str, bytes] = {}
+    if dockerfile.startswith(prefix):
+        inside = dockerfile[len(prefix):]
+    else:
+        inside = ".rivetr.Dockerfile"
+        extra[inside] = await asyncio.to_thread(_read_member, context_tar, dockerfile)
+    target = work / "narrow-context.tar"
+    await asyncio.to_thread(subtree, context_tar, target, directory, "", extra)
+    return target, inside
+
+
+def _read_member(tar: Path, name: str) -> bytes:
+    with tarfile.open(tar) as archive:
+        handle = archive.extractfile(name)
+        if handle is None:
+            raise BuildFailed(f"{name} is not a regular file")
+        return handle.read()
+
+
+async def docker_build(
+    runtime: Runtime,
+    context_tar: Path,
+    tag: str,
     dockerfile: str,
     log: DeployLog,
     *,
     limits: BuildLimits | None = None,
-) -> str:
-    """Build and return the image tag. Raises BuildFailed with the builder's message, or
-    naming the limit (build_timeout, build_memory_limit) the build ran into."""
-    tag = image_tag(instance, app, deployment_id)
+    target: str | None = None,
+    no_cache: bool = False,
+    build_args: Mapping[str, str] | None = None,
+) -> None:
+    """Build `context_tar` with `dockerfile` into `tag`. Raises BuildFailed with the
+    builder's message, or naming the limit (build_timeout, build_memory_limit) it ran into."""
     # No build labels: the legacy builder turns each into a LABEL step, a container and
     # a layer on every push. The tag's repository (rivetr-<instance>/<app>) identifies it.
     spec = BuildSpec(
@@ -56,6 +170,6 @@ async def build(
         timeout=limits.timeout if limits else None,
         cpus=limits.cpus if limits else None,
         memory=limits.memory if limits else None,
+        target=target, no_cache=no_cache, build_args=dict(build_args or {}),
     )
     await runtime.build(spec, lambda line: log.output(line, "build"))
-    return tag

@@ -60,13 +60,21 @@ class BuildGate:
                 self._changed.notify_all()
 
 
+def _release_of(tag: str) -> str:
+    """'repo:7-worker' -> 'repo:7'; 'repo:7' stays."""
+    repository, _, name = tag.rpartition(":")
+    return f"{repository}:{name.partition('-')[0]}"
+
+
 async def prune_release_images(
     runtime: Runtime, gate: BuildGate, repository: str, keep: set[str]
 ) -> None:
     """Remove the images in `repository` except those in `keep` (the newest releases',
-    chosen by the caller from the database: a rollback runs an old tag again)."""
+    chosen by the caller from the database: a rollback runs an old tag again). A tag
+    `<release>-<service>` (a compose group's other images) goes with its release."""
     try:
-        doomed = [t for t in await runtime.list_images(repository) if t not in keep]
+        doomed = [t for t in await runtime.list_images(repository)
+                  if _release_of(t) not in keep]
         if not doomed:
             return
         async with gate.removing():

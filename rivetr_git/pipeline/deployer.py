@@ -19,11 +19,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rivetr_git import repo_config
+from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import build, checkout, cleanup, health, promote, start, watch
-from rivetr_git.pipeline.labels import image_repository, labels
+from rivetr_git.pipeline import (
+    build,
+    checkout,
+    cleanup,
+    compose,
+    deploy_commands,
+    health,
+    promote,
+    start,
+    static_site,
+    watch,
+)
+from rivetr_git.pipeline.labels import container_name, image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.repos import Repos
@@ -32,6 +45,16 @@ from rivetr_git.settings import Settings
 from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
+_RED, _RESET = "\x1b[31m", "\x1b[0m"
+
+
+def _limits_note(app: App) -> str:
+    parts = []
+    if app.memory_limit is not None:
+        parts.append(f"memory {app.memory_limit // 1024**2} MiB")
+    if app.cpu_limit is not None:
+        parts.append(f"cpu {app.cpu_limit:g}")
+    return f" (limits: {', '.join(parts)})" if parts else ""
 
 _STAGE_TITLES = {
     Status.CLONING: "Cloning",
@@ -63,6 +86,7 @@ class Deployer:
         routes: RouteTable,
         instance: str,
         notifier: Notifier,
+        env_vars: EnvVars,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -71,15 +95,17 @@ class Deployer:
         self._routes = routes
         self._instance = instance
         self._notifier = notifier
+        self._env_vars = env_vars
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
-        self._build_limits = build.BuildLimits.from_settings(settings)
+        self._build_options = build.BuildOptions.from_settings(settings)
         self._watches: dict[str, asyncio.Event] = {}
         self._watched: set[int] = set()
         self._work_dir = settings.data_dir / "tmp"
+        self._compose_dir = settings.data_dir / "compose"
 
     def app_url(self, app: str) -> str:
         port = self._settings.public_port or self._settings.proxy_port
@@ -125,8 +151,41 @@ class Deployer:
                            f"(keep_releases = {self._settings.keep_releases}); pick a newer "
                            f"one from `releases {app.name}`")
         deployment = await self._store.create_deployment(
-            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target)
+            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target,
+            kind="rollback")
         return await self._enqueue(app, deployment, by=f"a rollback to #{target.id}")
+
+    async def restart(self, app: App, requested_by: str | None, why: str) -> Job | None:
+        """Queue a fresh container of the live release (new env, limits, settings): start,
+        health check, switch, drain, like a deploy. None when nothing is live."""
+        current = await self._store.current_deployment(app)
+        if current is None or current.image is None:
+            return None
+        deployment = await self._store.create_deployment(
+            app, current.commit_sha, current.commit_message, requested_by, rollback_of=current,
+            kind="restart")
+        return await self._enqueue(app, deployment, by=f"a restart ({why})")
+
+    async def destroy(self, app: App) -> None:
+        """Remove everything of `app`: containers, images, route, repository, rows.
+
+        Refused while one of its deploys runs (it would leave a container behind)."""
+        worker = self._workers.get(app.name)
+        if worker is not None and not worker.done():
+            raise ValidationError(f"a deploy of {app.name} is running; destroy it once that "
+                                  "has finished (deploys shows it)")
+        older = self._watches.pop(app.name, None)
+        if older is not None:
+            older.set()  # end its watch window: nothing is left to roll back to
+        self._routes.remove(app.name)
+        for container in await self._runtime.list_containers(labels(self._instance, app.name)):
+            await self._runtime.remove(container.id)
+        async with self._gate.removing():
+            for image in await self._runtime.list_images(
+                    image_repository(self._instance, app.name)):
+                await self._runtime.remove_image(image)
+        await self._store.delete_app(app)
+        await self._repos.delete(app.name)
 
     async def _enqueue(self, app: App, deployment: Deployment, by: str) -> Job:
         job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
@@ -177,13 +236,19 @@ class Deployer:
     # --- one deployment -----------------------------------------------------------------------
 
     async def _deploy(self, job: Job) -> Deployment:
-        d, app, out = job.deployment, job.app, job.log
+        d, out = job.deployment, job.log
+        # Settings as they are now, not when the job was queued.
+        app = job.app = await self._store.get_app(job.app.name)
         started = time.monotonic()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
+        build_type: str | None = None  # None: a rollback, which builds nothing
+        group: compose.Group | None = None  # a compose deployment's project
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
-        if d.rollback_of is not None:
+        if d.kind == "restart":
+            out.header(f"Restarting {app.name} (release #{d.rollback_of}): {what}")
+        elif d.rollback_of is not None:
             out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
         else:
             out.header(f"Deploying {app.name} {what}")
@@ -191,28 +256,51 @@ class Deployer:
                               rollback_of=d.rollback_of)
         try:
             if d.image is not None:
-                image = d.image  # a rollback: the release's image is already built
+                image = d.image  # a rollback or restart: the release's image is built
+                repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
-                async with self._stage(job, Status.BUILDING, f"({app.dockerfile})"), \
-                        self._gate.building():
-                    image = built = await build.build(
-                        self._runtime, context, self._instance, app.name, d.id, app.dockerfile,
-                        out, limits=self._build_limits)
+                    repo = await self._repo_config(app, d, out)
+                async with self._stage(job, Status.BUILDING), self._gate.building():
+                    # Where the coordinator plugs in decrypted build-time vars (build_env)
+                    # and rivetr.toml's [build] type (repo_build_type).
+                    result = await build.build(
+                        self._runtime, app, d.id, self._instance, context, out,
+                        self._build_options, build_env={}, repo_build_type=None)
+                    image = built = result.image
+                    build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image)
             async with self._stage(job, Status.STARTING):
-                # A rollback runs the release as it ran then, whatever the settings say now.
-                port = d.app_port or await start.app_port(self._runtime, image, app.port)
-                container = await start.start(self._runtime, self._instance, app.name, d.id,
-                                              image, port, env={})
-                out.info(f"container {container.id[:12]} listening on port {port}")
-            await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
-                                         host_port=container.host_port, app_port=port)
+                # A rollback runs the release as it ran then, whatever the settings say now;
+                # a restart takes the app's settings as they are.
+                ran_with = d.app_port if d.kind == "rollback" else None
+                port = ran_with or await start.app_port(self._runtime, image, app.port)
+                env = await start.release_env(self._env_vars, d.id)
+                if group is not None:
+                    assert result.detection.compose_file is not None
+                    container = await compose.up(
+                        self._runtime, build_dir / "src", result.detection.compose_file,
+                        self._instance, app.name, d.id, app.compose_service, port, env, out,
+                        self._compose_dir)
+                else:
+                    container = await start.start(self._runtime, self._instance, app.name,
+                                                  d.id, image, port, env, cpus=app.cpu_limit,
+                                                  memory=app.memory_limit)
+                out.info(f"container {container.id[:12]} listening on port {port}"
+                         f"{_limits_note(app)}")
+                await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
+                                             host_port=container.host_port, app_port=port)
+                if app.pre_deploy:
+                    failed = await deploy_commands.run(
+                        self._runtime, container.id, "pre", app.pre_deploy,
+                        self._command_timeout(app), out)
+                    if failed:
+                        raise DeployFailed("pre_deploy", failed)
             assert container.host_port is not None  # start() guarantees a published port
             async with self._stage(job, Status.HEALTH_CHECK):
-                policy = self._health_policy(app)
+                policy = self._health_policy(app, repo, build_type)
                 attempts, _ = await health.wait_healthy(
                     self._runtime, container.id, container.host_port,
                     self._routes.hostname(app.name), policy,
@@ -234,9 +322,18 @@ class Deployer:
                 keep.add(release.image or "")
             self._spawn(cleanup.prune_release_images(
                 self._runtime, self._gate, image_repository(self._instance, app.name), keep))
+            # Networks of compose groups retired since the app's last deploy.
+            await compose.sweep(self._compose_dir, self._runtime, self._instance, app.name)
             self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
                                   commit=d.commit_sha, url=self.app_url(app.name))
             out.stage = Status.RUNNING.value
+            if app.post_deploy:
+                failed = await deploy_commands.run(
+                    self._runtime, container.id, "post", app.post_deploy,
+                    self._command_timeout(app), out)
+                if failed:
+                    await self._store.set_status(d.id, Status.RUNNING, post_deploy_error=failed)
+                    out.error(f"{_RED}{failed}; the release stays live{_RESET}")
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:
@@ -263,11 +360,55 @@ class Deployer:
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
 
-    def _health_policy(self, app: App) -> health.HealthPolicy:
+    async def _repo_config(self, app: App, d: Deployment, out: DeployLog
+                           ) -> repo_config.RepoConfig:
+        text = await self._repos.read_file(app.name, d.commit_sha, repo_config.FILE_NAME)
+        config = repo_config.parse(text)
+        if text is not None:
+            out.info(f"using {repo_config.FILE_NAME} from the repository")
+        return config
+
+    def _health_policy(self, app: App, repo: repo_config.RepoConfig,
+                       build_type: str | None = None) -> health.HealthPolicy:
+        """Per setting: the app's own (admin) value, else rivetr.toml, else the server's;
+        a static site's path defaults to the endpoint its generated server always has."""
         s = self._settings
-        path = app.health_path if app.health_path is not None else s.health_path
-        return health.HealthPolicy(path=path, interval=s.health_interval,
-                                   timeout=s.health_timeout, retries=s.health_retries)
+
+        def pick(*values: Any) -> Any:
+            return next(v for v in values if v is not None)
+
+        default_path = static_site.HEALTH_PATH if build_type == "static" else s.health_path
+        return health.HealthPolicy(
+            path=pick(app.health_path, repo.health_path, default_path),
+            interval=pick(app.health_interval, repo.health_interval, s.health_interval),
+            timeout=pick(app.health_timeout, repo.health_timeout, s.health_timeout),
+            retries=pick(app.health_retries, repo.health_retries, s.health_retries),
+            start_period=pick(app.health_start_period, repo.health_start_period,
+                              s.health_start_period),
+        )
+
+    async def health_in_force(self, app: App) -> health.HealthPolicy:
+        """The health check the app's next restart would use (its live commit's rivetr.toml
+        included)."""
+        current = await self._store.current_deployment(app)
+        repo = repo_config.RepoConfig()
+        if current is not None:
+            with contextlib.suppress(RivetrError):
+                repo = repo_config.parse(await self._repos.read_file(
+                    app.name, current.commit_sha, repo_config.FILE_NAME))
+        return self._health_policy(app, repo)
+
+    def health_defaults(self) -> health.HealthPolicy:
+        """The server-wide health check, for `apps:info`."""
+        s = self._settings
+        return health.HealthPolicy(path=s.health_path, interval=s.health_interval,
+                                   timeout=s.health_timeout, retries=s.health_retries,
+                                   start_period=s.health_start_period)
+
+    def _command_timeout(self, app: App) -> float:
+        if app.deploy_command_timeout is not None:
+            return app.deploy_command_timeout
+        return self._settings.deploy_command_timeout
 
     def _watch(self, switch: watch.Switch) -> None:
         """Start the post-switch watch; a newer switch of the app ends the older watch."""
@@ -343,6 +484,8 @@ class Deployer:
                 labels(self._instance, job.app.name, d.id)
             ):
                 await self._runtime.remove(container.id)
+            await compose.down(self._runtime, self._compose_dir,
+                               container_name(self._instance, job.app.name, d.id))
             if image is not None:
                 async with self._gate.removing():
                     await self._runtime.remove_image(image)

@@ -21,6 +21,7 @@ class HealthPolicy:
     interval: float  # the longest pause between attempts
     timeout: float  # one attempt
     retries: int
+    start_period: float = 0.0  # failures in the first seconds after start do not count
 
 
 async def probe(host: str, port: int, path: str, host_header: str, timeout: float) -> str | None:
@@ -65,7 +66,9 @@ async def wait_healthy(
     """Probe until healthy; return (attempts, seconds). Raises HealthCheckFailed."""
     started = time.monotonic()
     last = "not checked"
-    for attempt in range(1, policy.retries + 1):
+    attempt = failures = 0
+    while failures < policy.retries:
+        attempt += 1
         info = await runtime.inspect(container_id)
         if info is None or not info.running:
             output = (await runtime.logs(container_id, tail=5)).strip() if info else ""
@@ -79,6 +82,8 @@ async def wait_healthy(
             if info is not None and info.running:
                 return attempt, time.monotonic() - started
             last = "container exited right after answering"
+        if time.monotonic() - started >= policy.start_period:
+            failures += 1
         # Fast first retries catch apps that bind within milliseconds; then the interval.
         await asyncio.sleep(min(policy.interval, 0.02 * 2 ** (attempt - 1)))
     what = f"GET {policy.path}" if policy.path else "the app's port"

@@ -81,7 +81,9 @@ class Monitor:
         live = await self._store.deployments_with_status([Status.RUNNING])
         for d in live:
             app = apps.get(d.app_id)
-            if app is None or app.crashed_reason or self._is_watched(d.id) or not d.container_id:
+            if app is None or app.crashed_reason or app.stopped or not d.container_id:
+                continue  # given up on, stopped by its owner, or never started
+            if self._is_watched(d.id):
                 continue
             await self._check_one(app, d, containers.get(d.container_id))
         live_ids = {d.id for d in live}

@@ -7,21 +7,23 @@ import logging
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import Deployment
 from rivetr_git.proxy.routes import RouteTable, Upstream
-from rivetr_git.runtime.base import Runtime
+from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_INSTANCE, Runtime
 from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
 
 SWITCH_TIMEOUT = 10.0  # seconds every proxy gets to apply a route switch
 
+_RELEASE_LABELS = (LABEL_INSTANCE, LABEL_APP, LABEL_DEPLOYMENT)
 
-def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False
-                ) -> Upstream:
+
+def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False,
+                stopped: bool = False) -> Upstream:
     port = host_port if host_port is not None else deployment.host_port
     if port is None:
         raise RivetrError(f"deployment #{deployment.id} has no published port")
     return Upstream(app=deployment.app_name, host="127.0.0.1", port=port,
-                    deployment_id=deployment.id, crashed=crashed)
+                    deployment_id=deployment.id, crashed=crashed, stopped=stopped)
 
 
 async def promote(
@@ -59,8 +61,16 @@ async def retire(
             log.warning("deployment #%s still had requests in flight after %gs; stopping it",
                         deployment.id, drain_timeout)
     try:
+        info = await runtime.inspect(deployment.container_id)
         await runtime.stop(deployment.container_id, stop_timeout)
         await runtime.remove(deployment.container_id)
+        # The rest of its group (a compose deployment's other services), found by the
+        # deployment's labels.
+        group = {k: v for k, v in (info.labels if info else {}).items() if k in _RELEASE_LABELS}
+        if len(group) == len(_RELEASE_LABELS):
+            for other in await runtime.list_containers(group):
+                await runtime.stop(other.id, stop_timeout)
+                await runtime.remove(other.id)
     except RivetrError as exc:
         # Start-up reconciliation removes whatever is left; never fail a live deploy for it.
         log.warning("could not retire container %s: %s", deployment.container_id[:12], exc)

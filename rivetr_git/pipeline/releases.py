@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from rivetr_git.models import App, Deployment, Status
-from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.store import Store
 
 Write = Callable[[str], Awaitable[None]]
@@ -22,7 +22,9 @@ def release_table(releases: list[Deployment], live: Deployment | None) -> list[s
     lines = []
     for r in releases:
         mark = "*" if live is not None and r.id == live.id else " "
-        again = f" (rollback to #{r.rollback_of})" if r.rollback_of else ""
+        again = ""
+        if r.rollback_of is not None:
+            again = f" ({'restart of' if r.kind == 'restart' else 'rollback to'} #{r.rollback_of})"
         lines.append(f"{mark} #{r.id:<5} {r.commit_sha[:7]}  {(r.finished_at or '')[:19]}  "
                      f"{r.commit_message[:50]}{again}")
     return lines
@@ -48,16 +50,20 @@ class ReleaseCommands:
     async def rollback(self, app: App, release: int | None, by: str | None, write: Write
                        ) -> int:
         """Run an earlier release again (start, health check, switch, drain); 0 if live."""
-        job = await self._deployer.rollback(app, release, by)
-        lines = job.log.watch()
-        try:
-            while (line := await lines.get()) is not None:
-                try:
-                    await write(line)
-                except (ConnectionError, OSError):
-                    break  # the caller went away; the rollback carries on
-        finally:
-            job.log.unwatch(lines)
-        final = await job.result
-        return 0 if final.status is Status.RUNNING else 1
+        return await follow(await self._deployer.rollback(app, release, by), write)
+
+
+async def follow(job: Job, write: Write) -> int:
+    """Write a queued deployment's output as it happens; 0 once it is live, else 1."""
+    lines = job.log.watch()
+    try:
+        while (line := await lines.get()) is not None:
+            try:
+                await write(line)
+            except (ConnectionError, OSError):
+                break  # the caller went away; the deployment carries on
+    finally:
+        job.log.unwatch(lines)
+    final = await job.result
+    return 0 if final.status is Status.RUNNING else 1
 

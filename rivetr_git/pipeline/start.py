@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rivetr_git.errors import StartFailed
+from collections.abc import Mapping
+
+from rivetr_git.env_vars import EnvVars
+from rivetr_git.errors import DecryptionFailed, StartFailed
 from rivetr_git.pipeline.labels import container_name, labels
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
 
@@ -17,6 +20,15 @@ async def app_port(runtime: Runtime, image: str, configured: int | None) -> int:
     return exposed[0] if len(exposed) == 1 else DEFAULT_APP_PORT
 
 
+async def release_env(env_vars: EnvVars, deployment_id: int) -> dict[str, str]:
+    """The env the deployment was created with, decrypted. A value that does not decrypt
+    fails the start before any container exists: ciphertext never reaches an app."""
+    try:
+        return await env_vars.for_deployment(deployment_id)
+    except DecryptionFailed as exc:
+        raise StartFailed(f"{exc}; no container was started") from None
+
+
 async def start(
     runtime: Runtime,
     instance: str,
@@ -24,15 +36,20 @@ async def start(
     deployment_id: int,
     image: str,
     port: int,
-    env: dict[str, str],
+    env: Mapping[str, str],
+    cpus: float | None = None,
+    memory: int | None = None,
 ) -> ContainerInfo:
-    """Start the container; raise StartFailed (with its last output) if it is not up."""
+    """Start the container with `env` and PORT; raise StartFailed (with its last output)
+    if it is not up."""
     spec = ContainerSpec(
         name=container_name(instance, app, deployment_id),
         image=image,
         port=port,
         env={**env, "PORT": str(port)},
         labels=labels(instance, app, deployment_id),
+        cpus=cpus,
+        memory=memory,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:

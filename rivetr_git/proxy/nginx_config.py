@@ -17,14 +17,16 @@ _ERRORS = {
     502: ("Bad Gateway", "The app is not answering right now."),
     503: ("Service Unavailable", "The app keeps crashing and has been stopped; its owner "
                                  "has been told."),
+    -503: ("Service Unavailable", "The app is stopped by its owner."),
     504: ("Gateway Timeout", "The app took too long to answer."),
     404: ("Not Found", "No app is served at this address."),
 }
 
 
 def _page(status: int) -> str:
+    """The page for `status`; -503 is the other 503 (stopped rather than crashed)."""
     title, detail = _ERRORS[status]
-    return _PAGE.format(s=status, t=title, d=detail)
+    return _PAGE.format(s=abs(status), t=title, d=detail)
 
 
 def _seconds(value: float) -> str:
@@ -129,16 +131,20 @@ def upstream_name(upstream: Upstream) -> str:
     return f"rivetr_{upstream.app.replace('-', '_')}_{upstream.deployment_id}"
 
 
+def upstream_block(upstream: Upstream) -> str:
+    return (f"    upstream {upstream_name(upstream)} {{\n        server {upstream.host}:"
+            f"{upstream.port} max_fails=0;\n        keepalive 64;\n    }}\n")
+
+
 def app_server(host: str, upstream: Upstream, listen: str) -> str:
-    """The upstream and server blocks of one app."""
-    if upstream.crashed:
+    """The server block of one hostname (an app's own, or a custom domain of it)."""
+    if upstream.crashed or upstream.stopped:
+        page = _page(503 if upstream.crashed else -503)
         return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
                 f"        default_type text/html;\n"
-                f"        location / {{ return 503 '{_page(503)}'; }}\n    }}\n")
+                f"        location / {{ return 503 '{page}'; }}\n    }}\n")
     name = upstream_name(upstream)
-    return (f"    upstream {name} {{\n        server {upstream.host}:{upstream.port} "
-            f"max_fails=0;\n        keepalive 64;\n    }}\n"
-            f"    server {{\n        listen {listen};\n        server_name {host};\n"
+    return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
             f"        error_page 413 @rivetr_413;\n        error_page 502 @rivetr_502;\n"
             f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
             f"    }}\n")
@@ -147,7 +153,10 @@ def app_server(host: str, upstream: Upstream, listen: str) -> str:
 def render(routes: Mapping[str, Upstream], base_domain: str, listen: str, config: ProxyConfig,
            workers: int, state: Path, drain_timeout: float) -> str:
     """The whole nginx.conf for this table."""
-    apps = "".join(app_server(host, up, listen) for host, up in sorted(routes.items()))
+    # One upstream block per release, however many hostnames (custom domains) point at it.
+    proxied = {upstream_name(u): u for u in routes.values() if not (u.crashed or u.stopped)}
+    apps = "".join(upstream_block(u) for _, u in sorted(proxied.items()))
+    apps += "".join(app_server(host, up, listen) for host, up in sorted(routes.items()))
     status = f"rivetr-git proxy: {len(routes)} app(s) at *.{base_domain}\\n"
     own = f"""\
     server {{

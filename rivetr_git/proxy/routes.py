@@ -15,12 +15,14 @@ class Upstream:
     port: int
     deployment_id: int
     crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
+    stopped: bool = False  # its owner stopped it (ps:stop): the proxy answers 503
 
     def __hash__(self) -> int:
         # Looked up several times per proxied request (in-flight counts, pools): hash once.
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
-            cached = hash((self.app, self.host, self.port, self.deployment_id, self.crashed))
+            cached = hash((self.app, self.host, self.port, self.deployment_id, self.crashed,
+                           self.stopped))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -87,6 +89,8 @@ class RouteTable:
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.lower().rstrip(".")
         self._routes: Mapping[str, Upstream] = MappingProxyType({})
+        self._apps: dict[str, Upstream] = {}
+        self._domains: dict[str, str] = {}  # custom hostname -> app
         self.in_flight = InFlight()
         self._listeners: list[Listener] = []
         self._drain_waiters: list[DrainWaiter] = [self.in_flight.wait_idle]
@@ -126,18 +130,42 @@ class RouteTable:
     def snapshot(self) -> Mapping[str, Upstream]:
         return self._routes
 
-    def replace(self, upstreams: list[Upstream]) -> None:
-        self._publish({self.hostname(u.app): u for u in upstreams})
+    def _rebuild(self) -> None:
+        # Built aside, then swapped in one assignment: an app and its domains move together.
+        routes = {self.hostname(app): u for app, u in self._apps.items()}
+        for host, app in self._domains.items():
+            if app in self._apps:
+                routes[host] = self._apps[app]
+        self._publish(routes)
+
+    def replace(self, upstreams: list[Upstream], domains: Mapping[str, str] | None = None
+                ) -> None:
+        """Everything at once: upstreams, and custom hostnames (host -> app) if given."""
+        self._apps = {u.app: u for u in upstreams}
+        if domains is not None:
+            self._domains = {normalize_host(h): app for h, app in domains.items()}
+        self._rebuild()
+
+    def set_domains(self, domains: Mapping[str, str]) -> None:
+        """Replace every custom hostname (host -> app)."""
+        self._domains = {normalize_host(h): app for h, app in domains.items()}
+        self._rebuild()
 
     def set(self, upstream: Upstream) -> None:
-        routes = dict(self._routes)
-        routes[self.hostname(upstream.app)] = upstream
-        self._publish(routes)
+        self._apps[upstream.app] = upstream
+        self._rebuild()
 
     def remove(self, app: str) -> None:
-        routes = dict(self._routes)
-        routes.pop(self.hostname(app), None)
-        self._publish(routes)
+        self._apps.pop(app, None)
+        self._rebuild()
+
+    def install(self, routes: Mapping[str, Upstream]) -> None:
+        """Take a whole table as published by another RouteTable (a proxy worker's copy)."""
+        self._apps = {u.app: u for u in routes.values()}
+        self._publish(dict(routes))
+
+    def upstream(self, app: str) -> Upstream | None:
+        return self._apps.get(app)
 
     def __len__(self) -> int:
         return len(self._routes)

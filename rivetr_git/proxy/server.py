@@ -145,6 +145,8 @@ class ProxyServer:
                        upstream: Upstream | None, out: Outcome) -> None:
         if upstream is None:
             return self._own_page(client, request, out)
+        if upstream.stopped:
+            return self._page(client, request, out, 503, "The app is stopped by its owner.")
         if upstream.crashed:
             return self._page(client, request, out, 503, "The app keeps crashing and has been "
                               "stopped; its owner has been told.")

@@ -49,7 +49,7 @@ async def serve() -> None:
         while line := await reader.readline():
             message = json.loads(line)
             if "routes" in message:
-                routes.replace([Upstream(**u) for u in message["routes"]])
+                routes.install({host: Upstream(**u) for host, u in message["routes"]})
                 _say({"applied": message["table"]})
             elif "drain" in message:
                 task = asyncio.create_task(_drain(routes, message))

@@ -137,7 +137,8 @@ class ProxyWorkers:
         return worker
 
     def _routes_message(self, routes: Mapping[str, Upstream]) -> dict[str, Any]:
-        return {"routes": [dataclasses.asdict(u) for u in routes.values()],
+        # Host by host: custom domains are hostnames too, not only APP.<base_domain>.
+        return {"routes": [[host, dataclasses.asdict(u)] for host, u in routes.items()],
                 "table": self._table_no}
 
     def _publish(self, routes: Mapping[str, Upstream]) -> None:

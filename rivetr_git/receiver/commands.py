@@ -6,6 +6,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from rivetr_git.admin.verbs import BY_NAME
 from rivetr_git.errors import ValidationError
 from rivetr_git.names import validate_app_name
 
@@ -25,25 +26,22 @@ class GitCommand:
 
 @dataclass(frozen=True)
 class AdminCommand:
-    """`releases APP` or `rollback APP [RELEASE]`."""
+    """One of the admin verbs (`apps:info APP`, `config:set APP K=V`, ...), still as argv:
+    the admin service parses it with the verb table, so usage errors read the same
+    everywhere."""
 
-    verb: str
-    app: str
-    release: int | None = None
-
-
-ADMIN_USAGE = "releases APP | rollback APP [RELEASE]"
+    argv: tuple[str, ...]
 
 
 def parse_command(command: str | None) -> GitCommand | AdminCommand:
-    """Parse what OpenSSH sends for a git remote: `git-receive-pack '/app.git'` and friends,
-    or one of the admin verbs (`releases APP`, `rollback APP [RELEASE]`).
+    """Parse what OpenSSH sends for a git remote (`git-receive-pack '/app.git'` and friends)
+    or an admin verb (`apps:list`, `config:set APP K=V`, `help`, ...).
 
-    Accepted paths: `app`, `app.git`, `/app`, `/app.git`. Anything else is refused.
+    Accepted git paths: `app`, `app.git`, `/app`, `/app.git`. Anything else is refused.
     """
     usage = (
         "this server speaks git (add it as a remote, ssh://git@HOST:PORT/APP, and push) and "
-        f"these commands: {ADMIN_USAGE}"
+        "admin commands (`help` lists them)"
     )
     if not command:
         raise ValidationError(f"no shell here; {usage}")
@@ -51,28 +49,13 @@ def parse_command(command: str | None) -> GitCommand | AdminCommand:
         argv = shlex.split(command)
     except ValueError:
         raise ValidationError(f"cannot parse command; {usage}") from None
-    if argv and argv[0] in ("releases", "rollback"):
-        return _admin(argv, usage)
+    if argv and argv[0] in BY_NAME:
+        return AdminCommand(argv=tuple(argv))
     if len(argv) != 2 or argv[0] not in GIT_SERVICES:
         raise ValidationError(f"unknown command {argv[0] if argv else command!r}; {usage}")
     path = argv[1]
     name = path.removeprefix("/").removesuffix(".git")
     return GitCommand(service=argv[0], app=validate_app_name(name))
-
-
-def _admin(argv: list[str], usage: str) -> AdminCommand:
-    verb, args = argv[0], argv[1:]
-    most = 2 if verb == "rollback" else 1
-    if not 1 <= len(args) <= most:
-        raise ValidationError(f"usage: {ADMIN_USAGE}")
-    release: int | None = None
-    if len(args) == 2:
-        number = args[1].removeprefix("#")
-        if not number.isdigit():
-            raise ValidationError(f"release {args[1]!r} is not a release number such as 12; "
-                                  f"`releases {args[0]}` lists them")
-        release = int(number)
-    return AdminCommand(verb=verb, app=validate_app_name(args[0]), release=release)
 
 
 def git_protocol(value: str | None) -> str | None:

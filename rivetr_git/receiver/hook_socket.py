@@ -13,21 +13,21 @@ import logging
 import os
 import re
 import secrets
-import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rivetr_git.errors import ConfigError, RivetrError, ValidationError
+from rivetr_git.admin.service import Session
+from rivetr_git.errors import ConfigError, RivetrError, UsageHelp
 from rivetr_git.models import App
+from rivetr_git.pipeline.deploy_commands import LineSplitter
 from rivetr_git.pipeline.push import RefUpdate, Write
-from rivetr_git.receiver.commands import AdminCommand, parse_command
 
 log = logging.getLogger(__name__)
 
 PushCallback = Callable[[App, list[RefUpdate], str, Write], Awaitable[bool]]
-# Local admin commands (the CLI's `rollback`): the socket is 0600, so only this user.
-CommandCallback = Callable[[AdminCommand, Write], Awaitable[int]]
+# Local admin verbs from the CLI: the socket is 0600, so only this user can send them.
+CommandCallback = Callable[[list[str], Session], Awaitable[int]]
 EXIT_MARK = "rivetr-exit-status: "
 _SHA = re.compile(r"[0-9a-f]{40}")
 _MAX_REQUEST = 1 << 20
@@ -82,8 +82,24 @@ class HookSocket:
     def unregister(self, token: str) -> None:
         self._pushes.pop(token, None)
 
-    async def _command(self, argv: object, write: Write) -> int:
-        return await _run_command(self._on_command, argv, write)
+    async def _command(self, request: dict[str, object], write: Write) -> int:
+        argv, stdin = request.get("command"), request.get("stdin", "")
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("command must be a list of strings")
+        if not isinstance(stdin, str):
+            raise ValueError("stdin must be a string")
+        session = _SocketSession(write, stdin.encode())
+        try:
+            code = await self._on_command(argv, session)
+        except UsageHelp as exc:
+            await write(str(exc))
+            return 0
+        except RivetrError as exc:
+            await session.flush()
+            await write(f"rivetr-git: {exc}")
+            return exc.exit_code
+        await session.flush()
+        return code
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def write(line: str) -> None:
@@ -93,7 +109,7 @@ class HookSocket:
         try:
             request = json.loads(await reader.readline())
             if "command" in request:
-                code = await self._command(request["command"], write)
+                code = await self._command(request, write)
                 await write(f"{EXIT_MARK}{code}")
                 return
             context = self._pushes.get(str(request.get("token")))
@@ -119,17 +135,27 @@ class HookSocket:
                 await writer.wait_closed()
 
 
-async def _run_command(on_command: CommandCallback, argv: object, write: Write) -> int:
-    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-        raise ValueError("command must be a list of strings")
-    try:
-        command = parse_command(shlex.join(argv))
-        if not isinstance(command, AdminCommand):
-            raise ValidationError("only the admin commands run here")
-        return await on_command(command, write)
-    except RivetrError as exc:
-        await write(f"rivetr-git: {exc}")
-        return exc.exit_code
+class _SocketSession:
+    """A local CLI command's output as lines on the socket; its stdin came with the request."""
+
+    def __init__(self, write: Write, stdin: bytes) -> None:
+        self._write = write
+        self._stdin = stdin
+        self._lines = LineSplitter()
+
+    async def out(self, line: str) -> None:
+        await self._write(line)
+
+    async def out_bytes(self, data: bytes) -> None:
+        for line in self._lines.feed(data):
+            await self._write(line)
+
+    async def flush(self) -> None:
+        for line in self._lines.close():
+            await self._write(line)
+
+    async def read_input(self, limit: int) -> bytes:
+        return self._stdin[:limit]
 
 
 def _ref_update(item: object) -> RefUpdate:

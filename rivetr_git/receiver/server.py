@@ -13,12 +13,13 @@ from pathlib import Path
 
 import asyncssh
 
-from rivetr_git.errors import AccessDenied, NotFound, RivetrError
+from rivetr_git.admin.service import Admin, Caller
+from rivetr_git.errors import AccessDenied, NotFound, RivetrError, UsageHelp, ValidationError
 from rivetr_git.keys import fingerprint
 from rivetr_git.models import App, SshKey
-from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
 from rivetr_git.receiver.hook_socket import HookSocket
+from rivetr_git.receiver.redact import hide_command_arguments
 from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
@@ -119,18 +120,19 @@ class Receiver:
 
     def __init__(
         self, settings: Settings, store: Store, repos: Repos, hooks: HookSocket, hooks_dir: Path,
-        releases: ReleaseCommands,
+        admin: Admin,
     ) -> None:
         self._settings = settings
         self._store = store
         self._repos = repos
         self._hooks = hooks
         self._hooks_dir = hooks_dir
-        self._releases = releases
+        self._admin = admin
         self._server: asyncssh.SSHAcceptor | None = None
         self.bound_port = settings.ssh_port
 
     async def start(self) -> None:
+        hide_command_arguments()
         host_key = load_host_key(self._settings.data_dir)
         self._server = await asyncssh.listen(
             self._settings.ssh_host,
@@ -175,12 +177,11 @@ class Receiver:
             raise AccessDenied("your key is not (or no longer) registered with this server")
         return key
 
-    async def _authorize(self, key: SshKey, command: GitCommand | AdminCommand) -> App:
+    async def _authorize(self, key: SshKey, command: GitCommand) -> App:
         app = await self._store.find_app(command.app)
         if app is not None and await self._store.has_access(key, app):
             return app
-        creates = isinstance(command, GitCommand) and command.is_push
-        if app is None and creates and key.is_admin and self._settings.auto_create_apps:
+        if app is None and command.is_push and key.is_admin and self._settings.auto_create_apps:
             app = await self._store.create_app(command.app)
             await self._repos.create(app.name, self._settings.deploy_branch)
             return app
@@ -192,9 +193,9 @@ class Receiver:
         if process.subsystem:
             raise AccessDenied(f"subsystem {process.subsystem!r} is not available")
         command = parse_command(process.command)
-        app = await self._authorize(key, command)
         if isinstance(command, AdminCommand):
-            return await self._admin(process, command, app, key)
+            return await self._run_admin(process, command, key)
+        app = await self._authorize(key, command)
         if not self._repos.exists(app.name):
             await self._repos.create(app.name, self._settings.deploy_branch)
         if command.is_push:
@@ -208,13 +209,27 @@ class Receiver:
             return code
         return await self._run_git(process, command, app, None)
 
-    async def _admin(self, process: asyncssh.SSHServerProcess[bytes], command: AdminCommand,
-                     app: App, key: SshKey) -> int:
-        async def write(line: str) -> None:
-            process.stdout.write(line.encode() + b"\n")
-            await process.stdout.drain()
-
-        return await self._releases.run(command.verb, app, command.release, key.name, write)
+    async def _run_admin(self, process: asyncssh.SSHServerProcess[bytes],
+                         command: AdminCommand, key: SshKey) -> int:
+        """Run an admin verb; stop it when the client goes away (Ctrl-C on `logs -f`)."""
+        session = _SshSession(process)
+        task = asyncio.create_task(self._admin.run(command.argv, Caller(key), session))
+        gone = asyncio.create_task(process.channel.wait_closed())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            return 130  # the client went away; what it ran has been stopped
+        except UsageHelp as exc:
+            await session.out(str(exc))
+            return 0
 
     def _git_env(self, process: asyncssh.SSHServerProcess[bytes], app: App, token: str | None
                  ) -> dict[str, str]:
@@ -291,6 +306,28 @@ async def _pump_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -
             await dst.drain()
         except (OSError, asyncssh.Error):
             gone = True
+
+
+class _SshSession:
+    """A command's stdout and stdin on the SSH channel."""
+
+    def __init__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        self._process = process
+
+    async def out(self, line: str) -> None:
+        await self.out_bytes(line.encode() + b"\n")
+
+    async def out_bytes(self, data: bytes) -> None:
+        self._process.stdout.write(data)
+        await self._process.stdout.drain()
+
+    async def read_input(self, limit: int) -> bytes:
+        data = b""
+        while chunk := await self._process.stdin.read(_CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise ValidationError(f"input is larger than {limit} bytes")
+        return data
 
 
 def _say(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:

@@ -6,7 +6,7 @@ containers described by a ContainerSpec, and finds them again by label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +15,10 @@ from typing import Protocol
 LABEL_INSTANCE = "rivetr.instance"
 LABEL_APP = "rivetr.app"
 LABEL_DEPLOYMENT = "rivetr.deployment"
+LABEL_ONEOFF = "rivetr.oneoff"  # a `run` container: removed when it ends
+
+
+OnOutput = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,11 @@ class BuildSpec:
     timeout: float | None = None
     cpus: float | None = None
     memory: int | None = None
+    target: str | None = None  # the stage of a multi-stage Dockerfile to build
+    no_cache: bool = False  # ignore the layer cache (it is kept and used otherwise)
+    # Build-time values (already decrypted) for the Dockerfile's ARGs. The runtime makes
+    # sure none of them is left in the image's history or config.
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,11 @@ class ContainerSpec:
     name: str
     image: str
     port: int  # the port the app listens on inside the container
-    env: Mapping[str, str] = field(default_factory=dict)
+    # Decrypted env var values: kept out of the repr, so no log line or traceback shows them.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
+    cpus: float | None = None  # CPU limit (None: none)
+    memory: int | None = None  # memory limit in bytes, swap included (None: none)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,9 @@ class Runtime(Protocol):
     """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
 
     name: str
+    # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
+    # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
+    engine_env: Mapping[str, str]
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
         """Build an image, calling `on_line` for each output line; return the image id.
@@ -97,6 +112,24 @@ class Runtime(Protocol):
 
     async def exec(self, container_id: str, command: list[str]) -> tuple[int, str]:
         """Run a command in a running container; return exit code and combined output."""
+        ...
+
+    async def follow_logs(self, container_id: str, tail: int | None, follow: bool,
+                          on_output: OnOutput) -> None:
+        """Feed the container's output (last `tail` lines, None: all) to `on_output`; with
+        `follow`, keep going until the container stops or the caller is cancelled."""
+        ...
+
+    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput
+                       ) -> int:
+        """Run `command` in a new container (no published port), stream its output, remove
+        it (also when cancelled) and return its exit code."""
+        ...
+
+    async def exec_stream(self, container_id: str, command: list[str], on_output: OnOutput,
+                          timeout: float) -> int | None:
+        """Run a command in a running container, streaming its output; its exit code, or
+        None if it ran past `timeout` seconds (it is then killed)."""
         ...
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:

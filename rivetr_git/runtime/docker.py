@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -14,8 +16,19 @@ import requests.exceptions
 from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
 from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
 from rivetr_git.runtime.docker_build import build_image
+from rivetr_git.runtime.docker_streams import OnOutput, pump
 
 T = TypeVar("T")
+
+
+def _limits(spec: ContainerSpec) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    if spec.cpus is not None:
+        limits["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.memory is not None:
+        limits["mem_limit"] = spec.memory
+        limits["memswap_limit"] = spec.memory  # no swap on top: the limit means what it says
+    return limits
 
 def _info(container: Any) -> ContainerInfo:
     return _info_from(container.attrs)
@@ -51,25 +64,36 @@ class DockerRuntime:
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"
+    engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     @classmethod
     async def connect(cls) -> DockerRuntime:
+        return cls(await cls.client_for(None))
+
+    @staticmethod
+    async def client_for(url: str | None) -> Any:
+        """A docker-py client for the engine API at `url` (None: DOCKER_HOST or the default
+        socket) that has answered a ping. Raises RuntimeUnavailable."""
         def _connect() -> Any:
-            client = docker.from_env(timeout=120)
-            client.ping()
+            client = (docker.from_env(timeout=120) if url is None
+                      else docker.DockerClient(base_url=url, timeout=120))
+            try:
+                client.ping()
+            except BaseException:
+                client.close()
+                raise
             return client
 
         try:
-            client = await asyncio.to_thread(_connect)
+            return await asyncio.to_thread(_connect)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise RuntimeUnavailable(
-                f"cannot reach the Docker engine ({exc}); start it (e.g. `dockerd &`) "
-                "or set DOCKER_HOST"
+                f"cannot reach the {'Docker engine' if url is None else url} ({exc}); start "
+                "it (e.g. `dockerd &`) or set DOCKER_HOST"
             ) from None
-        return cls(client)
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -97,7 +121,8 @@ class DockerRuntime:
             # grace period (10 s measured here without it).
             api = self._client.api
             host_config = api.create_host_config(
-                port_bindings={spec.port: ("127.0.0.1",)}, init=True
+                port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec),
+                **self._host_options(),
             )
             created = api.create_container(
                 spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
@@ -107,6 +132,10 @@ class DockerRuntime:
             return dict(api.inspect_container(created["Id"]))
 
         return _info_from(await self._call("run", _run))
+
+    def _host_options(self) -> dict[str, Any]:
+        """More HostConfig for app containers (engine-specific); none on Docker."""
+        return {}
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
@@ -165,6 +194,60 @@ class DockerRuntime:
             return int(code), bytes(output).decode("utf-8", "replace")
 
         return await self._call("exec", _exec)
+
+    async def follow_logs(self, container_id: str, tail: int | None, follow: bool,
+                          on_output: OnOutput) -> None:
+        def _open() -> Any:
+            return self._client.api.logs(container_id, stream=True, follow=follow,
+                                         tail="all" if tail is None else tail)
+
+        try:
+            await pump(_open, on_output)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"docker logs failed: {exc.explanation or exc}") from None
+
+    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput
+                       ) -> int:
+        api = self._client.api
+
+        def _create() -> str:
+            host_config = api.create_host_config(init=True, **_limits(spec),
+                                                 **self._host_options())
+            created = api.create_container(
+                spec.image, command=command, name=spec.name, environment=dict(spec.env),
+                labels=dict(spec.labels), host_config=host_config, detach=True)
+            api.start(created["Id"])
+            return str(created["Id"])
+
+        container_id = await self._call("run", _create)
+        try:
+            # The log stream ends when the container exits; logs=all includes early output.
+            await pump(lambda: api.logs(container_id, stream=True, follow=True), on_output)
+            result = await self._call("wait", lambda: api.wait(container_id, timeout=60))
+            return int(result.get("StatusCode", 1))
+        finally:
+            await asyncio.shield(self.remove(container_id))
+
+    async def exec_stream(self, container_id: str, command: list[str], on_output: OnOutput,
+                          timeout: float) -> int | None:
+        api = self._client.api
+        exec_id = await self._call("exec", lambda: api.exec_create(container_id, command)["Id"])
+        try:
+            async with asyncio.timeout(timeout):
+                await pump(lambda: api.exec_start(exec_id, stream=True), on_output,
+                           close=lambda stream: None)
+        except TimeoutError:
+            # Docker cannot kill an exec'd process; its host PID can be (the engine is local).
+            pid = (await self._call("exec", lambda: api.exec_inspect(exec_id))).get("Pid")
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            return None
+        info = await self._call("exec", lambda: api.exec_inspect(exec_id))
+        code = info.get("ExitCode")
+        return int(code) if code is not None else None
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         def _list() -> list[ContainerInfo]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ import requests.exceptions
 
 from rivetr_git.errors import BuildFailed, RuntimeOperationError, RuntimeUnavailable
 from rivetr_git.runtime.base import BuildSpec
+from rivetr_git.runtime.docker_scrub import scrub_image
 
 _RUNNING_IN = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
 
@@ -50,7 +53,19 @@ async def build_image(api: Any, spec: BuildSpec, on_line: Callable[[str], None])
     await thread
     if outcome.error:
         raise await _failure(api, spec, outcome, started)
-    return outcome.image_id or await _image_id(api, spec.tag)
+    image_id = outcome.image_id or await _image_id(api, spec.tag)
+    if spec.build_args:
+        on_line("keeping build-time values out of the image's history")
+        try:
+            image_id = await asyncio.to_thread(scrub_image, api, spec.tag, spec.build_args,
+                                               spec.context_tar.parent)
+        except (docker.errors.DockerException, requests.exceptions.RequestException,
+                OSError, tarfile.TarError, ValueError, KeyError) as exc:
+            with contextlib.suppress(docker.errors.DockerException,
+                                     requests.exceptions.RequestException):
+                await asyncio.to_thread(api.remove_image, spec.tag, force=True)
+            raise BuildFailed(f"cannot rewrite the image's history: {exc}") from None
+    return image_id
 
 
 def _build_params(spec: BuildSpec) -> dict[str, Any]:
@@ -64,6 +79,12 @@ def _build_params(spec: BuildSpec) -> dict[str, Any]:
     if spec.cpus is not None:
         # What `docker run --cpus` sets: a hard CFS quota per 100 ms (at least 1 ms).
         params.update(cpuperiod=100_000, cpuquota=max(1_000, round(spec.cpus * 100_000)))
+    if spec.target:
+        params["target"] = spec.target
+    if spec.no_cache:
+        params["nocache"] = True
+    if spec.build_args:
+        params["buildargs"] = json.dumps(dict(spec.build_args))
     return params
 
 

@@ -1,0 +1,65 @@
+"""Build contexts as tars: what a pushed commit's tar holds, and narrower contexts cut from it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from rivetr_git.errors import BuildFailed
+from rivetr_git.pipeline.detect import Tree
+
+# Small files detection may read (all at the root of the commit).
+_READ = frozenset({"package.json"})
+_READ_LIMIT = 256 * 1024
+
+
+def read_tree(context_tar: Path) -> Tree:
+    """The paths of every file in the commit's tar, and the few small files detection reads."""
+    paths: set[str] = set()
+    contents: dict[str, bytes] = {}
+    with tarfile.open(context_tar) as archive:
+        for member in archive:
+            name = str(PurePosixPath(member.name))
+            paths.add(name)
+            if name in _READ and member.isfile() and member.size <= _READ_LIMIT:
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    contents[name] = handle.read()
+    return Tree(frozenset(paths), contents)
+
+
+def subtree(source: Path, target: Path, directory: str, prefix: str = "",
+            extra: Mapping[str, bytes] | None = None) -> int:
+    """Write to `target` a tar of the files under `directory` of `source` (re-rooted under
+    `prefix`), plus the `extra` files. Returns how many files came from `source`. Raises
+    BuildFailed when `directory` holds no file."""
+    base = str(PurePosixPath(directory))
+    strip = "" if base == "." else base + "/"
+    copied = 0
+    with tarfile.open(source) as src, tarfile.open(target, "w") as out:
+        for member in src:
+            name = str(PurePosixPath(member.name))
+            if strip and not name.startswith(strip):
+                continue
+            member.name = prefix + name[len(strip):]
+            out.addfile(member, src.extractfile(member) if member.isfile() else None)
+            copied += 1
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            out.addfile(info, io.BytesIO(data))
+    if copied == 0:
+        target.unlink(missing_ok=True)
+        raise BuildFailed(f"{directory}/ is not in the pushed commit (or is empty); "
+                          "fix the path setting or commit the directory")
+    return copied
+
+
+def extract(source: Path, target: Path) -> None:
+    """Unpack the commit's tar into the directory `target` (for builders that take a dir)."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source) as archive:
+        # 'data' refuses absolute paths, '..' and links out of the tree.
+        archive.extractall(target, filter="data")

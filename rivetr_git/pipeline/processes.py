@@ -1,0 +1,98 @@
+"""An app's running processes: stop, start, logs, and one-off commands (`ps:*`, `logs`, `run`).
+
+Restarts are deployments (see Deployer.restart): a fresh container, health-checked and
+switched without downtime. Stop and start act on the live release's own container.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from rivetr_git.errors import NotFound, RivetrError, ValidationError
+from rivetr_git.models import App, Deployment
+from rivetr_git.pipeline import health
+from rivetr_git.pipeline.labels import labels
+from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
+from rivetr_git.proxy.routes import RouteTable
+from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
+from rivetr_git.store import Store
+
+log = logging.getLogger(__name__)
+
+EnvOf = Callable[[Deployment], Awaitable[dict[str, str]]]
+
+
+class Processes:
+    def __init__(self, store: Store, runtime: Runtime, routes: RouteTable, instance: str,
+                 env_of: EnvOf, stop_timeout: int, drain_timeout: float) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._routes = routes
+        self._instance = instance
+        self._env_of = env_of
+        self._stop_timeout = stop_timeout
+        self._drain_timeout = drain_timeout
+
+    async def _live(self, app: App) -> Deployment:
+        current = await self._store.current_deployment(app)
+        if current is None or not current.container_id:
+            raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
+        return current
+
+    async def stop(self, app: App) -> str:
+        """Stop the live container; the proxy answers 503 until `start`."""
+        current = await self._live(app)
+        if app.stopped:
+            raise ValidationError(f"{app.name} is already stopped; ps:start {app.name} starts it")
+        await self._store.update_app(app.name, stopped=True)
+        self._routes.set(upstream_of(current, current.host_port or 0, stopped=True))
+        await self._routes.wait_drained(upstream_of(current), self._drain_timeout)
+        assert current.container_id is not None
+        await self._runtime.stop(current.container_id, self._stop_timeout)
+        return f"stopped {app.name} (release #{current.id}); ps:start {app.name} starts it again"
+
+    async def start(self, app: App, host_header: str, policy: health.HealthPolicy) -> str:
+        """Start the stopped live container again, health-check it, route to it."""
+        current = await self._live(app)
+        if not app.stopped:
+            raise ValidationError(f"{app.name} is not stopped; ps:restart {app.name} restarts it")
+        assert current.container_id is not None
+        info = await self._runtime.inspect(current.container_id)
+        if info is None:
+            raise NotFound(f"the container of release #{current.id} is gone; "
+                           f"ps:restart {app.name} starts a fresh one")
+        if not info.running:
+            info = await self._runtime.start(current.container_id)
+        if info.host_port is None:
+            raise RivetrError(f"{app.name}'s container did not come up; ps:restart {app.name} "
+                              "starts a fresh one, logs shows its output")
+        await health.wait_healthy(self._runtime, info.id, info.host_port, host_header, policy)
+        await self._store.set_status(current.id, current.status, host_port=info.host_port)
+        await self._store.update_app(app.name, stopped=False)
+        fresh = await self._store.get_deployment(current.id)
+        self._routes.set(upstream_of(fresh, info.host_port))
+        await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
+        return f"started {app.name} (release #{current.id})"
+
+    async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput
+                   ) -> None:
+        current = await self._live(app)
+        assert current.container_id is not None
+        await self._runtime.follow_logs(current.container_id, lines, follow, on_output)
+
+    async def run(self, app: App, command: list[str], on_output: OnOutput) -> int:
+        """Run `command` in a new container of the live release, with its env and limits."""
+        if not command:
+            raise ValidationError(f"give a command, e.g. run {app.name} sh -c 'echo hello'")
+        current = await self._live(app)
+        assert current.image is not None
+        env = await self._env_of(current)
+        spec = ContainerSpec(
+            name=f"rivetr-{self._instance}-{app.name}-run-{secrets.token_hex(4)}",
+            image=current.image, port=0, env=env,
+            labels={**labels(self._instance, app.name), LABEL_ONEOFF: "1"},
+            cpus=app.cpu_limit, memory=app.memory_limit,
+        )
+        return await self._runtime.run_once(spec, command, on_output)

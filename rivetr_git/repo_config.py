@@ -1,0 +1,89 @@
+"""`rivetr.toml` committed in an app's repository: settings that travel with the code.
+
+Read from the deployed commit, validated like every other input (a bad file fails the
+deploy at the cloning stage with what to fix). Settings made by an admin over SSH win.
+
+    [healthcheck]
+    path = "/health"      # must answer 2xx/3xx
+    timeout = 5           # seconds one attempt may take
+    interval = 1          # seconds between attempts
+    retries = 10          # attempts before the deploy fails
+    start_period = 0      # seconds during which failures do not count
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from rivetr_git.errors import CheckoutFailed
+
+FILE_NAME = "rivetr.toml"
+_HEALTH_KEYS = {"path", "timeout", "interval", "retries", "start_period"}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    health_path: str | None = None
+    health_timeout: float | None = None
+    health_interval: float | None = None
+    health_retries: int | None = None
+    health_start_period: float | None = None
+
+
+def parse(text: bytes | None) -> RepoConfig:
+    """Parse the file's content (None: no file). Raises CheckoutFailed saying what to fix."""
+    if text is None:
+        return RepoConfig()
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CheckoutFailed(f"{FILE_NAME} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"healthcheck"}
+    if unknown:
+        raise CheckoutFailed(f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
+                             "this version knows [healthcheck]")
+    health = data.get("healthcheck", {})
+    if not isinstance(health, dict):
+        raise CheckoutFailed(f"{FILE_NAME}: healthcheck must be a table, [healthcheck]")
+    unknown = set(health) - _HEALTH_KEYS
+    if unknown:
+        raise CheckoutFailed(f"{FILE_NAME}: unknown [healthcheck] key(s) "
+                             f"{', '.join(sorted(unknown))}; known: "
+                             f"{', '.join(sorted(_HEALTH_KEYS))}")
+    path = health.get("path")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/")
+                             or any(c.isspace() for c in path)):
+        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] path = {path!r}: give an HTTP path "
+                             "such as \"/health\"")
+    return RepoConfig(
+        health_path=path,
+        health_timeout=_seconds(health, "timeout"),
+        health_interval=_seconds(health, "interval"),
+        health_retries=_count(health, "retries"),
+        health_start_period=_seconds(health, "start_period", zero_ok=True),
+    )
+
+
+def _seconds(table: dict[str, Any], key: str, zero_ok: bool = False) -> float | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > 0 or (zero_ok and value == 0)) and value <= 86400
+    if not ok:
+        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: give seconds, "
+                             f"e.g. {key} = 5")
+    return float(value)
+
+
+def _count(table: dict[str, Any], key: str) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10000:
+        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: give a count "
+                             f"from 1 to 10000, e.g. {key} = 10")
+    return value

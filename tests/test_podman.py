@@ -1,0 +1,167 @@
+"""The push-to-deploy spine on Podman (`runtime = "podman"`): the same end-to-end tests as on
+Docker, run against a server whose runtime is Podman through its Docker-compatible API.
+
+The tests' own `docker` commands talk to the server's Podman service (DOCKER_HOST), so they
+see what Podman runs; the module removes what it made with the podman CLI at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rivetr_git.runtime.podman import host_ulimits
+from tests import test_push_deploy as spine
+from tests.conftest import running_server
+from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
+from tests.test_build_types import builder_repo
+
+pytestmark = pytest.mark.docker
+
+SPINE: list[Callable[[Server, dict[str, Key], Path], None]] = [
+    spine.test_first_push_creates_and_deploys_then_second_push_replaces,
+    spine.test_build_failure_keeps_old_release_and_restores_branch,
+    spine.test_crashing_app_fails_at_start_or_health,
+    spine.test_first_deploy_failure_deletes_the_branch,
+    spine.test_build_output_streams_before_the_build_finishes,
+]
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], check=False)
+
+
+@pytest.fixture(scope="module")
+def podman_server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
+                  keys: dict[str, Key]) -> Iterator[Server]:
+    if shutil.which("podman") is None:
+        pytest.fail("podman is required: run `make test` or `.ci/run` (scripts/ensure-tools)")
+    tools = tmp_path_factory.mktemp("podman-tools")
+    bin_dir = stand_in_clis(tools / "bin", tools / "record")
+    servers = running_server(tmp_path_factory.mktemp("podman") / "data", keys, env={
+        "RIVETR_RUNTIME": "podman", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    srv = next(servers)
+    try:
+        yield srv
+    finally:
+        next(servers, None)  # stops the daemon (and its podman service)
+        label = f"label=rivetr.instance={srv.instance}"
+        left = podman("ps", "-aq", "--filter", label).stdout.split()
+        if left:
+            podman("rm", "-f", *left)
+        images = podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        mine = [i for i in images if f"rivetr-{srv.instance}/" in i]
+        if mine:
+            podman("rmi", "-f", *mine)
+
+
+@pytest.fixture
+def on_podman(podman_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{podman_server.data_dir}/run/podman.sock")
+    return podman_server
+
+
+@pytest.mark.parametrize("test", SPINE, ids=lambda t: t.__name__.removeprefix("test_"))
+def test_spine_on_podman(test: Callable[[Server, dict[str, Key], Path], None], on_podman: Server,
+                         keys: dict[str, Key], workdir: Path) -> None:
+    test(on_podman, keys, workdir)
+
+
+def test_podman_runs_the_app_with_explicit_ulimits_and_init(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = AppRepo(workdir / "limits", keys["alice"])
+    result = repo.push(on_podman.remote("ulimits"))
+    assert result.returncode == 0, result.stderr
+    assert "runtime podman" in on_podman.log()
+    [container] = podman("ps", "-q", "--filter", f"label=rivetr.instance={on_podman.instance}",
+                         "--filter", "label=rivetr.app=ulimits").stdout.split()
+    out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
+    assert [int(v) for v in out.split()] == list(host_ulimits().values())
+
+
+def test_builder_clis_build_on_the_podman_engine(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    # The stand-in nixpacks runs `docker build`: it must reach Podman, not Docker.
+    repo = builder_repo(workdir / "nix", keys["alice"], "package.json")
+    result = repo.push(on_podman.remote("nixonpodman"))
+    assert result.returncode == 0, result.stderr
+    assert "build type: nixpacks" in result.stderr
+    assert on_podman.get("nixonpodman") == (200, "hello v1\n")
+
+
+async def test_runtime_auto_picks_docker_then_podman_and_says_which(
+    docker_engine: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from rivetr_git.daemon import connect_runtime
+    from rivetr_git.settings import load_settings
+
+    settings = load_settings(env={"RIVETR_RUNTIME": "auto",
+                                  "RIVETR_DATA_DIR": str(tmp_path / "data")})
+    caplog.set_level("INFO")
+    runtime = await connect_runtime(settings)
+    await runtime.close()
+    assert runtime.name == "docker"
+    assert "runtime auto: using docker" in caplog.text
+    # No Docker engine answers: Podman (a service of the server's own) takes over.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
+    runtime = await connect_runtime(settings)
+    try:
+        assert runtime.name == "podman"
+        assert await runtime.list_containers({"rivetr.instance": "auto-test"}) == []
+    finally:
+        await runtime.close()
+    assert "runtime auto: using podman (no Docker engine answered)" in caplog.text
+
+
+async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -> None:
+    """build_cpu_limit and build_memory_limit reach Podman's build steps' cgroups."""
+    from rivetr_git.runtime.base import BuildSpec
+    from rivetr_git.runtime.podman import PodmanRuntime
+    from tests.test_build_limits import CGROUP_LIMITS, HEAD, RUN_ID, write_context
+
+    runtime = await PodmanRuntime.launch(tmp_path / "run")
+    tag = f"rivetr-test-podman/limits:{RUN_ID}"
+    try:
+        context = write_context(tmp_path / "limits.tar",
+                                HEAD + CGROUP_LIMITS.format(marker=f"podman-{RUN_ID}"))
+        lines: list[str] = []
+        await runtime.build(BuildSpec(context, tag, cpus=0.5, memory=64 * 1024**2), lines.append)
+        assert "cpu: 50000 100000" in lines, lines
+        assert f"memory: {64 * 1024**2}" in lines, lines
+    finally:
+        await runtime.remove_image(tag)
+        await runtime.close()
+    assert podman("images", "-q", tag).stdout.strip() == ""
+    # Its layers went with it, as they do on Docker.
+    assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""
+
+
+def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
+                                  workdir: Path) -> None:
+    """limits:set (memory suffixes, CPUs) reaches Podman as --memory and --cpus would."""
+    from tests.test_admin_verbs import ok
+
+    repo = AppRepo(workdir / "limited", keys["alice"])
+    result = repo.push(on_podman.remote("plimited"))
+    assert result.returncode == 0, result.stderr
+    ok(on_podman, keys["alice"], "limits:set", "plimited", "memory=64m", "cpu=0.5")
+    label = f"label=rivetr.instance={on_podman.instance}"
+
+    def running() -> list[str]:
+        return podman("ps", "-q", "--filter", label, "--filter", "label=rivetr.app=plimited",
+                      "--filter", "status=running").stdout.split()
+
+    assert wait_until(lambda: len(running()) == 1, 30)  # the old one leaves after its watch
+    [container] = running()
+    inspect = podman("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+                     container).stdout.split()
+    assert inspect == [str(64 * 1024**2), str(500_000_000)], inspect
+    assert on_podman.get("plimited") == (200, "hello v1\n")
