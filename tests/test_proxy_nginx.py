@@ -49,3 +49,13 @@ def test_rendered_config_routes_each_app_by_name(tmp_path: Path) -> None:
     assert "client_max_body_size 1024;" in text
     assert "return 503" in text and "5002" not in text  # a crashed app is not proxied
     assert "server_tokens off;" in text
+
+
+def test_custom_domains_share_one_upstream_and_stopped_apps_answer_503(tmp_path: Path) -> None:
+    up = Upstream(app="web", host="127.0.0.1", port=5001, deployment_id=3)
+    stopped = Upstream(app="off", host="127.0.0.1", port=5003, deployment_id=7, stopped=True)
+    text = render({"web.example.com": up, "www.web.test": up, "off.example.com": stopped},
+                  "example.com", "0.0.0.0:8080", ProxyConfig(), 1, tmp_path, 30)
+    assert text.count("upstream rivetr_web_3 {") == 1
+    assert "server_name www.web.test;" in text and "server_name web.example.com;" in text
+    assert "stopped by its owner" in text and "5003" not in text
