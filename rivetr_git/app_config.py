@@ -192,7 +192,20 @@ CHECKS: Fields = {
     "retries": ("health_retries", _retries),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
 }
+def _build_env(value: str) -> str | None:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        return None
+    bad = [n for n in names if not _ENV_NAME.fullmatch(n) or n == "PORT"]
+    if bad:
+        raise ValidationError(f"env={value!r}: give env var names separated by commas, e.g. "
+                              f"env=NPM_TOKEN,API_URL (not {', '.join(bad)}); env= clears it")
+    return ",".join(dict.fromkeys(names))
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BUILDS: Fields = {
+    "env": ("build_env", _build_env),
     "type": ("build_type", _build_type),
     "dockerfile": ("dockerfile", _dockerfile),
     "context": ("build_context", _build_context),

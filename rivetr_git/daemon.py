@@ -19,6 +19,7 @@ from rivetr_git.limits import parse_size
 from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
+from rivetr_git.pipeline import compose
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.labels import instance_id, labels
 from rivetr_git.pipeline.monitor import Monitor
@@ -127,6 +128,9 @@ async def reconcile(
                                  or c.labels.get(LABEL_ONEOFF)):
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
+    # Networks of compose groups whose containers are gone (retired before a crash).
+    for app in await store.list_apps():
+        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
     tmp = settings.data_dir / "tmp"
     if tmp.is_dir():
         await asyncio.to_thread(shutil.rmtree, tmp, True)

@@ -61,6 +61,11 @@ class App:
     build_no_cache: bool = False  # dockerfile builds: ignore the layer cache
     publish_dir: str | None = None  # static builds: the directory served (None: detected)
     compose_service: str | None = None  # compose: the service routed (None: detected)
+    build_env: str | None = None  # comma-separated env var names its builds get
+
+    @property
+    def build_env_names(self) -> list[str]:
+        return [n for n in (self.build_env or "").split(",") if n]
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Deployment:
     app_port: int | None = None  # the port the app listened on in its container
     kind: str = "push"  # push, rollback or restart (config change, ps:restart)
     post_deploy_error: str | None = None  # the post-deploy command failed (release stays live)
+    build_type: str | None = None  # how its image was built (None: before build types)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
     interval = 1          # seconds between attempts
     retries = 10          # attempts before the deploy fails
     start_period = 0      # seconds during which failures do not count
+
+    [build]
+    type = "static"       # skip detection: dockerfile, compose, railpack, pack, nixpacks, static
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from rivetr_git.errors import CheckoutFailed
+from rivetr_git.errors import CheckoutFailed, ValidationError
+from rivetr_git.pipeline.detect import validate_build_type
 
 FILE_NAME = "rivetr.toml"
 _HEALTH_KEYS = {"path", "timeout", "interval", "retries", "start_period"}
@@ -31,6 +35,7 @@ class RepoConfig:
     health_interval: float | None = None
     health_retries: int | None = None
     health_start_period: float | None = None
+    build_type: str | None = None  # None (or "auto"): detect from the tree
 
 
 def parse(text: bytes | None) -> RepoConfig:
@@ -41,10 +46,10 @@ def parse(text: bytes | None) -> RepoConfig:
         data = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CheckoutFailed(f"{FILE_NAME} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"healthcheck"}
+    unknown = set(data) - {"healthcheck", "build"}
     if unknown:
         raise CheckoutFailed(f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
-                             "this version knows [healthcheck]")
+                             "this version knows [healthcheck] and [build]")
     health = data.get("healthcheck", {})
     if not isinstance(health, dict):
         raise CheckoutFailed(f"{FILE_NAME}: healthcheck must be a table, [healthcheck]")
@@ -59,12 +64,29 @@ def parse(text: bytes | None) -> RepoConfig:
         raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] path = {path!r}: give an HTTP path "
                              "such as \"/health\"")
     return RepoConfig(
+        build_type=_build_type(data.get("build", {})),
         health_path=path,
         health_timeout=_seconds(health, "timeout"),
         health_interval=_seconds(health, "interval"),
         health_retries=_count(health, "retries"),
         health_start_period=_seconds(health, "start_period", zero_ok=True),
     )
+
+
+def _build_type(table: object) -> str | None:
+    if not isinstance(table, dict) or set(table) - {"type"}:
+        raise CheckoutFailed(f"{FILE_NAME}: [build] takes one key, type = \"static\" (or "
+                             "another build type)")
+    value = table.get("type")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CheckoutFailed(f"{FILE_NAME}: [build] type must be a string, e.g. \"static\"")
+    try:
+        checked = validate_build_type(value, "[build] type")
+    except ValidationError as exc:
+        raise CheckoutFailed(f"{FILE_NAME}: {exc}") from None
+    return checked if checked not in ("", "auto") else None
 
 
 def _seconds(table: dict[str, Any], key: str, zero_ok: bool = False) -> float | None:

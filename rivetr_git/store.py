@@ -125,6 +125,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN publish_dir TEXT;
     ALTER TABLE apps ADD COLUMN compose_service TEXT;
     """,
+    # issue 6: how a deployment's image was built (restarts and rollbacks need it).
+    """
+    ALTER TABLE deployments ADD COLUMN build_type TEXT;
+    """,
+    # Names of the app's env vars its builds get (build args / builder env).
+    """
+    ALTER TABLE apps ADD COLUMN build_env TEXT;
+    """,
 )
 
 
@@ -135,7 +143,7 @@ def now() -> str:
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.app_id, a.name, d.status, d.commit_sha, d.commit_message, d.image, d.container_id, "
     "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of, "
-    "d.app_port, d.kind, d.post_deploy_error"
+    "d.app_port, d.kind, d.post_deploy_error, d.build_type"
 )
 
 
@@ -145,6 +153,7 @@ def _deployment(row: Sequence[Any]) -> Deployment:
         commit_message=row[5], image=row[6], container_id=row[7], host_port=row[8],
         error_message=row[9], created_at=row[10], finished_at=row[11], pushed_by=row[12],
         rollback_of=row[13], app_port=row[14], kind=row[15], post_deploy_error=row[16],
+        build_type=row[17],
     )
 
 
@@ -157,6 +166,7 @@ def _app(row: Sequence[Any]) -> App:
         post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
         build_type=row[19], build_context=row[20], build_target=row[21],
         build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
+        build_env=row[25],
     )
 
 
@@ -171,7 +181,8 @@ _APP_COLUMNS = (
     "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
     "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
     "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
-    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service"
+    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service, "
+    "build_env"
 )
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset({
@@ -179,7 +190,7 @@ APP_FIELDS = frozenset({
     "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
     "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
     "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
-    "compose_service",
+    "compose_service", "build_env",
 })
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
@@ -426,12 +437,13 @@ class Store(EnvTables):
         async with self._transaction():
             cur = await self._db.execute(
                 "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
-                "created_at, image, rollback_of, app_port, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, image, rollback_of, app_port, kind, build_type) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
                  rollback_of.image if rollback_of else None,
                  rollback_of.id if rollback_of else None,
-                 rollback_of.app_port if rollback_of else None, kind),
+                 rollback_of.app_port if rollback_of else None, kind,
+                 rollback_of.build_type if rollback_of else None),
             )
             assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
             if rollback_of is not None and kind == "rollback":
@@ -494,7 +506,7 @@ class Store(EnvTables):
 
     async def set_status(self, deployment_id: int, status: Status, **fields: Any) -> None:
         allowed = {"image", "container_id", "host_port", "error_message", "app_port",
-                   "post_deploy_error"}
+                   "post_deploy_error", "build_type"}
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown deployment fields: {sorted(unknown)}")

@@ -86,7 +86,8 @@ def docker_ids(kind: str, instance: str, extra: str = "") -> list[str]:
     if kind == "images":
         out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
                    "--filter", f"reference=rivetr-{instance}/*"]).stdout
-        return out.split()
+        # Podman's compatible API ignores the reference filter: filter here too.
+        return [t for t in out.split() if t.startswith(f"rivetr-{instance}/")]
     filt = ["--filter", f"label=rivetr.instance={instance}"]
     if extra:
         filt += ["--filter", extra]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import subprocess
@@ -406,3 +407,44 @@ def test_run_streams_output_and_passes_the_exit_code_through(
     assert docker_ids("ps", server.instance, "label=rivetr.oneoff=1") == []
     nothing = verb(server, alice, "run", "runner")
     assert nothing.returncode != 0 and "give a command" in nothing.stderr
+
+
+# --- builds ------------------------------------------------------------------------------------
+
+
+def test_build_env_reaches_the_build_but_not_the_image_and_rivetr_toml_sets_the_type(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice, secret = keys["alice"], "s3cret-build-value-91"
+    ok(server, alice, "apps:create", "built-env")
+    ok(server, alice, "config:set", "built-env", f"NPM_TOKEN={secret}", "--no-restart")
+    bad = verb(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,PORT")
+    assert bad.returncode != 0 and "env=NPM_TOKEN,API_URL" in bad.stderr
+    ok(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,NOT_SET")
+    digest = hashlib.md5(secret.encode()).hexdigest()  # the build checks the value by it
+    repo = AppRepo(workdir / "app", alice, SHELL_DOCKERFILE_HEAD + (
+        "ARG NPM_TOKEN\n"
+        f'RUN [ "$(printf %s "$NPM_TOKEN" | md5sum | cut -c1-32)" = "{digest}" ] '
+        "&& echo build-token-ok\n"
+        "COPY www /www\nEXPOSE 5000\n"
+        'CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]\n'))
+    pushed = repo.push(server.remote("built-env"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "build-token-ok" in pushed.stderr
+    assert "build env NOT_SET not set" in pushed.stderr
+    image = f"rivetr-{server.instance}/built-env:" + \
+        server.cli("deploys", "list", "built-env").stdout.splitlines()[1].split()[0][1:]
+    history = run(["docker", "history", "--no-trunc", image]).stdout
+    assert secret not in history and "NPM_TOKEN=<build-time value>" in history
+
+    # rivetr.toml's [build] type is used, and an explicit type never falls back.
+    repo.write("rivetr.toml", '[build]\ntype = "static"\n')
+    repo.commit("static by rivetr.toml")
+    static = repo.push(server.remote("built-env"))
+    # No ./index.html at the root: the explicit type fails rather than fall back.
+    assert static.returncode != 0
+    assert "build_type is static (set by [build] type in rivetr.toml)" in static.stderr
+    repo.write("rivetr.toml", '[build]\ntype = "cobol"\n')
+    repo.commit("bad type")
+    refused = repo.push(server.remote("built-env"))
+    assert refused.returncode != 0 and "'cobol' is not a build type" in refused.stderr

@@ -170,6 +170,10 @@ def test_static_site_with_spa_fallback_gzip_and_health_endpoint(
     history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}",
                    image]).stdout
     assert " ENV " not in history and " ARG " not in history
+    # A restart (a fresh container of the release) finds its port and health endpoint too.
+    restarted = ok(srv, keys["alice"], "ps:restart", "spa")
+    assert "GET /.rivetr/health ok" in restarted
+    assert get(srv, "spa", "/users/7")[0] == 200
 
 
 def test_an_app_set_to_static_fails_instead_of_building_its_dockerfile(
@@ -361,8 +365,17 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     mine = [n for n in networks if n.startswith(prefix)]
     assert len(mine) <= 2, mine  # the live group's, and the one still in its watch window
 
+    # Restarting would run only the routed service: refused, and the live group stays whole.
+    restart = verb(srv, keys["alice"], "ps:restart", "group")
+    assert restart.returncode != 0
+    assert "a compose group cannot be restarted or rolled back yet" in (
+        restart.stdout + restart.stderr)
+    assert srv.get("group") == (200, "hello v2\n")
+
     # A restart of the server keeps the whole live group, not only its routed container.
-    live_id = srv.cli("deploys", "list", "group").stdout.splitlines()[1].split()[0][1:]
+    live_id = next(line.split()[0][1:] for line in
+                   srv.cli("deploys", "list", "group").stdout.splitlines()[1:]
+                   if line.split()[1] == "running")
     group = docker_ids("ps", srv.instance, f"label=rivetr.deployment={live_id}")
     assert len(group) == 2
     srv.stop()
@@ -370,6 +383,9 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     assert srv.get("group") == (200, "hello v2\n")
     running = docker_ids("ps", srv.instance, "status=running")
     assert set(group) <= set(running), (group, running)
+    # Start-up removed the other groups' leftovers, networks included.
+    networks = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
+    assert [n for n in networks if n.startswith(prefix)] == [f"{prefix}{live_id}_default"]
 
 
 def test_compose_build_failure_leaves_no_group_behind(

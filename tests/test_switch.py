@@ -281,6 +281,29 @@ def test_rollback_starts_the_previous_release_from_its_image_when_its_container_
     assert container != v1_container
 
 
+def test_a_failed_auto_rollback_leaves_the_app_marked_crashed_not_half_routed(
+    watched_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv = watched_server
+    repo = AppRepo(tmp_path / "app", keys["alice"])
+    assert repo.push(srv.remote("doomed")).returncode == 0
+    [v1_container] = docker_ids("ps", srv.instance, "label=rivetr.app=doomed")
+    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
+               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n')
+    repo.commit("v2 dies after two seconds")
+    assert repo.push(srv.remote("doomed")).returncode == 0
+    # The previous release vanishes entirely: container and image.
+    run(["docker", "rm", "-f", v1_container])
+    run(["docker", "rmi", "-f", f"rivetr-{srv.instance}/doomed:1"])
+    assert wait_until(lambda: srv.get("doomed")[0] == 503, 20)
+    assert "keeps crashing" in srv.get("doomed")[1]
+    info = srv.cli("apps", "show", "doomed").stdout
+    assert "the rollback to #1 failed too" in info, info
+    srv.stop()
+    srv.start()  # the state is in the database, not only in the route table
+    assert srv.get("doomed")[0] == 503
+
+
 def test_rollback_runs_the_release_with_the_port_it_had(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:

@@ -21,7 +21,14 @@ from typing import Any
 
 from rivetr_git import repo_config
 from rivetr_git.env_vars import EnvVars
-from rivetr_git.errors import DeployFailed, NotFound, RivetrError, ValidationError
+from rivetr_git.errors import (
+    BuildFailed,
+    DecryptionFailed,
+    DeployFailed,
+    NotFound,
+    RivetrError,
+    ValidationError,
+)
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import (
@@ -243,7 +250,7 @@ class Deployer:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{d.id}-", dir=self._work_dir))
         built: str | None = None  # an image this deployment built (removed if it fails)
-        build_type: str | None = None  # None: a rollback, which builds nothing
+        build_type: str | None = None  # how the image was (or is) built
         group: compose.Group | None = None  # a compose deployment's project
         what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
         if d.kind == "restart":
@@ -257,21 +264,29 @@ class Deployer:
         try:
             if d.image is not None:
                 image = d.image  # a rollback or restart: the release's image is built
+                build_type = d.build_type  # as the release was built
+                if build_type == "compose":
+                    # Only the routed service would run, and retiring the live group would
+                    # remove its other services.
+                    raise DeployFailed("starting", "a compose group cannot be restarted or "
+                                       "rolled back yet (only its routed service would run); "
+                                       "push a commit to deploy the group again")
                 repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
                     context = await checkout.checkout(self._repos, app.name, d.commit_sha,
                                                       build_dir, out)
                     repo = await self._repo_config(app, d, out)
+                build_env = await self._build_env(app, d, out)
                 async with self._stage(job, Status.BUILDING), self._gate.building():
-                    # Where the coordinator plugs in decrypted build-time vars (build_env)
-                    # and rivetr.toml's [build] type (repo_build_type).
                     result = await build.build(
                         self._runtime, app, d.id, self._instance, context, out,
-                        self._build_options, build_env={}, repo_build_type=None)
+                        self._build_options, build_env=build_env,
+                        repo_build_type=repo.build_type)
                     image = built = result.image
                     build_type, group = result.detection.build_type, result.group
-                await self._store.set_status(d.id, Status.BUILDING, image=image)
+                await self._store.set_status(d.id, Status.BUILDING, image=image,
+                                             build_type=build_type)
             async with self._stage(job, Status.STARTING):
                 # A rollback runs the release as it ran then, whatever the settings say now;
                 # a restart takes the app's settings as they are.
@@ -359,6 +374,22 @@ class Deployer:
         began = time.monotonic()
         yield
         job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
+
+    async def _build_env(self, app: App, d: Deployment, out: DeployLog) -> dict[str, str]:
+        """The env vars the app marked for its builds (`builds:set APP env=A,B`), decrypted
+        from this deployment's copy. A name that is not set is reported and skipped."""
+        names = app.build_env_names
+        if not names:
+            return {}
+        try:
+            env = await self._env_vars.for_deployment(d.id)
+        except DecryptionFailed as exc:
+            raise BuildFailed(f"{exc}; nothing was built") from None
+        missing = [n for n in names if n not in env]
+        if missing:
+            out.info(f"build env {', '.join(missing)} not set (config:set {app.name} "
+                     "NAME=VALUE); building without")
+        return {n: env[n] for n in names if n in env}
 
     async def _repo_config(self, app: App, d: Deployment, out: DeployLog
                            ) -> repo_config.RepoConfig:
@@ -449,15 +480,25 @@ class Deployer:
                     "from its image", app.name, new.id, reason, previous.id)
         try:
             job = await self.rollback(app, previous.id, "auto-rollback")
+            final = await job.result
+            failure = None if final.status is Status.RUNNING else final.error_message
         except RivetrError as exc:
-            log.error("%s: cannot roll back to #%s: %s", app.name, previous.id, exc)
-            return
-        final = await job.result
-        if final.status is Status.RUNNING:
+            failure = str(exc)
+        if failure is None:
             self._rolled_back(watch.Switch(new=new, previous=final, host_header=switch.host_header,
                                            policy=switch.policy), reason)
             await promote.retire(self._runtime, self._routes, new, self._settings.drain_timeout,
                                  self._settings.stop_timeout)
+            return
+        # Nothing works: say so (503 and a crashed state that survives restarts) rather than
+        # keep routing to the failed release, which would answer 502 with no explanation.
+        why = f"{reason}; the rollback to #{previous.id} failed too: {failure}"
+        log.error("%s: %s", app.name, why)
+        await self._store.set_status(new.id, Status.RUNNING, error_message=why)
+        await self._store.set_crashed(app.id, why)
+        self._routes.set(promote.upstream_of(new, crashed=True))
+        self._notifier.notify("container.crashed", app, deployment_id=new.id,
+                              commit=new.commit_sha, reason=why)
 
     def _rolled_back(self, switch: watch.Switch, reason: str) -> None:
         assert switch.previous is not None  # only then is a rollback possible
