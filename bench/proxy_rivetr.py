@@ -1,8 +1,9 @@
 """bench/proxy.py's rivetr side: the real ProxyWorkers, supervised as the daemon would.
 
-Usage: proxy_rivetr.py UPSTREAM_PORT WORKERS WORKDIR. Routes bench.localhost to the
-upstream with the default settings (access log on), times how long 20 route changes take
-to be applied by every worker, prints {"port", "pids", "sync_ms"} and serves until SIGTERM.
+Usage: proxy_rivetr.py UPSTREAM_PORT WORKERS WORKDIR [builtin|nginx]. Routes
+bench.localhost to the upstream with the default settings (access log on), times how long
+20 route changes take to be applied by every worker (or nginx reload), prints {"port",
+"pids", "sync_ms"} and serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rivetr_git.daemon import proxy_config
+from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.settings import Settings
 
 
-async def serve_rivetr(upstream_port: int, count: int, workdir: Path) -> None:
+async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: str) -> None:
     routes = RouteTable("localhost")
     routes.set(Upstream(app="bench", host="127.0.0.1", port=upstream_port, deployment_id=1))
-    workers = ProxyWorkers(routes, "127.0.0.1", 0, proxy_config(Settings(data_dir=workdir)),
-                           count)
+    config = proxy_config(Settings(data_dir=workdir))
+    workers: ProxyWorkers | NginxProxy
+    if backend == "nginx":
+        workers = NginxProxy(routes, "127.0.0.1", 0, config, count, workdir / "nginx")
+    else:
+        workers = ProxyWorkers(routes, "127.0.0.1", 0, config, count)
     await workers.start()
     sync_ms = []
     for i in range(20):
@@ -37,7 +43,8 @@ async def serve_rivetr(upstream_port: int, count: int, workdir: Path) -> None:
         if not await workers.wait_synced(5):
             raise SystemExit("a worker did not apply a route change within 5 s")
         sync_ms.append((time.perf_counter() - started) * 1000)
-    print(json.dumps({"port": workers.bound_port, "pids": workers.pids,
+    pids = workers.pids if isinstance(workers, ProxyWorkers) else []
+    print(json.dumps({"port": workers.bound_port, "pids": pids,
                       "sync_ms": [statistics.median(sync_ms), max(sync_ms)]}), flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -46,4 +53,5 @@ async def serve_rivetr(upstream_port: int, count: int, workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_rivetr(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])))
+    asyncio.run(serve_rivetr(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]),
+                             sys.argv[4] if len(sys.argv) > 4 else "builtin"))

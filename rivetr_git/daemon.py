@@ -27,6 +27,7 @@ from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig, parse_networks
+from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
@@ -219,8 +220,11 @@ class Daemon:
                 return await admin.run(argv, Caller(None), session)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy: ProxyServer | ProxyWorkers
-            if s.proxy_workers:
+            proxy: ProxyServer | ProxyWorkers | NginxProxy
+            if s.proxy_backend == "nginx":
+                proxy = NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                                   s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
+            elif s.proxy_workers:
                 proxy = ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
                                      s.proxy_workers)
             else:

@@ -229,7 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pack_builder", str, "paketobuildpacks/builder-jammy-base", "builder image "
             "`pack build --builder` uses", _image),
     Setting("log_level", str, "INFO", "daemon log level: debug, info, warning, error", _log_level),
-    Setting("proxy_workers", int, 0, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
+    Setting("proxy_backend", str, "builtin", "'builtin' (rivetr's own proxy) or 'nginx' "
+            "(the same routes, served by nginx, applied with graceful reloads)", _proxy_backend),
+    Setting("proxy_workers", int, 1, "proxy processes sharing proxy_port (SO_REUSEPORT), each "
             "on uvloop; 0: the proxy runs inside the daemon", _workers),
     Setting("trusted_proxies", str, "", "addresses/networks (comma-separated) whose "
             "X-Forwarded-*, X-Real-IP and X-Request-ID are believed ('': nobody's)", _trusted),
@@ -246,7 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proxy_upstream_connections", int, 256, "most connections to one app at once "
             "(others queue), so one slow app cannot starve the rest", _positive_int),
     Setting("proxy_max_header_size", int, 8190, "longest request line or header line "
-            "(bytes); longer: 431", _positive_int),
+            "(bytes); longer: 431 (414 for the request line)", _positive_int),
     Setting("proxy_max_headers", int, 100, "most request headers; more: 431", _positive_int),
     Setting("websocket_idle_timeout", float, 300.0, "a WebSocket with no message either way "
             "for this many seconds is closed", _positive_float),
@@ -297,7 +299,8 @@ class Settings:
     static_server_image: str = "nginx:1.27-alpine"
     pack_builder: str = "paketobuildpacks/builder-jammy-base"
     log_level: str = "INFO"
-    proxy_workers: int = 0
+    proxy_backend: str = "builtin"
+    proxy_workers: int = 1
     trusted_proxies: str = ""
     max_body_size: str = "1g"
     proxy_header_timeout: float = 10.0

@@ -12,7 +12,7 @@ import pytest
 
 from rivetr_git.runtime.docker import DockerRuntime
 from tests.helpers import BUSYBOX, Key, Server, make_key
-from tests.proxy_env import Env, start_env
+from tests.proxy_env import BACKENDS, Env, start_env
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +73,20 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each proxy test runs against rivetr's own proxy and against the nginx data plane."""
+    name: str = request.param
+    marker = request.node.get_closest_marker("builtin_only")
+    if name == "nginx" and marker is not None:
+        pytest.skip(f"nginx cannot do this: {marker.args[0]}")
+    return name
+
+
 @pytest.fixture
-async def env() -> AsyncIterator[Env]:
+async def env(backend: str) -> AsyncIterator[Env]:
     """A proxy with default settings in front of the 'web' upstream (tests/proxy_env.py)."""
-    async with start_env() as started:
+    async with start_env(backend=backend) as started:
         yield started
 
 

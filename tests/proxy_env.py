@@ -7,15 +7,19 @@ import contextlib
 import gzip
 import hashlib
 import json
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 
@@ -127,16 +131,28 @@ class Env:
     upstream_port: int
     routes: RouteTable
     seen: Seen
-    proxy: ProxyServer
+    proxy: ProxyServer | NginxProxy
+    backend: str = "builtin"
+
+    async def set_route(self, upstream: Upstream) -> None:
+        """Route an app and wait until the proxy serves the new table."""
+        self.routes.set(upstream)
+        assert await self.proxy.wait_synced(10)
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.proxy_port}"
 
 
+BACKENDS = ("builtin", "nginx")
+
+
 @contextlib.asynccontextmanager
-async def start_env(config: ProxyConfig | None = None) -> AsyncIterator[Env]:
-    """An upstream app 'web' on loopback, routed at web.localhost by a proxy of its own."""
+async def start_env(
+    config: ProxyConfig | None = None, backend: str = "builtin"
+) -> AsyncIterator[Env]:
+    """An upstream app 'web' on loopback, routed at web.localhost by a proxy of its own
+    (rivetr's own, or nginx run from the same route table)."""
     app = _upstream_app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
@@ -145,14 +161,21 @@ async def start_env(config: ProxyConfig | None = None) -> AsyncIterator[Env]:
     upstream_port = int(runner.addresses[0][1])
     routes = RouteTable("localhost")
     routes.set(Upstream(app="web", host="127.0.0.1", port=upstream_port, deployment_id=1))
-    proxy = ProxyServer(routes, "127.0.0.1", 0, config)
-    await proxy.start()
-    assert proxy.bound_port != 0
+    proxy: ProxyServer | NginxProxy
+    if backend == "nginx":
+        state = Path(tempfile.mkdtemp(prefix="rivetr-nginx-"))
+        proxy = NginxProxy(routes, "127.0.0.1", 0, config or ProxyConfig(), 1, state, 5.0)
+    else:
+        proxy = ProxyServer(routes, "127.0.0.1", 0, config)
     try:
-        yield Env(proxy.bound_port, upstream_port, routes, app[SEEN], proxy)
+        await proxy.start()
+        assert proxy.bound_port != 0
+        yield Env(proxy.bound_port, upstream_port, routes, app[SEEN], proxy, backend)
     finally:
         await proxy.close()
         await runner.cleanup()
+        if backend == "nginx":
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @dataclass

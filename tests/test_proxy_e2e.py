@@ -1,4 +1,4 @@
-"""End to end through proxy worker processes: a real daemon, real pushes, real containers."""
+"""End to end through every data plane: a real daemon, real pushes, real containers."""
 
 from __future__ import annotations
 
@@ -16,16 +16,21 @@ from tests.helpers import Key, Server
 from tests.test_switch import cgi_repo
 
 
-@pytest.fixture
-def worker_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]
-                  ) -> Iterator[Server]:
-    yield from running_server(tmp_path / "data", keys, env={"RIVETR_PROXY_WORKERS": "2"})
+@pytest.fixture(params=["in-daemon", "workers", "nginx"])
+def worker_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key],
+                  request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The proxy inside the daemon, two rivetr worker processes, or two nginx workers."""
+    env = {"RIVETR_PROXY_WORKERS": "0" if request.param == "in-daemon" else "2"}
+    if request.param == "nginx":
+        env["RIVETR_PROXY_BACKEND"] = "nginx"
+    yield from running_server(tmp_path / "data", keys, env=env)
 
 
-def test_route_swaps_under_concurrent_requests_through_workers(
-    worker_server: Server, keys: dict[str, Key], workdir: Path
+def test_route_swaps_under_concurrent_requests(
+    worker_server: Server, keys: dict[str, Key], workdir: Path, request: pytest.FixtureRequest
 ) -> None:
     server = worker_server
+    mode = request.node.callspec.params["worker_server"]
     repo = cgi_repo(workdir / "app", keys["alice"], "v1")
     assert repo.push(server.remote("swap")).returncode == 0
     answers: Counter[tuple[int, str]] = Counter()
@@ -58,8 +63,9 @@ def test_route_swaps_under_concurrent_requests_through_workers(
     assert slow["r"] == (200, "slow v1\n")  # drained across both workers, not cut off
     assert set(answers) <= {(200, "v1\n"), (200, "v2\n"), (200, "v3\n")}, answers
     assert sum(answers.values()) > 20
-    logs = sorted((server.data_dir / "logs").glob("access.*.log"))
-    assert [p.name for p in logs] == ["access.0.log", "access.1.log"]
+    logs = sorted((server.data_dir / "logs").glob("access*.log"))
+    expected = {"workers": ["access.0.log", "access.1.log"]}.get(mode, ["access.log"])
+    assert [p.name for p in logs] == expected
     lines = [json.loads(line) for p in logs for line in p.read_text().splitlines()]
     assert {line["host"] for line in lines} == {"swap.localhost"}
     assert {line["status"] for line in lines} == {200}

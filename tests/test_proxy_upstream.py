@@ -55,7 +55,7 @@ async def raw_app() -> AsyncIterator[Callable[[bytes, bool], RawApp]]:
 async def _route(env: Env, make: Callable[..., object], answer: bytes, close: bool = False
                  ) -> RawApp:
     app: RawApp = await make(answer, close)  # type: ignore[misc]
-    env.routes.set(Upstream(app="raw", host="127.0.0.1", port=app.port, deployment_id=11))
+    await env.set_route(Upstream(app="raw", host="127.0.0.1", port=app.port, deployment_id=11))
     return app
 
 
@@ -85,6 +85,17 @@ async def test_body_until_close_is_relayed(env: Env, raw_app: Callable[..., obje
     assert resp.status == 200 and resp.body == b"until the end"
 
 
+async def test_bare_lf_header_lines_from_the_app_are_taken(
+    env: Env, raw_app: Callable[..., object]
+) -> None:
+    """busybox httpd passes a CGI script's LF-only headers through."""
+    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n"
+                               b"Content-Length: 3\n\nCGI")
+    resp = await raw_request(env.proxy_port, _get())
+    assert resp.status == 200 and resp.body == b"CGI"
+    assert resp.get("Content-Type") == "text/plain"
+
+
 async def test_header_lines_ending_in_a_bare_lf_are_accepted(
     env: Env, raw_app: Callable[..., object]
 ) -> None:
@@ -96,6 +107,7 @@ async def test_header_lines_ending_in_a_bare_lf_are_accepted(
     assert resp.get("Content-Type") == "text/plain"
 
 
+@pytest.mark.builtin_only("nginx relays a non-HTTP answer as HTTP/0.9")
 async def test_garbage_from_the_app_is_502(env: Env, raw_app: Callable[..., object]) -> None:
     await _route(env, raw_app, b"SSH-2.0-OpenSSH_9.2\r\n\r\n", close=True)
     resp = await raw_request(env.proxy_port, _get())

@@ -71,6 +71,7 @@ async def test_websocket_idle_timeout_closes_both_sides(client: aiohttp.ClientSe
         assert ws.close_code == 1001
 
 
+@pytest.mark.builtin_only("nginx relays the app's non-101 answer as it is")
 async def test_websocket_to_an_app_that_refuses_is_502(
     env: Env, client: aiohttp.ClientSession
 ) -> None:
@@ -78,12 +79,13 @@ async def test_websocket_to_an_app_that_refuses_is_502(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect(env.base + "/plain", headers={"Host": "web.localhost"})
     assert refused.value.status == 502
-    env.routes.set(Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=7))
+    await env.set_route(Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=7))
     with pytest.raises(aiohttp.WSServerHandshakeError) as down:
         await client.ws_connect(env.base + "/ws", headers={"Host": "down.localhost"})
     assert down.value.status == 502
 
 
+@pytest.mark.builtin_only("nginx drains by its workers, not by counts in the route table")
 async def test_open_websockets_count_as_in_flight(
     env: Env, client: aiohttp.ClientSession
 ) -> None:

@@ -250,6 +250,8 @@ class Admin:
 
     async def _refresh_domains(self) -> None:
         self._routes.set_domains(await self._store.all_domains())
+        # Say "added" only once every proxy process (workers, nginx) serves the new names.
+        await self._routes.wait_applied(10.0)
 
     # --- processes ---------------------------------------------------------------------------
 

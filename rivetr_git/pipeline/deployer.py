@@ -172,6 +172,7 @@ class Deployer:
         if older is not None:
             older.set()  # end its watch window: nothing is left to roll back to
         self._routes.remove(app.name)
+        await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
             await self._runtime.remove(container.id)
         async with self._gate.removing():

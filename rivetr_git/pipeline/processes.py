@@ -14,7 +14,7 @@ from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
 from rivetr_git.pipeline import health
 from rivetr_git.pipeline.labels import labels
-from rivetr_git.pipeline.promote import upstream_of
+from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
 from rivetr_git.store import Store
@@ -73,6 +73,7 @@ class Processes:
         await self._store.update_app(app.name, stopped=False)
         fresh = await self._store.get_deployment(current.id)
         self._routes.set(upstream_of(fresh, info.host_port))
+        await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
         return f"started {app.name} (release #{current.id})"
 
     async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput

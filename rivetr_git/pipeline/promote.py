@@ -12,6 +12,8 @@ from rivetr_git.store import Store
 
 log = logging.getLogger(__name__)
 
+SWITCH_TIMEOUT = 10.0  # seconds every proxy gets to apply a route switch
+
 _RELEASE_LABELS = (LABEL_INSTANCE, LABEL_APP, LABEL_DEPLOYMENT)
 
 
@@ -31,8 +33,13 @@ async def promote(
     app = await store.get_app(deployment.app_name)
     previous = await store.current_deployment(app)
     await store.promote(deployment.id, app.id)
-    # The one assignment that moves traffic.
+    # The one assignment that moves traffic ...
     routes.set(upstream_of(deployment, host_port))
+    # ... and, with proxies in other processes (workers, nginx), the wait until they all
+    # serve it, so "live" is true when the push says so.
+    if not await routes.wait_applied(SWITCH_TIMEOUT):
+        log.warning("a proxy did not apply the switch to deployment #%s within %gs",
+                    deployment.id, SWITCH_TIMEOUT)
     return previous
 
 

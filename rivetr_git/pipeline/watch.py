@@ -69,6 +69,7 @@ async def roll_back(store: Store, routes: RouteTable, runtime: Runtime, switch: 
     if info is None or not info.running or info.host_port is None:
         return False
     routes.set(promote.upstream_of(previous, info.host_port))
+    await routes.wait_applied(promote.SWITCH_TIMEOUT)
     await store.promote(previous.id, previous.app_id)
     await store.set_status(switch.new.id, Status.FAILED,
                            error_message=f"rolled back to #{previous.id}: {reason}")

@@ -1,45 +1,46 @@
-"""Header rules of a proxy: hop-by-hop stripping and the X-Forwarded-* family."""
+"""Header rules of a proxy, on raw bytes: hop-by-hop stripping and the X-Forwarded-* family."""
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import secrets
 from collections.abc import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 from rivetr_git.proxy.config import Network
 
+# One request or response header: (lower-cased name, name as sent, value).
+Header = tuple[bytes, bytes, bytes]
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies also drop.
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-        "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-    )
-)
-HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+))
 # Set by the proxy itself; a client's own values are only believed from a trusted proxy.
-FORWARDING = frozenset(
-    ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded",
-     "x-request-id")
-)
+FORWARDING = frozenset((
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded",
+    b"x-request-id",
+))
 # Expect is answered by the proxy (it sends 100 Continue itself), never passed on.
-_REQUEST_ONLY = frozenset(("expect",))
-NO_DROP: frozenset[str] = frozenset()
+_UNTRUSTED_DROP = HOP_BY_HOP | FORWARDING | {b"expect"}
+_TRUSTED_DROP = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-real-ip"}
 
 
-def end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    """Copy headers, leaving out hop-by-hop ones, `drop`, and any header named in Connection."""
-    connection = headers.getall("Connection", ())
-    named = {t.strip().lower() for v in connection for t in v.split(",")} if connection else ()
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in drop or low in named:
-            continue
-        out.add(name, value)
-    return out
+def connection_tokens(headers: Iterable[Header]) -> set[bytes]:
+    """Header names listed in Connection: hop-by-hop too (RFC 9110 §7.6.1)."""
+    return {token.strip().lower() for low, _, value in headers if low == b"connection"
+            for token in value.split(b",")}
+
+
+def header_lines(headers: Iterable[Header], drop: frozenset[bytes] | set[bytes]) -> list[bytes]:
+    return [name + b": " + value + b"\r\n" for low, name, value in headers if low not in drop]
+
+
+def end_to_end_lines(headers: list[Header]) -> list[bytes]:
+    """A response's headers without hop-by-hop ones and those named in its Connection."""
+    named = connection_tokens(headers)
+    return header_lines(headers, HOP_BY_HOP | named if named else HOP_BY_HOP)
 
 
 def _is_trusted(address: str, trusted: Iterable[Network]) -> bool:
@@ -51,33 +52,39 @@ def _is_trusted(address: str, trusted: Iterable[Network]) -> bool:
 
 
 class Forwarding:
-    """Builds the headers an upstream gets, given who connected and what they sent."""
+    """Builds the header lines an app gets, given who connected and what they sent."""
 
     def __init__(self, trusted_proxies: tuple[Network, ...]) -> None:
         self._trusted = trusted_proxies
-        self._request_drop = FORWARDING | _REQUEST_ONLY
-        self._trusted_drop = _REQUEST_ONLY
+        # Request IDs: unique, cheap (no syscall per request), not secret.
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count()
 
-    def request_headers(
-        self, headers: CIMultiDictProxy[str], peer: str, scheme: str
-    ) -> CIMultiDict[str]:
+    def request_id(self) -> bytes:
+        return f"{self._id_prefix}{next(self._ids):016x}".encode()
+
+    def lines(self, headers: list[Header], peer: str, scheme: bytes, host: bytes) -> list[bytes]:
+        """Every header line for the app: end-to-end ones plus the forwarding family."""
+        named = connection_tokens(headers)
         if not self._trusted or not _is_trusted(peer, self._trusted):
-            out = end_to_end(headers, self._request_drop)
-            out["X-Forwarded-For"] = peer
-            out["X-Real-IP"] = peer
-            out["X-Forwarded-Proto"] = scheme
-            out["X-Forwarded-Host"] = headers.get("Host", "")
-            out["X-Request-ID"] = secrets.token_hex(16)
+            out = header_lines(headers, _UNTRUSTED_DROP | named if named else _UNTRUSTED_DROP)
+            ip = peer.encode()
+            out.append(b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: %s\r\n"
+                       b"X-Forwarded-Host: %s\r\nX-Request-ID: %s\r\n"
+                       % (ip, ip, scheme, host, self.request_id()))
             return out
         # A trusted proxy in front: append to its chain, keep what it says about the client.
-        out = end_to_end(headers, self._trusted_drop)
-        chain = [a.strip() for v in headers.getall("X-Forwarded-For", ()) for a in v.split(",")]
-        chain = [a for a in chain if a]
-        out["X-Forwarded-For"] = ", ".join([*chain, peer])
-        # The client is the last address in the chain that is not one of our proxies.
+        out = header_lines(headers, _TRUSTED_DROP | named)
+        chain = [a.strip().decode("latin-1") for low, _, v in headers
+                 if low == b"x-forwarded-for" for a in v.split(b",") if a.strip()]
         real = next((a for a in reversed(chain) if not _is_trusted(a, self._trusted)), peer)
-        out["X-Real-IP"] = real
-        out.setdefault("X-Forwarded-Proto", scheme)
-        out.setdefault("X-Forwarded-Host", headers.get("Host", ""))
-        out.setdefault("X-Request-ID", secrets.token_hex(16))
+        out.append(b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n"
+                   % (", ".join([*chain, peer]).encode("latin-1"), real.encode("latin-1")))
+        present = {low for low, _, _ in headers}
+        if b"x-forwarded-proto" not in present:
+            out.append(b"X-Forwarded-Proto: %s\r\n" % scheme)
+        if b"x-forwarded-host" not in present:
+            out.append(b"X-Forwarded-Host: %s\r\n" % host)
+        if b"x-request-id" not in present:
+            out.append(b"X-Request-ID: %s\r\n" % self.request_id())
         return out

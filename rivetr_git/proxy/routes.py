@@ -17,6 +17,15 @@ class Upstream:
     crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
     stopped: bool = False  # its owner stopped it (ps:stop): the proxy answers 503
 
+    def __hash__(self) -> int:
+        # Looked up several times per proxied request (in-flight counts, pools): hash once.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.app, self.host, self.port, self.deployment_id, self.crashed,
+                           self.stopped))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
 
 def normalize_host(raw: str | None) -> str:
     """Lower-case a Host header and drop its port and trailing dot ('' if unusable)."""
@@ -85,6 +94,7 @@ class RouteTable:
         self.in_flight = InFlight()
         self._listeners: list[Listener] = []
         self._drain_waiters: list[DrainWaiter] = [self.in_flight.wait_idle]
+        self._sync_waiters: list[Callable[[float], Awaitable[bool]]] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with each new table, right after the assignment."""
@@ -92,6 +102,14 @@ class RouteTable:
 
     def add_drain_waiter(self, waiter: DrainWaiter) -> None:
         self._drain_waiters.append(waiter)
+
+    def add_sync_waiter(self, waiter: Callable[[float], Awaitable[bool]]) -> None:
+        self._sync_waiters.append(waiter)
+
+    async def wait_applied(self, timeout: float) -> bool:
+        """Wait until every proxy serves the newest table (at once for one in-process)."""
+        results = await asyncio.gather(*(w(timeout) for w in self._sync_waiters))
+        return all(results)
 
     async def wait_drained(self, upstream: Upstream, timeout: float) -> bool:
         """Wait until no proxy has a request to `upstream` in flight; False on timeout."""

@@ -4,44 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-
-import aiohttp
-from aiohttp import web
-from yarl import URL
+import weakref
 
 from rivetr_git.proxy.access_log import AccessLog
 from rivetr_git.proxy.config import ProxyConfig
-from rivetr_git.proxy.forward import BodyTooLarge, exchange, request_head
+from rivetr_git.proxy.exchange import Outcome, exchange
 from rivetr_git.proxy.headers import Forwarding
-from rivetr_git.proxy.protocol import ProxyServerFactory, page
+from rivetr_git.proxy.http1 import BodyTooLarge, ClientConnection, Request
+from rivetr_git.proxy.pages import page, text
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
+from rivetr_git.proxy.tunnel import splice, switching_head
 from rivetr_git.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
-from rivetr_git.proxy.websocket import is_websocket, relay_websocket
 
 log = logging.getLogger(__name__)
 
+_TOO_LARGE = "The request body is larger than this server accepts."
 
-def _origin_form(request: web.BaseRequest) -> str | None:
+
+def origin_form(target: bytes, method: bytes) -> bytes | None:
     """The request target as '/path?query', or None when it names no path on the app.
 
     An absolute-form target (GET http://other/x) keeps only its path: the route was
     chosen by the Host header. CONNECT, '*' and anything else are refused, so a
     client can never steer the proxy to another host or port.
     """
-    target = request.raw_path
-    if request.method == "CONNECT":
+    if method == b"CONNECT":
         return None
-    if target.startswith("/"):
+    if target.startswith(b"/"):
         return target
-    if target.lower().startswith(("http://", "https://")):
-        parsed = URL(target, encoded=True)
-        return parsed.raw_path_qs if parsed.raw_path.startswith("/") else "/"
+    low = target[:8].lower()
+    if low.startswith((b"http://", b"https://")):
+        rest = target.split(b"//", 1)[1]
+        slash = rest.find(b"/")
+        query = rest.find(b"?")
+        if slash >= 0 and (query < 0 or slash < query):
+            return rest[slash:]
+        return b"/" + rest[query:] if query >= 0 else b"/"
     return None
 
 
 class ProxyServer:
-    """aiohttp server that forwards each request to the upstream its Host header names."""
+    """Forwards each request to the upstream its Host header names."""
 
     def __init__(
         self, routes: RouteTable, host: str, port: int, config: ProxyConfig | None = None,
@@ -55,12 +60,12 @@ class ProxyServer:
         self._forwarding = Forwarding(config.trusted_proxies)
         self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
                                   config.access_log_backups) if config.access_log else None)
-        self._runner: web.ServerRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
         # One connection pool per upstream: once a replaced release has drained, its pool
         # is closed, so no kept-alive connection to it is ever reused (its port may even
         # come back later for another container).
         self._pools: dict[Upstream, UpstreamPool] = {}
-        self._ws_session: aiohttp.ClientSession | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
 
@@ -72,16 +77,6 @@ class ProxyServer:
                 self.config.connect_timeout)
         return pool
 
-    def _websocket_session(self) -> aiohttp.ClientSession:
-        """aiohttp's client, for WebSocket upgrades only (HTTP goes through the pools)."""
-        if self._ws_session is None:
-            self._ws_session = aiohttp.ClientSession(
-                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
-                                              sock_read=self.config.read_timeout))
-        return self._ws_session
-
     async def _sweep(self) -> None:
         """Close the pools of upstreams that left the route table and have drained."""
         while True:
@@ -91,117 +86,131 @@ class ProxyServer:
                 if upstream not in live and not self._routes.in_flight.count(upstream):
                     self._pools.pop(upstream).close()
 
+    def _connection(self) -> ClientConnection:
+        conn = ClientConnection(self._handle, self.config)
+        self._connections.add(conn)
+        return conn
+
     async def start(self) -> None:
-        c = self.config
+        loop = asyncio.get_running_loop()
         self._sweeper = asyncio.create_task(self._sweep())
-        server = ProxyServerFactory(
-            self._handle, header_timeout=c.header_timeout, access_log=None,
-            auto_decompress=False, keepalive_timeout=c.keepalive_timeout,
-            max_line_size=c.max_header_size, max_field_size=c.max_header_size,
-            max_headers=c.max_headers, handler_cancellation=True,
-        )
-        self._runner = web.ServerRunner(server, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True,
-                           reuse_port=self._reuse_port or None)
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.bound_port = int(addresses[0][1])
+        self._server = await loop.create_server(
+            self._connection, self._host, self._port, reuse_address=True,
+            reuse_port=self._reuse_port or None, backlog=1024)
+        sock = self._server.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.bound_port = int(sock.getsockname()[1])
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Route changes apply in this process at once (the same face as the others)."""
+        return True
 
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self._connections):
+                conn.close()
+            await self._server.wait_closed()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
-        if self._ws_session is not None:
-            await self._ws_session.close()
         if self._access is not None:
             self._access.close()
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, client: ClientConnection, request: Request) -> bool:
+        """Answer one request; True if the client connection may carry another."""
         started = time.monotonic()
-        # request.host would follow an absolute-form target; routing uses the Host header.
-        host = request.headers.get("Host", "")
-        upstream = self._routes.lookup(host)
-        sent = [0]
-        response = await self._respond(request, upstream, sent)
-        if self._access is not None:
-            self._access.record(
-                normalize_host(host), request.method, request.raw_path, response.status,
-                sent[0], started, f"{upstream.host}:{upstream.port}" if upstream else "-")
-        return response
+        upstream = self._routes.lookup(request.host.decode("latin-1"))
+        out = Outcome()
+        try:
+            await self._respond(client, request, upstream, out)
+        finally:
+            if self._access is not None:
+                self._access.record(
+                    normalize_host(request.host.decode("latin-1")),
+                    request.method.decode("latin-1"),
+                    request.target.decode("utf-8", "replace"), out.status, out.sent, started,
+                    f"{upstream.host}:{upstream.port}" if upstream else "-")
+        return out.keep_alive
 
-    async def _respond(
-        self, request: web.BaseRequest, upstream: Upstream | None, sent: list[int]
-    ) -> web.StreamResponse:
+    def _page(self, client: ClientConnection, request: Request, out: Outcome, status: int,
+              detail: str, close: bool = False) -> None:
+        out.status = status
+        out.keep_alive = not close
+        client.write(page(status, detail, close=close, head_only=request.method == b"HEAD"))
+
+    async def _respond(self, client: ClientConnection, request: Request,
+                       upstream: Upstream | None, out: Outcome) -> None:
         if upstream is None:
-            return self._own_page(request, sent)
+            return self._own_page(client, request, out)
         if upstream.stopped:
-            return page(503, "The app is stopped by its owner.")
+            return self._page(client, request, out, 503, "The app is stopped by its owner.")
         if upstream.crashed:
-            return page(503, "The app keeps crashing and has been stopped; its owner has "
-                        "been told.")
-        target = _origin_form(request)
+            return self._page(client, request, out, 503, "The app keeps crashing and has been "
+                              "stopped; its owner has been told.")
+        target = origin_form(request.target, request.method)
         if target is None:
-            return page(400, "This request target cannot be proxied.")
+            return self._page(client, request, out, 400, "This request target cannot be "
+                              "proxied.")
         limit = self.config.max_body_size
-        if limit and (request.content_length or 0) > limit:
-            response = page(413, "The request body is larger than this server accepts.")
-            response.force_close()
-            return response
+        length = request.header(b"content-length")
+        if limit and length is not None and length.strip().isdigit() and int(length) > limit:
+            return self._page(client, request, out, 413, _TOO_LARGE, close=True)
         self._routes.in_flight.enter(upstream)
         try:
-            headers = self._forwarding.request_headers(
-                request.headers, request.remote or "", request.scheme)
-            if is_websocket(request):
-                return await relay_websocket(
-                    request, self._websocket_session(), self._url(upstream, target), headers,
-                    self.config.websocket_idle_timeout)
-            chunked = request.body_exists and request.content_length is None
-            return await exchange(
-                request, self._pool_for(upstream),
-                request_head(request.method, target, headers, chunked),
-                request.body_exists, chunked, limit, self.config.read_timeout, sent)
+            lines = self._forwarding.lines(request.headers, client.peer, b"http", request.host)
+            if request.upgrade:
+                return await self._tunnel(client, request, upstream, target, lines, out)
+            head = b"".join((b"%s %s HTTP/1.1\r\n" % (request.method, target), *lines,
+                             b"Transfer-Encoding: chunked\r\n" if request.chunked else b"",
+                             b"\r\n"))
+            await exchange(client, request, self._pool_for(upstream), head,
+                           self.config.read_timeout, out)
         except BodyTooLarge:
-            response = page(413, "The request body is larger than this server accepts.")
-            response.force_close()
-            return response
-        except aiohttp.WSServerHandshakeError:
-            return page(502, "The app refused the WebSocket upgrade.")
+            self._page(client, request, out, 413, _TOO_LARGE, close=True)
         except UpstreamTimeout:
-            return page(504, "The app took too long to answer.")
+            self._page(client, request, out, 504, "The app took too long to answer.")
         except UpstreamError as exc:
-            return page(502, f"{str(exc).capitalize()}.")
-        except aiohttp.ClientConnectorError:
-            return page(502, "The app is not answering right now.")
-        except aiohttp.ConnectionTimeoutError:
-            return page(502, "The app did not accept the connection in time.")
-        except TimeoutError:
-            return page(504, "The app took too long to answer.")
-        except aiohttp.ClientError:
-            return page(502, "The app closed the connection unexpectedly.")
+            self._page(client, request, out, 502, f"{str(exc).capitalize()}.")
+        except TimeoutError:  # the client stopped sending its body
+            self._page(client, request, out, 408, "The request body stopped arriving.",
+                       close=True)
         finally:
             self._routes.in_flight.leave(upstream)
 
-    def _own_page(self, request: web.BaseRequest, sent: list[int]) -> web.Response:
-        """The proxy's own name answers /healthz and a small status page; nothing else."""
-        host = normalize_host(request.headers.get("Host"))
-        if host in (self._routes.base_domain, ""):
-            if request.path == "/healthz":
-                return web.Response(text=f"ok\nroutes: {len(self._routes)}\n")
-            if request.path == "/":
-                return web.Response(text=f"rivetr-git proxy: {len(self._routes)} app(s) "
-                                         f"at *.{self._routes.base_domain}\n")
-        return page(404, "No app is served at this address.")
+    async def _tunnel(self, client: ClientConnection, request: Request, upstream: Upstream,
+                      target: bytes, lines: list[bytes], out: Outcome) -> None:
+        """An Upgrade (WebSocket): the app must answer 101, then bytes flow both ways."""
+        upgrade = request.header(b"upgrade") or b"websocket"
+        head = b"".join((b"%s %s HTTP/1.1\r\n" % (request.method, target), *lines,
+                         b"Connection: Upgrade\r\nUpgrade: %s\r\n\r\n" % upgrade))
+        app = await self._pool_for(upstream).connect()
+        try:
+            await app.write(head)
+            status, _ = await app.read_head(self.config.read_timeout)
+            if status != 101 or not app.upgraded:
+                return self._page(client, request, out, 502, "The app refused the upgrade.",
+                                  close=True)
+            out.status = 101
+            client.write(switching_head(app))
+            sent, _ = await splice(client, app, self.config.websocket_idle_timeout)
+            out.sent = sent
+        finally:
+            app.close()
 
-    @staticmethod
-    def _url(upstream: Upstream, target: str) -> URL:
-        # Host and port come only from the route; the path goes out byte for byte
-        # (encoded=True: no re-quoting, no dot-segment folding).
-        path, _, query = target.partition("?")
-        return URL.build(scheme="http", host=upstream.host, port=upstream.port, path=path,
-                         query_string=query, encoded=True)
+    def _own_page(self, client: ClientConnection, request: Request, out: Outcome) -> None:
+        """The proxy's own name answers /healthz and a small status page; nothing else."""
+        host = normalize_host(request.host.decode("latin-1"))
+        if host in (self._routes.base_domain, ""):
+            path = request.target.split(b"?", 1)[0]
+            head_only = request.method == b"HEAD"
+            if path in (b"/healthz", b"/"):
+                out.status = 200
+                out.keep_alive = True
+                client.write(text(f"ok\nroutes: {len(self._routes)}\n" if path == b"/healthz"
+                                  else f"rivetr-git proxy: {len(self._routes)} app(s) at "
+                                       f"*.{self._routes.base_domain}\n", head_only))
+                return
+        self._page(client, request, out, 404, "No app is served at this address.")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httptools
 
 from rivetr_git.errors import RivetrError
+from rivetr_git.proxy.flow import FlowControl
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the app pauses
 
@@ -23,32 +24,36 @@ class UpstreamError(RivetrError):
     """The app could not be reached or broke the exchange (502)."""
 
 
-def _parser(protocol: object) -> httptools.HttpResponseParser:
-    parser = httptools.HttpResponseParser(protocol)
-    # Header lines ended by a bare LF: busybox httpd passes CGI headers through that way,
-    # and nginx accepts them too. An answer, not a request, so no smuggling risk here.
-    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-    return parser
-
-
 class UpstreamTimeout(RivetrError):
     """The app accepted the request but stayed silent too long (504)."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
+def _response_parser(protocol: UpstreamConnection) -> httptools.HttpResponseParser:
+    parser = httptools.HttpResponseParser(protocol)
+    # Apps (busybox httpd CGI, for one) end header lines with a bare LF; nginx takes that
+    # from upstreams too. Requests from clients stay strict.
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+class UpstreamConnection(FlowControl):
     """One TCP connection to an app, carrying one exchange at a time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._loop = loop
         self.transport: asyncio.Transport | None = None
-        self._parser = _parser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._parser = _response_parser(self)
+        self._headers: list[tuple[bytes, bytes, bytes]] = []
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self._write_paused = False
+        self._waiter: asyncio.Future[bool] | None = None  # True: timed out
         self.head_done = False
         self.complete = False
         self.closed = False
@@ -57,6 +62,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.reused = False
         self._keep_alive = False
+        self.reason = b""
+        # After a 101 the connection is a tunnel: raw bytes go to `sink`.
+        self.upgraded = False
+        self.upgrade_tail = b""
+        self.sink: Callable[[bytes], None] | None = None
+        self.on_close: Callable[[], None] | None = None
 
     # --- asyncio.Protocol ---
 
@@ -64,18 +75,26 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+            return
         self.received_any = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.upgrade_tail = data[exc.args[0]:]
+            if self.transport is not None:
+                self.transport.pause_reading()  # until the tunnel is in place
         except httptools.HttpParserError:
             self.error = UpstreamError("the app sent an invalid HTTP response")
-            self._abort()
-        except httptools.HttpParserUpgrade:
-            pass  # upgrades are not proxied here
+            self.abort()
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_close is not None:
+            self.on_close()
         if not self.complete and self.error is None:
             self.error = UpstreamError("the app closed the connection")
             if self.head_done and not self._parser_expects_more():
@@ -83,27 +102,20 @@ class UpstreamConnection(asyncio.Protocol):
                 self.complete = True
                 self.error = None
         self._wake()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._release_drain()
 
     # --- httptools callbacks ---
 
+    def on_status(self, status: bytes) -> None:
+        self.reason = status
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        self._headers.append((name.lower(), name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
-        if 100 <= self.status < 200:  # interim answers (103, a stray 100) are dropped
+        if 100 <= self.status < 200 and self.status != 101:
+            # Interim answers (103, a stray 100) are dropped; 101 is the final one.
             self._headers = []
             return
         self.head_done = True
@@ -125,40 +137,40 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _parser_expects_more(self) -> bool:
         # Without Content-Length or chunking, a response ends when the connection does.
-        names = {n.lower() for n, _ in self._headers}
+        names = {low for low, _, _ in self._headers}
         return b"content-length" in names or b"transfer-encoding" in names
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(False)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     async def _wait(self, timeout: float) -> None:
-        self._waiter = self._loop.create_future()
+        """Wait for the next bytes (or the end); UpstreamTimeout after `timeout` of silence."""
+        waiter = self._waiter = self._loop.create_future()
+        # A bare timer is cheaper than asyncio.timeout, and this runs for every answer.
+        timer = self._loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
-        except TimeoutError:
-            self._abort()
-            raise UpstreamTimeout("the app did not answer in time") from None
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+        if waiter.result():
+            self.abort()
+            raise UpstreamTimeout("the app did not answer in time")
 
     async def write(self, data: bytes) -> None:
         """Send bytes to the app, waiting while its socket buffer is full."""
         if self.closed or self.transport is None:
             raise UpstreamError("the app closed the connection")
         self.transport.write(data)
-        if self._write_paused:
-            self._drained = self._loop.create_future()
-            await self._drained
-            self._drained = None
+        await self._wait_for_room()
 
-    async def read_head(self, timeout: float) -> tuple[int, list[tuple[bytes, bytes]]]:
+    async def read_head(self, timeout: float) -> tuple[int, list[tuple[bytes, bytes, bytes]]]:
         """Wait for the status and headers of the answer."""
         while not self.head_done:
             if self.error is not None:
@@ -183,6 +195,10 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait(timeout)
 
     @property
+    def head_headers(self) -> list[tuple[bytes, bytes, bytes]]:
+        return self._headers
+
+    @property
     def has_body_data(self) -> bool:
         return bool(self._body)
 
@@ -199,10 +215,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def reset(self) -> None:
         """Ready for the next exchange on the same connection."""
-        self._parser = _parser(self)
+        self._parser = _response_parser(self)
         self._headers = []
         self.head_done = self.complete = self.received_any = False
         self.status = 0
+        self.reason = b""
         self.reused = True
 
     def close(self) -> None:
@@ -233,6 +250,10 @@ class UpstreamPool:
         except BaseException:
             self._slots.release()
             raise
+
+    async def connect(self) -> UpstreamConnection:
+        """A connection of its own, outside the pool (for a tunnel)."""
+        return await self._connect()
 
     async def _connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()

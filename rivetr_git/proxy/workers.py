@@ -92,6 +92,7 @@ class ProxyWorkers:
         self.bound_port = int(placeholder.getsockname()[1])
         self._routes.subscribe(self._publish)
         self._routes.add_drain_waiter(self._wait_drained)
+        self._routes.add_sync_waiter(self.wait_synced)
         try:
             await asyncio.gather(*(self._spawn(i) for i in range(self._count)))
         except BaseException:

@@ -1,0 +1,177 @@
+"""The route table rendered as an nginx configuration (the optional nginx data plane)."""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+from collections.abc import Mapping
+from pathlib import Path
+
+from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.routes import Upstream
+
+_PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"
+_ERRORS = {
+    413: ("Content Too Large", "The request body is larger than this server accepts."),
+    502: ("Bad Gateway", "The app is not answering right now."),
+    503: ("Service Unavailable", "The app keeps crashing and has been stopped; its owner "
+                                 "has been told."),
+    -503: ("Service Unavailable", "The app is stopped by its owner."),
+    504: ("Gateway Timeout", "The app took too long to answer."),
+    404: ("Not Found", "No app is served at this address."),
+}
+
+
+def _page(status: int) -> str:
+    """The page for `status`; -503 is the other 503 (stopped rather than crashed)."""
+    title, detail = _ERRORS[status]
+    return _PAGE.format(s=abs(status), t=title, d=detail)
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, math.ceil(value * 1000))}ms"
+
+
+def _error_locations() -> str:
+    return "".join(
+        f"        location @rivetr_{s} {{ default_type text/html; "
+        f"return {s} '{_page(s)}'; }}\n" for s in (413, 502, 504))
+
+
+def _head(config: ProxyConfig, workers: int, state: Path, drain_timeout: float) -> str:
+    trusted = "".join(f"        {net} 1;\n" for net in config.trusted_proxies)
+    realip = "".join(f"    set_real_ip_from {net};\n" for net in config.trusted_proxies)
+    if realip:
+        realip += "    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n"
+    access = (f"    access_log {config.access_log} rivetr;\n" if config.access_log
+              else "    access_log off;\n")
+    header_k = max(1, math.ceil(config.max_header_size / 1024))
+    # Workers run as the daemon's own user (nginx would pick 'nobody' for a root master,
+    # who cannot write the access log or temp files in the data dir).
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    return f"""\
+# Written by rivetr-git from its route table at every change; edits are overwritten.
+{user}worker_processes {workers};
+daemon off;
+pid {state}/nginx.pid;
+error_log {state}/error.log warn;
+worker_shutdown_timeout {_seconds(drain_timeout)};
+events {{ worker_connections 4096; }}
+http {{
+    server_tokens off;
+    log_format rivetr escape=json '{{"time":$msec,"host":"$host","method":"$request_method",'
+        '"path":"$request_uri","status":$status,"bytes":$body_bytes_sent,'
+        '"duration_s":$request_time,"upstream":"$upstream_addr"}}';
+{access}\
+    client_body_temp_path {state}/body;
+    proxy_temp_path {state}/proxy;
+    fastcgi_temp_path {state}/fastcgi;
+    uwsgi_temp_path {state}/uwsgi;
+    scgi_temp_path {state}/scgi;
+    client_header_timeout {_seconds(config.header_timeout or 3600)};
+    client_body_timeout {_seconds(config.read_timeout)};
+    keepalive_timeout {_seconds(config.keepalive_timeout)};
+    client_max_body_size {config.max_body_size};
+    large_client_header_buffers 4 {header_k}k;
+    proxy_http_version 1.1;
+    proxy_connect_timeout {_seconds(config.connect_timeout)};
+    proxy_read_timeout {_seconds(config.read_timeout)};
+    proxy_send_timeout {_seconds(config.read_timeout)};
+    proxy_request_buffering off;
+    proxy_buffering off;
+    proxy_intercept_errors off;
+{realip}\
+    geo $realip_remote_addr $rivetr_trusted {{
+        default 0;
+{trusted}\
+    }}
+    map $rivetr_trusted $rivetr_xff {{
+        1 "$http_x_forwarded_for, $realip_remote_addr";
+        default $realip_remote_addr;
+    }}
+    map "$rivetr_trusted:$http_x_forwarded_proto" $rivetr_proto {{
+        "~^1:(?<p>.+)$" $p;
+        default $scheme;
+    }}
+    map "$rivetr_trusted:$http_x_forwarded_host" $rivetr_fhost {{
+        "~^1:(?<h>.+)$" $h;
+        default $http_host;
+    }}
+    map "$rivetr_trusted:$http_x_request_id" $rivetr_request_id {{
+        "~^1:(?<r>.+)$" $r;
+        default $request_id;
+    }}
+    map $http_upgrade $rivetr_connection {{
+        default upgrade;
+        "" "";
+    }}
+"""
+
+
+def _proxy_block(name: str) -> str:
+    return f"""\
+        location / {{
+            proxy_pass http://{name};
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $rivetr_connection;
+            proxy_set_header Forwarded "";
+            proxy_set_header Expect "";
+            proxy_set_header X-Forwarded-For $rivetr_xff;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $rivetr_proto;
+            proxy_set_header X-Forwarded-Host $rivetr_fhost;
+            proxy_set_header X-Request-ID $rivetr_request_id;
+        }}
+"""
+
+
+def upstream_name(upstream: Upstream) -> str:
+    return f"rivetr_{upstream.app.replace('-', '_')}_{upstream.deployment_id}"
+
+
+def upstream_block(upstream: Upstream) -> str:
+    return (f"    upstream {upstream_name(upstream)} {{\n        server {upstream.host}:"
+            f"{upstream.port} max_fails=0;\n        keepalive 64;\n    }}\n")
+
+
+def app_server(host: str, upstream: Upstream, listen: str) -> str:
+    """The server block of one hostname (an app's own, or a custom domain of it)."""
+    if upstream.crashed or upstream.stopped:
+        page = _page(503 if upstream.crashed else -503)
+        return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
+                f"        default_type text/html;\n"
+                f"        location / {{ return 503 '{page}'; }}\n    }}\n")
+    name = upstream_name(upstream)
+    return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
+            f"        error_page 413 @rivetr_413;\n        error_page 502 @rivetr_502;\n"
+            f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
+            f"    }}\n")
+
+
+def render(routes: Mapping[str, Upstream], base_domain: str, listen: str, config: ProxyConfig,
+           workers: int, state: Path, drain_timeout: float) -> str:
+    """The whole nginx.conf for this table."""
+    # One upstream block per release, however many hostnames (custom domains) point at it.
+    proxied = {upstream_name(u): u for u in routes.values() if not (u.crashed or u.stopped)}
+    apps = "".join(upstream_block(u) for _, u in sorted(proxied.items()))
+    apps += "".join(app_server(host, up, listen) for host, up in sorted(routes.items()))
+    status = f"rivetr-git proxy: {len(routes)} app(s) at *.{base_domain}\\n"
+    own = f"""\
+    server {{
+        listen {listen} default_server reuseport;
+        server_name _;
+        default_type text/html;
+        location / {{ return 404 '{_page(404)}'; }}
+    }}
+    server {{
+        listen {listen};
+        server_name {base_domain};
+        default_type text/plain;
+        location = /healthz {{ return 200 "ok\\nroutes: {len(routes)}\\n"; }}
+        location = / {{ return 200 "{status}"; }}
+        location / {{ default_type text/html; return 404 '{_page(404)}'; }}
+    }}
+"""
+    return _head(config, workers, state, drain_timeout) + own + apps + "}\n"
