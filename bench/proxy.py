@@ -162,9 +162,12 @@ def transfer_memory(port: int, pid: int) -> tuple[int, int, int]:
     """RSS (kB) of one worker before, and at its peak during, 1 GiB up and 1 GiB down."""
     before = proc_status(pid)["VmRSS"]
     peak = before
+    zeros = subprocess.Popen(["head", "-c", str(1 << 30), "/dev/zero"], stdout=subprocess.PIPE)
     up = subprocess.Popen(
-        f"head -c {1 << 30} /dev/zero | curl -sS -T - -H 'Host: {HOST}' "
-        f"http://127.0.0.1:{port}/sink", shell=True, stdout=subprocess.PIPE, text=True)
+        ["curl", "-sS", "-T", "-", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/sink"],
+        stdin=zeros.stdout, stdout=subprocess.PIPE, text=True)
+    assert zeros.stdout is not None
+    zeros.stdout.close()  # curl holds the pipe now
     down = subprocess.Popen(
         ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"Host: {HOST}",
          f"http://127.0.0.1:{port}/big?mb=1024"], stdout=subprocess.PIPE, text=True)
