@@ -1,0 +1,121 @@
+"""The database schema, as migrations: entry i moves it from version i to i+1."""
+
+from __future__ import annotations
+
+from rivetr_git.models import Status
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+
+# Each entry moves the schema from version i to i+1; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE apps (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        deploy_branch TEXT,
+        dockerfile TEXT NOT NULL DEFAULT 'Dockerfile',
+        port INTEGER,
+        health_path TEXT
+    );
+    CREATE TABLE ssh_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'developer')),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE app_access (
+        key_id INTEGER NOT NULL REFERENCES ssh_keys(id) ON DELETE CASCADE,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        PRIMARY KEY (key_id, app_id)
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
+        commit_sha TEXT NOT NULL,
+        commit_message TEXT NOT NULL DEFAULT '',
+        image TEXT,
+        container_id TEXT,
+        host_port INTEGER,
+        error_message TEXT,
+        pushed_by TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX deployments_app ON deployments (app_id, id);
+    CREATE INDEX deployments_status ON deployments (status);
+    CREATE TABLE deployment_logs (
+        id INTEGER PRIMARY KEY,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        stage TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX deployment_logs_deployment ON deployment_logs (deployment_id, id);
+    """,
+    """
+    ALTER TABLE apps ADD COLUMN webhook_url TEXT;
+    ALTER TABLE apps ADD COLUMN crashed_reason TEXT;
+    ALTER TABLE deployments ADD COLUMN rollback_of INTEGER REFERENCES deployments(id);
+    """,
+    """
+    ALTER TABLE deployments ADD COLUMN app_port INTEGER;
+    """,
+    """
+    ALTER TABLE apps ADD COLUMN memory_limit INTEGER;
+    ALTER TABLE apps ADD COLUMN cpu_limit REAL;
+    ALTER TABLE apps ADD COLUMN health_timeout REAL;
+    ALTER TABLE apps ADD COLUMN health_interval REAL;
+    ALTER TABLE apps ADD COLUMN health_retries INTEGER;
+    ALTER TABLE apps ADD COLUMN health_start_period REAL;
+    ALTER TABLE apps ADD COLUMN pre_deploy TEXT;
+    ALTER TABLE apps ADD COLUMN post_deploy TEXT;
+    ALTER TABLE apps ADD COLUMN deploy_command_timeout REAL;
+    ALTER TABLE apps ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN kind TEXT NOT NULL DEFAULT 'push';
+    ALTER TABLE deployments ADD COLUMN post_deploy_error TEXT;
+    CREATE TABLE app_domains (
+        host TEXT PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE
+    );
+    CREATE INDEX app_domains_app ON app_domains (app_id);
+    """,
+    # Env var values are AES-GCM blobs (crypto.py), never plaintext. A deployment keeps a
+    # copy of the env it was deployed with, so a rollback runs with that release's env.
+    # Both go with their app (ON DELETE CASCADE through deployments).
+    """
+    CREATE TABLE env_vars (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (app_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE deployment_env (
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (deployment_id, name)
+    ) WITHOUT ROWID;
+    """,
+    # issue 6: build types and their options.
+    """
+    ALTER TABLE apps ADD COLUMN build_type TEXT;
+    ALTER TABLE apps ADD COLUMN build_context TEXT;
+    ALTER TABLE apps ADD COLUMN build_target TEXT;
+    ALTER TABLE apps ADD COLUMN build_no_cache INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN publish_dir TEXT;
+    ALTER TABLE apps ADD COLUMN compose_service TEXT;
+    """,
+    # issue 6: how a deployment's image was built (restarts and rollbacks need it).
+    """
+    ALTER TABLE deployments ADD COLUMN build_type TEXT;
+    """,
+    # Names of the app's env vars its builds get (build args / builder env).
+    """
+    ALTER TABLE apps ADD COLUMN build_env TEXT;
+    """,
+)
