@@ -52,7 +52,8 @@ class Caller:
         return self.key.name if self.key is not None else "local admin"
 
 
-Handler = Callable[[Invocation, App | None, Caller, Session], Awaitable[int]]
+Handler = Callable[[Invocation, Caller, Session], Awaitable[int]]
+AppHandler = Callable[[Invocation, App, Caller, Session], Awaitable[int]]  # its app exists
 
 
 class Admin:
@@ -69,6 +70,11 @@ class Admin:
         self._config = ConfigVerbs(env)
         self._handlers: dict[str, Handler] = {
             "apps:list": self._apps_list, "apps:create": self._apps_create,
+            "keys:add": self._keys_add, "keys:list": self._keys_list,
+            "keys:remove": self._keys_remove,
+            "access:grant": self._access_grant, "access:revoke": self._access_revoke,
+        }
+        self._app_handlers: dict[str, AppHandler] = {
             "apps:info": self._apps_info, "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb, "checks:set": self._settings_verb,
             "deploy:set": self._settings_verb, "builds:set": self._settings_verb,
@@ -77,13 +83,11 @@ class Admin:
             "ps:restart": self._ps_restart, "ps:stop": self._ps_stop, "ps:start": self._ps_start,
             "logs": self._logs, "run": self._run, "deploys": self._deploys,
             "releases": self._release_verbs, "rollback": self._release_verbs,
-            "keys:add": self._keys_add, "keys:list": self._keys_list,
-            "keys:remove": self._keys_remove,
-            "access:grant": self._access_grant, "access:revoke": self._access_revoke,
             "config": self._config_verbs, "config:get": self._config_verbs,
             "config:set": self._config_verbs, "config:unset": self._config_verbs,
         }
-        missing = {v.name for v in verbs.VERBS} - set(self._handlers) - {"help"}
+        missing = ({v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers)
+                   - {"help"})
         if missing:
             raise RuntimeError(f"verbs without a handler: {sorted(missing)}")
 
@@ -93,18 +97,19 @@ class Admin:
         verb = invocation.verb
         if verb.admin_only and not caller.is_admin:
             raise AccessDenied(f"{verb.name} is for admin keys only")
-        app: App | None = None
-        if verb.per_app and verb.name != "apps:create":
-            assert invocation.app is not None  # parse() sets it for per-app verbs
-            app = await self._store.find_app(invocation.app)
-            if app is None or (caller.key is not None
-                               and not await self._store.has_access(caller.key, app)):
-                raise NotFound(f"app '{invocation.app}' does not exist")
-        return await self._handlers[verb.name](invocation, app, caller, session)
+        handler = self._app_handlers.get(verb.name)
+        if handler is None:
+            return await self._handlers[verb.name](invocation, caller, session)
+        name = invocation.app or ""  # parse() sets it for every per-app verb
+        app = await self._store.find_app(name)
+        if app is None or (caller.key is not None
+                           and not await self._store.has_access(caller.key, app)):
+            raise NotFound(f"app '{name}' does not exist")
+        return await handler(invocation, app, caller, session)
 
     # --- apps --------------------------------------------------------------------------------
 
-    async def _apps_list(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _apps_list(self, inv: Invocation, caller: Caller,
                          s: Session) -> int:
         apps = (await self._store.list_apps() if caller.key is None
                 else await self._store.apps_visible_to(caller.key))
@@ -120,7 +125,7 @@ class Admin:
         await s.out(render.table(rows, ("APP", "LIVE", "STATE", "URL")))
         return 0
 
-    async def _apps_create(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _apps_create(self, inv: Invocation, caller: Caller,
                            s: Session) -> int:
         assert inv.app is not None
         created = await self._store.create_app(inv.app)
@@ -129,9 +134,8 @@ class Admin:
                     f"ssh://git@HOST:{self._settings.ssh_port}/{created.name}")
         return 0
 
-    async def _apps_info(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _apps_info(self, inv: Invocation, app: App, caller: Caller,
                          s: Session) -> int:
-        assert app is not None
         current = await self._store.current_deployment(app)
         defaults = self._deployer.health_defaults()
         used = await self._deployer.health_in_force(app)
@@ -178,9 +182,8 @@ class Admin:
             await s.out(line)
         return 0
 
-    async def _apps_destroy(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller,
                             s: Session) -> int:
-        assert app is not None
         if inv.args.confirm != app.name:
             raise ValidationError(
                 f"destroying {app.name} removes its containers, images, repository, settings "
@@ -190,9 +193,8 @@ class Admin:
         await s.out(f"destroyed {app.name}")
         return 0
 
-    async def _settings_verb(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _settings_verb(self, inv: Invocation, app: App, caller: Caller,
                              s: Session) -> int:
-        assert app is not None
         fields = {"limits:set": LIMITS, "checks:set": CHECKS, "deploy:set": DEPLOY_COMMANDS,
                   "builds:set": BUILDS}
         values = parse_assignments(inv.args.assignments, fields[inv.verb.name])
@@ -204,9 +206,8 @@ class Admin:
         await s.out("takes effect on the next deploy or ps:restart")
         return 0
 
-    async def _config_verbs(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _config_verbs(self, inv: Invocation, app: App, caller: Caller,
                             s: Session) -> int:
-        assert app is not None
 
         async def restart(target: App, why: str) -> int:
             return await self._restart(target, caller, s, why)
@@ -221,9 +222,8 @@ class Admin:
 
     # --- domains -----------------------------------------------------------------------------
 
-    async def _domains_add(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _domains_add(self, inv: Invocation, app: App, caller: Caller,
                            s: Session) -> int:
-        assert app is not None
         hosts = [_hostname(h, self._routes) for h in inv.args.hosts]
         await self._store.add_domains(app, hosts)
         await self._refresh_domains()
@@ -231,18 +231,16 @@ class Admin:
             await s.out(f"{app.name} is now served at {host}")
         return 0
 
-    async def _domains_remove(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _domains_remove(self, inv: Invocation, app: App, caller: Caller,
                               s: Session) -> int:
-        assert app is not None
         hosts = [normalize_host(h) for h in inv.args.hosts]
         await self._store.remove_domains(app, hosts)
         await self._refresh_domains()
         await s.out(f"removed {', '.join(hosts)} from {app.name}")
         return 0
 
-    async def _domains_list(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _domains_list(self, inv: Invocation, app: App, caller: Caller,
                             s: Session) -> int:
-        assert app is not None
         await s.out(self._routes.hostname(app.name) + "  (always)")
         for host in await self._store.domains(app):
             await s.out(host)
@@ -262,41 +260,35 @@ class Admin:
             return 0
         return await follow(job, s.out)
 
-    async def _ps_restart(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _ps_restart(self, inv: Invocation, app: App, caller: Caller,
                           s: Session) -> int:
-        assert app is not None
         if (await self._store.current_deployment(app)) is None:
             raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
         return await self._restart(app, caller, s, "ps:restart")
 
-    async def _ps_stop(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _ps_stop(self, inv: Invocation, app: App, caller: Caller,
                        s: Session) -> int:
-        assert app is not None
         await s.out(await self._processes.stop(app))
         return 0
 
-    async def _ps_start(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _ps_start(self, inv: Invocation, app: App, caller: Caller,
                         s: Session) -> int:
-        assert app is not None
         policy = await self._deployer.health_in_force(app)
         await s.out(await self._processes.start(app, self._routes.hostname(app.name), policy))
         return 0
 
-    async def _logs(self, inv: Invocation, app: App | None, caller: Caller, s: Session) -> int:
-        assert app is not None
+    async def _logs(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         lines = inv.args.lines if inv.args.lines is not None else 100
         if lines < 0:
             raise ValidationError("-n takes a number of lines, e.g. -n 200")
         await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
         return 0
 
-    async def _run(self, inv: Invocation, app: App | None, caller: Caller, s: Session) -> int:
-        assert app is not None
+    async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)
 
-    async def _deploys(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _deploys(self, inv: Invocation, app: App, caller: Caller,
                        s: Session) -> int:
-        assert app is not None
         limit = inv.args.lines if inv.args.lines is not None else 20
         rows = [
             (f"#{d.id}", d.status.value, d.kind, d.commit_sha[:7], d.commit_message[:40],
@@ -307,16 +299,15 @@ class Admin:
                                         "BY", "ERROR")))
         return 0
 
-    async def _release_verbs(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _release_verbs(self, inv: Invocation, app: App, caller: Caller,
                              s: Session) -> int:
-        assert app is not None
         if inv.verb.name == "releases":
             return await self._releases.releases(app, s.out)
         return await self._releases.rollback(app, inv.args.release, caller.name, s.out)
 
     # --- keys and access ---------------------------------------------------------------------
 
-    async def _keys_add(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _keys_add(self, inv: Invocation, caller: Caller,
                         s: Session) -> int:
         name = validate_key_name(inv.args.name)
         text = (await s.read_input(64 * 1024)).decode("utf-8", "replace")
@@ -329,26 +320,26 @@ class Admin:
         await s.out(f"added key '{name}' ({role.value}) {key.fingerprint}")
         return 0
 
-    async def _keys_list(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _keys_list(self, inv: Invocation, caller: Caller,
                          s: Session) -> int:
         keys = await self._store.list_keys()
         await s.out(render.table([(k.name, k.role.value, k.fingerprint, k.created_at[:19])
                                   for k in keys], ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
         return 0
 
-    async def _keys_remove(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _keys_remove(self, inv: Invocation, caller: Caller,
                            s: Session) -> int:
         await self._store.remove_key(inv.args.name)
         await s.out(f"removed key '{inv.args.name}'; it stops working on its next command")
         return 0
 
-    async def _access_grant(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _access_grant(self, inv: Invocation, caller: Caller,
                             s: Session) -> int:
         await self._store.grant(inv.args.key, validate_app_name(inv.args.app_name))
         await s.out(f"key '{inv.args.key}' may now push to and manage '{inv.args.app_name}'")
         return 0
 
-    async def _access_revoke(self, inv: Invocation, app: App | None, caller: Caller,
+    async def _access_revoke(self, inv: Invocation, caller: Caller,
                              s: Session) -> int:
         await self._store.revoke(inv.args.key, validate_app_name(inv.args.app_name))
         await s.out(f"key '{inv.args.key}' no longer has access to '{inv.args.app_name}'")
