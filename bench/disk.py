@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from harness import (
     BenchError,
     BuildLeftovers,
     Server,
+    bench_main,
     build_leftovers,
     deployment_id,
     failure_reason,
@@ -260,11 +260,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, subprocess.SubprocessError) as exc:
-        print(f"disk: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("disk: interrupted (cleanup done)", file=sys.stderr)
-        sys.exit(130)
+    bench_main("disk", main, (subprocess.SubprocessError,))

@@ -25,10 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from rivetr_git.pipeline.labels import instance_id
 
@@ -570,3 +571,18 @@ def report_server_health(server: Server, expected_containers: int) -> None:
     for line in not_running[:5]:
         print(f"  {line}")
     print(f"images of this instance: {len(server.images())}")
+
+
+def bench_main(name: str, main: Callable[[], int],
+               errors: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """Run a benchmark's main(): its exit code, or 1 with the message on a BenchError
+    (or one of `errors`), 130 on Ctrl-C (workspaces have cleaned up by then)."""
+    caught: tuple[type[BaseException], ...] = (BenchError, *errors)
+    try:
+        sys.exit(main())
+    except caught as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted (cleanup done)", file=sys.stderr)
+        sys.exit(130)

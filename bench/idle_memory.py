@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 from harness import (
     AppRepo,
-    BenchError,
     DeployFailed,
     Server,
+    bench_main,
     failure_reason,
     fd_count,
     proc_status,
@@ -212,11 +212,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"idle_memory: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("idle_memory: interrupted (cleanup done)", file=sys.stderr)
-        sys.exit(130)
+    bench_main("idle_memory", main)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import threading
 import time
 import uuid
@@ -57,6 +56,7 @@ from harness import (
     DeployFailed,
     PushResult,
     Server,
+    bench_main,
     failure_reason,
     fmt_s,
     http_get,
@@ -327,11 +327,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"push_to_live: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("push_to_live: interrupted (cleanup done)", file=sys.stderr)
-        sys.exit(130)
+    bench_main("push_to_live", main)

@@ -53,7 +53,6 @@ import json
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -71,6 +70,7 @@ from harness import (
     BuildLeftovers,
     PushResult,
     Server,
+    bench_main,
     build_leftovers,
     deployment_id,
     failure_reason,
@@ -392,11 +392,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"rollback: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("rollback: interrupted (cleanup done)", file=sys.stderr)
-        sys.exit(130)
+    bench_main("rollback", main)

@@ -52,7 +52,6 @@ import http.client
 import itertools
 import math
 import re
-import sys
 import threading
 import time
 import uuid
@@ -66,6 +65,7 @@ from harness import (
     BenchError,
     BuildLeftovers,
     Server,
+    bench_main,
     build_leftovers,
     deployment_id,
     failure_reason,
@@ -446,11 +446,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"zero_downtime: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("zero_downtime: interrupted (cleanup done)", file=sys.stderr)
-        sys.exit(130)
+    bench_main("zero_downtime", main)
