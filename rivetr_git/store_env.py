@@ -6,7 +6,7 @@ with. Both go with their app (ON DELETE CASCADE, through deployments for the cop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
@@ -18,13 +18,10 @@ from rivetr_git.models import App, Deployment
 class EnvTables:
     """Mixed into Store, whose connection and transactions it shares."""
 
+    # Provided by Store.
     _db: aiosqlite.Connection
-
-    def _transaction(self) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
-
-    async def get_deployment(self, deployment_id: int) -> Deployment:
-        raise NotImplementedError
+    _transaction: Callable[[], AbstractAsyncContextManager[None]]
+    get_deployment: Callable[[int], Awaitable[Deployment]]
 
     async def _copy_env(self, app_id: int, deployment_id: int) -> None:
         await self._db.execute("DELETE FROM deployment_env WHERE deployment_id = ?",
