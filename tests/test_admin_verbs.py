@@ -16,6 +16,7 @@ from tests.helpers import (
     Key,
     Server,
     docker_ids,
+    make_key,
     run,
     ssh_command,
     wait_until,
@@ -47,6 +48,13 @@ def ok(server: Server, key: Key, *argv: str, stdin: str | None = None) -> str:
     result = verb(server, key, *argv, stdin=stdin)
     assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def fails(server: Server, key: Key, *argv: str, stdin: str | None = None) -> str:
+    """Run a verb that must fail; its stderr."""
+    result = verb(server, key, *argv, stdin=stdin)
+    assert result.returncode != 0, f"{argv} succeeded: {result.stdout}"
+    return result.stderr
 
 
 def shell_app(path: Path, key: Key) -> AppRepo:
@@ -112,16 +120,14 @@ def test_apps_lifecycle_and_destroy_leaves_nothing(
 ) -> None:
     alice = keys["alice"]
     assert "created gone-soon" in ok(server, alice, "apps:create", "gone-soon")
-    again = verb(server, alice, "apps:create", "gone-soon")
-    assert again.returncode != 0 and "already exists" in again.stderr
+    assert "already exists" in fails(server, alice, "apps:create", "gone-soon")
     repo = AppRepo(workdir / "app", alice)
     assert repo.push(server.remote("gone-soon")).returncode == 0
     assert "gone-soon" in ok(server, alice, "apps:list")
     info = ok(server, alice, "apps:info", "gone-soon")
     assert "state:          running" in info and "path:         '' ['']" in info
 
-    refused = verb(server, alice, "apps:destroy", "gone-soon")
-    assert refused.returncode != 0 and "--confirm gone-soon" in refused.stderr
+    assert "--confirm gone-soon" in fails(server, alice, "apps:destroy", "gone-soon")
     assert server.get("gone-soon")[0] == 200
     assert "destroyed gone-soon" in ok(server, alice, "apps:destroy", "gone-soon",
                                        "--confirm", "gone-soon")
@@ -130,8 +136,7 @@ def test_apps_lifecycle_and_destroy_leaves_nothing(
     images = run(["docker", "images", "-q", f"rivetr-{server.instance}/gone-soon"]).stdout
     assert images.strip() == ""
     assert not (server.data_dir / "repos" / "gone-soon.git").exists()
-    missing = verb(server, alice, "apps:info", "gone-soon")
-    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    assert "does not exist" in fails(server, alice, "apps:info", "gone-soon")
 
 
 def test_developer_sees_only_granted_apps_and_revocation_bites_on_an_open_connection(
@@ -150,8 +155,7 @@ def test_developer_sees_only_granted_apps_and_revocation_bites_on_an_open_connec
             "no-such-app", "X"), (denied.stderr, missing.stderr)
     assert "secret-app" not in ok(server, bob, "apps:list")
     for admin_only in (("keys:list",), ("apps:create", "bobs"), ("access:grant", "bob", "x")):
-        result = verb(server, bob, *admin_only)
-        assert result.returncode != 0 and "admin keys only" in result.stderr
+        assert "admin keys only" in fails(server, bob, *admin_only)
 
     ok(server, alice, "access:grant", "bob", "secret-app")
     assert "secret-app" in ok(server, bob, "apps:list")
@@ -182,19 +186,15 @@ def test_developer_sees_only_granted_apps_and_revocation_bites_on_an_open_connec
 def test_keys_add_reads_the_key_from_stdin_and_remove_takes_effect(
     server: Server, keys: dict[str, Key], tmp_path: Path
 ) -> None:
-    from tests.helpers import make_key
-
     carol = make_key(tmp_path / "k", "carol")
     alice = keys["alice"]
-    bad = verb(server, alice, "keys:add", "carol", stdin="not a key\n")
-    assert bad.returncode != 0
+    fails(server, alice, "keys:add", "carol", stdin="not a key\n")
     assert "added key 'carol' (developer)" in ok(server, alice, "keys:add", "carol",
                                                 stdin=carol.public.read_text())
     assert "carol" in ok(server, alice, "keys:list")
     assert "no apps yet" in ok(server, carol, "apps:list")
     ok(server, alice, "keys:remove", "carol")
-    gone = verb(server, carol, "apps:list")
-    assert gone.returncode != 0
+    fails(server, carol, "apps:list")
 
 
 # --- env ---------------------------------------------------------------------------------------
@@ -230,8 +230,7 @@ def test_config_set_restarts_with_exact_values_and_unset_removes_them(
         (("config:unset", "configured", "NOPE"), "NOPE"),
         (("config:set", "configured", "A=1", "--pass=hunter2"), "not shown"),
     ]:
-        result = verb(server, alice, *argv)
-        assert result.returncode != 0 and advice in result.stderr, (argv, result.stderr)
+        assert advice in fails(server, alice, *argv)
 
 
 # --- limits, checks, deploy commands -----------------------------------------------------------
@@ -245,8 +244,7 @@ def test_limits_are_applied_to_containers_and_bad_limits_are_refused(
     assert repo.push(server.remote("limited")).returncode == 0
     for bad, advice in [("memory=lots", "512m"), ("memory=1k", "minimum"),
                         ("cpu=-1", "e.g. 0.5"), ("cpu=64", "CPUs"), ("disk=1g", "one of")]:
-        result = verb(server, alice, "limits:set", "limited", bad)
-        assert result.returncode != 0 and advice in result.stderr, (bad, result.stderr)
+        assert advice in fails(server, alice, "limits:set", "limited", bad)
     out = ok(server, alice, "limits:set", "limited", "memory=0.0625G", "cpu=0.5")
     assert "limits: memory 64 MiB, cpu 0.5" in out
     host = inspect(live_container(server, "limited"))["HostConfig"]
@@ -274,8 +272,7 @@ def test_health_path_from_rivetr_toml_and_admin_checks_win(
     info = ok(server, alice, "apps:info", "toml-checked")
     assert "path:         /index.html ['']" in info and "timeout:      3s [" in info
     assert "retries:      2 [" in info  # from rivetr.toml
-    bad = verb(server, alice, "checks:set", "toml-checked", "retries=0")
-    assert bad.returncode != 0 and "retries=10" in bad.stderr
+    assert "retries=10" in fails(server, alice, "checks:set", "toml-checked", "retries=0")
 
     repo.write("rivetr.toml", "[healthcheck]\nwhat = 1\n")
     repo.commit("bad file")
@@ -337,11 +334,10 @@ def test_domains_route_and_belong_to_one_app(
     ok(server, alice, "domains:add", "domained", "WWW.Example.test.", "api.example.test")
     assert get_host(server, "www.example.test") == 200
     assert get_host(server, "api.example.test:8080") == 200
-    taken = verb(server, alice, "domains:add", "rival", "www.example.test")
-    assert taken.returncode != 0 and "already a domain of another app" in taken.stderr
+    taken = fails(server, alice, "domains:add", "rival", "www.example.test")
+    assert "already a domain of another app" in taken
     for bad in ("http://x.test/", "x", "a..test", "under.localhost"):
-        result = verb(server, alice, "domains:add", "domained", bad)
-        assert result.returncode != 0, bad
+        fails(server, alice, "domains:add", "domained", bad)
     listed = ok(server, alice, "domains:list", "domained").split()
     assert "api.example.test" in listed and "www.example.test" in listed
     ok(server, alice, "domains:remove", "domained", "www.example.test")
@@ -356,8 +352,7 @@ def test_ps_stop_start_restart(server: Server, keys: dict[str, Key], workdir: Pa
     assert "stopped stoppable" in ok(server, alice, "ps:stop", "stoppable")
     status, body = server.get("stoppable")
     assert status == 503 and "stopped" in body
-    again = verb(server, alice, "ps:stop", "stoppable")
-    assert again.returncode != 0 and "already stopped" in again.stderr
+    assert "already stopped" in fails(server, alice, "ps:stop", "stoppable")
     assert "started stoppable" in ok(server, alice, "ps:start", "stoppable")
     assert server.get("stoppable") == (200, "hello v1\n")
     out = ok(server, alice, "ps:restart", "stoppable")
@@ -405,8 +400,7 @@ def test_run_streams_output_and_passes_the_exit_code_through(
     assert result.returncode == 7, result.stderr
     assert result.stdout == "from env\n"
     assert docker_ids("ps", server.instance, "label=rivetr.oneoff=1") == []
-    nothing = verb(server, alice, "run", "runner")
-    assert nothing.returncode != 0 and "give a command" in nothing.stderr
+    assert "give a command" in fails(server, alice, "run", "runner")
 
 
 # --- builds ------------------------------------------------------------------------------------
@@ -418,8 +412,8 @@ def test_build_env_reaches_the_build_but_not_the_image_and_rivetr_toml_sets_the_
     alice, secret = keys["alice"], "s3cret-build-value-91"
     ok(server, alice, "apps:create", "built-env")
     ok(server, alice, "config:set", "built-env", f"NPM_TOKEN={secret}", "--no-restart")
-    bad = verb(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,PORT")
-    assert bad.returncode != 0 and "env=NPM_TOKEN,API_URL" in bad.stderr
+    bad = fails(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,PORT")
+    assert "env=NPM_TOKEN,API_URL" in bad
     ok(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,NOT_SET")
     digest = hashlib.md5(secret.encode()).hexdigest()  # the build checks the value by it
     repo = AppRepo(workdir / "app", alice, SHELL_DOCKERFILE_HEAD + (
