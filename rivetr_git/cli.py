@@ -197,27 +197,6 @@ def cmd_deploys_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(args, run))
 
 
-def cmd_releases(args: argparse.Namespace) -> int:
-    from rivetr_git.pipeline.releases import release_table
-
-    name = validate_app_name(args.app)
-
-    async def run(store: Store) -> int:
-        app = await store.get_app(name)
-        live = await store.current_deployment(app)
-        print("\n".join(release_table(await store.releases(app), live)))
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    """Ask the running daemon to roll back; print its output as it comes."""
-    name = validate_app_name(args.app)
-    argv = ["rollback", name] + ([args.release] if args.release else [])
-    return daemon_command(_settings(args), argv)
-
-
 def daemon_command(settings: Settings, argv: list[str]) -> int:
     """Run an admin verb in the local daemon (through its 0600 socket) as the server's own
     user, printing the output as it comes; return its exit code."""
@@ -403,21 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     dlist.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     dlist.set_defaults(fn=cmd_deploys_list)
 
-    releases = sub.add_parser(
-        "releases", parents=[common], help="list an app's releases (what rollback can run)",
-        description="List the releases of APP, newest first; * marks the live one. A "
-        "release is a deployment that went live; its image is kept for the newest "
-        "keep_releases of them.")
-    releases.add_argument("app")
-    releases.set_defaults(fn=cmd_releases)
-    rollback = sub.add_parser(
-        "rollback", parents=[common], help="run an earlier release again",
-        description="Run an earlier release of APP again (default: the one before the live "
-        "one): start, health check, switch, drain, like a deploy, and recorded as one. Needs "
-        "the server running. Also over SSH: ssh git@HOST rollback APP [RELEASE].")
-    rollback.add_argument("app")
-    rollback.add_argument("release", nargs="?", help="release number from `releases APP`")
-    rollback.set_defaults(fn=cmd_rollback)
 
     secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
                              description="The master key that encrypts env var values "
