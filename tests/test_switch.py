@@ -49,6 +49,22 @@ def cgi_repo(path: Path, key: Key, version: str) -> AppRepo:
     return repo
 
 
+DYING_V2 = SHELL_DOCKERFILE_HEAD + "COPY www /www\n" \
+    'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n'
+
+
+def live_then_dying(srv: Server, key: Key, path: Path, app: str) -> tuple[AppRepo, str]:
+    """`app` live at v1; a v2 that serves, then dies after two seconds, committed (not yet
+    pushed). Returns the repo and v1's container."""
+    repo = AppRepo(path, key)
+    assert repo.push(srv.remote(app)).returncode == 0
+    [v1_container] = docker_ids("ps", srv.instance, f"label=rivetr.app={app}")
+    repo.write("Dockerfile", DYING_V2)
+    repo.write("www/index.html", "v2\n")
+    repo.commit("v2 dies after two seconds")
+    return repo, v1_container
+
+
 def test_slow_request_in_flight_across_the_switch_completes(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
@@ -72,13 +88,7 @@ def test_crash_inside_the_watch_window_rolls_back(
     watched_server: Server, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     srv = watched_server
-    repo = AppRepo(tmp_path / "app", keys["alice"])
-    assert repo.push(srv.remote("flaky")).returncode == 0
-    [v1_container] = docker_ids("ps", srv.instance, "label=rivetr.app=flaky")
-    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
-               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n')
-    repo.write("www/index.html", "v2\n")
-    repo.commit("v2 dies after two seconds")
+    repo, v1_container = live_then_dying(srv, keys["alice"], tmp_path / "app", "flaky")
     result = repo.push(srv.remote("flaky"))
     assert result.returncode == 0, result.stderr  # it was live when the push ended
     assert "watching it for 6s" in result.stderr
@@ -262,13 +272,7 @@ def test_rollback_starts_the_previous_release_from_its_image_when_its_container_
     watched_server: Server, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     srv = watched_server
-    repo = AppRepo(tmp_path / "app", keys["alice"])
-    assert repo.push(srv.remote("phoenix2")).returncode == 0
-    [v1_container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
-    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
-               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n')
-    repo.write("www/index.html", "v2\n")
-    repo.commit("v2 dies after two seconds")
+    repo, v1_container = live_then_dying(srv, keys["alice"], tmp_path / "app", "phoenix2")
     assert repo.push(srv.remote("phoenix2")).returncode == 0
     run(["docker", "rm", "-f", v1_container])  # the previous release's container vanishes
     assert wait_until(lambda: srv.get("phoenix2") == (200, "hello v1\n"), 20)
@@ -285,12 +289,7 @@ def test_a_failed_auto_rollback_leaves_the_app_marked_crashed_not_half_routed(
     watched_server: Server, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     srv = watched_server
-    repo = AppRepo(tmp_path / "app", keys["alice"])
-    assert repo.push(srv.remote("doomed")).returncode == 0
-    [v1_container] = docker_ids("ps", srv.instance, "label=rivetr.app=doomed")
-    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
-               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n')
-    repo.commit("v2 dies after two seconds")
+    repo, v1_container = live_then_dying(srv, keys["alice"], tmp_path / "app", "doomed")
     assert repo.push(srv.remote("doomed")).returncode == 0
     # The previous release vanishes entirely: container and image.
     run(["docker", "rm", "-f", v1_container])
