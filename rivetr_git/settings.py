@@ -66,10 +66,20 @@ def _domain(value: str) -> str:
     return ".".join(labels)
 
 
-def _runtime(value: str) -> str:
-    if value not in ("docker", "podman", "auto"):
-        raise ValueError("expected docker, podman or auto (Docker if it answers, else Podman)")
-    return value
+def _one_of(*choices: str, expected: str) -> Callable[[str], str]:
+    """A check that the value is one of `choices`; `expected` says which, for the error."""
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected {expected}")
+        return value
+    return check
+
+
+_runtime = _one_of("docker", "podman", "auto",
+                   expected="docker, podman or auto (Docker if it answers, else Podman)")
+_proxy_backend = _one_of("builtin", "nginx", expected="'builtin' (rivetr's own proxy) or 'nginx'")
+_webhook_format = _one_of("json", "slack", expected="'json' or 'slack'")
+_builder = _one_of("nixpacks", "railpack", "pack", expected="nixpacks, railpack or pack")
 
 
 def _branch(value: str) -> str:
@@ -120,27 +130,9 @@ def _workers(value: int) -> int:
     return value
 
 
-def _proxy_backend(value: str) -> str:
-    if value not in ("builtin", "nginx"):
-        raise ValueError("expected 'builtin' (rivetr's own proxy) or 'nginx'")
-    return value
-
-
 def _webhook_url(value: str) -> str:
     if value and not value.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL, e.g. https://hooks.example.com/x")
-    return value
-
-
-def _webhook_format(value: str) -> str:
-    if value not in ("json", "slack"):
-        raise ValueError("expected 'json' or 'slack'")
-    return value
-
-
-def _builder(value: str) -> str:
-    if value not in ("nixpacks", "railpack", "pack"):
-        raise ValueError("expected nixpacks, railpack or pack")
     return value
 
 
