@@ -94,3 +94,11 @@ async def env(backend: str) -> AsyncIterator[Env]:
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the engine (directly or through a fixture) is marked `docker`,
+    so `pytest -m "not docker"` runs the fast tier alone."""
+    for item in items:
+        if "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
