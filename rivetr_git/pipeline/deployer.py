@@ -286,7 +286,9 @@ class Deployer:
                     container = await compose.up(
                         self._runtime, build_dir / "src", result.detection.compose_file,
                         self._instance, app.name, d.id, app.compose_service, port, env, out,
-                        self._compose_dir)
+                        self._compose_dir, compose.Limits(
+                            cpus=app.cpu_limit, memory=app.memory_limit,
+                            ulimits=self._runtime.container_ulimits))
                 else:
                     container = await start.start(self._runtime, self._instance, app.name,
                                                   d.id, image, port, env, cpus=app.cpu_limit,
