@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytest
 import yaml
@@ -211,15 +211,15 @@ def test_interpolation_reads_the_pushed_env_file_and_never_the_servers_environme
             "variable IMAGE is required: set IMAGE in .env")
     root = tree(tmp_path / "link", WEB + "    image: $X\n")
     (root / ".env").symlink_to("/etc/hostname")
-    with pytest.raises(BuildFailed, match=".env '.env' leads outside"):
+    with pytest.raises(BuildFailed, match=r"\.env '\.env' leads outside"):
         normalise(root, "compose.yaml")
 
 
 class FakeRuntime:
     """Just the attributes process_env reads (pure logic, no engine)."""
 
-    engine_env = {"DOCKER_HOST": "unix:///run/podman.sock"}
-    container_ulimits = {"nofile": 10000}
+    engine_env: ClassVar[dict[str, str]] = {"DOCKER_HOST": "unix:///run/podman.sock"}
+    container_ulimits: ClassVar[dict[str, int]] = {"nofile": 10000}
 
 
 def test_the_server_settings_go_on_top_and_values_stay_out_of_the_file(
@@ -231,8 +231,8 @@ def test_the_server_settings_go_on_top_and_values_stay_out_of_the_file(
     environment: [SECRET, FROM_SERVER, "PLAIN=$$5"]
   worker: {build: ., environment: [SECRET, OTHER]}
 """)
-    out, group = rewrite(data, "compose.yaml", "inst", "shop", 3, None, 5000, ["SECRET"],
-                         Limits(cpus=0.5, memory=64, ulimits={"nofile": 10}))
+    out, _ = rewrite(data, "compose.yaml", "inst", "shop", 3, None, 5000, ["SECRET"],
+                    Limits(cpus=0.5, memory=64, ulimits={"nofile": 10}))
     web, worker = out["services"]["web"], out["services"]["worker"]
     assert web["ports"] == ["127.0.0.1::5000"] and web["restart"] == "no"
     assert "logging" not in web and web["init"] is True
