@@ -177,9 +177,15 @@ def process_env(runtime: Runtime, env: Mapping[str, str]) -> dict[str, str]:
     return {**basics, **runtime.engine_env, **env}
 
 
-def _argv(command: list[str], project: str, file: str | Path, *args: str) -> list[str]:
-    # --env-file: compose would read the project dir's .env (pushed) for its own settings.
-    return [*command[1:], "--env-file", os.devnull, "-p", project, "-f", str(file), *args]
+def _argv(command: list[str], empty: Path, project: str, file: str | Path, *args: str
+          ) -> list[str]:
+    """`--env-file` an empty file of ours: compose would read the project dir's .env (the
+    pushed one) for its own settings (DOCKER_HOST, COMPOSE_FILE, ...). /dev/null is refused
+    ("not a file")."""
+    empty.mkdir(parents=True, exist_ok=True)
+    (empty / "empty.env").write_text("")
+    return [*command[1:], "--env-file", str(empty / "empty.env"), "-p", project, "-f",
+            str(file), *args]
 
 
 async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file: str,
@@ -194,7 +200,8 @@ async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file:
     (source / FILE).write_text(json.dumps(data))
     log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
              f"routing {group.service}")
-    code, last = await stream(command[0], _argv(command, group.project, FILE, "build"), source,
+    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
+                                                    "build"), source,
                               process_env(runtime, {}), log, timeout, "compose build", {})
     if code != 0:
         raise BuildFailed(f"compose build exited with code {code}" + (f": {last}" if last else ""))
@@ -214,8 +221,8 @@ async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, a
     (source / FILE).write_text(json.dumps(data))  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)
-    code, last = await stream(command[0], _argv(command, group.project, FILE, "up", "-d",
-                                                "--no-build"),
+    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
+                                                "up", "-d", "--no-build"),
                               source, child_env, log, 300, "compose up", env)
     if code != 0:
         raise StartFailed(f"compose up exited with code {code}" + (f": {last}" if last else ""))
@@ -258,7 +265,8 @@ async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
         log.warning("cannot remove compose project %s: %s", project, exc)
         return
     proc = await asyncio.create_subprocess_exec(
-        command[0], *_argv(command, project, path, "down", "--remove-orphans", "-v", "-t", "5"),
+        command[0], *_argv(command, state_dir, project, path, "down", "--remove-orphans", "-v",
+                          "-t", "5"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=process_env(runtime, {}))
     _, err = await proc.communicate()

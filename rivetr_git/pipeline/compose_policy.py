@@ -67,6 +67,7 @@ NETWORK_KEYS = frozenset({"driver", "labels", "internal", "attachable"})
 MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "volume", "tmpfs",
                         "consistency"})
 RESERVED_LABELS = ("rivetr.", "com.docker.compose.")
+OUR_IMAGES = re.compile(r"(localhost/)?rivetr-[^/]+/")  # labels.image_repository (and Podman's)
 _VAR = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?", re.S)
 
@@ -285,7 +286,7 @@ def check(data: Mapping[str, Any], root: Path, allowed_binds: Collection[str] = 
                 raise refuse(where, "labels", label, "labels starting with rivetr. or "
                              "com.docker.compose. are the server's")
         image = spec.get("image")
-        if isinstance(image, str) and image.startswith("rivetr-") and not spec.get("build"):
+        if isinstance(image, str) and OUR_IMAGES.match(image) and not spec.get("build"):
             raise refuse(where, "image", image, "images of this server's apps are not for "
                          "compose files; build the service from the repository")
 
