@@ -175,6 +175,7 @@ class Deployer:
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
             await self._runtime.remove(container.id)
+        await compose.remove_all(self._compose_dir, self._runtime, self._instance, app.name)
         async with self._gate.removing():
             for image in await self._runtime.list_images(
                     image_repository(self._instance, app.name)):
