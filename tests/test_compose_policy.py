@@ -10,7 +10,8 @@ from typing import Any, ClassVar, cast
 import pytest
 import yaml
 
-from rivetr_git.errors import BuildFailed, StartFailed
+from rivetr_git.app_config import COMPOSE_ALLOW, parse_assignments
+from rivetr_git.errors import BuildFailed, StartFailed, ValidationError
 from rivetr_git.pipeline.compose import Limits, process_env, rewrite
 from rivetr_git.pipeline.compose_policy import check, normalise
 from rivetr_git.runtime.base import Runtime
@@ -258,3 +259,26 @@ def test_yaml_that_is_no_compose_file_is_refused(tmp_path: Path) -> None:
     refused(tmp_path / "b", "services: {}\n", "defines no services")
     refused(tmp_path / "c", "services: {web: [a]}\n", "a service must be a mapping")
     assert yaml.safe_load(WEB)  # the fixture itself is fine
+
+
+def test_only_the_bind_mounts_an_admin_named_get_through(tmp_path: Path) -> None:
+    root = tree(tmp_path, WEB + """\
+    volumes:
+      - /srv/up:/up:ro
+      - {type: bind, source: /srv/rw, target: /rw}
+""")
+    data = normalise(root, "compose.yaml")
+    check(data, root, ["/srv/up:/up:ro", "/srv/rw:/rw"])
+    for binds in (["/srv/up:/up:ro"], ["/srv/up:/other", "/srv/rw:/rw"], ["/srv/rw:/rw:ro"]):
+        with pytest.raises(BuildFailed, match="compose:allow"):
+            check(data, root, binds)
+
+
+@pytest.mark.parametrize("value", ["relative:/x", "/a/../b:/x", "/a:x", "/a:/x:rw", "/a b:/x",
+                                   "/a:/x,oops"])
+def test_compose_allow_takes_absolute_host_container_pairs_only(value: str) -> None:
+    with pytest.raises(ValidationError, match="HOST:CONTAINER"):
+        parse_assignments([f"binds={value}"], COMPOSE_ALLOW)
+    assert parse_assignments(["binds=/srv/a:/a:ro, /srv/b:/b"], COMPOSE_ALLOW) == {
+        "compose_binds": "/srv/a:/a:ro,/srv/b:/b"}
+    assert parse_assignments(["binds="], COMPOSE_ALLOW) == {"compose_binds": None}

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, docker_ids, run
-from tests.test_admin_verbs import ok
+from tests.test_admin_verbs import fails, ok
 from tests.test_build_types import COMPOSE_DOCKERFILE, compose_repo, pushed
 
 pytestmark = pytest.mark.docker
@@ -185,3 +185,35 @@ def test_destroying_a_compose_app_removes_its_networks_volumes_and_state_files(
     ok(srv, keys["alice"], "apps:destroy", "czgone", "--confirm", "czgone")
     assert leftovers() == {"network": [], "volume": [], "state": []}
     assert docker_ids("ps", srv.instance, "label=rivetr.app=czgone") == []
+
+
+def test_an_admin_allows_exactly_one_bind_mount_and_no_pushed_file_can_widen_it(
+        srv: Server, keys: dict[str, Key], workdir: Path) -> None:
+    shared = workdir / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("from the host\n")
+    ok(srv, keys["alice"], "apps:create", "czbind")
+    srv.cli("access", "grant", "bob", "czbind")
+    mount = f"{shared}:/www/shared"
+    repo = compose_repo(workdir / "bind", keys["bob"], WEB + f"    volumes: ['{mount}:ro']\n")
+    refused = repo.push(srv.remote("czbind"))
+    assert f'"volumes: {mount}:ro" is not allowed' in refused.stderr, refused.stderr
+    assert "an admin can allow one exactly with compose:allow" in refused.stderr
+
+    # Only an admin may allow it: a developer's compose:allow is refused.
+    assert "admin" in fails(srv, keys["bob"], "compose:allow", "czbind", f"binds={mount}:ro")
+    assert "HOST:CONTAINER[:ro]" in fails(srv, keys["alice"], "compose:allow", "czbind",
+                                          "binds=../etc:/x")
+    ok(srv, keys["alice"], "compose:allow", "czbind", f"binds={mount}:ro")
+    assert f"compose binds:  {mount}:ro" in ok(srv, keys["alice"], "apps:info", "czbind")
+    repo.commit("again, now allowed")
+    pushed(repo, srv, "czbind")
+    assert srv.get("czbind", "/shared/hello.txt") == (200, "from the host\n")
+
+    # Read-write, or any other path, is still refused.
+    for widened in (f"{mount}", f"{mount}:rw", f"{shared.parent}:/www/shared:ro"):
+        repo.write("docker-compose.yml", WEB + f"    volumes: ['{widened}']\n")
+        repo.commit(f"widen to {widened}")
+        result = repo.push(srv.remote("czbind"))
+        assert f'"volumes: {widened}" is not allowed' in result.stderr, result.stderr
+    assert srv.get("czbind", "/shared/hello.txt") == (200, "from the host\n")

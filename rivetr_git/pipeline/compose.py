@@ -156,10 +156,11 @@ def _only_app_names(spec: dict[str, Any], env_names: Collection[str]) -> None:
                            if v is not None or k in env_names}
 
 
-async def checked(source: Path, compose_file: str) -> dict[str, Any]:
+async def checked(source: Path, compose_file: str, allowed_binds: Collection[str]
+                  ) -> dict[str, Any]:
     """The pushed file normalised and checked (compose_policy). Raises BuildFailed."""
     data = await asyncio.to_thread(compose_policy.normalise, source, compose_file)
-    compose_policy.check(data, source)
+    compose_policy.check(data, source, allowed_binds)
     return data
 
 
@@ -190,13 +191,13 @@ def _argv(command: list[str], empty: Path, project: str, file: str | Path, *args
 
 async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file: str,
                 instance: str, app: str, deployment_id: int, setting: str | None,
-                log: DeployLog, timeout: float) -> Group:
+                log: DeployLog, timeout: float, allowed_binds: Collection[str] = ()) -> Group:
     """Extract the commit, check the file and build the group's images, streaming. Raises
     BuildFailed (a refused file before anything is built or started)."""
     command = await asyncio.to_thread(cli)
     await asyncio.to_thread(extract, context_tar, source)
-    data, group = rewrite(await checked(source, compose_file), compose_file, instance, app,
-                          deployment_id, setting)
+    data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
+                          instance, app, deployment_id, setting)
     (source / FILE).write_text(json.dumps(data))
     log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
              f"routing {group.service}")
@@ -210,12 +211,13 @@ async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file:
 
 async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, app: str,
              deployment_id: int, setting: str | None, port: int, env: Mapping[str, str],
-             log: DeployLog, state_dir: Path, limits: Limits = Limits()) -> ContainerInfo:
+             log: DeployLog, state_dir: Path, limits: Limits = Limits(),
+             allowed_binds: Collection[str] = ()) -> ContainerInfo:
     """Start the group; return the routed service's container. Raises StartFailed."""
     child_env = process_env(runtime, env)
     try:
-        data, group = rewrite(await checked(source, compose_file), compose_file, instance,
-                              app, deployment_id, setting, port, sorted(env), limits)
+        data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
+                              instance, app, deployment_id, setting, port, sorted(env), limits)
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
     (source / FILE).write_text(json.dumps(data))  # names only: values are in child_env

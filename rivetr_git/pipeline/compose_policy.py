@@ -330,6 +330,13 @@ def _check_build(where: str, build: Any, root: Path) -> None:
         inside(root, context, build["dockerfile"], f"{where}: build dockerfile")
 
 
+def _bind_allowed(source: Any, target: Any, read_only: bool, binds: Collection[str]) -> bool:
+    """Whether an admin allowed exactly this bind mount (HOST:CONTAINER, or HOST:CONTAINER:ro
+    which allows it read-only only)."""
+    pair = f"{source}:{target}"
+    return pair in binds or (read_only and f"{pair}:ro" in binds)
+
+
 def _check_mount(where: str, mount: Any, volumes: set[str], binds: Collection[str]) -> None:
     """A named volume declared in the file, an anonymous one or a tmpfs; a bind mount only
     when an admin allowed exactly it."""
@@ -338,7 +345,7 @@ def _check_mount(where: str, mount: Any, volumes: set[str], binds: Collection[st
         source = parts[0] if len(parts) > 1 else None
         if source is None:
             return  # an anonymous volume at a container path
-        if ":".join(parts[:2]) in binds:
+        if len(parts) <= 3 and _bind_allowed(parts[0], parts[1], parts[2:] == ["ro"], binds):
             return
         if source and not source.startswith((".", "/", "~")) and "/" not in source \
                 and "$" not in source:
@@ -347,7 +354,7 @@ def _check_mount(where: str, mount: Any, volumes: set[str], binds: Collection[st
                                   "top-level volumes:")
             return
         raise refuse(where, "volumes", mount, f"{HOST}; use a named volume declared under "
-                     "volumes: (bind mounts of host paths need an admin's compose_binds)")
+                     "volumes: (an admin can allow one exactly with compose:allow)")
     if not isinstance(mount, dict):
         raise BuildFailed(f"{where}: a volume must be a string or a mapping")
     kind = mount.get("type", "volume")
@@ -359,10 +366,12 @@ def _check_mount(where: str, mount: Any, volumes: set[str], binds: Collection[st
     source = mount.get("source")
     if kind == "volume" and isinstance(source, str) and source in volumes:
         return
-    if kind == "bind" and f"{source}:{mount.get('target')}" in binds:
+    if kind == "bind" and set(mount) <= {"type", "source", "target", "read_only"} \
+            and _bind_allowed(source, mount.get("target"), mount.get("read_only") is True,
+                              binds):
         return
     if kind == "volume":
         raise BuildFailed(f"{where}: volume {source!r} is not declared under the top-level "
                           "volumes:")
     raise refuse(where, "volumes", mount, f"{HOST}; use a named volume declared under "
-                 "volumes: (bind mounts of host paths need an admin's compose_binds)")
+                 "volumes: (an admin can allow one exactly with compose:allow)")

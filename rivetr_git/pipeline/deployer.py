@@ -289,7 +289,8 @@ class Deployer:
                         self._instance, app.name, d.id, app.compose_service, port, env, out,
                         self._compose_dir, compose.Limits(
                             cpus=app.cpu_limit, memory=app.memory_limit,
-                            ulimits=self._runtime.container_ulimits))
+                            ulimits=self._runtime.container_ulimits),
+                        app.compose_bind_list)
                 else:
                     container = await start.start(self._runtime, self._instance, app.name,
                                                   d.id, image, port, env, cpus=app.cpu_limit,
