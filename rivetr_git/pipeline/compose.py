@@ -128,7 +128,8 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
         spec["restart"] = "no"  # the server's monitor decides what happens to a dead service
         spec.setdefault("init", True)  # as for any app: a PID 1 that ignores SIGTERM
         _only_app_names(spec, env_names if service == routed or port is None else ())
-        spec["labels"] = {**compose_policy.as_dict(spec.get("labels")),
+        spec["labels"] = {**{k: "" if v is None else v for k, v in
+                             compose_policy.as_dict(spec.get("labels")).items()},
                           **labels(instance, app, deployment_id)}
         if limits.memory is not None:
             spec["mem_limit"] = spec["memswap_limit"] = limits.memory
