@@ -12,7 +12,7 @@ import yaml
 
 from rivetr_git.app_config import COMPOSE_ALLOW, parse_assignments
 from rivetr_git.errors import BuildFailed, StartFailed, ValidationError
-from rivetr_git.pipeline.compose import Limits, process_env, rewrite
+from rivetr_git.pipeline.compose import Limits, process_env, rewrite, write_file
 from rivetr_git.pipeline.compose_policy import check, normalise
 from rivetr_git.runtime.base import Runtime
 
@@ -282,3 +282,21 @@ def test_compose_allow_takes_absolute_host_container_pairs_only(value: str) -> N
     assert parse_assignments(["binds=/srv/a:/a:ro, /srv/b:/b"], COMPOSE_ALLOW) == {
         "compose_binds": "/srv/a:/a:ro,/srv/b:/b"}
     assert parse_assignments(["binds="], COMPOSE_ALLOW) == {"compose_binds": None}
+
+
+def test_anchors_that_expand_exponentially_are_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    refused(tmp_path, "x-bomb:\n" + "".join(f"  {line}\n" for line in lines) + WEB,
+            "expands to more than 100000 values")
+
+
+def test_the_rewritten_file_never_follows_a_pushed_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "host-file"
+    outside.write_text("the host's\n")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / ".rivetr-compose.json").symlink_to(outside)
+    write_file(source, {"services": {}})
+    assert outside.read_text() == "the host's\n"
+    assert (source / ".rivetr-compose.json").read_text() == '{"services": {}}'

@@ -165,6 +165,15 @@ async def checked(source: Path, compose_file: str, allowed_binds: Collection[str
     return data
 
 
+def write_file(source: Path, data: Mapping[str, Any]) -> None:
+    """The rewritten file, next to the pushed one. A pushed symlink of that name is
+    replaced, never followed (it could point anywhere on the host)."""
+    path = source / FILE
+    path.unlink(missing_ok=True)
+    with path.open("x") as out:  # O_EXCL: no symlink of a racing writer is followed either
+        json.dump(data, out)
+
+
 def process_env(runtime: Runtime, env: Mapping[str, str]) -> dict[str, str]:
     """Compose's environment: a few basics, the engine's, the app's values; never the
     server's own (its settings and whatever else the daemon was started with). Raises
@@ -199,7 +208,7 @@ async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file:
     await asyncio.to_thread(extract, context_tar, source)
     data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
                           instance, app, deployment_id, setting)
-    (source / FILE).write_text(json.dumps(data))
+    write_file(source, data)
     log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
              f"routing {group.service}")
     code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
@@ -221,7 +230,7 @@ async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, a
                               instance, app, deployment_id, setting, port, sorted(env), limits)
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
-    (source / FILE).write_text(json.dumps(data))  # names only: values are in child_env
+    write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)
     code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,

@@ -144,6 +144,25 @@ def interpolate(value: Any, variables: Mapping[str, str], name: str) -> Any:
     return _VAR.sub(one, value)
 
 
+MAX_NODES = 100_000  # far beyond any real compose file; anchors can expand exponentially
+
+
+def _within_budget(data: Any, file: str) -> None:
+    """Refuse a file whose anchors expand past MAX_NODES (a "billion laughs"): everything
+    after this copies the expanded tree. Stops counting at the budget."""
+    seen, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise BuildFailed(f"{file} expands to more than {MAX_NODES} values (through YAML "
+                              "anchors?); write it out plainly")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def load(root: Path, base: Path, file: str, variables: Mapping[str, str]) -> dict[str, Any]:
     """One compose file of the tree, parsed and interpolated. Raises BuildFailed."""
     path = inside(root, base, file, "compose file")
@@ -156,6 +175,7 @@ def load(root: Path, base: Path, file: str, variables: Mapping[str, str]) -> dic
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict) \
             or not data["services"]:
         raise BuildFailed(f"{file} defines no services")
+    _within_budget(data, file)
     if "include" in data:
         raise BuildFailed(f"{file}: \"include\" is not supported here (docker-compose 1.29); "
                           "put the services in this file, or use extends: with a file inside "
