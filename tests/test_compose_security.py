@@ -91,10 +91,16 @@ REFUSED = [
      "    volumes: ['/:/host', '/var/run/docker.sock:/var/run/docker.sock']\n",
      'service web: "pid: host" is not allowed'),
 ]
+IDS = ["pid", "privileged", "ipc", "uts", "userns_mode", "network_mode", "cap_add", "devices",
+       "security_opt", "sysctls", "cgroup_parent", "ulimits", "bind-root", "docker-sock",
+       "bind-long-syntax", "bind-relative", "volumes_from", "external-volume",
+       "driver_opts-bind", "external-network", "build-context-absolute",
+       "build-context-escaping", "build-network-host", "env_file-outside", "extends-outside",
+       "include", "the-finding"]
 
 
 @pytest.mark.parametrize(("compose", "message"), REFUSED,
-                         ids=[f"{i}-{m.split(':')[0][:20]}" for i, (_, m) in enumerate(REFUSED)])
+                         ids=IDS)
 def test_a_developer_push_that_reaches_the_host_is_refused_before_anything_starts(
         srv: Server, live: tuple[AppRepo, list[str]], compose: str, message: str) -> None:
     repo, containers = live

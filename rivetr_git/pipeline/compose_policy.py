@@ -57,7 +57,6 @@ ADVICE = {
                "(config:set) instead",
     "configs": "secrets and configs are files of the host; use the app's env vars "
                "(config:set) instead",
-    "extends": "extends is resolved before the check",
 }
 BUILD_KEYS = frozenset({"context", "dockerfile", "args", "target", "labels", "cache_from",
                         "shm_size", "extra_hosts"})
