@@ -44,7 +44,7 @@ WEB = "services:\n  web:\n    build: .\n"
 
 
 @pytest.mark.parametrize(("line", "shown"), [
-    ("privileged: true", '"privileged: True"'),
+    ("privileged: true", '"privileged: true"'),
     ("pid: host", '"pid: host"'),
     ("ipc: host", '"ipc: host"'),
     ("uts: host", '"uts: host"'),
@@ -114,12 +114,12 @@ volumes:
 
 
 @pytest.mark.parametrize(("top", "match"), [
-    ("volumes:\n  data: {external: true}\n", r"volume data: \"external: True\".*belong to"),
+    ("volumes:\n  data: {external: true}\n", r"volume data: \"external: true\".*belong to"),
     ("volumes:\n  data: {driver_opts: {type: none, o: bind, device: /}}\n",
      r"volume data: \"driver_opts"),
     ("volumes:\n  data: {name: rivetr-x-other_data}\n", r"volume data: \"name"),
     ("volumes:\n  data: {driver: nfs}\n", r"volume data: \"driver: nfs\""),
-    ("networks:\n  n: {external: true}\n", r"network n: \"external: True\""),
+    ("networks:\n  n: {external: true}\n", r"network n: \"external: true\""),
     ("networks:\n  n: {driver: host}\n", r"network n: \"driver: host\""),
     ("networks:\n  n: {ipam: {config: [{subnet: 10.0.0.0/8}]}}\n", r"network n: \"ipam"),
     ("secrets:\n  key: {file: /etc/shadow}\n", r"top level: \"secrets"),
@@ -164,7 +164,7 @@ services:
     <<: *common
     build: .
 """
-    refused(tmp_path, compose, r"service web: \"privileged: True\"")
+    refused(tmp_path, compose, r"service web: \"privileged: true\"")
     data = checked(tmp_path / "ok", """\
 x-env: &env {A: "1"}
 services:

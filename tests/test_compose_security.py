@@ -53,7 +53,7 @@ HOST = "compose apps run without host access"
 # (what the pushed file says, what the refusal says)
 REFUSED = [
     (WEB + "    pid: host\n", f'service web: "pid: host" is not allowed; {HOST}'),
-    (WEB + "    privileged: true\n", 'service web: "privileged: True" is not allowed'),
+    (WEB + "    privileged: true\n", 'service web: "privileged: true" is not allowed'),
     (WEB + "    ipc: host\n", 'service web: "ipc: host" is not allowed'),
     (WEB + "    uts: host\n", 'service web: "uts: host" is not allowed'),
     (WEB + "    userns_mode: host\n", 'service web: "userns_mode: host" is not allowed'),
@@ -73,7 +73,7 @@ REFUSED = [
     (WEB + "  db:\n    image: busybox\n    volumes_from: ['container:other']\n",
      'service db: "volumes_from'),
     (WEB + "    volumes: [data:/d]\nvolumes:\n  data: {external: true}\n",
-     'volume data: "external: True" is not allowed; external volumes belong to something'),
+     'volume data: "external: true" is not allowed; external volumes belong to something'),
     (WEB + "    volumes: [data:/d]\nvolumes:\n  data:\n    driver_opts: {type: none, o: bind, "
      "device: /}\n", 'volume data: "driver_opts'),
     (WEB + "networks:\n  default: {external: true, name: bridge}\n", 'network default: "'),

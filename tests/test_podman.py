@@ -175,7 +175,7 @@ def test_compose_on_podman_gets_the_same_rules_and_the_engines_ulimits(
                         "services:\n  web:\n    build: ./app\n    privileged: true\n")
     refused = repo.push(on_podman.remote("czpodman"))
     assert refused.returncode != 0
-    assert 'service web: "privileged: True" is not allowed' in refused.stderr
+    assert 'service web: "privileged: true" is not allowed' in refused.stderr
     assert podman("ps", "-aq", "--filter", "label=rivetr.app=czpodman").stdout == ""
     # Allowed, it runs on Podman with the explicit ulimits Podman needs.
     repo.write("docker-compose.yml", "services:\n  web:\n    build: ./app\n")

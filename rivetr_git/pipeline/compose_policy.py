@@ -72,7 +72,7 @@ _BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?", re.S)
 
 
 def refuse(where: str, key: str, value: Any, advice: str) -> BuildFailed:
-    shown = value if isinstance(value, str | int | float | bool) else json.dumps(value)
+    shown = value if isinstance(value, str) else json.dumps(value)  # true, not True
     return BuildFailed(f"{where}: \"{key}: {shown}\" is not allowed; {advice}")
 
 
