@@ -157,20 +157,25 @@ def _compose_file_while_deploying(work: Path, app: str) -> str:
 def test_dockerfile_builds_run_with_the_default_network_and_no_host_mounts(
         srv: Server, keys: dict[str, Key], workdir: Path) -> None:
     """A guard rather than a regression (this already held): a RUN step of a developer's
-    Dockerfile sees neither the Docker socket nor a host path, and has its own network
-    namespace (no docker0 of the host)."""
-    ok(srv, keys["alice"], "apps:create", "czbuild")
-    srv.cli("access", "grant", "bob", "czbuild")
+    Dockerfile, built as the app or as a compose service, sees neither the Docker socket nor
+    a host path, and has a network namespace of its own (no docker0 of the host)."""
     host_file = srv.data_dir / "rivetr.db"  # the server's database, on the host
     assert host_file.exists()
-    repo = AppRepo(workdir / "build", keys["bob"], dockerfile=COMPOSE_DOCKERFILE.replace(
+    probe = COMPOSE_DOCKERFILE.replace(
         "EXPOSE", "RUN ls /sys/class/net > /www/nets; test -e /var/run/docker.sock && "
         f"echo socket >> /www/nets; test -e {host_file} && echo host >> /www/nets; "
-        "true\nEXPOSE"))
-    pushed(repo, srv, "czbuild")
-    status, nets = srv.get("czbuild", "/nets")
-    assert status == 200 and "eth0" in nets.split(), nets
-    assert "docker0" not in nets and "socket" not in nets and "host" not in nets, nets
+        "true\nEXPOSE")
+    ok(srv, keys["alice"], "apps:create", "czbuild")
+    srv.cli("access", "grant", "bob", "czbuild")
+    pushed(AppRepo(workdir / "build", keys["bob"], dockerfile=probe), srv, "czbuild")
+    group = compose_repo(workdir / "group", keys["alice"], WEB)
+    (group.path / "app" / "Dockerfile").write_text(probe)
+    group.commit("probe")
+    pushed(group, srv, "czbuildgroup")
+    for app in ("czbuild", "czbuildgroup"):
+        status, nets = srv.get(app, "/nets")
+        assert status == 200 and "eth0" in nets.split(), nets
+        assert "docker0" not in nets and "socket" not in nets and "host" not in nets, nets
 
 
 def test_destroying_a_compose_app_removes_its_networks_volumes_and_state_files(
