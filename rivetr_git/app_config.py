@@ -214,6 +214,23 @@ BUILDS: Fields = {
     "publish_dir": ("publish_dir", _publish_dir),
     "compose_service": ("compose_service", FIELDS["compose_service"]),
 }
+def _binds(value: str) -> str | None:
+    """Bind mounts HOST:CONTAINER[:ro], comma-separated: absolute, normalised paths only."""
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    for entry in entries:
+        host, _, rest = entry.partition(":")
+        container, _, mode = rest.partition(":")
+        if not all(p.startswith("/") and p == str(PurePosixPath(p)) and ".." not in p
+                   and not any(c.isspace() for c in p) for p in (host, container)) \
+                or mode not in ("", "ro"):
+            raise ValidationError(
+                f"binds={value!r}: give HOST:CONTAINER[:ro] pairs of absolute paths separated "
+                f"by commas, e.g. binds=/srv/shop-uploads:/uploads (not {entry!r}); binds= "
+                "removes them all")
+    return ",".join(dict.fromkeys(entries)) or None
+
+
+COMPOSE_ALLOW: Fields = {"binds": ("compose_binds", _binds)}
 DEPLOY_COMMANDS: Fields = {
     "pre": ("pre_deploy", _command("pre")),
     "post": ("post_deploy", _command("post")),

@@ -180,6 +180,7 @@ def _app_settings(app: App) -> str:
         f"build_no_cache: {'true' if app.build_no_cache else 'false'}",
         f"publish_dir: {app.publish_dir or '(detected)'}",
         f"compose_service: {app.compose_service or '(detected)'}",
+        f"compose_binds: {app.compose_binds or '(none; an admin sets them with compose:allow)'}",
     ))
 
 

@@ -62,6 +62,12 @@ class App:
     publish_dir: str | None = None  # static builds: the directory served (None: detected)
     compose_service: str | None = None  # compose: the service routed (None: detected)
     build_env: str | None = None  # comma-separated env var names its builds get
+    # comma-separated HOST:CONTAINER[:ro] bind mounts its compose file may use (admin only)
+    compose_binds: str | None = None
+
+    @property
+    def compose_bind_list(self) -> list[str]:
+        return [b for b in (self.compose_binds or "").split(",") if b]
 
     @property
     def build_env_names(self) -> list[str]:

@@ -52,7 +52,7 @@ def _app(row: Sequence[Any]) -> App:
         post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
         build_type=row[19], build_context=row[20], build_target=row[21],
         build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
-        build_env=row[25],
+        build_env=row[25], compose_binds=row[26],
     )
 
 
@@ -68,7 +68,7 @@ _APP_COLUMNS = (
     "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
     "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
     "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service, "
-    "build_env"
+    "build_env, compose_binds"
 )
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset({
@@ -76,7 +76,7 @@ APP_FIELDS = frozenset({
     "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
     "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
     "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
-    "compose_service", "build_env",
+    "compose_service", "build_env", "compose_binds",
 })
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 

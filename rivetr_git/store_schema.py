@@ -118,4 +118,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN build_env TEXT;
     """,
+    # issue 10: bind mounts an admin allows a compose file of the app (compose:allow).
+    """
+    ALTER TABLE apps ADD COLUMN compose_binds TEXT;
+    """,
 )

@@ -19,7 +19,8 @@ from rivetr_git.runtime.podman import host_ulimits
 from tests import test_push_deploy as spine
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
-from tests.test_build_types import builder_repo
+from tests.test_admin_verbs import ok
+from tests.test_build_types import builder_repo, compose_repo
 
 pytestmark = pytest.mark.docker
 
@@ -165,3 +166,26 @@ def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
                      container).stdout.split()
     assert inspect == [str(64 * 1024**2), str(500_000_000)], inspect
     assert on_podman.get("plimited") == (200, "hello v1\n")
+
+
+def test_compose_on_podman_gets_the_same_rules_and_the_engines_ulimits(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    repo = compose_repo(workdir / "group", keys["alice"],
+                        "services:\n  web:\n    build: ./app\n    privileged: true\n")
+    refused = repo.push(on_podman.remote("czpodman"))
+    assert refused.returncode != 0
+    assert 'service web: "privileged: true" is not allowed' in refused.stderr
+    assert podman("ps", "-aq", "--filter", "label=rivetr.app=czpodman").stdout == ""
+    # Allowed, it runs on Podman with the explicit ulimits Podman needs.
+    repo.write("docker-compose.yml", "services:\n  web:\n    build: ./app\n")
+    repo.commit("no privileges")
+    result = repo.push(on_podman.remote("czpodman"))
+    assert result.returncode == 0, result.stderr
+    [container] = podman("ps", "-q", "--filter", "label=rivetr.app=czpodman").stdout.split()
+    out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
+    assert [int(v) for v in out.split()] == list(host_ulimits().values())
+    # Destroying it removes the group's network from Podman too.
+    ok(on_podman, keys["alice"], "apps:destroy", "czpodman", "--confirm", "czpodman")
+    networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert not [n for n in networks if f"{on_podman.instance}-czpodman-" in n], networks

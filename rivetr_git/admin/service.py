@@ -15,7 +15,14 @@ from typing import Protocol
 from rivetr_git.admin import render, verbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.app_config import BUILDS, CHECKS, DEPLOY_COMMANDS, LIMITS, parse_assignments
+from rivetr_git.app_config import (
+    BUILDS,
+    CHECKS,
+    COMPOSE_ALLOW,
+    DEPLOY_COMMANDS,
+    LIMITS,
+    parse_assignments,
+)
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
 from rivetr_git.keys import parse_public_key
@@ -77,6 +84,7 @@ class Admin:
         self._app_handlers: dict[str, AppHandler] = {
             "apps:info": self._apps_info, "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb, "checks:set": self._settings_verb,
+            "compose:allow": self._settings_verb,
             "deploy:set": self._settings_verb, "builds:set": self._settings_verb,
             "domains:add": self._domains_add, "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
@@ -175,6 +183,8 @@ class Admin:
             "command timeout: " + shown(app.deploy_command_timeout,
                                         self._settings.deploy_command_timeout, "s"),
             f"webhook:        {app.webhook_url or '-'}",
+            "compose binds:  " + (app.compose_binds or "- (an admin allows one with "
+                                                        "compose:allow)"),
         ]
         if app.crashed_reason:
             lines.append(f"crashed:        {app.crashed_reason}")
@@ -196,7 +206,7 @@ class Admin:
     async def _settings_verb(self, inv: Invocation, app: App, caller: Caller,
                              s: Session) -> int:
         fields = {"limits:set": LIMITS, "checks:set": CHECKS, "deploy:set": DEPLOY_COMMANDS,
-                  "builds:set": BUILDS}
+                  "builds:set": BUILDS, "compose:allow": COMPOSE_ALLOW}
         values = parse_assignments(inv.args.assignments, fields[inv.verb.name])
         await self._store.update_app(app.name, **values)
         await s.out(f"{inv.verb.name.partition(':')[0]} of {app.name} updated")

@@ -161,6 +161,9 @@ VERBS: tuple[Verb, ...] = (
              "type (auto, dockerfile, compose, railpack, pack, nixpacks, static), dockerfile, "
              "context, target, no_cache, publish_dir, compose_service; '' resets",
              "type=static publish_dir=dist")),
+    Verb("compose:allow", "admin: bind mounts the app's compose file may use, exactly",
+         per_app=True, admin_only=True, add_arguments=_assignments(
+             "binds=HOST:CONTAINER[:ro],... ('' removes them)", "binds=/srv/uploads:/uploads")),
     Verb("deploy:set", "set commands run in the new container before/after the switch",
          per_app=True, add_arguments=_assignments(
              "pre, post (shell commands), timeout (seconds); '' clears",

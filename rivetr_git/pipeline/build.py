@@ -118,7 +118,7 @@ async def build(
         assert found.compose_file is not None
         group = await compose.build(runtime, context_tar, work / "src", found.compose_file,
                                     instance, app.name, deployment_id, app.compose_service,
-                                    log, options.limits.timeout)
+                                    log, options.limits.timeout, app.compose_bind_list)
         return Built(image=group.image, detection=found, group=group)
     else:
         raise BuildFailed(f"build type {found.build_type} cannot build here yet")

@@ -5,10 +5,14 @@ the new group starts next to the live one and the switch is the same as for any 
 routed service (the app's `compose_service`, else the one service publishing a port, else
 `web`) is health-checked, promoted and later retired; retiring removes the whole group.
 
-The file is rewritten before it is used: no service publishes ports (the routed one gets
-127.0.0.1::PORT, like any app), none keeps a fixed container_name (two groups run at once),
-every service carries the deployment's labels (cleanup finds them), the routed service gets
-the app's env and PORT, and services that build get image names of this app.
+The pushed file is normalised and checked first (compose_policy: nothing that reaches the
+host gets through), then rewritten with the server's settings on top: no service publishes
+ports (the routed one gets 127.0.0.1::PORT, like any app), none keeps a fixed
+container_name (two groups run at once), every service carries the deployment's labels
+(cleanup finds them), restart "no", the app's limits and the engine's ulimits; the routed
+service gets the app's env (by name: values travel in compose's environment, never on disk)
+and PORT, and services that build get image names of this app. Compose itself gets none of
+the server's environment beyond PATH-like basics and the engine's settings.
 """
 
 from __future__ import annotations
@@ -20,14 +24,13 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
+from rivetr_git.pipeline import compose_policy
 from rivetr_git.pipeline.cli_build import stream
 from rivetr_git.pipeline.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
@@ -63,12 +66,16 @@ def cli() -> list[str]:
                       "install docker-compose)")
 
 
-def _services(data: Any, name: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(data, dict) or not isinstance(data.get("services"), dict) \
-            or not data["services"]:
-        raise BuildFailed(f"{name} defines no services")
-    services: dict[str, dict[str, Any]] = data["services"]
-    return services
+BASICS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")  # all compose gets of our environment
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server sets on every service of a group, whatever the file says."""
+
+    cpus: float | None = None
+    memory: int | None = None
+    ulimits: Mapping[str, int] = field(default_factory=dict)  # Podman needs explicit ones
 
 
 def routed_service(services: Mapping[str, Mapping[str, Any]], setting: str | None,
@@ -89,24 +96,25 @@ def routed_service(services: Mapping[str, Mapping[str, Any]], setting: str | Non
                       "and none is called web; set the app's compose_service")
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    """Compose's list form (KEY=VALUE) or mapping form, as a mapping."""
+def _escaped(value: Any) -> Any:
+    """Every `$` doubled: the file is already interpolated, compose must not do it again."""
     if isinstance(value, dict):
-        return dict(value)
+        return {k: _escaped(v) for k, v in value.items()}
     if isinstance(value, list):
-        return dict(str(item).partition("=")[::2] for item in value)
-    return {}
+        return [_escaped(v) for v in value]
+    return value.replace("$", "$$") if isinstance(value, str) else value
 
 
-def rewrite(text: str, name: str, instance: str, app: str, deployment_id: int,
-            setting: str | None, port: int | None = None,
-            env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], Group]:
-    """The compose file as this deployment runs it (see the module docstring)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BuildFailed(f"{name} is not valid YAML: {exc}") from None
-    services = _services(data, name)
+def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, deployment_id: int,
+            setting: str | None, port: int | None = None, env_names: Collection[str] = (),
+            limits: Limits = Limits()) -> tuple[dict[str, Any], Group]:
+    """The compose file as this deployment runs it: `checked` (normalised and allowed by
+    compose_policy) with the server's settings on top (see the module docstring). The app's
+    env appears by name only; compose takes the values from its own environment."""
+    data: dict[str, Any] = json.loads(json.dumps(checked))  # a deep copy
+    data.pop("version", None)  # the Compose Spec: mem_limit, cpus, init in any file
+    data.pop("name", None)  # the project name is ours (-p)
+    services: dict[str, dict[str, Any]] = data["services"]
     routed = routed_service(services, setting, name)
     if not (services[routed] or {}).get("build"):
         raise BuildFailed(f"the routed service {routed} of {name} has no build: section; "
@@ -115,35 +123,97 @@ def rewrite(text: str, name: str, instance: str, app: str, deployment_id: int,
     tag = image_tag(instance, app, deployment_id)
     for service, spec in services.items():
         spec = services[service] = dict(spec or {})
-        spec.pop("ports", None)
-        spec.pop("container_name", None)
-        spec["labels"] = {**_as_dict(spec.get("labels")), **labels(instance, app, deployment_id)}
+        for key in compose_policy.REPLACED:
+            spec.pop(key, None)
+        spec["restart"] = "no"  # the server's monitor decides what happens to a dead service
+        spec.setdefault("init", True)  # as for any app: a PID 1 that ignores SIGTERM
+        _only_app_names(spec, env_names if service == routed or port is None else ())
+        spec["labels"] = {**{k: "" if v is None else v for k, v in
+                             compose_policy.as_dict(spec.get("labels")).items()},
+                          **labels(instance, app, deployment_id)}
+        if limits.memory is not None:
+            spec["mem_limit"] = spec["memswap_limit"] = limits.memory
+        if limits.cpus is not None:
+            spec["cpus"] = limits.cpus
+        if limits.ulimits:
+            spec["ulimits"] = {k: {"soft": v, "hard": v} for k, v in limits.ulimits.items()}
         if spec.get("build"):
             # Other services' images: <release tag>-<service>, pruned with the release.
             spec["image"] = tag if service == routed else f"{tag}-{service.lower()}"
         if service == routed and port is not None:
             spec["ports"] = [f"127.0.0.1::{port}"]
-            spec["environment"] = {**_as_dict(spec.get("environment")), **(env or {}),
-                                   "PORT": str(port)}
+            spec["environment"] = {**compose_policy.as_dict(spec.get("environment")),
+                                   **dict.fromkeys(env_names), "PORT": str(port)}
     group = Group(project=project, service=routed, image=tag, services=tuple(services))
-    return data, group
+    return _escaped(data), group
+
+
+def _only_app_names(spec: dict[str, Any], env_names: Collection[str]) -> None:
+    """A bare NAME in environment or build args takes compose's own environment: only the
+    app's variables may come from there, never the server's."""
+    for holder, key in ((spec, "environment"), (spec.get("build"), "args")):
+        if isinstance(holder, dict) and key in holder:
+            holder[key] = {k: v for k, v in compose_policy.as_dict(holder[key]).items()
+                           if v is not None or k in env_names}
+
+
+async def checked(source: Path, compose_file: str, allowed_binds: Collection[str]
+                  ) -> dict[str, Any]:
+    """The pushed file normalised and checked (compose_policy). Raises BuildFailed."""
+    data = await asyncio.to_thread(compose_policy.normalise, source, compose_file)
+    compose_policy.check(data, source, allowed_binds)
+    return data
+
+
+def write_file(source: Path, data: Mapping[str, Any]) -> None:
+    """The rewritten file, next to the pushed one. A pushed symlink of that name is
+    replaced, never followed (it could point anywhere on the host)."""
+    path = source / FILE
+    path.unlink(missing_ok=True)
+    with path.open("x") as out:  # O_EXCL: no symlink of a racing writer is followed either
+        json.dump(data, out)
+
+
+def process_env(runtime: Runtime, env: Mapping[str, str]) -> dict[str, str]:
+    """Compose's environment: a few basics, the engine's, the app's values; never the
+    server's own (its settings and whatever else the daemon was started with). Raises
+    StartFailed for an app variable compose would read as its own setting."""
+    clash = sorted(n for n in env if n in BASICS or n in runtime.engine_env
+                   or n.startswith(("DOCKER_", "COMPOSE_")))
+    if clash:
+        raise StartFailed(f"env var {', '.join(clash)} cannot reach a compose app: "
+                          "docker-compose would read it as its own setting; rename it "
+                          "(config:unset, config:set)")
+    basics = {k: os.environ[k] for k in BASICS if k in os.environ}
+    return {**basics, **runtime.engine_env, **env}
+
+
+def _argv(command: list[str], empty: Path, project: str, file: str | Path, *args: str
+          ) -> list[str]:
+    """`--env-file` an empty file of ours: compose would read the project dir's .env (the
+    pushed one) for its own settings (DOCKER_HOST, COMPOSE_FILE, ...). /dev/null is refused
+    ("not a file")."""
+    empty.mkdir(parents=True, exist_ok=True)
+    (empty / "empty.env").write_text("")
+    return [*command[1:], "--env-file", str(empty / "empty.env"), "-p", project, "-f",
+            str(file), *args]
 
 
 async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file: str,
                 instance: str, app: str, deployment_id: int, setting: str | None,
-                log: DeployLog, timeout: float) -> Group:
-    """Extract the commit and build the group's images, streaming. Raises BuildFailed."""
+                log: DeployLog, timeout: float, allowed_binds: Collection[str] = ()) -> Group:
+    """Extract the commit, check the file and build the group's images, streaming. Raises
+    BuildFailed (a refused file before anything is built or started)."""
     command = await asyncio.to_thread(cli)
     await asyncio.to_thread(extract, context_tar, source)
-    text = (source / compose_file).read_text(errors="replace")
-    data, group = rewrite(text, compose_file, instance, app, deployment_id, setting)
-    (source / FILE).write_text(json.dumps(data))
+    data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
+                          instance, app, deployment_id, setting)
+    write_file(source, data)
     log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
              f"routing {group.service}")
-    code, last = await stream(command[0], [*command[1:], "-p", group.project, "-f", FILE,
-                                           "build"], source,
-                              {**os.environ, **runtime.engine_env}, log, timeout,
-                              "compose build", {})
+    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
+                                                    "build"), source,
+                              process_env(runtime, {}), log, timeout, "compose build", {})
     if code != 0:
         raise BuildFailed(f"compose build exited with code {code}" + (f": {last}" if last else ""))
     return group
@@ -151,17 +221,21 @@ async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file:
 
 async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, app: str,
              deployment_id: int, setting: str | None, port: int, env: Mapping[str, str],
-             log: DeployLog, state_dir: Path) -> ContainerInfo:
+             log: DeployLog, state_dir: Path, limits: Limits = Limits(),
+             allowed_binds: Collection[str] = ()) -> ContainerInfo:
     """Start the group; return the routed service's container. Raises StartFailed."""
-    text = (source / compose_file).read_text(errors="replace")
-    data, group = rewrite(text, compose_file, instance, app, deployment_id, setting, port, env)
-    (source / FILE).write_text(json.dumps(data))
+    child_env = process_env(runtime, env)
+    try:
+        data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
+                              instance, app, deployment_id, setting, port, sorted(env), limits)
+    except BuildFailed as exc:
+        raise StartFailed(exc.reason) from None
+    write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
-    command = cli()
-    code, last = await stream(command[0], [*command[1:], "-p", group.project, "-f", FILE, "up",
-                                           "-d", "--no-build"], source,
-                              {**os.environ, **runtime.engine_env}, log, 300,
-                              "compose up", env)
+    command = await asyncio.to_thread(cli)
+    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
+                                                "up", "-d", "--no-build"),
+                              source, child_env, log, 300, "compose up", env)
     if code != 0:
         raise StartFailed(f"compose up exited with code {code}" + (f": {last}" if last else ""))
     found = await runtime.list_containers({PROJECT_LABEL: group.project,
@@ -184,14 +258,16 @@ def _remember(state_dir: Path, project: str, data: dict[str, Any]) -> None:
     services = {name: {"image": spec.get("image") or "none",
                        **({"networks": spec["networks"]} if spec.get("networks") else {})}
                 for name, spec in data["services"].items()}
-    kept = {"version": str(data.get("version", "3")), "services": services}
-    if isinstance(data.get("networks"), dict):
-        kept["networks"] = data["networks"]
+    kept: dict[str, Any] = {"services": services}
+    for section in ("networks", "volumes"):  # `down -v` removes the group's named volumes
+        if isinstance(data.get(section), dict):
+            kept[section] = data[section]
     (state_dir / f"{project}.json").write_text(json.dumps(kept))
 
 
 async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
-    """Remove what is left of a group (containers, its networks; volumes stay)."""
+    """Remove what is left of a group: containers, networks, volumes (a group's named
+    volumes are its own: no later deployment uses them)."""
     path = state_dir / f"{project}.json"
     if not path.exists():
         return
@@ -201,9 +277,10 @@ async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
         log.warning("cannot remove compose project %s: %s", project, exc)
         return
     proc = await asyncio.create_subprocess_exec(
-        *command, "-p", project, "-f", str(path), "down", "--remove-orphans", "-t", "5",
+        command[0], *_argv(command, state_dir, project, path, "down", "--remove-orphans", "-v",
+                          "-t", "5"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **runtime.engine_env})
+        env=process_env(runtime, {}))
     _, err = await proc.communicate()
     if proc.returncode == 0:
         path.unlink(missing_ok=True)
@@ -211,18 +288,35 @@ async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
         log.warning("compose down %s failed: %s", project, err.decode(errors="replace").strip())
 
 
+def _remembered(state_dir: Path, instance: str, app: str) -> list[str]:
+    """The projects of `app` with a state file."""
+    if not state_dir.is_dir():
+        return []
+    prefix = container_name(instance, app, 0)[:-1]  # rivetr-<instance>-<app>-
+    return [path.stem for path in sorted(state_dir.glob(f"{prefix}*.json"))
+            # not another app whose name starts with this one's
+            if path.stem[len(prefix):].isdigit()]
+
+
 async def sweep(state_dir: Path, runtime: Runtime, instance: str, app: str) -> None:
     """`down` every remembered group of `app` that has no running container left (retired,
     failed, or removed at start-up). Called between the app's deploys, which never overlap."""
-    if not state_dir.is_dir():
-        return
-    prefix = container_name(instance, app, 0)[:-1]  # rivetr-<instance>-<app>-
-    for path in sorted(state_dir.glob(f"{prefix}*.json")):
-        project = path.stem
-        if not project[len(prefix):].isdigit():
-            continue  # another app whose name starts with this one's
+    for project in _remembered(state_dir, instance, app):
         with contextlib.suppress(RivetrError):
             running = [c for c in await runtime.list_containers({PROJECT_LABEL: project})
                        if c.running]
             if not running:
                 await down(runtime, state_dir, project)
+
+
+async def remove_all(state_dir: Path, runtime: Runtime, instance: str, app: str) -> None:
+    """`down` every remembered group of `app` and forget it (the app is being destroyed; its
+    containers are gone already)."""
+    for project in _remembered(state_dir, instance, app):
+        await down(runtime, state_dir, project)
+        leftover = state_dir / f"{project}.json"
+        if leftover.exists():
+            log.warning("compose project %s of destroyed app %s may have left networks "
+                        "behind (docker network ls --filter label=%s=%s)", project, app,
+                        PROJECT_LABEL, project)
+            leftover.unlink()

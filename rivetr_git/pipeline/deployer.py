@@ -175,6 +175,7 @@ class Deployer:
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
             await self._runtime.remove(container.id)
+        await compose.remove_all(self._compose_dir, self._runtime, self._instance, app.name)
         async with self._gate.removing():
             for image in await self._runtime.list_images(
                     image_repository(self._instance, app.name)):
@@ -286,7 +287,10 @@ class Deployer:
                     container = await compose.up(
                         self._runtime, build_dir / "src", result.detection.compose_file,
                         self._instance, app.name, d.id, app.compose_service, port, env, out,
-                        self._compose_dir)
+                        self._compose_dir, compose.Limits(
+                            cpus=app.cpu_limit, memory=app.memory_limit,
+                            ulimits=self._runtime.container_ulimits),
+                        app.compose_bind_list)
                 else:
                     container = await start.start(self._runtime, self._instance, app.name,
                                                   d.id, image, port, env, cpus=app.cpu_limit,

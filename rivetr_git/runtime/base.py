@@ -68,6 +68,8 @@ class Runtime(Protocol):
     # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
     # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
     engine_env: Mapping[str, str]
+    # ulimits every app container gets (compose groups too); empty: the engine's defaults.
+    container_ulimits: Mapping[str, int]
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
         """Build an image, calling `on_line` for each output line; return the image id.

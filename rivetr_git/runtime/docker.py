@@ -65,6 +65,7 @@ class DockerRuntime:
 
     name = "docker"
     engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
+    container_ulimits: Mapping[str, int] = {}
 
     def __init__(self, client: Any) -> None:
         self._client = client

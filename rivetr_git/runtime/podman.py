@@ -54,6 +54,7 @@ class PodmanRuntime(DockerRuntime):
                  service: asyncio.subprocess.Process | None = None) -> None:
         super().__init__(client)
         self.engine_env = {"DOCKER_HOST": url}
+        self.container_ulimits = host_ulimits()
         self._service = service  # the `podman system service` this server started, if any
 
     @classmethod
@@ -108,7 +109,7 @@ class PodmanRuntime(DockerRuntime):
     def _host_options(self) -> dict[str, Any]:
         # Also when the service is not ours (podman_socket) and has no default_ulimits.
         return {"ulimits": [{"Name": name, "Soft": value, "Hard": value}
-                            for name, value in host_ulimits().items()]}
+                            for name, value in self.container_ulimits.items()]}
 
     async def remove_image(self, image: str) -> None:
         await super().remove_image(image)
