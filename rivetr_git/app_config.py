@@ -6,48 +6,60 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
+from rivetr_git import validate
 from rivetr_git.errors import ValidationError
-from rivetr_git.limits import parse_cpus, parse_memory
-from rivetr_git.names import validate_branch_name
-from rivetr_git.pipeline.detect import validate_build_type
+
+T = TypeVar("T")
 
 
-def _repo_path(key: str, value: str, example: str) -> str:
-    path = PurePosixPath(value)
-    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
-        raise ValidationError(
-            f"{key}={value!r}: give a path inside the repository, e.g. {example}"
-        )
-    return str(path)
+def _field(key: str, check: Callable[[str], T], example: str, reset: str
+           ) -> Callable[[str], T | None]:
+    """An app setting checked by `validate`; '' resets it (None). The error names the key,
+    says what to give with an example, and how to reset."""
+    def parse(value: str) -> T | None:
+        if value == "":
+            return None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise ValidationError(f"{key}={value!r}: {exc}; e.g. {key}={example} ({key}= "
+                                  f"{reset})") from None
+    return parse
 
 
-def _dockerfile(value: str) -> str:
-    return _repo_path("dockerfile", value or "", "dockerfile=Dockerfile or "
-                      "dockerfile=docker/web.Dockerfile")
+def _required(parse: Callable[[str], T | None], key: str) -> Callable[[str], T]:
+    def check(value: str) -> T:
+        found = parse(value)
+        if found is None:
+            raise ValidationError(f"{key}= needs a value")
+        return found
+    return check
 
 
-def _build_type(value: str) -> str | None:
-    return None if validate_build_type(value) in ("", "auto") else value
+_dockerfile = _required(_field("dockerfile", validate.repo_path, "docker/web.Dockerfile",
+                               "is not allowed: give the path"), "dockerfile")
+_context = _field("build_context", validate.repo_path, "services/web",
+                  "resets to the repository root")
+_publish_dir = _field("publish_dir", validate.repo_path, "dist", "detects it again")
 
 
 def _build_context(value: str) -> str | None:
-    if value == "":
-        return None
-    path = _repo_path("build_context", value, "build_context=services/web (build_context= "
-                      "resets to the repository root)")
+    path = _context(value)
     return None if path == "." else path
 
 
-def _publish_dir(value: str) -> str | None:
-    return None if value == "" else _repo_path(
-        "publish_dir", value, "publish_dir=dist (publish_dir= detects it again)")
+def _build_type(value: str) -> str | None:
+    try:
+        found = validate.build_type(value)
+    except ValueError as exc:
+        raise ValidationError(f"build_type={value!r}: {exc}") from None
+    return None if found in ("", "auto") else found
 
 
 def _name(key: str, advice: str, max_len: int) -> Callable[[str], str | None]:
@@ -62,48 +74,16 @@ def _name(key: str, advice: str, max_len: int) -> Callable[[str], str | None]:
 
 
 def _no_cache(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("", "0", "false", "no", "off"):
-        return False
-    raise ValidationError(f"build_no_cache={value!r}: give true or false")
+    return bool(_field("build_no_cache", validate.boolean, "true", "means false")(value))
 
 
-def _port(value: str) -> int | None:
-    if value == "":
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ValidationError(
-            f"port={value!r}: give the port the app listens on, 1-65535, e.g. port=8000 "
-            "(port= resets to the image's EXPOSE, else 5000)"
-        )
-    return int(value)
-
-
-def _health_path(value: str) -> str | None:
-    if value == "":
-        return None
-    if not value.startswith("/") or any(c.isspace() for c in value):
-        raise ValidationError(
-            f"health_path={value!r}: give an HTTP path such as health_path=/health "
-            "(health_path= resets to the server default)"
-        )
-    return value
-
-
-def _branch(value: str) -> str | None:
-    return None if value == "" else validate_branch_name(value)
-
-
-def _webhook_url(value: str) -> str | None:
-    if value == "":
-        return None
-    if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
-        raise ValidationError(
-            f"webhook_url={value!r}: give an http(s) URL, e.g. "
-            "webhook_url=https://hooks.example.com/deploys (webhook_url= removes it)"
-        )
-    return value
+_port = _field("port", validate.port, "8000", "resets to the image's EXPOSE, else 5000")
+_health_path = _field("health_path", validate.http_path, "/health",
+                      "resets to the server default")
+_branch = _field("deploy_branch", validate.branch, "production",
+                 "resets to the server's deploy_branch")
+_webhook_url = _field("webhook_url", validate.http_url, "https://hooks.example.com/deploys",
+                      "removes it")
 
 
 FIELDS: dict[str, Callable[[str], Any]] = {
@@ -122,53 +102,22 @@ FIELDS: dict[str, Callable[[str], Any]] = {
                              "e.g. compose_service=web", 63),
 }
 
-
-def _memory(value: str) -> int | None:
-    if value == "":
-        return None
-    try:
-        return parse_memory(value)
-    except ValueError as exc:
-        raise ValidationError(f"memory={value!r}: {exc} (memory= removes the limit)") from None
+_memory = _field("memory", validate.memory, "512m", "removes the limit")
 
 
-def _cpu(value: str) -> float | None:
-    if value == "":
-        return None
-    try:
-        cpus = parse_cpus(value)
-    except ValueError as exc:
-        raise ValidationError(f"cpu={value!r}: {exc} (cpu= removes the limit)") from None
+def _cpus_here(value: str) -> float:
+    cpus = validate.cpus(value)
     available = os.cpu_count() or 1
     if cpus < 0.01 or cpus > available:
-        raise ValidationError(f"cpu={value!r}: this machine has {available} CPUs; give 0.01 "
-                              f"to {available}, e.g. cpu=0.5")
+        raise ValueError(f"this machine has {available} CPUs; give 0.01 to {available}")
     return cpus
 
 
+_cpu = _field("cpu", _cpus_here, "0.5", "removes the limit")
+
+
 def _seconds(key: str, example: str, zero_ok: bool = False) -> Callable[[str], float | None]:
-    def parse(value: str) -> float | None:
-        if value == "":
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok) \
-                or number > 86400:
-            raise ValidationError(f"{key}={value!r}: give seconds, e.g. {key}={example} "
-                                  f"({key}= resets to the default)")
-        return number
-    return parse
-
-
-def _retries(value: str) -> int | None:
-    if value == "":
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= 10000:
-        raise ValidationError(f"retries={value!r}: give a count from 1 to 10000, e.g. "
-                              "retries=10 (retries= resets to the default)")
-    return int(value)
+    return _field(key, lambda v: validate.seconds(v, zero_ok), example, "resets to the default")
 
 
 def _command(key: str) -> Callable[[str], str | None]:
@@ -189,21 +138,29 @@ CHECKS: Fields = {
     "path": ("health_path", _health_path),
     "timeout": ("health_timeout", _seconds("timeout", "5")),
     "interval": ("health_interval", _seconds("interval", "1")),
-    "retries": ("health_retries", _retries),
+    "retries": ("health_retries", _field("retries", validate.retries, "10",
+                                         "resets to the default")),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
 }
 def _build_env(value: str) -> str | None:
     names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
         return None
-    bad = [n for n in names if not _ENV_NAME.fullmatch(n) or n == "PORT"]
+    bad = [n for n in names if n == "PORT" or not _is_env_name(n)]
     if bad:
         raise ValidationError(f"env={value!r}: give env var names separated by commas, e.g. "
                               f"env=NPM_TOKEN,API_URL (not {', '.join(bad)}); env= clears it")
     return ",".join(dict.fromkeys(names))
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+def _is_env_name(name: str) -> bool:
+    try:
+        validate.env_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 BUILDS: Fields = {
     "env": ("build_env", _build_env),
     "type": ("build_type", _build_type),

@@ -11,11 +11,11 @@ import shutil
 import signal
 from pathlib import Path
 
+from rivetr_git import validate
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
-from rivetr_git.limits import parse_size
 from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -26,7 +26,7 @@ from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
-from rivetr_git.proxy.config import ProxyConfig, parse_networks
+from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
@@ -143,11 +143,11 @@ def proxy_config(s: Settings) -> ProxyConfig:
         header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
         connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
         upstream_connections=s.proxy_upstream_connections,
-        max_body_size=parse_size(s.max_body_size) if s.max_body_size else 0,
+        max_body_size=validate.size(s.max_body_size) if s.max_body_size else 0,
         max_header_size=s.proxy_max_header_size, max_headers=s.proxy_max_headers,
         websocket_idle_timeout=s.websocket_idle_timeout,
-        trusted_proxies=parse_networks(s.trusted_proxies), access_log=access_log,
-        access_log_max_bytes=parse_size(s.access_log_max_size),
+        trusted_proxies=validate.networks(s.trusted_proxies), access_log=access_log,
+        access_log_max_bytes=validate.size(s.access_log_max_size),
         access_log_backups=s.access_log_backups,
     )
 

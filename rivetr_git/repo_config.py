@@ -16,13 +16,15 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
 
 from __future__ import annotations
 
-import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from rivetr_git.errors import CheckoutFailed, ValidationError
-from rivetr_git.pipeline.detect import validate_build_type
+from rivetr_git import validate
+from rivetr_git.errors import CheckoutFailed
+
+T = TypeVar("T")
 
 FILE_NAME = "rivetr.toml"
 _HEALTH_KEYS = {"path", "timeout", "interval", "retries", "start_period"}
@@ -65,11 +67,12 @@ def parse(text: bytes | None) -> RepoConfig:
                              "such as \"/health\"")
     return RepoConfig(
         build_type=_build_type(data.get("build", {})),
-        health_path=path,
-        health_timeout=_seconds(health, "timeout"),
-        health_interval=_seconds(health, "interval"),
-        health_retries=_count(health, "retries"),
-        health_start_period=_seconds(health, "start_period", zero_ok=True),
+        health_path=_value(health, "path", validate.http_path, '"/health"'),
+        health_timeout=_value(health, "timeout", validate.seconds, "5"),
+        health_interval=_value(health, "interval", validate.seconds, "1"),
+        health_retries=_value(health, "retries", validate.retries, "10"),
+        health_start_period=_value(health, "start_period",
+                                   lambda v: validate.seconds(v, zero_ok=True), "0"),
     )
 
 
@@ -80,32 +83,21 @@ def _build_type(table: object) -> str | None:
     value = table.get("type")
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise CheckoutFailed(f"{FILE_NAME}: [build] type must be a string, e.g. \"static\"")
     try:
-        checked = validate_build_type(value, "[build] type")
-    except ValidationError as exc:
-        raise CheckoutFailed(f"{FILE_NAME}: {exc}") from None
+        checked = validate.build_type(value)
+    except ValueError as exc:
+        raise CheckoutFailed(f"{FILE_NAME}: [build] type: {exc}") from None
     return checked if checked not in ("", "auto") else None
 
 
-def _seconds(table: dict[str, Any], key: str, zero_ok: bool = False) -> float | None:
+def _value(table: dict[str, Any], key: str, check: Callable[[object], T], example: str
+           ) -> T | None:
+    """[healthcheck] `key`, checked by the same rule as the server and app settings."""
     value = table.get(key)
     if value is None:
         return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value > 0 or (zero_ok and value == 0)) and value <= 86400
-    if not ok:
-        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: give seconds, "
-                             f"e.g. {key} = 5")
-    return float(value)
-
-
-def _count(table: dict[str, Any], key: str) -> int | None:
-    value = table.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10000:
-        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: give a count "
-                             f"from 1 to 10000, e.g. {key} = 10")
-    return value
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: {exc}; e.g. "
+                             f"{key} = {example}") from None

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from rivetr_git.proxy.config import ProxyConfig, parse_networks
+from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.routes import Upstream
+from rivetr_git.validate import networks as parse_networks
 from tests.proxy_env import (
     GZIP_PAYLOAD,
     GZIPPED,

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rivetr_git import validate
 from rivetr_git.errors import BuildFailed
-from rivetr_git.limits import parse_cpus, parse_memory
 from rivetr_git.models import App
 from rivetr_git.pipeline import cli_build, compose, static_site
 from rivetr_git.pipeline.context import read_tree, subtree
@@ -38,8 +38,8 @@ class BuildLimits:
         memory_text = settings.build_memory_limit.strip()
         return cls(
             timeout=float(settings.build_timeout),
-            cpus=parse_cpus(cpus_text) if cpus_text else None,
-            memory=parse_memory(memory_text) if memory_text else None,
+            cpus=validate.cpus(cpus_text) if cpus_text else None,
+            memory=validate.memory(memory_text) if memory_text else None,
             memory_text=memory_text,
         )
 

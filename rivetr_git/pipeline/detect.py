@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from rivetr_git import validate
 from rivetr_git.errors import BuildFailed, ValidationError
 
 # The build types of the seed. "auto" (or no setting) means: detect.
-BUILD_TYPES = ("dockerfile", "compose", "railpack", "pack", "nixpacks", "static")
 BUILDERS = ("nixpacks", "railpack", "pack")  # what language manifests are built with
 
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -66,11 +66,10 @@ class Detection:
 
 def validate_build_type(value: str, source: str = "build_type") -> str:
     """'' or 'auto' (detect) or one of BUILD_TYPES; anything else is refused."""
-    if value in ("", "auto") or value in BUILD_TYPES:
-        return value
-    raise ValidationError(
-        f"{source}={value!r} is not a build type; use one of auto, {', '.join(BUILD_TYPES)}"
-    )
+    try:
+        return validate.build_type(value)
+    except ValueError as exc:
+        raise ValidationError(f"{source}={value!r}: {exc}") from None
 
 
 def choose(

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(value: str) -> tuple[Network, ...]:
-    """'10.0.0.0/8, 127.0.0.1' -> networks; raises ValueError naming the bad entry."""
-    nets: list[Network] = []
-    for item in value.replace(" ", ",").split(","):
-        if not item:
-            continue
-        try:
-            nets.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(
-                f"{item!r} is not an IP address or network; expected e.g. 10.0.0.0/8, 127.0.0.1"
-            ) from None
-    return tuple(nets)
+from rivetr_git.validate import Network, networks
 
 
 @dataclass(frozen=True)
@@ -54,6 +38,6 @@ def config_to_json(config: ProxyConfig) -> dict[str, Any]:
 
 def config_from_json(data: dict[str, Any]) -> ProxyConfig:
     values = dict(data)
-    values["trusted_proxies"] = parse_networks(",".join(data["trusted_proxies"]))
+    values["trusted_proxies"] = networks(",".join(data["trusted_proxies"]))
     values["access_log"] = Path(data["access_log"]) if data["access_log"] else None
     return ProxyConfig(**values)

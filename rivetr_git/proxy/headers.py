@@ -7,7 +7,7 @@ import itertools
 import secrets
 from collections.abc import Iterable
 
-from rivetr_git.proxy.config import Network
+from rivetr_git.validate import Network
 
 # One request or response header: (lower-cased name, name as sent, value).
 Header = tuple[bytes, bytes, bytes]
