@@ -13,7 +13,7 @@ test: install docker tools  ## the whole test suite, against a real Docker engin
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy rivetr_git
+	$(BIN)/mypy rivetr_git tests
 
 bench: install docker tools
 	$(BIN)/python bench/push_to_live.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -45,7 +45,7 @@ def own_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Ite
 
 
 def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
-                   env: dict[str, str] | None = None) -> Iterator[Server]:
+                   env: dict[str, str] | None = None) -> Generator[Server, None, None]:
     srv = Server(data_dir, env)
     srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
     if with_bob:

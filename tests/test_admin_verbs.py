@@ -372,8 +372,9 @@ def test_logs_follow_streams_until_the_client_goes(
                "git@127.0.0.1", "logs chatty -n 0 -f"]
     follow = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     seen: list[bytes] = []
-    assert follow.stdout is not None
-    reader = threading.Thread(target=lambda: seen.extend(iter(follow.stdout.readline, b"")),
+    out = follow.stdout
+    assert out is not None
+    reader = threading.Thread(target=lambda: seen.extend(iter(out.readline, b"")),
                               daemon=True)
     reader.start()
     try:

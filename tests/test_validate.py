@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rivetr_git import repo_config, validate
-from rivetr_git.app_config import BUILDS, CHECKS, parse_assignments
+from rivetr_git.app_config import APPS_SET, BUILDS, CHECKS, Fields, parse_assignments
 from rivetr_git.errors import CheckoutFailed, ConfigError, ValidationError
 from rivetr_git.settings import load_settings
 
@@ -19,9 +19,9 @@ def _server(name: str, value: str) -> bool:
     return True
 
 
-def _app(key: str, value: str, fields: object = None) -> bool:
+def _app(key: str, value: str, fields: Fields = APPS_SET) -> bool:
     try:
-        parse_assignments([f"{key}={value}"], *([fields] if fields else []))
+        parse_assignments([f"{key}={value}"], fields)
     except ValidationError:
         return False
     return True
