@@ -101,7 +101,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (deployment_id, name)
     ) WITHOUT ROWID;
     """,
-    # issue 6: build types and their options.
+    # Build types and their options.
     """
     ALTER TABLE apps ADD COLUMN build_type TEXT;
     ALTER TABLE apps ADD COLUMN build_context TEXT;
@@ -110,7 +110,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN publish_dir TEXT;
     ALTER TABLE apps ADD COLUMN compose_service TEXT;
     """,
-    # issue 6: how a deployment's image was built (restarts and rollbacks need it).
+    # How a deployment's image was built (restarts and rollbacks need it).
     """
     ALTER TABLE deployments ADD COLUMN build_type TEXT;
     """,
@@ -118,7 +118,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN build_env TEXT;
     """,
-    # issue 10: bind mounts an admin allows a compose file of the app (compose:allow).
+    # Bind mounts an admin allows a compose file of the app (compose:allow).
     """
     ALTER TABLE apps ADD COLUMN compose_binds TEXT;
     """,

@@ -79,7 +79,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     marker = request.node.get_closest_marker("builtin_only")
     if name == "nginx" and marker is not None:
-        pytest.skip(f"nginx cannot do this: {marker.args[0]}")
+        # Run it anyway: strict xfail notices the day nginx (or our config) gets it right.
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"nginx: {marker.args[0]}"))
     return name
 
 

@@ -1,4 +1,4 @@
-"""A compose file gives a developer nothing beyond its own app (issue 10, critical): every key
+"""A compose file gives a developer nothing beyond its own app: every key
 that reaches the host is refused at building, pushed by a developer key over real SSH; no
 container of the refused deployment starts and the old release keeps serving. Also: compose
 never sees the server's environment or writes a value to disk, Dockerfile builds run with the
