@@ -15,8 +15,8 @@ which is exactly what the starting stage adds before `docker run`. Medians over 
 Reading the output
 ------------------
 One line per N: both medians in ms and their ratio; the last column puts rivetr's
-figure against a container start (≈270 ms measured here by hand with docker-py: containers.run + reload) to show the share of a
-deploy it takes.
+figure against a container start (≈270 ms, measured here by hand with docker-py's
+containers.run + reload) to show the share of a deploy it takes.
 """
 
 from __future__ import annotations

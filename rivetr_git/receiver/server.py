@@ -266,7 +266,8 @@ class Receiver:
             env=self._git_env(process, app, token),
         )
         assert git.stdin and git.stdout and git.stderr
-        # Explicit read/write/drain loops: redirect() fed from subprocess streams corrupted 30 MB clones in 5 of 5 tries.
+        # Explicit read/write/drain loops: redirect() fed from subprocess streams corrupted
+        # 30 MB clones in 5 of 5 tries.
         tasks = [
             asyncio.create_task(_pump_in(process.stdin, git.stdin)),
             asyncio.create_task(_pump_out(git.stdout, process.stdout)),
