@@ -49,6 +49,12 @@ def _positive_int(value: int) -> int:
     return value
 
 
+def _non_negative_int(value: int) -> int:
+    if value < 0:
+        raise ValueError("expected a whole number of at least 0 (0: off)")
+    return value
+
+
 def _positive_float(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("expected a number greater than 0")
@@ -231,6 +237,12 @@ SETTINGS: tuple[Setting, ...] = (
             "413, even mid-stream ('' or 0: no limit)", _size),
     Setting("proxy_header_timeout", float, 10.0, "seconds a client has to send a request's "
             "line and headers (slowloris guard; 0: none)", _non_negative_float),
+    Setting("proxy_first_byte_timeout", float, 5.0, "seconds a new connection may stay "
+            "silent before it is closed (shorter than the header deadline; 0: none)",
+            _non_negative_float),
+    Setting("proxy_max_conns_per_ip", int, 256, "open proxy connections one client address "
+            "may hold, per proxy worker (nginx: in all); more get 429 (0: no cap)",
+            _non_negative_int),
     Setting("proxy_keepalive_timeout", float, 75.0, "idle client keep-alive connections are "
             "closed after this many seconds", _positive_float),
     Setting("proxy_connect_timeout", float, 5.0, "seconds to connect to an app before 502",
@@ -296,6 +308,8 @@ class Settings:
     trusted_proxies: str = ""
     max_body_size: str = "1g"
     proxy_header_timeout: float = 10.0
+    proxy_first_byte_timeout: float = 5.0
+    proxy_max_conns_per_ip: int = 256
     proxy_keepalive_timeout: float = 75.0
     proxy_connect_timeout: float = 5.0
     proxy_read_timeout: float = 60.0

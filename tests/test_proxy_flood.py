@@ -1,0 +1,182 @@
+"""One client opening thousands of connections must not take the proxy down for the rest.
+
+The proxies here run in processes of their own (a proxy worker, or nginx) started with a
+soft open-file limit of 1024, the common default of shells and service managers, and the
+hard limit left as it is: the state the issue's flood met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from rivetr_git.proxy.config import ProxyConfig
+from tests.proxy_env import Env, start_env
+
+FLOOD = 3000  # idle connections from one address
+LEGIT = 30  # requests from another address while the flood is held
+FLOODER = "127.0.0.3"
+CLIENT = "127.0.0.2"
+_IP_BIND_ADDRESS_NO_PORT = 24  # pick the source port at connect: 3000 binds never run out
+
+
+@contextlib.contextmanager
+def _soft_nofile(soft: int) -> Iterator[None]:
+    """This process's soft open-file limit set to `soft` (the hard one kept) for a while."""
+    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))
+
+
+@contextlib.asynccontextmanager
+async def _own_process_env(backend: str, config: ProxyConfig | None = None
+                           ) -> AsyncIterator[Env]:
+    """The proxy in its own process(es), born with a soft limit of 1024; this test process
+    gets every descriptor the hard limit allows, for its thousands of client sockets."""
+    async with contextlib.AsyncExitStack() as stack:
+        with _soft_nofile(1024):
+            env = await stack.enter_async_context(start_env(config, backend, workers=1))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard < FLOOD + 512:
+            pytest.skip(f"the hard open-file limit ({hard}) is too low for {FLOOD} sockets")
+        stack.enter_context(_soft_nofile(hard))
+        yield env
+
+
+def _flood(port: int, count: int, source: str = FLOODER) -> list[socket.socket]:
+    """`count` connections from `source` that never send a byte (non-blocking connects:
+    bounded, whatever the server does with them)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.connect_ex(("127.0.0.1", port))
+        socks.append(sock)
+    return socks
+
+
+async def _get(port: int, source: str, path: str = "/", timeout: float = 5.0) -> int | None:
+    """One request on a connection of its own from `source`: its status, or None when the
+    connection was closed, reset or timed out without an answer."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0))
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: web.localhost\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                raw = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    if not raw.startswith(b"HTTP/1.1 "):
+        return None
+    return int(raw.split(b" ", 2)[1])
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def test_an_idle_flood_from_one_address_does_not_starve_another(backend: str) -> None:
+    async with _own_process_env(backend) as env:
+        assert await _get(env.proxy_port, CLIENT) == 200
+        flood = _flood(env.proxy_port, FLOOD)
+        try:
+            await asyncio.sleep(0.5)  # the proxy takes in (or turns away) the flood
+            statuses = []
+            for _ in range(LEGIT):
+                statuses.append(await _get(env.proxy_port, CLIENT, "/legit", timeout=3))
+                await asyncio.sleep(0.05)
+        finally:
+            for sock in flood:
+                sock.close()
+    assert statuses == [200] * LEGIT, f"{statuses.count(200)} of {LEGIT} requests succeeded"
+
+
+async def test_an_address_over_its_cap_is_refused_while_others_are_served(
+        backend: str) -> None:
+    # The app answers /hang only after the read timeout (504), which ends those requests.
+    async with start_env(ProxyConfig(max_conns_per_ip=4, read_timeout=2), backend) as env:
+        held = []
+        try:
+            for _ in range(4):  # four requests in flight from one address (the app hangs)
+                _, writer = await asyncio.open_connection(
+                    "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0))
+                writer.write(b"GET /hang HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+                held.append(writer)
+            await asyncio.sleep(0.5)
+            assert await _get(env.proxy_port, FLOODER) == 429
+            assert await _get(env.proxy_port, CLIENT) == 200
+        finally:
+            for writer in held:
+                writer.close()
+        await asyncio.sleep(2.5)
+        assert await _get(env.proxy_port, FLOODER) == 200, "ended requests give the place back"
+
+
+async def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(
+        backend: str) -> None:
+    config = ProxyConfig(first_byte_timeout=0.5, header_timeout=30)
+    async with start_env(config, backend) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
+        try:
+            assert await _closed_within(reader, 3), "a silent connection outlived 0.5 s"
+        finally:
+            writer.close()
+
+
+@pytest.mark.builtin_only("nginx has one deadline from accept to the end of the head")
+async def test_a_connection_mid_request_outlives_the_first_byte_deadline(backend: str) -> None:
+    config = ProxyConfig(first_byte_timeout=0.3, header_timeout=30)
+    async with start_env(config, backend) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\n")
+            assert not await _closed_within(reader, 1.5)
+            writer.write(b"Host: web.localhost\r\nConnection: close\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
+
+
+@pytest.mark.builtin_only("nginx sheds idle connections when worker_connections run out")
+async def test_at_the_high_water_mark_the_oldest_silent_connections_are_shed(
+        backend: str) -> None:
+    config = ProxyConfig(max_connections=20, max_conns_per_ip=0, first_byte_timeout=30,
+                         header_timeout=30)
+    async with start_env(config, backend) as env:
+        conns = []
+        try:
+            for i in range(20):
+                conns.append(await asyncio.open_connection(
+                    "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0)))
+                if i == 0:  # the oldest is mid-request: never shed
+                    conns[0][1].write(b"GET / HTTP/1.1\r\n")
+            await asyncio.sleep(0.3)
+            assert await _get(env.proxy_port, CLIENT) == 200
+            assert await _closed_within(conns[1][0], 2), "the oldest silent one was kept"
+            assert not await _closed_within(conns[-1][0], 0.3), "the newest one was shed"
+            assert not await _closed_within(conns[0][0], 0.3), "a mid-request one was shed"
+        finally:
+            for _, writer in conns:
+                writer.close()
