@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
+import os
 import resource
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.admission import Admission
+from rivetr_git.proxy.config import ProxyConfig, config_to_json, parse_networks
+from rivetr_git.proxy.routes import Upstream
 from tests.proxy_env import Env, start_env
 
 FLOOD = 3000  # idle connections from one address
@@ -180,3 +186,88 @@ async def test_at_the_high_water_mark_the_oldest_silent_connections_are_shed(
         finally:
             for _, writer in conns:
                 writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _worker_with_nofile(upstream_port: int, config: ProxyConfig, nofile: int
+                              ) -> AsyncIterator[tuple[int, int]]:
+    """A real proxy worker process whose hard open-file limit is `nofile`: (port, pid)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rivetr_git.proxy.worker", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, preexec_fn=limit)
+    assert process.stdin is not None and process.stdout is not None
+    upstream = Upstream(app="web", host="127.0.0.1", port=upstream_port, deployment_id=1)
+    for message in ({"host": "127.0.0.1", "port": 0, "base_domain": "localhost",
+                     "config": config_to_json(config)},
+                    {"routes": [["web.localhost", dataclasses.asdict(upstream)]], "table": 1}):
+        process.stdin.write(json.dumps(message).encode() + b"\n")
+    try:
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        await asyncio.wait_for(process.stdout.readline(), 10)  # the table is applied
+        yield ready["ready"], process.pid
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_worker_near_its_fd_limit_sheds_silent_connections_and_keeps_serving(
+) -> None:
+    """A worker with 256 descriptors in all, and 600 silent connections from one address
+    (no cap): the oldest silent ones make room, requests from elsewhere are served."""
+    config = ProxyConfig(max_conns_per_ip=0, first_byte_timeout=30, header_timeout=30)
+    async with start_env() as env, _worker_with_nofile(env.upstream_port, config, 256) as (
+            port, pid):
+        flood = _flood(port, 600)
+        try:
+            await asyncio.sleep(0.5)
+            statuses = [await _get(port, CLIENT, timeout=3) for _ in range(10)]
+            open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+        finally:
+            for sock in flood:
+                sock.close()
+    assert statuses == [200] * 10
+    assert open_fds < 256, f"the worker holds {open_fds} descriptors of 256"
+
+
+@dataclasses.dataclass(eq=False)
+class _FakeConn:
+    """Pure-logic unit test stand-in for a client connection."""
+
+    peer: str
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_admission_unit_cap_exemption_and_shedding_order() -> None:
+    admission = Admission(2, 4, parse_networks("10.0.0.0/8"))
+    a1, a2, a3 = _FakeConn("1.1.1.1"), _FakeConn("1.1.1.1"), _FakeConn("1.1.1.1")
+    assert admission.admit(a1) == 0 and admission.admit(a2) == 0
+    assert admission.admit(a3) == 429, "a third from one address is over the cap of 2"
+    lb = [_FakeConn("10.0.0.5") for _ in range(2)]
+    assert [admission.admit(c) for c in lb] == [0, 0], "a trusted proxy is exempt"
+    admission.spoke(a1)  # mid-request: never shed
+    admission.spoke(lb[0])
+    admission.idle(lb[0])  # answered, waiting for its next request
+    newcomer = _FakeConn("2.2.2.2")
+    assert admission.admit(newcomer) == 0, "full: the silent ones made room"
+    assert a2.closed and lb[1].closed and not a1.closed
+    assert not lb[0].closed, "idle keep-alive ones go only when no silent one is left"
+    admission.spoke(newcomer)
+    busy = _FakeConn("3.3.3.3")
+    assert admission.admit(busy) == 0  # four open now: full
+    admission.spoke(busy)
+    last = _FakeConn("4.4.4.4")
+    assert admission.admit(last) == 0 and lb[0].closed, "no silent one left: the idle one"
+    admission.spoke(last)
+    assert admission.admit(_FakeConn("5.5.5.5")) == 503, "all four busy: refused"
+    admission.release(a1)
+    assert admission.admit(_FakeConn("1.1.1.1")) == 0, "a released place is free again"

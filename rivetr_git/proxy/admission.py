@@ -108,13 +108,12 @@ class Admission:
             del self._per_ip[conn.peer]
 
     def _shed(self) -> bool:
-        """Close up to a batch of the oldest silent, then idle, connections."""
+        """Close up to a batch of the oldest silent connections; when there are none, of
+        the oldest idle keep-alive ones."""
+        pool = self._silent or self._idle
         victims: list[Connection] = []
-        for pool in (self._silent, self._idle):
-            for conn in pool:
-                victims.append(conn)
-                if len(victims) >= _SHED_BATCH:
-                    break
+        for conn in pool:
+            victims.append(conn)
             if len(victims) >= _SHED_BATCH:
                 break
         for conn in victims:
