@@ -16,12 +16,14 @@ import resource
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from rivetr_git.proxy.admission import Admission
 from rivetr_git.proxy.config import ProxyConfig, config_to_json, parse_networks
 from rivetr_git.proxy.routes import Upstream
+from tests.helpers import Server
 from tests.proxy_env import Env, start_env
 
 FLOOD = 3000  # idle connections from one address
@@ -271,3 +273,48 @@ def test_admission_unit_cap_exemption_and_shedding_order() -> None:
     assert admission.admit(_FakeConn("5.5.5.5")) == 503, "all four busy: refused"
     admission.release(a1)
     assert admission.admit(_FakeConn("1.1.1.1")) == 0, "a released place is free again"
+
+
+def _nofile_of(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-file limit in /proc/{pid}/limits")
+
+
+def _proxy_workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if b"rivetr_git.proxy.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.docker
+async def test_the_daemon_raises_nofile_and_its_workers_apply_the_settings(
+        docker_engine: None, tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", {"RIVETR_PROXY_MAX_CONNS_PER_IP": "2",
+                                     "RIVETR_PROXY_FIRST_BYTE_TIMEOUT": "1"})
+    with _soft_nofile(1024):  # the daemon is born with the common default
+        srv.start()
+    try:
+        assert srv.proc is not None
+        workers = _proxy_workers_of(srv.proc.pid)
+        assert workers, "the daemon runs one proxy worker by default"
+        for pid in (srv.proc.pid, *workers):
+            soft, hard = _nofile_of(pid)
+            assert soft == hard, f"process {pid} kept a soft nofile of {soft} (hard {hard})"
+        held = [await asyncio.open_connection("127.0.0.1", srv.proxy_port,
+                                              local_addr=(FLOODER, 0)) for _ in range(2)]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", srv.proxy_port, local_addr=(FLOODER, 0))
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 429 "), answer[:60]
+            assert await _get(srv.proxy_port, CLIENT) == 404  # no app "web" here, but answered
+            assert await _closed_within(held[0][0], 3), "silent past proxy_first_byte_timeout"
+        finally:
+            for _, w in held:
+                w.close()
+    finally:
+        srv.stop()
