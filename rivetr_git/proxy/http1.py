@@ -25,8 +25,10 @@ from rivetr_git.proxy.headers import Header
 from rivetr_git.proxy.pages import page
 
 _HIGH_WATER = 256 * 1024  # buffered request body bytes before reading from the client pauses
-_REFUSED = {429: "This address has too many connections open; close some and retry.",
-            503: "The server is busy; retry shortly."}
+# Rendered once: a flood's refused connections should cost as little as possible.
+_REFUSED = {429: page(429, "This address has too many connections open; close some and "
+                           "retry.", close=True),
+            503: page(503, "The server is busy; retry shortly.", close=True)}
 
 
 class BodyTooLarge(Exception):
@@ -178,7 +180,7 @@ class ClientConnection(FlowControl):
         if self._admission is not None:
             refused = self._admission.admit(self)
             if refused:
-                self.write(page(refused, _REFUSED[refused], close=True))
+                self.write(_REFUSED[refused])
                 self.close()
                 return
         self._start_head()  # a connection that never sends a complete head is cut too
