@@ -76,6 +76,13 @@ def _flood(port: int, count: int, source: str = FLOODER) -> list[socket.socket]:
 async def _get(port: int, source: str, path: str = "/", timeout: float = 5.0) -> int | None:
     """One request on a connection of its own from `source`: its status, or None when the
     connection was closed, reset or timed out without an answer."""
+    status, _ = await _exchange(port, source, path, timeout)
+    return status
+
+
+async def _exchange(port: int, source: str, path: str = "/", timeout: float = 5.0
+                    ) -> tuple[int | None, bytes]:
+    """_get, and the whole answer."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
@@ -87,10 +94,10 @@ async def _get(port: int, source: str, path: str = "/", timeout: float = 5.0) ->
             finally:
                 writer.close()
     except (OSError, TimeoutError):
-        return None
+        return None, b""
     if not raw.startswith(b"HTTP/1.1 "):
-        return None
-    return int(raw.split(b" ", 2)[1])
+        return None, raw
+    return int(raw.split(b" ", 2)[1]), raw
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
@@ -133,7 +140,10 @@ async def test_an_address_over_its_cap_is_refused_while_others_are_served(
                 writer.write(b"GET /hang HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
                 held.append(writer)
             await asyncio.sleep(0.5)
-            assert await _get(env.proxy_port, FLOODER) == 429
+            status, answer = await _exchange(env.proxy_port, FLOODER)
+            assert status == 429
+            body = answer.partition(b"\r\n\r\n")[2]
+            assert b"too many connections" in body and b"nginx" not in body.lower()
             assert await _get(env.proxy_port, CLIENT) == 200
         finally:
             for writer in held:

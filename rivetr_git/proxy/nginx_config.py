@@ -15,6 +15,8 @@ from rivetr_git.proxy.routes import Upstream
 _PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"
 _ERRORS = {
     413: ("Content Too Large", "The request body is larger than this server accepts."),
+    429: ("Too Many Requests", "This address has too many connections open; close some and "
+                               "retry."),
     502: ("Bad Gateway", "The app is not answering right now."),
     503: ("Service Unavailable", "The app keeps crashing and has been stopped; its owner "
                                  "has been told."),
@@ -37,7 +39,7 @@ def _seconds(value: float) -> str:
 def _error_locations() -> str:
     return "".join(
         f"        location @rivetr_{s} {{ default_type text/html; "
-        f"return {s} '{_page(s)}'; }}\n" for s in (413, 502, 504))
+        f"return {s} '{_page(s)}'; }}\n" for s in (413, 429, 502, 504))
 
 
 def _files() -> tuple[int, int]:
@@ -174,7 +176,8 @@ def app_server(host: str, upstream: Upstream, listen: str) -> str:
                 f"        location / {{ return 503 '{page}'; }}\n    }}\n")
     name = upstream_name(upstream)
     return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
-            f"        error_page 413 @rivetr_413;\n        error_page 502 @rivetr_502;\n"
+            f"        error_page 413 @rivetr_413;\n        error_page 429 @rivetr_429;\n"
+            f"        error_page 502 @rivetr_502;\n"
             f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
             f"    }}\n")
 
