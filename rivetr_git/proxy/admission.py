@@ -9,7 +9,10 @@ nothing (each one is a file descriptor). Three rules, applied as connections arr
   never sent a byte is closed to make room, then the oldest idle keep-alive one; a
   connection that is mid-request is never shed;
 - only when nothing can be shed is the new connection refused.
-The counts are per proxy process (per worker with proxy_workers > 1).
+The counts are per proxy process (per worker with proxy_workers > 1). Shedding below the
+open-file limit keeps accept() from failing with EMFILE; if it still does (descriptors
+taken elsewhere), libuv (uvloop) closes the connections it cannot take and asyncio pauses
+accepting for a second: neither loop spins or stops.
 """
 
 from __future__ import annotations
