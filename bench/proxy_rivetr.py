@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rivetr_git.daemon import proxy_config
+from rivetr_git.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.workers import ProxyWorkers
@@ -26,6 +27,7 @@ from rivetr_git.settings import Settings
 
 
 async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: str) -> None:
+    raise_nofile_limit()  # as the daemon does at start-up
     routes = RouteTable("localhost")
     routes.set(Upstream(app="bench", host="127.0.0.1", port=upstream_port, deployment_id=1))
     config = proxy_config(Settings(data_dir=workdir))

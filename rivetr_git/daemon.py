@@ -16,6 +16,7 @@ from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
+from rivetr_git.fdlimit import raise_nofile_limit
 from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -141,6 +142,7 @@ def proxy_config(s: Settings) -> ProxyConfig:
     access_log = s.data_dir / s.access_log if s.access_log else None
     return ProxyConfig(
         header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
+        first_byte_timeout=s.proxy_first_byte_timeout, max_conns_per_ip=s.proxy_max_conns_per_ip,
         connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
         upstream_connections=s.proxy_upstream_connections,
         max_body_size=validate.size(s.max_body_size) if s.max_body_size else 0,
@@ -183,6 +185,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         s = self.settings
         stop = stop or asyncio.Event()
+        raise_nofile_limit()  # connections (proxy, SSH) are descriptors; workers inherit it
         s.data_dir.mkdir(parents=True, exist_ok=True)
         key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
         try:

@@ -55,6 +55,10 @@ def _seconds_or_off(value: object) -> float:
     return validate.seconds(value, zero_ok=True)
 
 
+def _count_or_off(value: object) -> int:
+    return validate.count(value, 0)
+
+
 def _health_path(value: object) -> str:
     found = validate.text(value)
     return validate.http_path(found) if found else ""
@@ -244,6 +248,18 @@ class Settings:
         10.0,
         "seconds a client has to send a request's line and headers (slowloris guard; 0: none)",
         _seconds_or_off,
+    )
+    proxy_first_byte_timeout: float = setting(
+        5.0,
+        "seconds a new connection may stay silent before it is closed (shorter than the "
+        "header deadline; 0: none)",
+        _seconds_or_off,
+    )
+    proxy_max_conns_per_ip: int = setting(
+        256,
+        "open proxy connections one client address may hold, per proxy worker (nginx: in "
+        "all); more get 429 (0: no cap)",
+        _count_or_off,
     )
     proxy_keepalive_timeout: float = setting(
         75.0,

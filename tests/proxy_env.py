@@ -22,6 +22,7 @@ from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
+from rivetr_git.proxy.workers import ProxyWorkers
 
 GZIP_PAYLOAD = b"compress me " * 2000
 GZIPPED = gzip.compress(GZIP_PAYLOAD, mtime=0)
@@ -131,7 +132,7 @@ class Env:
     upstream_port: int
     routes: RouteTable
     seen: Seen
-    proxy: ProxyServer | NginxProxy
+    proxy: ProxyServer | NginxProxy | ProxyWorkers
     backend: str = "builtin"
 
     async def set_route(self, upstream: Upstream) -> None:
@@ -149,10 +150,11 @@ BACKENDS = ("builtin", "nginx")
 
 @contextlib.asynccontextmanager
 async def start_env(
-    config: ProxyConfig | None = None, backend: str = "builtin"
+    config: ProxyConfig | None = None, backend: str = "builtin", workers: int = 0
 ) -> AsyncIterator[Env]:
     """An upstream app 'web' on loopback, routed at web.localhost by a proxy of its own
-    (rivetr's own, or nginx run from the same route table)."""
+    (rivetr's own, or nginx run from the same route table). `workers` > 0 runs rivetr's
+    own proxy in that many worker processes instead of in this one."""
     app = _upstream_app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
@@ -161,10 +163,12 @@ async def start_env(
     upstream_port = int(runner.addresses[0][1])
     routes = RouteTable("localhost")
     routes.set(Upstream(app="web", host="127.0.0.1", port=upstream_port, deployment_id=1))
-    proxy: ProxyServer | NginxProxy
+    proxy: ProxyServer | NginxProxy | ProxyWorkers
     if backend == "nginx":
         state = Path(tempfile.mkdtemp(prefix="rivetr-nginx-"))
         proxy = NginxProxy(routes, "127.0.0.1", 0, config or ProxyConfig(), 1, state, 5.0)
+    elif workers:
+        proxy = ProxyWorkers(routes, "127.0.0.1", 0, config or ProxyConfig(), workers)
     else:
         proxy = ProxyServer(routes, "127.0.0.1", 0, config)
     try:

@@ -14,6 +14,9 @@ class ProxyConfig:
     """Every knob of the data plane; built by the daemon from Settings, or by tests directly."""
 
     header_timeout: float = 10.0  # seconds to read a request's line and headers
+    first_byte_timeout: float = 5.0  # a new connection that sends nothing is closed after this
+    max_conns_per_ip: int = 256  # open connections per client address (per worker); 0: no cap
+    max_connections: int = 0  # client connections before idle ones are shed; 0: from nofile
     keepalive_timeout: float = 75.0  # idle client keep-alive connections are closed after this
     connect_timeout: float = 5.0  # upstream connect: 502 after this
     read_timeout: float = 60.0  # upstream silent for this long: 504

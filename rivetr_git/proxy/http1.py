@@ -2,9 +2,11 @@
 
 llhttp refuses the request-smuggling shapes (Content-Length with Transfer-Encoding, two
 Content-Lengths, obfuscated Transfer-Encoding, bare LF, obs-fold); this module adds what a
-public proxy needs on top: a deadline for each request head (slowloris), an idle keep-alive
-timeout, header count and size limits (431), one Host header, a body stream with
-back-pressure and a size limit, and pipelined requests answered in order.
+public proxy needs on top: a shorter deadline for a connection's first byte, a deadline for
+each request head (slowloris), an idle keep-alive timeout, a place granted by
+proxy/admission.py (per-address cap, shedding), header count and size limits (431), one
+Host header, a body stream with back-pressure and a size limit, and pipelined requests
+answered in order.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from typing import Any
 
 import httptools
 
+from rivetr_git.proxy.admission import Admission
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.flow import FlowControl
 from rivetr_git.proxy.headers import Header
 from rivetr_git.proxy.pages import page
 
 _HIGH_WATER = 256 * 1024  # buffered request body bytes before reading from the client pauses
+# Rendered once: a flood's refused connections should cost as little as possible.
+_REFUSED = {429: page(429, "This address has too many connections open; close some and "
+                           "retry.", close=True),
+            503: page(503, "The server is busy; retry shortly.", close=True)}
 
 
 class BodyTooLarge(Exception):
@@ -135,10 +142,12 @@ Handler = Callable[["ClientConnection", Request], Awaitable[bool]]
 class ClientConnection(FlowControl):
     """One client connection: parses requests, hands each to `handler`, in order."""
 
-    def __init__(self, handler: Handler, config: ProxyConfig) -> None:
+    def __init__(self, handler: Handler, config: ProxyConfig,
+                 admission: Admission | None = None) -> None:
         super().__init__()
         self._handler = handler
         self._config = config
+        self._admission = admission
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -154,6 +163,8 @@ class ClientConnection(FlowControl):
         self._in_head = False
         self._deadline: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._first_byte: asyncio.TimerHandle | None = None
+        self._quiet = True  # nothing sent since connecting, or since the last answer
         self._paused_for: set[str] = set()
         self._close_after = False
         # Set while the connection is a tunnel (after a 101): raw bytes go there.
@@ -166,12 +177,23 @@ class ClientConnection(FlowControl):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
+        if self._admission is not None:
+            refused = self._admission.admit(self)
+            if refused:
+                self.write(_REFUSED[refused])
+                self.close()
+                return
         self._start_head()  # a connection that never sends a complete head is cut too
+        if self._config.first_byte_timeout > 0:
+            self._first_byte = self._loop.call_later(self._config.first_byte_timeout,
+                                                     self._first_byte_expired)
 
     def data_received(self, data: bytes) -> None:
         if self.sink is not None:
             self.sink(data)
             return
+        if self._quiet:
+            self._spoke()
         if not self._in_head and self._parsing is None:
             self._start_head()
         if self._in_head:
@@ -212,6 +234,8 @@ class ClientConnection(FlowControl):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timers()
+        if self._admission is not None:
+            self._admission.release(self)
         if self._parsing is not None and self._parsing.body is not None:
             self._parsing.body.fail(ConnectionResetError("the client went away"))
         if self._serving is not None:
@@ -286,6 +310,22 @@ class ClientConnection(FlowControl):
         if not self.closed:
             self.resume_reading(body=False)
             self._idle = self._loop.call_later(self._config.keepalive_timeout, self._idle_expired)
+            self._quiet = True
+            if self._admission is not None:
+                self._admission.idle(self)
+
+    def _spoke(self) -> None:
+        self._quiet = False
+        if self._first_byte is not None:
+            self._first_byte.cancel()
+            self._first_byte = None
+        if self._admission is not None:
+            self._admission.spoke(self)
+
+    def _first_byte_expired(self) -> None:
+        self._first_byte = None
+        if self._quiet:
+            self.close()
 
     def _start_head(self) -> None:
         self._in_head = True
@@ -311,10 +351,10 @@ class ClientConnection(FlowControl):
             self.close()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._deadline, self._idle):
+        for timer in (self._deadline, self._idle, self._first_byte):
             if timer is not None:
                 timer.cancel()
-        self._deadline = self._idle = None
+        self._deadline = self._idle = self._first_byte = None
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a head the proxy will not handle, then close."""

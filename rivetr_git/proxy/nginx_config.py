@@ -8,12 +8,15 @@ import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
+from rivetr_git.fdlimit import nofile_limit
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.routes import Upstream
 
 _PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"
 _ERRORS = {
     413: ("Content Too Large", "The request body is larger than this server accepts."),
+    429: ("Too Many Requests", "This address has too many connections open; close some and "
+                               "retry."),
     502: ("Bad Gateway", "The app is not answering right now."),
     503: ("Service Unavailable", "The app keeps crashing and has been stopped; its owner "
                                  "has been told."),
@@ -36,7 +39,32 @@ def _seconds(value: float) -> str:
 def _error_locations() -> str:
     return "".join(
         f"        location @rivetr_{s} {{ default_type text/html; "
-        f"return {s} '{_page(s)}'; }}\n" for s in (413, 502, 504))
+        f"return {s} '{_page(s)}'; }}\n" for s in (413, 429, 502, 504))
+
+
+def _files() -> tuple[int, int]:
+    """worker_rlimit_nofile and worker_connections: as many descriptors as the hard limit
+    allows (nginx raises its workers' soft limit to it), capped so the connection table
+    nginx allocates up front stays small (about 0.5 KB each)."""
+    nofile = min(nofile_limit(hard=True), 65536)
+    return nofile, max(1024, nofile - 64)
+
+
+def _conn_limits(config: ProxyConfig) -> str:
+    """The per-address cap (limit_conn counts connections with a request in progress;
+    silent ones are cut by client_header_timeout, and nginx itself closes idle ones first
+    when it runs out of connections)."""
+    if not config.max_conns_per_ip:
+        return ""
+    return ("    limit_conn_zone $binary_remote_addr zone=rivetr_conn:10m;\n"
+            f"    limit_conn rivetr_conn {config.max_conns_per_ip};\n"
+            "    limit_conn_status 429;\n    limit_conn_log_level warn;\n")
+
+
+def _header_timeout(config: ProxyConfig) -> float:
+    """nginx has one timer from accept to the end of the head: the shorter of the two."""
+    timeouts = [t for t in (config.header_timeout, config.first_byte_timeout) if t > 0]
+    return min(timeouts) if timeouts else 3600
 
 
 def _head(config: ProxyConfig, workers: int, state: Path, drain_timeout: float) -> str:
@@ -50,6 +78,7 @@ def _head(config: ProxyConfig, workers: int, state: Path, drain_timeout: float) 
     # Workers run as the daemon's own user (nginx would pick 'nobody' for a root master,
     # who cannot write the access log or temp files in the data dir).
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    nofile, connections = _files()
     return f"""\
 # Written by rivetr-git from its route table at every change; edits are overwritten.
 {user}worker_processes {workers};
@@ -57,7 +86,8 @@ daemon off;
 pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 worker_shutdown_timeout {_seconds(drain_timeout)};
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {connections}; }}
 http {{
     server_tokens off;
     log_format rivetr escape=json '{{"time":$msec,"host":"$host","method":"$request_method",'
@@ -69,7 +99,8 @@ http {{
     fastcgi_temp_path {state}/fastcgi;
     uwsgi_temp_path {state}/uwsgi;
     scgi_temp_path {state}/scgi;
-    client_header_timeout {_seconds(config.header_timeout or 3600)};
+    client_header_timeout {_seconds(_header_timeout(config))};
+{_conn_limits(config)}\
     client_body_timeout {_seconds(config.read_timeout)};
     keepalive_timeout {_seconds(config.keepalive_timeout)};
     client_max_body_size {config.max_body_size};
@@ -145,7 +176,8 @@ def app_server(host: str, upstream: Upstream, listen: str) -> str:
                 f"        location / {{ return 503 '{page}'; }}\n    }}\n")
     name = upstream_name(upstream)
     return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
-            f"        error_page 413 @rivetr_413;\n        error_page 502 @rivetr_502;\n"
+            f"        error_page 413 @rivetr_413;\n        error_page 429 @rivetr_429;\n"
+            f"        error_page 502 @rivetr_502;\n"
             f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
             f"    }}\n")
 

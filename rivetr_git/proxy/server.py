@@ -9,6 +9,7 @@ import time
 import weakref
 
 from rivetr_git.proxy.access_log import AccessLog
+from rivetr_git.proxy.admission import Admission
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.exchange import Outcome, exchange
 from rivetr_git.proxy.headers import Forwarding
@@ -61,6 +62,7 @@ class ProxyServer:
         self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
                                   config.access_log_backups) if config.access_log else None)
         self._server: asyncio.Server | None = None
+        self.admission: Admission | None = None  # made at start: it reads the fd limit
         self._connections: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
         # One connection pool per upstream: once a replaced release has drained, its pool
         # is closed, so no kept-alive connection to it is ever reused (its port may even
@@ -87,12 +89,14 @@ class ProxyServer:
                     self._pools.pop(upstream).close()
 
     def _connection(self) -> ClientConnection:
-        conn = ClientConnection(self._handle, self.config)
+        conn = ClientConnection(self._handle, self.config, self.admission)
         self._connections.add(conn)
         return conn
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.admission = Admission(self.config.max_conns_per_ip, self.config.max_connections,
+                                   self.config.trusted_proxies)
         self._sweeper = asyncio.create_task(self._sweep())
         self._server = await loop.create_server(
             self._connection, self._host, self._port, reuse_address=True,

@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import Any
 
+from rivetr_git.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.config import config_from_json
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
@@ -71,6 +72,7 @@ async def serve() -> None:
 def main() -> None:
     # Ctrl-C reaches the whole process group: the daemon decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise_nofile_limit()  # every client connection is a descriptor
     try:
         import uvloop
     except ImportError:  # optional: the default loop works, only slower
