@@ -22,6 +22,14 @@ from rivetr_git.proxy.config import parse_networks
 
 ENV_PREFIX = "RIVETR_"
 
+# What a current OpenSSH offers, less what ssh-audit fails (issue 18). asyncssh has no
+# sntrup761; mlkem768x25519 is the post-quantum hybrid here (OpenSSH 9.9+).
+SSH_KEX_ALGS = ("mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,"
+                "diffie-hellman-group18-sha512,diffie-hellman-group16-sha512")
+SSH_CIPHERS = ("chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+               "aes256-ctr,aes192-ctr,aes128-ctr")
+SSH_MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
+
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 
@@ -142,6 +150,24 @@ def _image(value: str) -> str:
     return value
 
 
+_ALG_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
+
+
+def _alg_list(value: str) -> str:
+    # Names are checked against what asyncssh supports when the receiver starts.
+    names = [n.strip() for n in value.split(",")]
+    if not all(_ALG_NAME.fullmatch(n) for n in names):
+        raise ValueError("expected algorithm names separated by commas, e.g. "
+                         "curve25519-sha256,diffie-hellman-group16-sha512")
+    return ",".join(names)
+
+
+def _non_negative_int(value: int) -> int:
+    if value < 0:
+        raise ValueError("expected a whole number of at least 0 (0: off)")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected one of debug, info, warning, error")
@@ -248,6 +274,29 @@ SETTINGS: tuple[Setting, ...] = (
             "(relative paths are under data_dir; '': off)"),
     Setting("access_log_max_size", str, "10m", "the access log rotates at this size", _size),
     Setting("access_log_backups", int, 5, "rotated access logs kept", _positive_int),
+    Setting("ssh_max_startups", int, 100, "SSH connections not yet authenticated, from "
+            "everyone; more are dropped before the key exchange", _positive_int),
+    Setting("ssh_max_startups_per_source", int, 20, "SSH connections not yet authenticated "
+            "from one address; more are dropped before the key exchange", _positive_int),
+    Setting("ssh_handshake_rate", float, 5.0, "SSH handshakes per second one address may "
+            "start once its burst is used; faster ones wait (DHEat guard; 0: no throttling)",
+            _non_negative_float),
+    Setting("ssh_handshake_burst", int, 10, "SSH handshakes one address may start at once "
+            "before ssh_handshake_rate applies", _positive_int),
+    Setting("ssh_login_grace_time", float, 30.0, "seconds an SSH client has to authenticate "
+            "before it is disconnected", _positive_float),
+    Setting("ssh_max_auth_tries", int, 10, "public keys one SSH connection may offer (probes "
+            "count; the key that signs counts twice) before it is disconnected", _positive_int),
+    Setting("ssh_idle_timeout", float, 300.0, "a git session that moves no data for this many "
+            "seconds (while no deploy runs) is closed and its git ended (0: never)",
+            _non_negative_float),
+    Setting("ssh_kex_algs", str, SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated",
+            _alg_list),
+    Setting("ssh_ciphers", str, SSH_CIPHERS, "SSH ciphers offered, comma-separated", _alg_list),
+    Setting("ssh_macs", str, SSH_MACS, "SSH MACs offered, comma-separated (AEAD ciphers "
+            "need none)", _alg_list),
+    Setting("max_push_size", str, "100m", "largest pack one push may send, e.g. 100m or 1g "
+            "(git's receive.maxInputSize; '' or 0: no limit)", _size),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -306,6 +355,17 @@ class Settings:
     access_log: str = "logs/access.log"
     access_log_max_size: str = "10m"
     access_log_backups: int = 5
+    ssh_max_startups: int = 100
+    ssh_max_startups_per_source: int = 20
+    ssh_handshake_rate: float = 5.0
+    ssh_handshake_burst: int = 10
+    ssh_login_grace_time: float = 30.0
+    ssh_max_auth_tries: int = 10
+    ssh_idle_timeout: float = 300.0
+    ssh_kex_algs: str = SSH_KEX_ALGS
+    ssh_ciphers: str = SSH_CIPHERS
+    ssh_macs: str = SSH_MACS
+    max_push_size: str = "100m"
 
     @property
     def db_path(self) -> Path:
