@@ -93,6 +93,9 @@ class _Bucket:
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def give_back(self) -> None:
+        self.tokens = min(self.burst, self.tokens + 1)
+
     def full(self, now: float) -> bool:
         return self.tokens + (now - self.at) * self.rate >= self.burst
 
@@ -135,8 +138,13 @@ class ConnectionGate:
     def authenticated(self, source: str) -> None:
         self._release(source)
 
-    def closed(self, source: str) -> None:
+    def closed(self, source: str, before_start: bool = False) -> None:
+        """The connection is gone; `before_start`: while it still waited for its token,
+        which goes back (else an address that reconnects would owe ever more time)."""
         self._release(source)
+        bucket = self._buckets.get(source)
+        if before_start and bucket is not None:
+            bucket.give_back()
 
     def _release(self, source: str) -> None:
         if self._pending[source] > 1:
@@ -216,12 +224,13 @@ class GatedProtocol(asyncio.Protocol):
             self._conn.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        waiting = self._wait is not None
         if self._wait is not None:
             self._wait.cancel()
             self._wait = None
         if self._counted:
             self._counted = False
-            self._gate.closed(self._source)
+            self._gate.closed(self._source, before_start=waiting)
         if self._conn is not None:
             self._conn.connection_lost(exc)
 
