@@ -3,10 +3,11 @@
 Every TCP connection passes the gate before asyncssh sees it. A connection over a cap is
 closed at once, before the version exchange, so it costs one accept and one close: no key
 exchange, no asyncssh objects, no log lines of its own (refusals are summed up in one line
-per interval). A connection over its address's handshake rate is not refused but held,
-reading nothing, until the address has a token again: the expensive Diffie-Hellman work
-(the DHEat attack, CVE-2002-20001) happens at most at that rate per address, while a burst
-of pushes from one CI runner is served a little later instead of failing.
+per interval). A connection over its address's handshake rate is not refused but held
+(its first bytes buffered, nothing sent) until the address has a token again: the
+expensive Diffie-Hellman work (the DHEat attack, CVE-2002-20001) happens at most at that
+rate per address, while a burst of pushes from one CI runner is served a little later
+instead of failing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # What OpenSSH sends when MaxStartups refuses; ssh-audit and people reading a trace know it.
 _REFUSED = b"Exceeded MaxStartups\r\n"
+# What a waiting client may send before its turn: its version line and KEXINIT (~2 KB).
+_EARLY_LIMIT = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ class GatedProtocol(asyncio.Protocol):
         self._source = ""
         self._counted = False
         self._wait: asyncio.TimerHandle | None = None
+        self._early = bytearray()
 
     @property
     def source(self) -> str:
@@ -190,7 +194,8 @@ class GatedProtocol(asyncio.Protocol):
         if delay <= 0:
             self._start()
             return
-        transport.pause_reading()  # the client's version and KEXINIT wait in the kernel
+        # Keep reading while waiting (into a small buffer), so a client that leaves is
+        # noticed at once and its slot and token come back.
         self._wait = asyncio.get_running_loop().call_later(delay, self._start)
 
     def _start(self) -> None:
@@ -200,7 +205,9 @@ class GatedProtocol(asyncio.Protocol):
             return
         self._conn = self._make_conn(self)
         self._conn.connection_made(self._transport)
-        self._transport.resume_reading()
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self._conn.data_received(early)
 
     def authenticated(self) -> None:
         """Called by the SSH server once auth completed: no longer a 'startup'."""
@@ -211,9 +218,13 @@ class GatedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._conn is not None:
             self._conn.data_received(data)
+            return
+        self._early += data
+        if len(self._early) > _EARLY_LIMIT and self._transport is not None:
+            self._transport.close()  # no SSH client says this much before the server
 
     def eof_received(self) -> bool | None:
-        return self._conn.eof_received() if self._conn is not None else None
+        return self._conn.eof_received() if self._conn is not None else None  # None: close
 
     def pause_writing(self) -> None:
         if self._conn is not None:
