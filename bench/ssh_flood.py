@@ -15,7 +15,8 @@ the SSH edge and git, not Docker), interleaved, order alternating per round:
 The pushes come from 127.0.0.1. The summary gives the median push time of each side and
 the ratio flood/baseline (target: close to 1.0: a flood from one address does not slow
 anyone else down), plus what the server did with the flood (connections it let start a
-handshake vs. refused at once, per round) and its log lines about refusals.
+handshake vs. refused at once, per round; the daemon's open file descriptors during the
+flood) and its log lines about refusals.
 With --no-limits the daemon runs with the caps and throttling set out of the way
 (how the receiver behaved before issue 10), for comparison.
 
@@ -33,7 +34,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from harness import AppRepo, BenchError, Server, bench_main, median, watch_push, workspace
+from harness import (
+    AppRepo,
+    BenchError,
+    Server,
+    bench_main,
+    fd_count,
+    median,
+    watch_push,
+    workspace,
+)
 
 FLOOD_SOURCE = "127.0.0.3"
 UNLIMITED = {"RIVETR_SSH_MAX_STARTUPS": "100000", "RIVETR_SSH_MAX_STARTUPS_PER_SOURCE": "100000",
@@ -142,10 +152,11 @@ def main() -> int:
         base: list[float] = []
         flood: list[float] = []
         print(f"{'round':>5} {'baseline s':>10} {'flood s':>8}   flood: {'started':>7} "
-              f"{'refused':>8} {'closed later':>12} {'opened':>7}")
+              f"{'refused':>8} {'closed later':>12} {'opened':>7} {'server fds':>10}")
         for n in range(1, args.rounds + 1):
             order = ("base", "flood") if n % 2 else ("flood", "base")
             stats = FloodStats()
+            fds = 0
             for side in order:
                 repo.commit(f"round {n} {side} {nonce}")
                 if side == "base":
@@ -155,8 +166,9 @@ def main() -> int:
                     time.sleep(0.5)  # let it settle: the server has seen all of them
                     flood.append(timed_push(server, repo))
                     stats = f.stats
+                    fds = fd_count(server.pid)
             print(f"{n:>5} {base[-1]:>10.3f} {flood[-1]:>8.3f}          {stats.banners:>7} "
-                  f"{stats.refused:>8} {stats.closed_later:>12} {stats.opened:>7}")
+                  f"{stats.refused:>8} {stats.closed_later:>12} {stats.opened:>7} {fds:>10}")
         ratio = median(flood) / median(base)
         print(f"\nmedian push: baseline {median(base):.3f}s, under a {args.connections}-"
               f"connection flood {median(flood):.3f}s; ratio flood/baseline {ratio:.2f}")
