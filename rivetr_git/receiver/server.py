@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol,
 from rivetr_git.receiver.gate import ConnectionGate, GatedProtocol, GateLimits, gated_factory
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.redact import hide_command_arguments
+from rivetr_git.receiver.relay import CHUNK, Traffic, pump_in, pump_out, wait_until_idle
 from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
@@ -31,7 +31,6 @@ from rivetr_git.store import Store
 log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
-_CHUNK = 64 * 1024
 _EXTRA_KEY = "rivetr_key_fingerprint"
 _EXTRA_GATE = "rivetr_gate"
 # What index-pack / unpack-objects say when receive.maxInputSize stops a pack.
@@ -317,15 +316,15 @@ class Receiver:
             env=self._git_env(process, app, token),
         )
         assert git.stdin and git.stdout and git.stderr
-        seen = _Traffic(_TOO_BIG)
+        seen = Traffic(_TOO_BIG)
         # Explicit read/write/drain loops: redirect() corrupted large packs (field notes).
         tasks = [
-            asyncio.create_task(_pump_in(process.stdin, git.stdin, seen)),
-            asyncio.create_task(_pump_out(git.stdout, process.stdout, seen)),
-            asyncio.create_task(_pump_out(git.stderr, process.stderr, seen)),
+            asyncio.create_task(pump_in(process.stdin, git.stdin, seen)),
+            asyncio.create_task(pump_out(git.stdout, process.stdout, seen)),
+            asyncio.create_task(pump_out(git.stderr, process.stderr, seen)),
         ]
         waiter = asyncio.create_task(git.wait())
-        idle = asyncio.create_task(_idle(seen, self._settings.ssh_idle_timeout, busy))
+        idle = asyncio.create_task(wait_until_idle(seen, self._settings.ssh_idle_timeout, busy))
         try:
             await asyncio.wait({waiter, idle}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
@@ -351,69 +350,6 @@ class Receiver:
         return code
 
 
-class _Traffic:
-    """When a git session last moved data either way, and whether `mark` went past in
-    git's output (it may be split across reads)."""
-
-    def __init__(self, mark: bytes) -> None:
-        self.last = time.monotonic()
-        self.marked = False
-        self._mark = mark
-        self._tail = b""
-
-    def moved(self) -> None:
-        self.last = time.monotonic()
-
-    def output(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        if not self.marked:
-            window = self._tail + data
-            self.marked = self._mark in window
-            self._tail = window[-len(self._mark):]
-
-
-async def _idle(seen: _Traffic, timeout: float, busy: Callable[[], bool]) -> None:
-    """Return once the session has moved nothing for `timeout` s while not `busy()`."""
-    if timeout <= 0:
-        await asyncio.Event().wait()  # never
-    while True:
-        left = seen.last + timeout - time.monotonic()
-        if left <= 0:
-            if not busy():
-                return
-            seen.moved()  # a deploy that prints nothing for a while is not idleness
-            continue
-        await asyncio.sleep(left)
-
-
-async def _pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter,
-                   seen: _Traffic) -> None:
-    try:
-        while data := await src.read(_CHUNK):
-            seen.moved()
-            dst.write(data)
-            await dst.drain()
-    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.close()
-
-
-async def _pump_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes],
-                    seen: _Traffic) -> None:
-    gone = False
-    while data := await src.read(_CHUNK):
-        seen.output(data)
-        if gone:
-            continue  # keep draining so git and the hook never block on a dead client
-        try:
-            dst.write(data)
-            await dst.drain()
-        except (OSError, asyncssh.Error):
-            gone = True
-
-
 class _SshSession:
     """A command's stdout and stdin on the SSH channel."""
 
@@ -429,7 +365,7 @@ class _SshSession:
 
     async def read_input(self, limit: int) -> bytes:
         data = b""
-        while chunk := await self._process.stdin.read(_CHUNK):
+        while chunk := await self._process.stdin.read(CHUNK):
             data += chunk
             if len(data) > limit:
                 raise ValidationError(f"input is larger than {limit} bytes")
