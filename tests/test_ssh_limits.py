@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import running_server
 from tests.helpers import (
     GIT_ENV,
+    SHELL_DOCKERFILE_HEAD,
     AppRepo,
     Key,
     Server,
@@ -203,6 +204,20 @@ def test_silent_git_sessions_are_closed_and_git_ended(
         for pipe in (silent.stdin, silent.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_a_silent_build_is_not_an_idle_session(
+    limited: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """The idle timeout (2 s here) ends silent git sessions, not a push whose deploy has a
+    build step that prints nothing for longer."""
+    dockerfile = SHELL_DOCKERFILE_HEAD + "RUN sleep 4\nCOPY www /www\nEXPOSE 5000\n" \
+        'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+    repo = AppRepo(workdir / "app", keys["alice"], dockerfile=dockerfile)
+    pushed = repo.push(limited.remote("sh-slow"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "closing this session" not in pushed.stderr
+    assert limited.get("sh-slow") == (200, "hello v1\n")
 
 
 def test_a_push_over_max_push_size_is_refused_and_nothing_stored(
