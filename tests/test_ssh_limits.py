@@ -289,9 +289,10 @@ def test_handshakes_beyond_the_burst_wait_instead_of_failing(defaults: Server) -
         for sock in socks:
             assert first_bytes(sock).startswith(b"SSH-2.0-")
             times.append(time.monotonic() - started)
-        # The burst (10) answers at once; the rest come at 5 per second.
-        assert max(times[:10]) < 0.5, times
-        assert times[-1] > 0.6, times
+        # The burst (10) answers at once; the rest come at 5 per second (the 15th's token
+        # is 1 s away), none is refused.
+        assert max(times[:10]) < 0.8, times
+        assert times[-1] > 0.9, times
     finally:
         for sock in socks:
             sock.close()
