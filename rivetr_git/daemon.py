@@ -217,7 +217,8 @@ class Daemon:
             processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
                                   s.drain_timeout)
             admin = Admin(s, store, deployer, processes, releases, routes,
-                          lambda app: repos.create(app, s.deploy_branch), env_vars)
+                          lambda app: repos.create(app, s.deploy_branch), env_vars,
+                          repo_size=repos.size)
 
             async def local_command(argv: list[str], session: Session) -> int:
                 return await admin.run(argv, Caller(None), session)

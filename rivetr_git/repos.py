@@ -81,6 +81,14 @@ class Repos:
         await asyncio.to_thread(_init)
         return path
 
+    async def size(self, app: str) -> int:
+        """Bytes the app's repository takes on disk (0 when it has none yet)."""
+
+        def _walk() -> int:
+            return sum(f.stat().st_size for f in self.path(app).rglob("*") if f.is_file())
+
+        return await asyncio.to_thread(_walk)
+
     async def delete(self, app: str) -> None:
         """Remove the app's bare repository (a missing one is not an error)."""
         path = self.path(app)

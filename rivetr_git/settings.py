@@ -9,6 +9,7 @@ Value checks come from `validate` (one rule per kind of value, shared with app s
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -19,6 +20,14 @@ from rivetr_git import validate
 from rivetr_git.errors import ConfigError
 
 ENV_PREFIX = "RIVETR_"
+# What a current OpenSSH offers, less what ssh-audit fails. asyncssh has no sntrup761;
+# mlkem768x25519 is the post-quantum hybrid here (OpenSSH 9.9+).
+SSH_KEX_ALGS = ("mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,"
+                "diffie-hellman-group18-sha512,diffie-hellman-group16-sha512")
+SSH_CIPHERS = ("chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+               "aes256-ctr,aes192-ctr,aes128-ctr")
+SSH_MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
+_ALG_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
 T = TypeVar("T")
 
 
@@ -57,6 +66,19 @@ def _seconds_or_off(value: object) -> float:
 
 def _count_or_off(value: object) -> int:
     return validate.count(value, 0)
+
+
+def _rate_or_off(value: object) -> float:
+    return validate.number(value, zero_ok=True)
+
+
+def _alg_list(value: object) -> str:
+    # Names are checked against what asyncssh supports when the receiver starts.
+    names = [n.strip() for n in validate.text(value).split(",")]
+    if not all(_ALG_NAME.fullmatch(n) for n in names):
+        raise ValueError("expected algorithm names separated by commas, e.g. "
+                         "curve25519-sha256,diffie-hellman-group16-sha512")
+    return ",".join(names)
 
 
 def _health_path(value: object) -> str:
@@ -298,6 +320,35 @@ class Settings:
         "10m", "the access log rotates at this size", keeps(validate.size)
     )
     access_log_backups: int = setting(5, "rotated access logs kept", validate.count)
+    ssh_max_startups: int = setting(
+        100, "SSH connections not yet authenticated, from everyone; more are dropped before "
+        "the key exchange", validate.count)
+    ssh_max_startups_per_source: int = setting(
+        20, "SSH connections not yet authenticated from one address; more are dropped before "
+        "the key exchange", validate.count)
+    ssh_handshake_rate: float = setting(
+        5.0, "SSH handshakes per second one address may start once its burst is used; faster "
+        "ones wait (DHEat guard; 0: no throttling)", _rate_or_off)
+    ssh_handshake_burst: int = setting(
+        10, "SSH handshakes one address may start at once before ssh_handshake_rate applies",
+        validate.count)
+    ssh_login_grace_time: float = setting(
+        30.0, "seconds an SSH client has to authenticate before it is disconnected",
+        validate.seconds)
+    ssh_max_auth_tries: int = setting(
+        10, "public keys one SSH connection may offer (probes count; the key that signs "
+        "counts twice) before it is disconnected", validate.count)
+    ssh_idle_timeout: float = setting(
+        300.0, "a git session that moves no data for this many seconds (while no deploy "
+        "runs) is closed and its git ended (0: never)", _seconds_or_off)
+    ssh_kex_algs: str = setting(SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated",
+                                _alg_list)
+    ssh_ciphers: str = setting(SSH_CIPHERS, "SSH ciphers offered, comma-separated", _alg_list)
+    ssh_macs: str = setting(SSH_MACS, "SSH MACs offered, comma-separated (AEAD ciphers need "
+                            "none)", _alg_list)
+    max_push_size: str = setting(
+        "100m", "largest pack one push may send, e.g. 100m or 1g (git's receive.maxInputSize; "
+        "'' or 0: no limit)", keeps(validate.size))
 
     @property
     def db_path(self) -> Path:

@@ -93,6 +93,15 @@ def retries(value: object) -> int:
     return count(value, 1, MAX_RETRIES)
 
 
+def number(value: object, zero_ok: bool = False) -> float:
+    """A finite number above 0 (or 0 when `zero_ok`: it then means off)."""
+    what = "a number of at least 0" if zero_ok else "a number greater than 0"
+    found = _number(value, what)
+    if found < 0 or (found == 0 and not zero_ok):
+        raise ValueError(f"expected {what}")
+    return found
+
+
 def seconds(value: object, zero_ok: bool = False) -> float:
     """A duration in seconds, above 0 (or 0 when `zero_ok`: it then means off/none)."""
     what = (

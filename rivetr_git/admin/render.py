@@ -13,6 +13,18 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     )
 
 
+def approx_size(n: int) -> str:
+    """1536 -> '1.5 KiB': for sizes measured, not set."""
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def size(n: int) -> str:
     for unit, factor in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
         if n >= factor and n % factor == 0:

@@ -66,7 +66,8 @@ AppHandler = Callable[[Invocation, App, Caller, Session], Awaitable[int]]  # its
 class Admin:
     def __init__(self, settings: Settings, store: Store, deployer: Deployer,
                  processes: Processes, releases: ReleaseCommands, routes: RouteTable,
-                 create_repo: Callable[[str], Awaitable[object]], env: EnvVars) -> None:
+                 create_repo: Callable[[str], Awaitable[object]], env: EnvVars,
+                 repo_size: Callable[[str], Awaitable[int]] | None = None) -> None:
         self._settings = settings
         self._store = store
         self._deployer = deployer
@@ -74,6 +75,7 @@ class Admin:
         self._releases = releases
         self._routes = routes
         self._create_repo = create_repo
+        self._repo_size = repo_size
         self._config = ConfigVerbs(env)
         self._handlers: dict[str, Handler] = {
             "apps:list": self._apps_list, "apps:create": self._apps_create,
@@ -160,6 +162,9 @@ class Admin:
                                    f"\"{current.commit_message[:50]}\" on 127.0.0.1:"
                                    f"{current.host_port}" if current else "nothing deployed"),
             f"deploy branch:  {app.deploy_branch or self._settings.deploy_branch}",
+            "repository:     " + (render.approx_size(await self._repo_size(app.name))
+                                  if self._repo_size else "-")
+            + f" (pushes up to max_push_size {self._settings.max_push_size or 'no limit'})",
             f"build:          {app.build_type or 'auto (detected on each push)'}"
             + "".join(f", {k} {v}" for k, v in (
                 ("dockerfile", app.dockerfile if app.dockerfile != "Dockerfile" else None),

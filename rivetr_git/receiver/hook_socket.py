@@ -38,6 +38,7 @@ class PushContext:
     app: App
     key_name: str
     ok: bool | None = None  # None: the hook never reported (nothing was accepted)
+    deploying: bool = False  # the pipeline runs: a silent build is not an idle session
 
 
 class HookSocket:
@@ -117,6 +118,7 @@ class HookSocket:
                 await write(" !     unknown push; is this repository served by rivetr-git?")
                 return
             updates = [_ref_update(u) for u in request.get("updates", [])]
+            context.deploying = True
             try:
                 context.ok = await self._on_push(context.app, updates, context.key_name, write)
             except Exception:
@@ -124,6 +126,8 @@ class HookSocket:
                 log.exception("push to %s failed", context.app.name)
                 with contextlib.suppress(OSError):
                     await write(" !     internal error in rivetr-git; see the server log")
+            finally:
+                context.deploying = False
         except (ValueError, TypeError, AttributeError) as exc:
             with contextlib.suppress(OSError):
                 await write(f" !     bad hook request: {exc}")

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import asyncssh
 
+from rivetr_git import validate
 from rivetr_git.admin.service import Admin, Caller
 from rivetr_git.errors import AccessDenied, NotFound, RivetrError, UsageHelp, ValidationError
 from rivetr_git.keys import fingerprint
 from rivetr_git.models import App, SshKey
+from rivetr_git.receiver.algorithms import algorithms
 from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
+from rivetr_git.receiver.gate import ConnectionGate, GatedProtocol, GateLimits, gated_factory
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.redact import hide_command_arguments
+from rivetr_git.receiver.relay import CHUNK, Traffic, pump_in, pump_out, wait_until_idle
 from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
@@ -27,8 +31,10 @@ from rivetr_git.store import Store
 log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
-_CHUNK = 64 * 1024
 _EXTRA_KEY = "rivetr_key_fingerprint"
+_EXTRA_GATE = "rivetr_gate"
+# What index-pack / unpack-objects say when receive.maxInputSize stops a pack.
+_TOO_BIG = b"pack exceeds maximum allowed size"
 
 
 def load_host_key(data_dir: Path) -> asyncssh.SSHKey:
@@ -81,8 +87,11 @@ class _Auth(asyncssh.SSHServer):
     key. Only the key validated last before auth completes (the one that signed) counts.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_tries: int, gate: ConnectionGate) -> None:
         self._store = store
+        self._max_tries = max_tries
+        self._tries = 0
+        self._gate = gate
         self._conn: asyncssh.SSHServerConnection | None = None
         self._candidate: str | None = None
         self._restore_reads: Callable[[], None] = lambda: None
@@ -104,14 +113,33 @@ class _Auth(asyncssh.SSHServer):
         return True
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # Probes count too: otherwise one connection could test any number of keys.
+        self._tries += 1
+        if self._tries > self._max_tries:
+            self._too_many_tries()
+            return False
         fp = fingerprint(key)
         known = await self._store.key_by_fingerprint(fp) is not None
         self._candidate = fp if known else None
         return known
 
+    def _too_many_tries(self) -> None:
+        if self._conn is None:
+            return
+        gated: GatedProtocol | None = self._conn.get_extra_info(_EXTRA_GATE)
+        self._gate.refusals.refused("over ssh_max_auth_tries",
+                                    gated.source if gated else "unknown")
+        self._conn.disconnect(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"too many authentication attempts (more than {self._max_tries} keys offered); "
+            "use -o IdentitiesOnly=yes -i KEY")
+
     def auth_completed(self) -> None:
         if self._conn is not None:
             self._conn.set_extra_info(**{_EXTRA_KEY: self._candidate})
+            gated: GatedProtocol | None = self._conn.get_extra_info(_EXTRA_GATE)
+            if gated is not None:
+                gated.authenticated()
         self._restore_reads()
 
 
@@ -128,17 +156,24 @@ class Receiver:
         self._hooks = hooks
         self._hooks_dir = hooks_dir
         self._admin = admin
-        self._server: asyncssh.SSHAcceptor | None = None
+        self._server: asyncio.Server | None = None
         self.bound_port = settings.ssh_port
+        # Checked here, so an unknown algorithm name stops start-up before anything runs.
+        self._algorithms = algorithms(settings)
+        self._max_push = validate.size(settings.max_push_size) if settings.max_push_size else 0
+        self.gate = ConnectionGate(GateLimits(
+            max_startups=settings.ssh_max_startups,
+            max_startups_per_source=settings.ssh_max_startups_per_source,
+            handshake_rate=settings.ssh_handshake_rate,
+            handshake_burst=settings.ssh_handshake_burst,
+        ))
 
     async def start(self) -> None:
         hide_command_arguments()
-        host_key = load_host_key(self._settings.data_dir)
-        self._server = await asyncssh.listen(
-            self._settings.ssh_host,
-            self._settings.ssh_port,
-            server_host_keys=[host_key],
-            server_factory=lambda: _Auth(self._store),
+        s = self._settings
+        options = asyncssh.SSHServerConnectionOptions(
+            server_host_keys=[load_host_key(s.data_dir)],
+            server_factory=lambda: _Auth(self._store, s.ssh_max_auth_tries, self.gate),
             process_factory=self._handle,
             encoding=None,
             allow_pty=False,
@@ -147,14 +182,26 @@ class Receiver:
             allow_scp=False,
             line_editor=False,
             keepalive_interval=30,
-            login_timeout=30,
+            login_timeout=s.ssh_login_grace_time,
+            **self._algorithms.as_options(),
         )
-        self.bound_port = self._server.get_port()
+        loop = asyncio.get_running_loop()
+
+        def make_conn(gated: GatedProtocol) -> asyncssh.SSHServerConnection:
+            conn = asyncssh.SSHServerConnection(loop, options)
+            conn.set_extra_info(**{_EXTRA_GATE: gated})
+            return conn
+
+        # Our own listener instead of asyncssh.listen: the gate sees each connection first.
+        self._server = await loop.create_server(
+            gated_factory(self.gate, make_conn), s.ssh_host, s.ssh_port, backlog=1024)
+        self.bound_port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self.gate.refusals.close()
 
     async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         try:
@@ -201,7 +248,8 @@ class Receiver:
         if command.is_push:
             token, context = self._hooks.register(app, key.name)
             try:
-                code = await self._run_git(process, command, app, token)
+                code = await self._run_git(process, command, app, token,
+                                           busy=lambda: context.deploying)
             finally:
                 self._hooks.unregister(token)
             if code == 0 and context.ok is False:
@@ -254,11 +302,13 @@ class Receiver:
 
     async def _run_git(
         self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
-        token: str | None,
+        token: str | None, busy: Callable[[], bool] = lambda: False,
     ) -> int:
         service = command.service.removeprefix("git-")
+        limit = ["-c", f"receive.maxInputSize={self._max_push}"] if (
+            command.is_push and self._max_push) else []
         git = await asyncio.create_subprocess_exec(
-            "git", "-c", f"core.hooksPath={self._hooks_dir}", service,
+            "git", "-c", f"core.hooksPath={self._hooks_dir}", *limit, service,
             str(self._repos.path(app.name)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -266,47 +316,37 @@ class Receiver:
             env=self._git_env(process, app, token),
         )
         assert git.stdin and git.stdout and git.stderr
-        # Explicit read/write/drain loops: redirect() fed from subprocess streams corrupted
-        # 30 MB clones in 5 of 5 tries.
+        seen = Traffic(_TOO_BIG)
         tasks = [
-            asyncio.create_task(_pump_in(process.stdin, git.stdin)),
-            asyncio.create_task(_pump_out(git.stdout, process.stdout)),
-            asyncio.create_task(_pump_out(git.stderr, process.stderr)),
+            asyncio.create_task(pump_in(process.stdin, git.stdin, seen)),
+            asyncio.create_task(pump_out(git.stdout, process.stdout, seen)),
+            asyncio.create_task(pump_out(git.stderr, process.stderr, seen)),
         ]
+        waiter = asyncio.create_task(git.wait())
+        idle = asyncio.create_task(wait_until_idle(seen, self._settings.ssh_idle_timeout, busy))
         try:
-            code = await git.wait()
+            await asyncio.wait({waiter, idle}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                log.warning("closing a silent git session for %s after %gs", app.name,
+                            self._settings.ssh_idle_timeout)
+                _say(process, f"rivetr: no data for {self._settings.ssh_idle_timeout:g}s; "
+                     "closing this session (setting ssh_idle_timeout)")
+                return 1
+            code = waiter.result()
             await asyncio.gather(*tasks[1:])
         finally:
-            for task in tasks:
+            for task in (*tasks, idle, waiter):
                 task.cancel()
             if git.returncode is None:
                 git.kill()
                 await git.wait()
+        if seen.marked:
+            _say(process, f"rivetr: this push is larger than the server's max_push_size "
+                 f"({self._settings.max_push_size}); nothing was stored. Push less (large "
+                 "files do not belong in the repository), or ask an admin to raise "
+                 "max_push_size (RIVETR_MAX_PUSH_SIZE; 0: no limit) and restart the server")
+            return code or 1
         return code
-
-
-async def _pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(_CHUNK):
-            dst.write(data)
-            await dst.drain()
-    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.close()
-
-
-async def _pump_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -> None:
-    gone = False
-    while data := await src.read(_CHUNK):
-        if gone:
-            continue  # keep draining so git and the hook never block on a dead client
-        try:
-            dst.write(data)
-            await dst.drain()
-        except (OSError, asyncssh.Error):
-            gone = True
 
 
 class _SshSession:
@@ -324,7 +364,7 @@ class _SshSession:
 
     async def read_input(self, limit: int) -> bytes:
         data = b""
-        while chunk := await self._process.stdin.read(_CHUNK):
+        while chunk := await self._process.stdin.read(CHUNK):
             data += chunk
             if len(data) > limit:
                 raise ValidationError(f"input is larger than {limit} bytes")
