@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rivetr_git.crypto import Cipher
-from rivetr_git.env_vars import EnvVars
-from rivetr_git.store import Store
+from rivetr_git.secrets.crypto import Cipher
+from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.store.database import Store
 
 CONTAINER_START_MS = 270.0
 

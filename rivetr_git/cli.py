@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git import __version__
+from rivetr_git.admin.app_settings import parse_assignments
 from rivetr_git.admin.render import table
 from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
-from rivetr_git.app_config import parse_assignments
 from rivetr_git.errors import RivetrError, UsageHelp
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -73,7 +73,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
             text = Path(args.pubkey_file).read_text()
         except OSError as exc:
             raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
-    from rivetr_git.keys import parse_public_key  # asyncssh: not on every command's path
+    from rivetr_git.admin.ssh_keys import parse_public_key  # asyncssh: not on every command's path
 
     key = parse_public_key(text)
     role = Role.ADMIN if args.admin else Role.DEVELOPER
@@ -275,7 +275,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
-    from rivetr_git.master_key import rotate
+    from rivetr_git.secrets.master_key import rotate
 
     settings = _settings(args)
     count = asyncio.run(rotate(settings.data_dir, settings.db_path))

@@ -13,11 +13,7 @@ from pathlib import Path
 
 from rivetr_git import validate
 from rivetr_git.admin.service import Admin, Caller, Session
-from rivetr_git.crypto import open_master_key
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
-from rivetr_git.fdlimit import raise_nofile_limit
-from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import compose
@@ -28,18 +24,22 @@ from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
-from rivetr_git.repos import Repos
 from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
+from rivetr_git.secrets.crypto import open_master_key
+from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.secrets.master_key import lock_master_key
 from rivetr_git.settings import Settings
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
+from rivetr_git.store.repos import Repos
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from rivetr_git.pipeline.cleanup import sweep
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.runtime.base import BuildSpec, ContainerSpec
 from rivetr_git.runtime.docker import DockerRuntime
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 from tests.helpers import BUSYBOX, run
 
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, cast
 import pytest
 import yaml
 
-from rivetr_git.app_config import COMPOSE_ALLOW, parse_assignments
+from rivetr_git.admin.app_settings import COMPOSE_ALLOW, parse_assignments
 from rivetr_git.errors import BuildFailed, StartFailed, ValidationError
 from rivetr_git.pipeline.compose import Limits, process_env, rewrite, write_file
 from rivetr_git.pipeline.compose_policy import check, normalise

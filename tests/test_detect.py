@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rivetr_git.app_config import parse_assignments
+from rivetr_git.admin.app_settings import parse_assignments
 from rivetr_git.errors import BuildFailed, ValidationError
 from rivetr_git.pipeline.compose import rewrite, routed_service
 from rivetr_git.pipeline.context import read_tree, subtree

@@ -16,10 +16,10 @@ from typing import TypeVar
 
 import pytest
 
-from rivetr_git.crypto import Cipher, read_key
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DecryptionFailed
-from rivetr_git.store import Store
+from rivetr_git.secrets.crypto import Cipher, read_key
+from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.store.database import Store
 from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids
 from tests.test_switch import ssh_command_line
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from rivetr_git import crypto
-from rivetr_git.crypto import Cipher, open_master_key, read_key
-from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.errors import ConfigError, DecryptionFailed, NotFound, RivetrError, ValidationError
-from rivetr_git.master_key import local_env_vars, lock_master_key, rotate
 from rivetr_git.models import App
 from rivetr_git.receiver.redact import hide_command_arguments, shown_command
 from rivetr_git.runtime.base import ContainerSpec
-from rivetr_git.store import Store
+from rivetr_git.secrets import crypto
+from rivetr_git.secrets.crypto import Cipher, open_master_key, read_key
+from rivetr_git.secrets.env_vars import EnvVars, parse_assignments, validate_names
+from rivetr_git.secrets.master_key import local_env_vars, lock_master_key, rotate
+from rivetr_git.store.database import Store
 
 EXOTIC = {
     "MULTILINE": "line one\nline two\n\nlast\n",
@@ -389,7 +389,7 @@ async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_sta
     def crash(*_: object) -> None:
         raise OSError("power cut")  # between the database commit and the key rename
 
-    monkeypatch.setattr("rivetr_git.master_key.os.replace", crash)
+    monkeypatch.setattr("rivetr_git.secrets.master_key.os.replace", crash)
     with pytest.raises(OSError, match="power cut"):
         await rotate(data_dir, data_dir / "rivetr.db")
     monkeypatch.undo()

@@ -12,7 +12,7 @@ import pytest
 
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, LogLine, Role, SshKey, Status
-from rivetr_git.store import MIGRATIONS, Store
+from rivetr_git.store.database import MIGRATIONS, Store
 
 SHA1 = "1" * 40
 SHA2 = "2" * 40

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from rivetr_git.admin.ssh_keys import parse_public_key
 from rivetr_git.errors import ConfigError, ValidationError
-from rivetr_git.keys import parse_public_key
 from rivetr_git.names import validate_app_name
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
 from rivetr_git.receiver.commands import GitCommand, git_protocol, parse_command

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rivetr_git import repo_config, validate
-from rivetr_git.app_config import APPS_SET, BUILDS, CHECKS, Fields, parse_assignments
+from rivetr_git import validate
+from rivetr_git.admin.app_settings import APPS_SET, BUILDS, CHECKS, Fields, parse_assignments
 from rivetr_git.errors import CheckoutFailed, ConfigError, ValidationError
+from rivetr_git.pipeline import repo_config
 from rivetr_git.settings import load_settings
 
 

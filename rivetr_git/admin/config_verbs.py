@@ -11,8 +11,8 @@ import shlex
 from collections.abc import Awaitable, Callable
 
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.env_vars import EnvVars, parse_assignments, validate_names
 from rivetr_git.models import App
+from rivetr_git.secrets.env_vars import EnvVars, parse_assignments, validate_names
 
 # (app, caller name, why) -> exit code of the restart, streamed to the session by the caller.
 Restart = Callable[[App, str], Awaitable[int]]

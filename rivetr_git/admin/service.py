@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rivetr_git.admin import render, verbs
-from rivetr_git.admin.config_verbs import ConfigVerbs
-from rivetr_git.admin.verbs import Invocation
-from rivetr_git.app_config import (
+from rivetr_git.admin.app_settings import (
     BUILDS,
     CHECKS,
     COMPOSE_ALLOW,
@@ -23,17 +21,19 @@ from rivetr_git.app_config import (
     LIMITS,
     parse_assignments,
 )
-from rivetr_git.env_vars import EnvVars
+from rivetr_git.admin.config_verbs import ConfigVerbs
+from rivetr_git.admin.ssh_keys import parse_public_key
+from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
-from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role, SshKey
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
 from rivetr_git.proxy.routes import RouteTable, normalize_host
+from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 
 class Session(Protocol):

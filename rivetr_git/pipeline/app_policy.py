@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import BuildFailed, DecryptionFailed
 from rivetr_git.models import App
 from rivetr_git.pipeline import health as health_check
 from rivetr_git.pipeline import static_site
 from rivetr_git.pipeline.log import DeployLog
-from rivetr_git.repo_config import RepoConfig
+from rivetr_git.pipeline.repo_config import RepoConfig
+from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 
 _RED, _RESET = "\x1b[31m", "\x1b[0m"

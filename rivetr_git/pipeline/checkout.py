@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rivetr_git.pipeline.log import DeployLog
-from rivetr_git.repos import Repos
+from rivetr_git.store.repos import Repos
 
 
 async def checkout(repos: Repos, app: str, sha: str, build_dir: Path, log: DeployLog) -> Path:

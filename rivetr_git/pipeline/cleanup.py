@@ -22,7 +22,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.models import Status
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.runtime.base import LABEL_DEPLOYMENT, Runtime
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 log = logging.getLogger(__name__)
 

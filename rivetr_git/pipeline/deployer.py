@@ -19,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rivetr_git import repo_config
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import (
     DeployFailed,
     NotFound,
@@ -38,16 +36,18 @@ from rivetr_git.pipeline import (
     deploy_commands,
     health,
     promote,
+    repo_config,
     start,
     watch,
 )
 from rivetr_git.pipeline.labels import container_name, image_repository, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
-from rivetr_git.repos import Repos
 from rivetr_git.runtime.base import Runtime
+from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
+from rivetr_git.store.repos import Repos
 
 log = logging.getLogger(__name__)
 _STAGE_TITLES = {

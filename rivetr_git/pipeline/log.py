@@ -7,7 +7,7 @@ import contextlib
 import time
 
 from rivetr_git.models import LogLine
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 HEADER = "-----> "
 INDENT = "       "

@@ -26,7 +26,7 @@ from rivetr_git.pipeline.promote import upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import ContainerInfo, Runtime
 from rivetr_git.settings import Settings
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 log = logging.getLogger(__name__)
 

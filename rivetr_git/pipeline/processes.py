@@ -17,7 +17,7 @@ from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 log = logging.getLogger(__name__)
 

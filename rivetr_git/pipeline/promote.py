@@ -8,7 +8,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.models import Deployment
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_INSTANCE, Runtime
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 log = logging.getLogger(__name__)
 

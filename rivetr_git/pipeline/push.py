@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rivetr_git.models import App, Status
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.log import ERROR, HEADER
-from rivetr_git.repos import ZERO_SHA
+from rivetr_git.store.repos import ZERO_SHA
 
 Write = Callable[[str], Awaitable[None]]
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.deployer import Deployer, Job
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 Write = Callable[[str], Awaitable[None]]
 

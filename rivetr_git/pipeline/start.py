@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DecryptionFailed, StartFailed
 from rivetr_git.pipeline.labels import container_name, labels
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
+from rivetr_git.secrets.env_vars import EnvVars
 
 DEFAULT_APP_PORT = 5000
 

@@ -15,7 +15,7 @@ from rivetr_git.models import Deployment, Status
 from rivetr_git.pipeline import health, promote
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import Runtime
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Protocol
 
-from rivetr_git.fdlimit import nofile_limit
+from rivetr_git.proxy.fdlimit import nofile_limit
 from rivetr_git.validate import Network
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
-from rivetr_git.fdlimit import nofile_limit
 from rivetr_git.proxy.config import ProxyConfig
+from rivetr_git.proxy.fdlimit import nofile_limit
 from rivetr_git.proxy.routes import Upstream
 
 _PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"

@@ -18,8 +18,8 @@ import signal
 import sys
 from typing import Any
 
-from rivetr_git.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.config import config_from_json
+from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 

@@ -15,8 +15,8 @@ import asyncssh
 
 from rivetr_git import validate
 from rivetr_git.admin.service import Admin, Caller
+from rivetr_git.admin.ssh_keys import fingerprint
 from rivetr_git.errors import AccessDenied, NotFound, RivetrError, UsageHelp, ValidationError
-from rivetr_git.keys import fingerprint
 from rivetr_git.models import App, SshKey
 from rivetr_git.receiver.algorithms import algorithms
 from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
@@ -24,9 +24,9 @@ from rivetr_git.receiver.gate import ConnectionGate, GatedProtocol, GateLimits, 
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.redact import hide_command_arguments
 from rivetr_git.receiver.relay import CHUNK, Traffic, pump_in, pump_out, wait_until_idle
-from rivetr_git.repos import Repos
 from rivetr_git.settings import Settings
-from rivetr_git.store import Store
+from rivetr_git.store.database import Store
+from rivetr_git.store.repos import Repos
 
 log = logging.getLogger(__name__)
 

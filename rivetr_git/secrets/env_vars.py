@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from rivetr_git.crypto import Cipher
 from rivetr_git.errors import NotFound, ValidationError
-from rivetr_git.store import Store
+from rivetr_git.secrets.crypto import Cipher
+from rivetr_git.store.database import Store
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED = frozenset({"PORT"})  # the platform sets it to the app's port

@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-from rivetr_git.crypto import (
+from rivetr_git.errors import ConfigError, DecryptionFailed, RivetrError
+from rivetr_git.secrets.crypto import (
     Cipher,
     key_path,
     open_master_key,
@@ -34,9 +35,8 @@ from rivetr_git.crypto import (
     sync_dir,
     write_key,
 )
-from rivetr_git.env_vars import EnvVars
-from rivetr_git.errors import ConfigError, DecryptionFailed, RivetrError
-from rivetr_git.store import Store
+from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.store.database import Store
 
 LOCK_FILE = "master.key.lock"
 

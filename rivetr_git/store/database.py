@@ -17,8 +17,8 @@ import aiosqlite
 
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Role, SshKey, Status
-from rivetr_git.store_env import EnvTables
-from rivetr_git.store_schema import MIGRATIONS
+from rivetr_git.store.env_tables import EnvTables
+from rivetr_git.store.schema import MIGRATIONS
 
 __all__ = ["MIGRATIONS", "Store", "now"]
 
