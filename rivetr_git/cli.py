@@ -27,6 +27,7 @@ from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store import Store
+from rivetr_git.terminal import neutralise
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -267,7 +268,7 @@ def run_local_verb(options: list[str], verb_argv: list[str]) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         for line in await store.get_logs(args.deployment_id):
-            print(line.line)
+            print(neutralise(line.line, keep_style=True))  # rows stored by older versions are raw
         return 0
 
     return asyncio.run(_with_store(args, run))

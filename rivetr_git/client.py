@@ -23,6 +23,7 @@ import paramiko
 
 from rivetr_git.errors import ClientError, HostKeyMismatch, HostKeyUnknown
 from rivetr_git.remote import RemoteUrl, Target
+from rivetr_git.terminal import ByteNeutraliser
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
@@ -249,7 +250,11 @@ def _stdin() -> BinaryIO | None:
 
 def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
            stderr: BinaryIO) -> int:
-    """Copy the channel's output out as it arrives and stdin in; the remote exit status."""
+    """Copy the channel's output out as it arrives and stdin in; the remote exit status.
+
+    The server neutralises what apps and builds print; so does this side, in case the
+    server is an older one: only the server's own colours reach the terminal."""
+    out, err = ByteNeutraliser(keep_style=True), ByteNeutraliser(keep_style=True)
     in_fd = stdin.fileno() if stdin is not None else None
     if in_fd is None:
         channel.shutdown_write()
@@ -261,9 +266,9 @@ def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
         # The timeout only bounds how late we notice an exit status sent without data.
         readable, _, _ = select.select(watch, [], [], 0.2)
         while channel.recv_ready():
-            _emit(stdout, channel.recv(_CHUNK))
+            _emit(stdout, out.feed(channel.recv(_CHUNK)))
         while channel.recv_stderr_ready():
-            _emit(stderr, channel.recv_stderr(_CHUNK))
+            _emit(stderr, err.feed(channel.recv_stderr(_CHUNK)))
         if in_fd is not None and in_fd in readable:
             pending = os.read(in_fd, _CHUNK)
             if not pending:
@@ -276,6 +281,8 @@ def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
                 pending, in_fd = b"", None
         if channel.exit_status_ready() and not (channel.recv_ready()
                                                 or channel.recv_stderr_ready()):
+            _emit(stdout, out.close())
+            _emit(stderr, err.close())
             return channel.recv_exit_status()
 
 

@@ -27,6 +27,7 @@ from rivetr_git.pipeline.releases import ReleaseCommands, follow
 from rivetr_git.proxy.routes import RouteTable, normalize_host
 from rivetr_git.settings import Settings
 from rivetr_git.store import Store
+from rivetr_git.terminal import neutralise
 
 
 class Session(Protocol):
@@ -179,7 +180,7 @@ class Admin:
         if app.crashed_reason:
             lines.append(f"crashed:        {app.crashed_reason}")
         for line in lines:
-            await s.out(line)
+            await s.out(neutralise(line))  # commit messages, crash reasons: not ours
         return 0
 
     async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller,

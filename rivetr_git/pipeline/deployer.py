@@ -336,7 +336,7 @@ class Deployer:
                     app_policy.command_timeout(self._settings, app), out)
                 if failed:
                     await self._store.set_status(d.id, Status.RUNNING, post_deploy_error=failed)
-                    out.error(app_policy.red(f"{failed}; the release stays live"))
+                    out.error(f"{failed}; the release stays live", in_red=True)
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:
