@@ -20,7 +20,7 @@ from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
 from rivetr_git.keys import parse_public_key
 from rivetr_git.models import App, Role, SshKey
-from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.names import validate_app_name, validate_domain, validate_key_name
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
@@ -225,7 +225,7 @@ class Admin:
 
     async def _domains_add(self, inv: Invocation, app: App, caller: Caller,
                            s: Session) -> int:
-        hosts = [_hostname(h, self._routes) for h in inv.args.hosts]
+        hosts = [validate_domain(h, self._routes.base_domain) for h in inv.args.hosts]
         await self._store.add_domains(app, hosts)
         await self._refresh_domains()
         for host in hosts:
@@ -354,17 +354,3 @@ def _state(app: App, deployed: bool) -> str:
         return "crashed (the proxy answers 503 until the next deploy)"
     return "running" if deployed else "created (push to deploy)"
 
-
-def _hostname(raw: str, routes: RouteTable) -> str:
-    host = normalize_host(raw)
-    labels = host.split(".")
-    ok = len(labels) > 1 and len(host) <= 253 and all(
-        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-        and not label.startswith("-") and not label.endswith("-") for label in labels)
-    if not ok or host != raw.lower().rstrip("."):
-        raise ValidationError(f"{raw!r} is not a hostname; give one like www.example.com "
-                              "(no scheme, port or path)")
-    if host == routes.base_domain or host.endswith("." + routes.base_domain):
-        raise ValidationError(f"{host} is under the server's base domain "
-                              f"({routes.base_domain}), where app names are served already")
-    return host
