@@ -21,6 +21,7 @@ from rivetr_git.admin.render import table
 from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
 from rivetr_git.app_config import parse_assignments
+from rivetr_git.data_dir import make_private
 from rivetr_git.errors import RivetrError, UsageHelp
 from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
@@ -38,7 +39,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
-    store = await Store.open(_settings(args).db_path)
+    settings = _settings(args)
+    make_private(settings.data_dir)  # this may create the database
+    store = await Store.open(settings.db_path)
     try:
         return await fn(store)
     finally:
@@ -278,6 +281,7 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     from rivetr_git.master_key import rotate
 
     settings = _settings(args)
+    make_private(settings.data_dir)
     count = asyncio.run(rotate(settings.data_dir, settings.db_path))
     print(f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
           f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "

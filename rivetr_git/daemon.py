@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.crypto import open_master_key
+from rivetr_git.data_dir import make_private
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.limits import parse_size
@@ -60,7 +61,7 @@ def install_hooks(data_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for hook in ("pre-receive", "post-receive"):
         shutil.copyfile(packaged_hooks_dir() / hook, target / hook)
-        (target / hook).chmod(0o755)
+        (target / hook).chmod(0o700)
     return target
 
 
@@ -183,7 +184,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         s = self.settings
         stop = stop or asyncio.Event()
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(s.data_dir)  # before the database or any key is written
         key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
         try:
             store = await Store.open(s.db_path)

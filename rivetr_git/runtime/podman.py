@@ -79,7 +79,8 @@ class PodmanRuntime(DockerRuntime):
             executable, "system", "service", "--time=0", url,
             env={"CONTAINERS_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            umask=0o022)  # its storage, not our data dir: the usual modes
         for _ in range(100):
             await asyncio.sleep(0.1)
             if service.returncode is not None:
