@@ -22,7 +22,7 @@ from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import compose
 from rivetr_git.pipeline.deployer import Deployer
-from rivetr_git.pipeline.labels import instance_id, labels
+from rivetr_git.pipeline.labels import instance_id, labels, network_name
 from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
@@ -35,7 +35,7 @@ from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
 from rivetr_git.repos import Repos
-from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
+from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.settings import Settings
@@ -130,11 +130,24 @@ async def reconcile(
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     # Networks of compose groups whose containers are gone (retired before a crash).
-    for app in await store.list_apps():
+    apps = await store.list_apps()
+    for app in apps:
         await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
+    await remove_orphan_networks(runtime, instance, {app.name for app in apps})
     tmp = settings.data_dir / "tmp"
     if tmp.is_dir():
         await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:
+    """Remove the app networks of apps that are gone (a destroy cut short by a crash)."""
+    for name, tags in (await runtime.list_networks(labels(instance))).items():
+        app = tags.get(LABEL_APP, "")
+        if name != network_name(instance, app) or app in apps:
+            continue  # not an app network (e.g. a compose group's), or its app is alive
+        log.info("removing the network of destroyed app %s", app)
+        with contextlib.suppress(RivetrError):  # still in use: the next start tries again
+            await runtime.remove_network(name)
 
 
 def proxy_config(s: Settings) -> ProxyConfig:

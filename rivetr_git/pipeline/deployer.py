@@ -41,7 +41,12 @@ from rivetr_git.pipeline import (
     start,
     watch,
 )
-from rivetr_git.pipeline.labels import container_name, image_repository, labels
+from rivetr_git.pipeline.labels import (
+    container_name,
+    image_repository,
+    labels,
+    network_name,
+)
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.repos import Repos
@@ -175,6 +180,7 @@ class Deployer:
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
             await self._runtime.remove(container.id)
+        await self._runtime.remove_network(network_name(self._instance, app.name))
         async with self._gate.removing():
             for image in await self._runtime.list_images(
                     image_repository(self._instance, app.name)):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
 from rivetr_git.pipeline import health
-from rivetr_git.pipeline.labels import labels
+from rivetr_git.pipeline.labels import labels, network_name
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
@@ -97,6 +97,7 @@ class Processes:
             image=current.image, port=0, env=env,
             labels={**labels(self._instance, app.name), LABEL_ONEOFF: "1"},
             cpus=app.cpu_limit, memory=app.memory_limit,
+            network=network_name(self._instance, app.name),
         )
         async with _neutralised(on_output) as safe:
             return await self._runtime.run_once(spec, command, safe)

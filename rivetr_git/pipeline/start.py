@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DecryptionFailed, StartFailed
-from rivetr_git.pipeline.labels import container_name, labels
+from rivetr_git.pipeline.labels import container_name, labels, network_name
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
 
 DEFAULT_APP_PORT = 5000
@@ -50,6 +50,7 @@ async def start(
         labels=labels(instance, app, deployment_id),
         cpus=cpus,
         memory=memory,
+        network=network_name(instance, app),
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:

@@ -48,6 +48,10 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     cpus: float | None = None  # CPU limit (None: none)
     memory: int | None = None  # memory limit in bytes, swap included (None: none)
+    # The bridge network the container joins instead of the engine's default one, created
+    # (labelled with the spec's instance and app labels) when missing. Containers on other
+    # networks cannot reach it; its published 127.0.0.1 port still can. None: the default.
+    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,14 @@ class Runtime(Protocol):
 
     async def list_images(self, repository: str) -> list[str]:
         """Tags ('repository:tag') of the images in `repository`."""
+        ...
+
+    async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        """The networks carrying every label in `labels`: name -> all its labels."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove a network no container uses any more. Missing is not an error."""
         ...
 
     async def close(self) -> None: ...

@@ -14,7 +14,13 @@ import docker.errors
 import requests.exceptions
 
 from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
-from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
+from rivetr_git.runtime.base import (
+    LABEL_APP,
+    LABEL_INSTANCE,
+    BuildSpec,
+    ContainerInfo,
+    ContainerSpec,
+)
 from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
@@ -122,7 +128,7 @@ class DockerRuntime:
             api = self._client.api
             host_config = api.create_host_config(
                 port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec),
-                **self._host_options(),
+                **self._host_options(), **self._network_of(spec),
             )
             created = api.create_container(
                 spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
@@ -136,6 +142,30 @@ class DockerRuntime:
     def _host_options(self) -> dict[str, Any]:
         """More HostConfig for app containers (engine-specific); none on Docker."""
         return {}
+
+    def _network_options(self) -> dict[str, str]:
+        """Driver options for app networks (engine-specific); none on Docker, whose bridge
+        networks cannot reach each other already."""
+        return {}
+
+    def _network_of(self, spec: ContainerSpec) -> dict[str, Any]:
+        """HostConfig joining the spec's network, made first if missing (in a worker
+        thread: called from one)."""
+        if spec.network is None:
+            return {}
+        api = self._client.api
+        try:
+            api.inspect_network(spec.network)
+        except docker.errors.NotFound:
+            labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
+            try:
+                api.create_network(spec.network, driver="bridge", labels=labels,
+                                   options=self._network_options() or None,
+                                   check_duplicate=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: made meanwhile by a concurrent start
+                    raise
+        return {"network_mode": spec.network}
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
@@ -214,7 +244,8 @@ class DockerRuntime:
 
         def _create() -> str:
             host_config = api.create_host_config(init=True, **_limits(spec),
-                                                 **self._host_options())
+                                                 **self._host_options(),
+                                                 **self._network_of(spec))
             created = api.create_container(
                 spec.image, command=command, name=spec.name, environment=dict(spec.env),
                 labels=dict(spec.labels), host_config=host_config, detach=True)
@@ -258,6 +289,20 @@ class DockerRuntime:
             return [_info(c) for c in found]
 
         return await self._call("list containers", _list)
+
+    async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        def _list() -> dict[str, Mapping[str, str]]:
+            found = self._client.api.networks(filters={"label": _label_filter(labels)})
+            return {str(n["Name"]): dict(n.get("Labels") or {}) for n in found}
+
+        return await self._call("list networks", _list)
+
+    async def remove_network(self, name: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.remove_network(name)
+
+        await self._call("remove network", _remove)
 
     async def list_images(self, repository: str) -> list[str]:
         def _list() -> list[str]:

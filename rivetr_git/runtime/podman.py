@@ -111,6 +111,10 @@ class PodmanRuntime(DockerRuntime):
         return {"ulimits": [{"Name": name, "Soft": value, "Hard": value}
                             for name, value in host_ulimits().items()]}
 
+    def _network_options(self) -> dict[str, str]:
+        # Podman's bridge networks can reach each other unless told otherwise.
+        return {"isolate": "true"}
+
     async def remove_image(self, image: str) -> None:
         await super().remove_image(image)
         # Podman keeps the parent layers Docker removes with the image: prune what no
