@@ -22,6 +22,7 @@ from typing import Any
 from rivetr_git import repo_config
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import (
+    BuildFailed,
     DeployFailed,
     NotFound,
     RivetrError,
@@ -268,15 +269,18 @@ class Deployer:
                 repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
-                    context = await checkout.checkout(self._repos, app.name, d.commit_sha,
-                                                      build_dir, out)
+                    export = await checkout.checkout(self._repos, app.name, d.commit_sha,
+                                                     build_dir, out)
                     repo = await self._repo_config(app, d, out)
                 build_env = await app_policy.build_env(self._env_vars, app, d.id, out)
                 async with self._stage(job, Status.BUILDING), self._gate.building():
-                    result = await build.build(
-                        self._runtime, app, d.id, self._instance, context, out,
-                        self._build_options, build_env=build_env,
-                        repo_build_type=repo.build_type)
+                    try:
+                        result = await build.build(
+                            self._runtime, app, d.id, self._instance, export.path, out,
+                            self._build_options, build_env=build_env,
+                            repo_build_type=repo.build_type)
+                    except BuildFailed as exc:
+                        raise checkout.explain_build_failure(exc, export) from None
                     image = built = result.image
                     build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image,
