@@ -164,7 +164,8 @@ def cmd_apps_show(args: argparse.Namespace) -> int:
         print(f"live: #{current.id} {current.commit_sha[:7]} on 127.0.0.1:{current.host_port}"
               if current else "live: nothing deployed")
         if app.crashed_reason:
-            print(f"crashed: {app.crashed_reason} (the proxy answers 503 until the next deploy)")
+            print(f"crashed: {neutralise(app.crashed_reason)} (the proxy answers 503 until "
+                  "the next deploy)")
         return 0
 
     return asyncio.run(_with_store(args, run))

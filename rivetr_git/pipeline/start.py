@@ -8,6 +8,7 @@ from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import DecryptionFailed, StartFailed
 from rivetr_git.pipeline.labels import container_name, labels, network_name
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
+from rivetr_git.terminal import neutralise
 
 DEFAULT_APP_PORT = 5000
 
@@ -55,6 +56,6 @@ async def start(
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:
         output = (await runtime.logs(info.id, tail=5)).strip()
-        detail = f"; last output: {output.splitlines()[-1]}" if output else ""
+        detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
         raise StartFailed(f"container exited at once (exit code {info.exit_code}){detail}")
     return info
