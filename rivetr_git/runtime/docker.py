@@ -163,6 +163,12 @@ class DockerRuntime:
                                    options=self._network_options() or None,
                                    check_duplicate=True)
             except docker.errors.APIError as exc:
+                if "address pool" in str(exc.explanation or exc):
+                    raise RuntimeOperationError(
+                        f"cannot create network {spec.network}: the engine has no address "
+                        "range left (each app has a network of its own); give it more, e.g. "
+                        'dockerd\'s "default-address-pools": [{"base": "10.128.0.0/9", '
+                        '"size": 24}]') from None
                 if exc.status_code != 409:  # 409: made meanwhile by a concurrent start
                     raise
         return {"network_mode": spec.network}
