@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -167,6 +168,14 @@ def proxy_config(s: Settings) -> ProxyConfig:
 
 
 async def connect_runtime(settings: Settings) -> Runtime:
+    """The container runtime the `runtime` setting asks for, with its app network range."""
+    runtime = await _connect_runtime(settings)
+    if settings.app_networks:
+        runtime.network_pool = ipaddress.IPv4Network(settings.app_networks)
+    return runtime
+
+
+async def _connect_runtime(settings: Settings) -> Runtime:
     """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
     Podman, and logs which it picked. Raises RuntimeUnavailable."""
     run_dir = settings.data_dir / "run"

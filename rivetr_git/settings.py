@@ -113,6 +113,18 @@ def _size(value: str) -> str:
     return value
 
 
+def _app_networks(value: str) -> str:
+    if value:
+        try:
+            network = ipaddress.IPv4Network(value)
+        except ValueError:
+            raise ValueError("expected an IPv4 network such as 10.213.0.0/16") from None
+        if not network.is_private or network.prefixlen > 26:
+            raise ValueError("expected a private IPv4 range of /26 or larger, e.g. "
+                             "10.213.0.0/16 (each app takes a /26)")
+    return value
+
+
 def _trusted(value: str) -> str:
     parse_networks(value)
     return value
@@ -172,6 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
             "it answers, else Podman)", _runtime),
     Setting("podman_socket", str, "", "runtime podman: the API socket of a running `podman "
             "system service` ('': start one on data_dir/run/podman.sock)"),
+    Setting("app_networks", str, "10.213.0.0/16", "private IPv4 range the apps' own networks "
+            "take a /26 each from ('': the engine's default pools, about 30 networks)",
+            _app_networks),
     Setting("auto_create_apps", bool, True, "an admin key's first push to a new name creates it"),
     Setting("health_path", str, "", "default HTTP health path ('' : the app must answer at all)",
             _health_path),
@@ -266,6 +281,7 @@ class Settings:
     max_concurrent_deploys: int = 2
     runtime: str = "docker"
     podman_socket: str = ""
+    app_networks: str = "10.213.0.0/16"
     auto_create_apps: bool = True
     health_path: str = ""
     health_interval: float = 0.5

@@ -3,9 +3,15 @@ proxy. Real daemon, real SSH, real engine."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
+import pytest
+
+from rivetr_git.errors import ConfigError, RuntimeOperationError
+from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.settings import load_settings
 from tests.helpers import Key, Server, docker_ids, run
 from tests.test_admin_verbs import ok, shell_app, verb
 
@@ -43,8 +49,11 @@ def test_apps_cannot_reach_each_other_and_destroy_removes_the_network(
     assert server.get("mxneta", "/index.html") == (200, "hello v1\n")  # the proxy still does
     b_network = f"rivetr-{server.instance}-mxnetb"
     assert list(b_networks) == [b_network], b_networks  # not on the default bridge
-    labels = json.loads(run(["docker", "network", "inspect", b_network]).stdout)[0]["Labels"]
-    assert labels == {"rivetr.instance": server.instance, "rivetr.app": "mxnetb"}
+    inspected = json.loads(run(["docker", "network", "inspect", b_network]).stdout)[0]
+    assert inspected["Labels"] == {"rivetr.instance": server.instance, "rivetr.app": "mxnetb"}
+    [config] = inspected["IPAM"]["Config"]  # a /26 of app_networks, not the engine's pools
+    subnet = ipaddress.ip_network(config["Subnet"])
+    assert subnet.prefixlen == 26 and subnet.subnet_of(ipaddress.ip_network("10.213.0.0/16"))
 
     ok(server, alice, "apps:destroy", "mxnetb", "--confirm", "mxnetb")
     gone = run(["docker", "network", "inspect", b_network], check=False)
@@ -63,3 +72,36 @@ def test_start_up_removes_networks_of_apps_that_are_gone(own_server: Server) -> 
     left = run(["docker", "network", "ls", "--format", "{{.Name}}"]).stdout.split()
     assert prefix + "mxgone" not in left
     assert prefix + "mxalive" in left and prefix + "mxgone-7_default" in left
+
+
+class _FakeNetworksApi:
+    """Fake (pure logic): the engine's network list, nothing else."""
+
+    def __init__(self, subnets: list[str]) -> None:
+        self._subnets = subnets
+
+    def networks(self) -> list[dict[str, object]]:
+        return [{"Name": "bridge", "IPAM": {"Config": [{"Subnet": s}]}} for s in self._subnets]
+
+
+class _FakeClient:
+    def __init__(self, subnets: list[str]) -> None:
+        self.api = _FakeNetworksApi(subnets)
+
+
+def test_free_subnet_skips_every_overlapping_network_and_says_when_full() -> None:
+    runtime = DockerRuntime(_FakeClient(["172.17.0.0/16", "10.213.0.0/26", "10.213.0.96/27",
+                                         "fd00::/64"]))
+    assert runtime._free_subnet() is None  # no pool: the engine's own pools
+    runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/24")
+    assert runtime._free_subnet() == "10.213.0.128/26"  # .64/26 overlaps .96/27
+    runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/25")
+    with pytest.raises(RuntimeOperationError, match=r"app_networks 10\.213\.0\.0/25 is full"):
+        runtime._free_subnet()
+
+
+def test_app_networks_setting_takes_a_private_range_or_nothing() -> None:
+    assert load_settings(overrides={"app_networks": ""}).app_networks == ""
+    for bad in ("8.8.0.0/16", "10.0.0.0/28", "nonsense", "fd00::/64"):
+        with pytest.raises(ConfigError):
+            load_settings(overrides={"app_networks": bad})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Protocol
 
@@ -69,6 +70,8 @@ class Runtime(Protocol):
     """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
 
     name: str
+    # Where app networks take their subnets (a /26 each); None: the engine's default pools.
+    network_pool: IPv4Network | None
     # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
     # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
     engine_env: Mapping[str, str]

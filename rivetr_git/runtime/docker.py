@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
@@ -25,6 +27,9 @@ from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
 T = TypeVar("T")
+
+APP_SUBNET_PREFIX = 26  # 62 addresses per app: releases side by side, one-off runs
+_NETWORK_TRIES = 5
 
 
 def _limits(spec: ContainerSpec) -> dict[str, Any]:
@@ -71,6 +76,7 @@ class DockerRuntime:
 
     name = "docker"
     engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
+    network_pool: ipaddress.IPv4Network | None = None
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -157,21 +163,51 @@ class DockerRuntime:
         try:
             api.inspect_network(spec.network)
         except docker.errors.NotFound:
-            labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
+            self._create_network(spec)
+        return {"network_mode": spec.network}
+
+    def _create_network(self, spec: ContainerSpec) -> None:
+        assert spec.network is not None
+        api = self._client.api
+        labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
+        for attempt in range(_NETWORK_TRIES):
+            subnet = self._free_subnet()
+            ipam = (docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+                    if subnet else None)
             try:
-                api.create_network(spec.network, driver="bridge", labels=labels,
+                api.create_network(spec.network, driver="bridge", labels=labels, ipam=ipam,
                                    options=self._network_options() or None,
                                    check_duplicate=True)
+                return
             except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # made meanwhile by a concurrent start
+                    return
+                if subnet and attempt + 1 < _NETWORK_TRIES:
+                    continue  # the subnet was taken meanwhile (another app, another server)
                 if "address pool" in str(exc.explanation or exc):
                     raise RuntimeOperationError(
                         f"cannot create network {spec.network}: the engine has no address "
-                        "range left (each app has a network of its own); give it more, e.g. "
-                        'dockerd\'s "default-address-pools": [{"base": "10.128.0.0/9", '
-                        '"size": 24}]') from None
-                if exc.status_code != 409:  # 409: made meanwhile by a concurrent start
-                    raise
-        return {"network_mode": spec.network}
+                        "range left (each app has a network of its own); set app_networks "
+                        "to a private range, e.g. 10.213.0.0/16") from None
+                raise
+
+    def _free_subnet(self) -> str | None:
+        """A /26 of `network_pool` that no network of the engine overlaps (None: no pool,
+        the engine picks)."""
+        pool = self.network_pool
+        if pool is None:
+            return None
+        used = [ipaddress.ip_network(config["Subnet"], strict=False)
+                for network in self._client.api.networks()
+                for config in ((network.get("IPAM") or {}).get("Config") or [])
+                if config.get("Subnet")]
+        used4 = [u for u in used if isinstance(u, ipaddress.IPv4Network)]
+        for candidate in pool.subnets(new_prefix=max(pool.prefixlen, APP_SUBNET_PREFIX)):
+            if not any(candidate.overlaps(u) for u in used4):
+                return str(candidate)
+        raise RuntimeOperationError(
+            f"app_networks {pool} is full ({len(used4)} networks on the engine); destroy "
+            "unused apps or set app_networks to a larger private range")
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
