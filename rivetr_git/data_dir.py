@@ -16,6 +16,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PRIVATE_UMASK = 0o077
+_CHECKED_ELSEWHERE = frozenset({"master.key"})  # crypto.py refuses it when open
 
 
 def make_private(data_dir: Path) -> None:
@@ -29,7 +30,9 @@ def make_private(data_dir: Path) -> None:
     database and its -wal/-shm, master.key, the host key, repos/, logs/, tmp/) loses its
     group/other bits so that it stays private when moved or copied out, e.g. to a backup.
     A dir owned by someone else is left as it is, with a warning (a read-only command run
-    by another user must not fail for it).
+    by another user must not fail for it). The master key is not fixed either: a key that
+    was open to others may have been read, so its own check refuses to start and says to
+    rotate it, rather than this hiding that it happened.
     """
     os.umask(PRIVATE_UMASK)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -38,7 +41,7 @@ def make_private(data_dir: Path) -> None:
         with os.scandir(data_dir) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):  # e.g. a build dir just gone
-                    if not entry.is_symlink():
+                    if not entry.is_symlink() and entry.name not in _CHECKED_ELSEWHERE:
                         _restrict(Path(entry.path), None)
     except PermissionError as exc:
         log.warning("cannot make the data dir %s private (%s); run as its owner, or "

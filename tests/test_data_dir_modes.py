@@ -43,6 +43,7 @@ def test_an_open_data_dir_is_made_private_at_start(own_server: Server) -> None:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
     assert "rivetr.db" in open_to_others(data)
+    (data / "master.key").chmod(0o600)  # an open one refuses the start (test_env_deploy)
     own_server.start()
     assert open_to_others(data) == {}
     assert mode(data / "rivetr.db") == 0o600 and mode(data / "repos") == 0o700
