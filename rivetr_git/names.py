@@ -56,11 +56,11 @@ def validate_domain(raw: str, base_domain: str) -> str:
     base domain (app names are served there already).
     """
     host = raw.strip().lower().rstrip(".")
-    if _is_address(host):
+    if is_address(host):
         raise ValidationError(
             f"{raw!r} is an IP address, not a domain name: an app cannot claim requests sent "
             "to an address; give a hostname that points at this server, e.g. www.example.com")
-    if host == "localhost" or host.endswith(".localhost"):
+    if is_localhost(host):
         raise ValidationError(
             f"{raw!r} is a localhost name, which always means the client's own machine; "
             "give a hostname that points at this server, e.g. www.example.com")
@@ -77,7 +77,12 @@ def validate_domain(raw: str, base_domain: str) -> str:
     return host
 
 
-def _is_address(host: str) -> bool:
+def is_localhost(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
+
+
+def is_address(host: str) -> bool:
+    """Whether `host` is an IP literal, or what browsers would read as an IPv4 address."""
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         ipaddress.ip_address(literal)

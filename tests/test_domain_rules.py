@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from rivetr_git.errors import ValidationError
 from rivetr_git.names import validate_domain
-from tests.helpers import Key, Server
+from tests.helpers import AppRepo, Key, Server
 from tests.test_admin_verbs import fails, get_host, ok
 
 ADDRESSES = ("127.0.0.1", "10.0.0.1.", "::1", "[::1]", "[fe80::1%eth0]", "::ffff:127.0.0.1",
@@ -43,3 +46,23 @@ def test_domains_add_refuses_addresses_and_localhost_over_ssh(
     assert "localhost name" in fails(server, bob, "domains:add", "mxdomains", "localhost")
     assert get_host(server, "127.0.0.1") == 404  # nothing took over requests by address
     assert ok(server, bob, "domains:list", "mxdomains").split()[1:] == ["(always)"]
+
+
+def test_an_address_accepted_by_an_older_version_is_not_served(
+    own_server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = AppRepo(workdir / "app", alice)
+    assert repo.push(own_server.remote("mxolddomain")).returncode == 0
+    ok(own_server, alice, "domains:add", "mxolddomain", "www.example.test")
+    own_server.stop()
+    with sqlite3.connect(own_server.data_dir / "rivetr.db") as db:  # as an older version did
+        db.execute("INSERT INTO app_domains (app_id, host) SELECT app_id, '127.0.0.1' "
+                   "FROM app_domains WHERE host = 'www.example.test'")
+    own_server.start()
+    assert get_host(own_server, "127.0.0.1") == 404
+    assert get_host(own_server, "www.example.test") == 200
+    assert "domain 127.0.0.1 of mxolddomain is not served" in own_server.log()
+    listed = ok(own_server, alice, "domains:list", "mxolddomain").split()
+    assert "127.0.0.1" in listed  # shown, so that it can be removed
+    ok(own_server, alice, "domains:remove", "mxolddomain", "127.0.0.1")
