@@ -26,7 +26,9 @@ from rivetr_git.models import App, Role
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.remote import CLIENT_MODE_HELP, client_target
 from rivetr_git.settings import Settings, load_settings, settings_help
+from rivetr_git.store.data_dir import make_private
 from rivetr_git.store.database import Store
+from rivetr_git.terminal import neutralise
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -37,7 +39,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
-    store = await Store.open(_settings(args).db_path)
+    settings = _settings(args)
+    make_private(settings.data_dir)  # this may create the database
+    store = await Store.open(settings.db_path)
     try:
         return await fn(store)
     finally:
@@ -160,7 +164,8 @@ def cmd_apps_show(args: argparse.Namespace) -> int:
         print(f"live: #{current.id} {current.commit_sha[:7]} on 127.0.0.1:{current.host_port}"
               if current else "live: nothing deployed")
         if app.crashed_reason:
-            print(f"crashed: {app.crashed_reason} (the proxy answers 503 until the next deploy)")
+            print(f"crashed: {neutralise(app.crashed_reason)} (the proxy answers 503 until "
+                  "the next deploy)")
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -268,7 +273,7 @@ def run_local_verb(options: list[str], verb_argv: list[str]) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         for line in await store.get_logs(args.deployment_id):
-            print(line.line)
+            print(neutralise(line.line, keep_style=True))  # rows stored by older versions are raw
         return 0
 
     return asyncio.run(_with_store(args, run))
@@ -278,6 +283,7 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     from rivetr_git.secrets.master_key import rotate
 
     settings = _settings(args)
+    make_private(settings.data_dir)
     count = asyncio.run(rotate(settings.data_dir, settings.db_path))
     print(f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
           f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "

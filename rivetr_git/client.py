@@ -14,7 +14,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +23,7 @@ import paramiko
 
 from rivetr_git.errors import ClientError, HostKeyMismatch, HostKeyUnknown
 from rivetr_git.remote import RemoteUrl, Target
+from rivetr_git.terminal import ByteNeutraliser
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
@@ -249,7 +250,12 @@ def _stdin() -> BinaryIO | None:
 
 def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
            stderr: BinaryIO) -> int:
-    """Copy the channel's output out as it arrives and stdin in; the remote exit status."""
+    """Copy the channel's output out as it arrives and stdin in; the remote exit status.
+
+    The server neutralises what apps and builds print; so does this side for a terminal,
+    in case the server is an older one (only the server's own colours reach it). Into a
+    pipe or file output goes byte for byte (`config:get` in scripts)."""
+    out, err = _guard(stdout), _guard(stderr)
     in_fd = stdin.fileno() if stdin is not None else None
     if in_fd is None:
         channel.shutdown_write()
@@ -261,9 +267,9 @@ def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
         # The timeout only bounds how late we notice an exit status sent without data.
         readable, _, _ = select.select(watch, [], [], 0.2)
         while channel.recv_ready():
-            _emit(stdout, channel.recv(_CHUNK))
+            _emit(stdout, out(channel.recv(_CHUNK), False))
         while channel.recv_stderr_ready():
-            _emit(stderr, channel.recv_stderr(_CHUNK))
+            _emit(stderr, err(channel.recv_stderr(_CHUNK), False))
         if in_fd is not None and in_fd in readable:
             pending = os.read(in_fd, _CHUNK)
             if not pending:
@@ -276,7 +282,16 @@ def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
                 pending, in_fd = b"", None
         if channel.exit_status_ready() and not (channel.recv_ready()
                                                 or channel.recv_stderr_ready()):
+            _emit(stdout, out(b"", True))
+            _emit(stderr, err(b"", True))
             return channel.recv_exit_status()
+
+
+def _guard(stream: BinaryIO) -> Callable[[bytes, bool], bytes]:
+    """What to write to `stream` for received bytes (and, with True, at the end)."""
+    if not stream.isatty():
+        return lambda data, final: data
+    return ByteNeutraliser(keep_style=True).feed
 
 
 def _emit(stream: BinaryIO, data: bytes) -> None:

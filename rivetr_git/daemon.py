@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import compose
 from rivetr_git.pipeline.deployer import Deployer
-from rivetr_git.pipeline.labels import instance_id, labels
+from rivetr_git.pipeline.labels import instance_id, labels, network_name
 from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
@@ -31,13 +32,14 @@ from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
-from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
+from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.master_key import lock_master_key
 from rivetr_git.settings import Settings
+from rivetr_git.store.data_dir import make_private
 from rivetr_git.store.database import Store
 from rivetr_git.store.repos import Repos
 
@@ -61,7 +63,7 @@ def install_hooks(data_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for hook in ("pre-receive", "post-receive"):
         shutil.copyfile(packaged_hooks_dir() / hook, target / hook)
-        (target / hook).chmod(0o755)
+        (target / hook).chmod(0o700)
     return target
 
 
@@ -130,11 +132,24 @@ async def reconcile(
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     # Networks of compose groups whose containers are gone (retired before a crash).
-    for app in await store.list_apps():
+    apps = await store.list_apps()
+    for app in apps:
         await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
+    await remove_orphan_networks(runtime, instance, {app.name for app in apps})
     tmp = settings.data_dir / "tmp"
     if tmp.is_dir():
         await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:
+    """Remove the app networks of apps that are gone (a destroy cut short by a crash)."""
+    for name, tags in (await runtime.list_networks(labels(instance))).items():
+        app = tags.get(LABEL_APP, "")
+        if name != network_name(instance, app) or app in apps:
+            continue  # not an app network (e.g. a compose group's), or its app is alive
+        log.info("removing the network of destroyed app %s", app)
+        with contextlib.suppress(RivetrError):  # still in use: the next start tries again
+            await runtime.remove_network(name)
 
 
 def proxy_config(s: Settings) -> ProxyConfig:
@@ -155,6 +170,14 @@ def proxy_config(s: Settings) -> ProxyConfig:
 
 
 async def connect_runtime(settings: Settings) -> Runtime:
+    """The container runtime the `runtime` setting asks for, with its app network range."""
+    runtime = await _connect_runtime(settings)
+    if settings.app_networks:
+        runtime.network_pool = ipaddress.IPv4Network(settings.app_networks)
+    return runtime
+
+
+async def _connect_runtime(settings: Settings) -> Runtime:
     """The container runtime the `runtime` setting asks for; `auto` tries Docker, then
     Podman, and logs which it picked. Raises RuntimeUnavailable."""
     run_dir = settings.data_dir / "run"
@@ -186,7 +209,7 @@ class Daemon:
         s = self.settings
         stop = stop or asyncio.Event()
         raise_nofile_limit()  # connections (proxy, SSH) are descriptors; workers inherit it
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(s.data_dir)  # before the database or any key is written
         key_lock = lock_master_key(s.data_dir, exclusive=False)  # no rotation meanwhile
         try:
             store = await Store.open(s.db_path)

@@ -8,6 +8,7 @@ Value checks come from `validate` (one rule per kind of value, shared with app s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -79,6 +80,19 @@ def _alg_list(value: object) -> str:
         raise ValueError("expected algorithm names separated by commas, e.g. "
                          "curve25519-sha256,diffie-hellman-group16-sha512")
     return ",".join(names)
+
+
+def _app_networks(value: object) -> str:
+    found = validate.text(value)
+    if found:
+        try:
+            network = ipaddress.IPv4Network(found)
+        except ValueError:
+            raise ValueError("expected an IPv4 network such as 10.213.0.0/16") from None
+        if not network.is_private or network.prefixlen > 26:
+            raise ValueError("expected a private IPv4 range of /26 or larger, e.g. "
+                             "10.213.0.0/16 (each app takes a /26)")
+    return found
 
 
 def _health_path(value: object) -> str:
@@ -349,6 +363,9 @@ class Settings:
     max_push_size: str = setting(
         "100m", "largest pack one push may send, e.g. 100m or 1g (git's receive.maxInputSize; "
         "'' or 0: no limit)", keeps(validate.size))
+    app_networks: str = setting(
+        "10.213.0.0/16", "private IPv4 range the apps' own networks take a /26 each from ('': "
+        "the engine's default pools, about 30 networks)", _app_networks)
 
     @property
     def db_path(self) -> Path:

@@ -240,6 +240,9 @@ class EchoServer:
             data = await process.stdin.read()
             process.stdout.write(json.dumps({"argv": argv, "stdin": data.decode()}).encode())
             process.exit(0)
+        elif argv[0] == "deploys":  # what an older server replays raw: escapes and colour
+            process.stdout.write(b"msg \x1b]0;TITLE\x07 \x1b[31mred\x1b[0m end\n")
+            process.exit(0)
         elif argv[0] == "run":  # exits with the status it is given
             process.stderr.write(b"exiting\n")
             process.exit(int(argv[-1]))
@@ -326,6 +329,27 @@ def test_a_terminal_stdin_is_not_read_the_command_gets_eof(
         os.close(secondary)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["stdin"] == ""
+
+
+def test_escapes_are_neutralised_for_a_terminal_and_kept_for_a_pipe(
+    echo_checkout: tuple[Path, Path]
+) -> None:
+    repo, home = echo_checkout
+    raw = b"msg \x1b]0;TITLE\x07 \x1b[31mred\x1b[0m end\n"
+    piped = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "deploys"], cwd=repo,
+                           env=cli_env(home), capture_output=True, timeout=60)
+    assert (piped.returncode, piped.stdout) == (0, raw)  # scripts get the bytes
+    primary, secondary = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "deploys"], cwd=repo,
+                                env=cli_env(home), stdout=secondary, stderr=subprocess.PIPE,
+                                timeout=60)
+        shown = os.read(primary, 4096)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert result.returncode == 0, result.stderr
+    assert shown == b"msg ^[]0;TITLE^G \x1b[31mred\x1b[0m end\r\n"  # the colour stays
 
 
 @pytest.mark.parametrize("status", [0, 3, 42])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rivetr_git.runtime.podman import host_ulimits
+from tests import test_app_network
 from tests import test_push_deploy as spine
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
@@ -30,6 +31,7 @@ SPINE: list[Callable[[Server, dict[str, Key], Path], None]] = [
     spine.test_crashing_app_fails_at_start_or_health,
     spine.test_first_deploy_failure_deletes_the_branch,
     spine.test_build_output_streams_before_the_build_finishes,
+    test_app_network.test_apps_cannot_reach_each_other_and_destroy_removes_the_network,
 ]
 
 
@@ -59,6 +61,10 @@ def podman_server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
         mine = [i for i in images if f"rivetr-{srv.instance}/" in i]
         if mine:
             podman("rmi", "-f", *mine)
+        networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+        mine = [n for n in networks if n.startswith(f"rivetr-{srv.instance}-")]
+        if mine:
+            podman("network", "rm", "-f", *mine)
 
 
 @pytest.fixture

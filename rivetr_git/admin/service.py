@@ -26,7 +26,7 @@ from rivetr_git.admin.ssh_keys import parse_public_key
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import AccessDenied, NotFound, ValidationError
 from rivetr_git.models import App, Role, SshKey
-from rivetr_git.names import validate_app_name, validate_key_name
+from rivetr_git.names import validate_app_name, validate_domain, validate_key_name
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
@@ -34,6 +34,7 @@ from rivetr_git.proxy.routes import RouteTable, normalize_host
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
+from rivetr_git.terminal import neutralise
 
 
 class Session(Protocol):
@@ -194,7 +195,7 @@ class Admin:
         if app.crashed_reason:
             lines.append(f"crashed:        {app.crashed_reason}")
         for line in lines:
-            await s.out(line)
+            await s.out(neutralise(line))  # commit messages, crash reasons: not ours
         return 0
 
     async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller,
@@ -239,7 +240,7 @@ class Admin:
 
     async def _domains_add(self, inv: Invocation, app: App, caller: Caller,
                            s: Session) -> int:
-        hosts = [_hostname(h, self._routes) for h in inv.args.hosts]
+        hosts = [validate_domain(h, self._routes.base_domain) for h in inv.args.hosts]
         await self._store.add_domains(app, hosts)
         await self._refresh_domains()
         for host in hosts:
@@ -368,17 +369,3 @@ def _state(app: App, deployed: bool) -> str:
         return "crashed (the proxy answers 503 until the next deploy)"
     return "running" if deployed else "created (push to deploy)"
 
-
-def _hostname(raw: str, routes: RouteTable) -> str:
-    host = normalize_host(raw)
-    labels = host.split(".")
-    ok = len(labels) > 1 and len(host) <= 253 and all(
-        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-        and not label.startswith("-") and not label.endswith("-") for label in labels)
-    if not ok or host != raw.lower().rstrip("."):
-        raise ValidationError(f"{raw!r} is not a hostname; give one like www.example.com "
-                              "(no scheme, port or path)")
-    if host == routes.base_domain or host.endswith("." + routes.base_domain):
-        raise ValidationError(f"{host} is under the server's base domain "
-                              f"({routes.base_domain}), where app names are served already")
-    return host

@@ -15,8 +15,6 @@ from rivetr_git.pipeline.repo_config import RepoConfig
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 
-_RED, _RESET = "\x1b[31m", "\x1b[0m"
-
 
 def _pick(*values: Any) -> Any:
     return next(v for v in values if v is not None)
@@ -57,11 +55,6 @@ def limits_note(app: App) -> str:
     if app.cpu_limit is not None:
         parts.append(f"cpu {app.cpu_limit:g}")
     return f" (limits: {', '.join(parts)})" if parts else ""
-
-
-def red(text: str) -> str:
-    """Shown in red in the pusher's terminal (git passes the escape codes through)."""
-    return f"{_RED}{text}{_RESET}"
 
 
 async def build_env(env_vars: EnvVars, app: App, deployment_id: int, out: DeployLog

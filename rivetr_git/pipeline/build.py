@@ -4,6 +4,7 @@ it, streaming every line."""
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,26 +128,51 @@ async def build(
 
 async def _narrow(context_tar: Path, work: Path, directory: str, dockerfile: str
                   ) -> tuple[Path, str]:
-    """The build context cut down to `directory`; a Dockerfile outside it comes along under
-    a name of its own (as `docker build -f` does)."""
+    """The build context cut down to `directory`; a Dockerfile outside it (or a symlink to
+    one) comes along under a name of its own (as `docker build -f` does)."""
     prefix = directory.rstrip("/") + "/"
+    real, content = await asyncio.to_thread(_read_dockerfile, context_tar, dockerfile)
     extra: dict[str, bytes] = {}
-    if dockerfile.startswith(prefix):
-        inside = dockerfile[len(prefix):]
+    if real.startswith(prefix):
+        inside = real[len(prefix):]
     else:
         inside = ".rivetr.Dockerfile"
-        extra[inside] = await asyncio.to_thread(_read_member, context_tar, dockerfile)
+        extra[inside] = content
     target = work / "narrow-context.tar"
     await asyncio.to_thread(subtree, context_tar, target, directory, "", extra)
     return target, inside
 
 
-def _read_member(tar: Path, name: str) -> bytes:
+_MAX_LINKS = 8
+
+
+def _read_dockerfile(tar: Path, name: str) -> tuple[str, bytes]:
+    """The path `name` resolves to in the commit (following symlinks inside the tree) and
+    that file's content. Raises BuildFailed for links that leave the tree or lead nowhere."""
+    path = name
     with tarfile.open(tar) as archive:
-        handle = archive.extractfile(name)
-        if handle is None:
-            raise BuildFailed(f"{name} is not a regular file")
-        return handle.read()
+        for _ in range(_MAX_LINKS):
+            try:
+                member = archive.getmember(path)
+            except KeyError:
+                raise BuildFailed(_unreadable(name, path, "is not in the pushed commit")) from None
+            if not member.issym():
+                handle = archive.extractfile(member) if member.isfile() else None
+                if handle is None:
+                    raise BuildFailed(_unreadable(name, path, "is not a regular file"))
+                return path, handle.read()
+            link = member.linkname
+            path = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
+            if link.startswith("/") or path == ".." or path.startswith("../"):
+                raise BuildFailed(_unreadable(name, link, "is outside the pushed tree"))
+    raise BuildFailed(f"{name} is a chain of more than {_MAX_LINKS} symlinks; commit the "
+                      "Dockerfile itself")
+
+
+def _unreadable(name: str, path: str, why: str) -> str:
+    via = "" if path == name else f"links to {path}, which "
+    return (f"the Dockerfile {name} {via}{why}; commit the Dockerfile itself (or a symlink "
+            "to a file in the repository), or set the app's dockerfile")
 
 
 async def docker_build(

@@ -89,7 +89,7 @@ async def stream(executable: str, args: list[str], cwd: Path, env: Mapping[str, 
     proc = await asyncio.create_subprocess_exec(
         executable, *args, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True, umask=0o022)  # what it writes may go into the image
     last = ""
     try:
         async with asyncio.timeout(timeout):

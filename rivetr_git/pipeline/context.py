@@ -63,3 +63,9 @@ def extract(source: Path, target: Path) -> None:
     with tarfile.open(source) as archive:
         # 'data' refuses absolute paths, '..' and links out of the tree.
         archive.extractall(target, filter="data")
+    # Files keep the modes git gave them; the dirs git does not store were made under the
+    # server's private umask (0700) and would reach images so: a non-root app could not
+    # read its own files. They stay private on the host, inside the 0700 data dir.
+    for directory in (target, *(p for p in target.rglob("*") if p.is_dir()
+                                and not p.is_symlink())):
+        directory.chmod(0o755)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import (
+    BuildFailed,
     DeployFailed,
     NotFound,
     RivetrError,
@@ -40,7 +41,12 @@ from rivetr_git.pipeline import (
     start,
     watch,
 )
-from rivetr_git.pipeline.labels import container_name, image_repository, labels
+from rivetr_git.pipeline.labels import (
+    container_name,
+    image_repository,
+    labels,
+    network_name,
+)
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import Runtime
@@ -175,6 +181,7 @@ class Deployer:
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
             await self._runtime.remove(container.id)
+        await self._runtime.remove_network(network_name(self._instance, app.name))
         await compose.remove_all(self._compose_dir, self._runtime, self._instance, app.name)
         async with self._gate.removing():
             for image in await self._runtime.list_images(
@@ -263,15 +270,18 @@ class Deployer:
                 repo = await self._repo_config(app, d, out)
             else:
                 async with self._stage(job, Status.CLONING):
-                    context = await checkout.checkout(self._repos, app.name, d.commit_sha,
-                                                      build_dir, out)
+                    export = await checkout.checkout(self._repos, app.name, d.commit_sha,
+                                                     build_dir, out)
                     repo = await self._repo_config(app, d, out)
                 build_env = await app_policy.build_env(self._env_vars, app, d.id, out)
                 async with self._stage(job, Status.BUILDING), self._gate.building():
-                    result = await build.build(
-                        self._runtime, app, d.id, self._instance, context, out,
-                        self._build_options, build_env=build_env,
-                        repo_build_type=repo.build_type)
+                    try:
+                        result = await build.build(
+                            self._runtime, app, d.id, self._instance, export.path, out,
+                            self._build_options, build_env=build_env,
+                            repo_build_type=repo.build_type)
+                    except BuildFailed as exc:
+                        raise checkout.explain_build_failure(exc, export) from None
                     image = built = result.image
                     build_type, group = result.detection.build_type, result.group
                 await self._store.set_status(d.id, Status.BUILDING, image=image,
@@ -340,7 +350,7 @@ class Deployer:
                     app_policy.command_timeout(self._settings, app), out)
                 if failed:
                     await self._store.set_status(d.id, Status.RUNNING, post_deploy_error=failed)
-                    out.error(app_policy.red(f"{failed}; the release stays live"))
+                    out.error(f"{failed}; the release stays live", in_red=True)
             out.header(f"Running: {self.app_url(app.name)} (live in "
                        f"{time.monotonic() - started:.2f}s)")
         except DeployFailed as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from rivetr_git.errors import HealthCheckFailed
 from rivetr_git.runtime.base import Runtime
+from rivetr_git.terminal import neutralise
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ async def wait_healthy(
         info = await runtime.inspect(container_id)
         if info is None or not info.running:
             output = (await runtime.logs(container_id, tail=5)).strip() if info else ""
-            detail = f"; last output: {output.splitlines()[-1]}" if output else ""
+            detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
             code = info.exit_code if info else "?"
             raise HealthCheckFailed(f"container exited (exit code {code}){detail}")
         last = await probe("127.0.0.1", host_port, policy.path, host_header, policy.timeout) or ""
@@ -88,6 +89,6 @@ async def wait_healthy(
         await asyncio.sleep(min(policy.interval, 0.02 * 2 ** (attempt - 1)))
     what = f"GET {policy.path}" if policy.path else "the app's port"
     raise HealthCheckFailed(
-        f"{what} failed {policy.retries} times (last: {last}); check that the app listens "
-        "on $PORT"
+        f"{what} failed {policy.retries} times (last: {neutralise(last)}); check that the app "
+        "listens on $PORT"
     )

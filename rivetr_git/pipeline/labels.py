@@ -34,3 +34,8 @@ def image_tag(instance: str, app: str, deployment_id: int) -> str:
 
 def container_name(instance: str, app: str, deployment_id: int) -> str:
     return f"rivetr-{instance}-{app}-{deployment_id}"
+
+
+def network_name(instance: str, app: str) -> str:
+    """The app's own network: its releases, processes and one-off runs, no other app's."""
+    return f"rivetr-{instance}-{app}"

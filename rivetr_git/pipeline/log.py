@@ -8,6 +8,7 @@ import time
 
 from rivetr_git.models import LogLine
 from rivetr_git.store.database import Store
+from rivetr_git.terminal import neutralise, red
 
 HEADER = "-----> "
 INDENT = "       "
@@ -28,19 +29,24 @@ class DeployLog:
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
 
+    # Texts may carry what a pusher or an app controls (commit messages, build and command
+    # output, errors quoting it): neutralised here, before the server's own styling.
     def header(self, text: str) -> None:
-        self.emit(HEADER + text, "system")
+        self.emit(HEADER + neutralise(text), "system")
 
     def info(self, text: str) -> None:
-        self.emit(INDENT + text, "system")
+        self.emit(INDENT + neutralise(text), "system")
 
     def output(self, text: str, stream: str) -> None:
-        self.emit(INDENT + text, stream)
+        self.emit(INDENT + neutralise(text), stream)
 
-    def error(self, text: str) -> None:
-        self.emit(ERROR + text, "system")
+    def error(self, text: str, in_red: bool = False) -> None:
+        """`in_red`: shown in red in the pusher's terminal (git passes the codes through)."""
+        text = neutralise(text)
+        self.emit(ERROR + (red(text) if in_red else text), "system")
 
     def emit(self, line: str, stream: str) -> None:
+        """Store and show `line` as it is: callers neutralise what they did not write."""
         self._history.append(line)
         self._pending.append(LogLine(time.time(), self.stage, stream, line))
         for queue in self._watchers:

@@ -6,18 +6,20 @@ switched without downtime. Stop and start act on the live release's own containe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
 from rivetr_git.pipeline import health
-from rivetr_git.pipeline.labels import labels
+from rivetr_git.pipeline.labels import labels, network_name
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
 from rivetr_git.store.database import Store
+from rivetr_git.terminal import ByteNeutraliser
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ class Processes:
                    ) -> None:
         current = await self._live(app)
         assert current.container_id is not None
-        await self._runtime.follow_logs(current.container_id, lines, follow, on_output)
+        async with _neutralised(on_output) as safe:
+            await self._runtime.follow_logs(current.container_id, lines, follow, safe)
 
     async def run(self, app: App, command: list[str], on_output: OnOutput) -> int:
         """Run `command` in a new container of the live release, with its env and limits."""
@@ -94,5 +97,21 @@ class Processes:
             image=current.image, port=0, env=env,
             labels={**labels(self._instance, app.name), LABEL_ONEOFF: "1"},
             cpus=app.cpu_limit, memory=app.memory_limit,
+            network=network_name(self._instance, app.name),
         )
-        return await self._runtime.run_once(spec, command, on_output)
+        async with _neutralised(on_output) as safe:
+            return await self._runtime.run_once(spec, command, safe)
+
+
+@contextlib.asynccontextmanager
+async def _neutralised(on_output: OnOutput) -> AsyncIterator[OnOutput]:
+    """`on_output` fed what an app prints with its control characters neutralised."""
+    stream = ByteNeutraliser()
+
+    async def safe(data: bytes) -> None:
+        if out := stream.feed(data):
+            await on_output(out)
+
+    yield safe
+    if rest := stream.close():
+        await on_output(rest)

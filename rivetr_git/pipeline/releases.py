@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.store.database import Store
+from rivetr_git.terminal import neutralise
 
 Write = Callable[[str], Awaitable[None]]
 
@@ -26,7 +27,7 @@ def release_table(releases: list[Deployment], live: Deployment | None) -> list[s
         if r.rollback_of is not None:
             again = f" ({'restart of' if r.kind == 'restart' else 'rollback to'} #{r.rollback_of})"
         lines.append(f"{mark} #{r.id:<5} {r.commit_sha[:7]}  {(r.finished_at or '')[:19]}  "
-                     f"{r.commit_message[:50]}{again}")
+                     f"{neutralise(r.commit_message[:50])}{again}")
     return lines
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rivetr_git.errors import DecryptionFailed, StartFailed
-from rivetr_git.pipeline.labels import container_name, labels
+from rivetr_git.pipeline.labels import container_name, labels, network_name
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
 from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.terminal import neutralise
 
 DEFAULT_APP_PORT = 5000
 
@@ -50,10 +51,11 @@ async def start(
         labels=labels(instance, app, deployment_id),
         cpus=cpus,
         memory=memory,
+        network=network_name(instance, app),
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:
         output = (await runtime.logs(info.id, tail=5)).strip()
-        detail = f"; last output: {output.splitlines()[-1]}" if output else ""
+        detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
         raise StartFailed(f"container exited at once (exit code {info.exit_code}){detail}")
     return info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,10 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     cpus: float | None = None  # CPU limit (None: none)
     memory: int | None = None  # memory limit in bytes, swap included (None: none)
+    # The bridge network the container joins instead of the engine's default one, created
+    # (labelled with the spec's instance and app labels) when missing. Containers on other
+    # networks cannot reach it; its published 127.0.0.1 port still can. None: the default.
+    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class Runtime(Protocol):
     """A container engine. Every method may raise RuntimeOperationError/RuntimeUnavailable."""
 
     name: str
+    # Where app networks take their subnets (a /26 each); None: the engine's default pools.
+    network_pool: IPv4Network | None
     # Environment that points engine CLIs (docker, docker-compose, nixpacks, pack) at this
     # runtime's engine, e.g. DOCKER_HOST; empty: their defaults.
     engine_env: Mapping[str, str]
@@ -140,6 +147,14 @@ class Runtime(Protocol):
 
     async def list_images(self, repository: str) -> list[str]:
         """Tags ('repository:tag') of the images in `repository`."""
+        ...
+
+    async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        """The networks carrying every label in `labels`: name -> all its labels."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove a network no container uses any more. Missing is not an error."""
         ...
 
     async def close(self) -> None: ...

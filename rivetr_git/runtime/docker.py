@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -11,14 +12,24 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
-from rivetr_git.runtime.base import BuildSpec, ContainerInfo, ContainerSpec
+from rivetr_git.runtime.base import (
+    LABEL_APP,
+    LABEL_INSTANCE,
+    BuildSpec,
+    ContainerInfo,
+    ContainerSpec,
+)
 from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
 T = TypeVar("T")
+
+APP_SUBNET_PREFIX = 26  # 62 addresses per app: releases side by side, one-off runs
+_NETWORK_TRIES = 5
 
 
 def _limits(spec: ContainerSpec) -> dict[str, Any]:
@@ -65,6 +76,7 @@ class DockerRuntime:
 
     name = "docker"
     engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
+    network_pool: ipaddress.IPv4Network | None = None
     container_ulimits: Mapping[str, int] = {}
 
     def __init__(self, client: Any) -> None:
@@ -123,7 +135,7 @@ class DockerRuntime:
             api = self._client.api
             host_config = api.create_host_config(
                 port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec),
-                **self._host_options(),
+                **self._host_options(), **self._network_of(spec),
             )
             created = api.create_container(
                 spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
@@ -137,6 +149,66 @@ class DockerRuntime:
     def _host_options(self) -> dict[str, Any]:
         """More HostConfig for app containers (engine-specific); none on Docker."""
         return {}
+
+    def _network_options(self) -> dict[str, str]:
+        """Driver options for app networks (engine-specific); none on Docker, whose bridge
+        networks cannot reach each other already."""
+        return {}
+
+    def _network_of(self, spec: ContainerSpec) -> dict[str, Any]:
+        """HostConfig joining the spec's network, made first if missing (in a worker
+        thread: called from one)."""
+        if spec.network is None:
+            return {}
+        api = self._client.api
+        try:
+            api.inspect_network(spec.network)
+        except docker.errors.NotFound:
+            self._create_network(spec)
+        return {"network_mode": spec.network}
+
+    def _create_network(self, spec: ContainerSpec) -> None:
+        assert spec.network is not None
+        api = self._client.api
+        labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
+        for attempt in range(_NETWORK_TRIES):
+            subnet = self._free_subnet()
+            ipam = (docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+                    if subnet else None)
+            try:
+                api.create_network(spec.network, driver="bridge", labels=labels, ipam=ipam,
+                                   options=self._network_options() or None,
+                                   check_duplicate=True)
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # made meanwhile by a concurrent start
+                    return
+                if subnet and attempt + 1 < _NETWORK_TRIES:
+                    continue  # the subnet was taken meanwhile (another app, another server)
+                if "address pool" in str(exc.explanation or exc):
+                    raise RuntimeOperationError(
+                        f"cannot create network {spec.network}: the engine has no address "
+                        "range left (each app has a network of its own); set app_networks "
+                        "to a private range, e.g. 10.213.0.0/16") from None
+                raise
+
+    def _free_subnet(self) -> str | None:
+        """A /26 of `network_pool` that no network of the engine overlaps (None: no pool,
+        the engine picks)."""
+        pool = self.network_pool
+        if pool is None:
+            return None
+        used = [ipaddress.ip_network(config["Subnet"], strict=False)
+                for network in self._client.api.networks()
+                for config in ((network.get("IPAM") or {}).get("Config") or [])
+                if config.get("Subnet")]
+        used4 = [u for u in used if isinstance(u, ipaddress.IPv4Network)]
+        for candidate in pool.subnets(new_prefix=max(pool.prefixlen, APP_SUBNET_PREFIX)):
+            if not any(candidate.overlaps(u) for u in used4):
+                return str(candidate)
+        raise RuntimeOperationError(
+            f"app_networks {pool} is full ({len(used4)} networks on the engine); destroy "
+            "unused apps or set app_networks to a larger private range")
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
@@ -215,7 +287,8 @@ class DockerRuntime:
 
         def _create() -> str:
             host_config = api.create_host_config(init=True, **_limits(spec),
-                                                 **self._host_options())
+                                                 **self._host_options(),
+                                                 **self._network_of(spec))
             created = api.create_container(
                 spec.image, command=command, name=spec.name, environment=dict(spec.env),
                 labels=dict(spec.labels), host_config=host_config, detach=True)
@@ -259,6 +332,20 @@ class DockerRuntime:
             return [_info(c) for c in found]
 
         return await self._call("list containers", _list)
+
+    async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        def _list() -> dict[str, Mapping[str, str]]:
+            found = self._client.api.networks(filters={"label": _label_filter(labels)})
+            return {str(n["Name"]): dict(n.get("Labels") or {}) for n in found}
+
+        return await self._call("list networks", _list)
+
+    async def remove_network(self, name: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.remove_network(name)
+
+        await self._call("remove network", _remove)
 
     async def list_images(self, repository: str) -> list[str]:
         def _list() -> list[str]:

@@ -80,7 +80,8 @@ class PodmanRuntime(DockerRuntime):
             executable, "system", "service", "--time=0", url,
             env={"CONTAINERS_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            umask=0o022)  # its storage, not our data dir: the usual modes
         for _ in range(100):
             await asyncio.sleep(0.1)
             if service.returncode is not None:
@@ -110,6 +111,10 @@ class PodmanRuntime(DockerRuntime):
         # Also when the service is not ours (podman_socket) and has no default_ulimits.
         return {"ulimits": [{"Name": name, "Soft": value, "Hard": value}
                             for name, value in self.container_ulimits.items()]}
+
+    def _network_options(self) -> dict[str, str]:
+        # Podman's bridge networks can reach each other unless told otherwise.
+        return {"isolate": "true"}
 
     async def remove_image(self, image: str) -> None:
         await super().remove_image(image)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -17,8 +18,11 @@ import aiosqlite
 
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Role, SshKey, Status
+from rivetr_git.names import is_address, is_localhost
 from rivetr_git.store.env_tables import EnvTables
 from rivetr_git.store.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MIGRATIONS", "Store", "now"]
 
@@ -299,10 +303,20 @@ class Store(EnvTables):
             return [r[0] for r in await cur.fetchall()]
 
     async def all_domains(self) -> dict[str, str]:
-        """Every custom hostname and the app it belongs to."""
+        """Every custom hostname and the app it belongs to, but for addresses and localhost
+        names that older versions accepted: they are not served (they would take over
+        requests sent to the server by address), only logged until removed."""
         async with self._db.execute(
             "SELECT d.host, a.name FROM app_domains d JOIN apps a ON a.id = d.app_id") as cur:
-            return {r[0]: r[1] for r in await cur.fetchall()}
+            rows = await cur.fetchall()
+        served = {}
+        for host, app in rows:
+            if is_address(host) or is_localhost(host):
+                log.warning("domain %s of %s is not served (an address or localhost name); "
+                            "domains:remove %s %s", host, app, app, host)
+            else:
+                served[host] = app
+        return served
 
     async def set_crashed(self, app_id: int, reason: str | None) -> None:
         """Record that the app's live release keeps crashing (None: it no longer does)."""

@@ -28,16 +28,22 @@ class Export:
     path: Path
     files: int
     size: int
+    submodules: tuple[str, ...] = ()  # their paths: a gitlink's commit is not in the repo
 
 
 def _write_tree(repo: pygit2.Repository, commit: pygit2.Commit, archive: tarfile.TarFile
-                ) -> tuple[int, int]:
+                ) -> tuple[int, int, list[str]]:
     """Like Repository.write_archive, but inflating each blob once, not twice (half the
-    time for a 2 MB binary: 16 ms instead of 33 ms). Returns (files, bytes)."""
+    time for a 2 MB binary: 16 ms instead of 33 ms). Returns (files, bytes, the paths of
+    submodules, which are left out)."""
     index = pygit2.Index()
     index.read_tree(commit.tree)
     files = size = 0
+    submodules: list[str] = []
     for entry in index:
+        if entry.mode == pygit2.enums.FileMode.COMMIT:
+            submodules.append(entry.path)  # its commit is not in this repository
+            continue
         _, content = repo.odb.read(entry.id)
         info = tarfile.TarInfo(entry.path)
         info.mtime = commit.committer.time
@@ -48,14 +54,12 @@ def _write_tree(repo: pygit2.Repository, commit: pygit2.Commit, archive: tarfile
             info.mode = 0o777
             archive.addfile(info)
             continue
-        if entry.mode == pygit2.enums.FileMode.COMMIT:
-            continue  # a submodule: its commit is not in this repository
         info.mode = entry.mode & 0o777
         info.size = len(content)
         archive.addfile(info, io.BytesIO(content))
         files += 1
         size += len(content)
-    return files, size
+    return files, size, submodules
 
 
 class Repos:
@@ -139,8 +143,8 @@ class Repos:
             if not isinstance(commit, pygit2.Commit):
                 raise CheckoutFailed(f"{sha[:7]} is not a commit")
             with tarfile.open(target, "w") as archive:
-                files, size = _write_tree(repo, commit, archive)
-            return Export(path=target, files=files, size=size)
+                files, size, submodules = _write_tree(repo, commit, archive)
+            return Export(path=target, files=files, size=size, submodules=tuple(submodules))
 
         try:
             return await asyncio.to_thread(_export)
