@@ -20,7 +20,9 @@ from rivetr_git.master_key import lock_master_key
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import compose
+from rivetr_git.pipeline.cleanup import BuildGate
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import instance_id, labels
 from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
@@ -74,16 +76,12 @@ async def reconcile(
     Running releases get their routes back (restarting a stopped container if needed).
     Containers of this instance that belong to no live release are removed.
     """
+    failures = FailureCleanup(store, repos, runtime, instance, settings.data_dir / "compose",
+                              settings.deploy_branch, BuildGate())
     for d in await store.deployments_with_status(IN_FLIGHT):
-        await store.set_status(d.id, Status.FAILED, error_message="interrupted by restart")
-        for c in await runtime.list_containers(labels(instance, d.app_name, d.id)):
-            await runtime.remove(c.id)
-        if d.image:
-            await runtime.remove_image(d.image)
-        app = await store.get_app(d.app_name)
-        current = await store.current_deployment(app)
-        await repos.reset_branch(d.app_name, app.deploy_branch or settings.deploy_branch,
-                                 expected=d.commit_sha, to=current.commit_sha if current else None)
+        # Only a push builds an image; a rollback's or restart's is a release's own.
+        built = d.image if d.rollback_of is None else None
+        await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
     live: dict[str, int] = {}
     upstreams: list[Upstream] = []
     crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
