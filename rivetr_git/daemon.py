@@ -82,6 +82,27 @@ async def reconcile(
         # Only a push builds an image; a rollback's or restart's is a release's own.
         built = d.image if d.rollback_of is None else None
         await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
+    live = await _restore_routes(store, runtime, routes)
+    live_deployments = {str(d_id) for d_id in live.values()}
+    for c in await runtime.list_containers(labels(instance)):
+        # A live release's other containers (a compose group's services) stay too; one-off
+        # `run` containers belonged to sessions that ended with the old process.
+        deployment = c.labels.get(LABEL_DEPLOYMENT)
+        if c.id not in live and ((deployment and deployment not in live_deployments)
+                                 or c.labels.get(LABEL_ONEOFF)):
+            log.info("removing leftover container %s", c.name)
+            await runtime.remove(c.id)
+    # Networks of compose groups whose containers are gone (retired before a crash).
+    for app in await store.list_apps():
+        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
+    tmp = settings.data_dir / "tmp"
+    if tmp.is_dir():
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) -> dict[str, int]:
+    """Routes of the running releases, their stopped containers started again; returns the
+    live containers (id -> deployment id)."""
     live: dict[str, int] = {}
     upstreams: list[Upstream] = []
     crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
@@ -117,21 +138,7 @@ async def reconcile(
             upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
                                       deployment_id=d.id))
     routes.replace(upstreams, await store.all_domains())
-    live_deployments = {str(d_id) for d_id in live.values()}
-    for c in await runtime.list_containers(labels(instance)):
-        # A live release's other containers (a compose group's services) stay too; one-off
-        # `run` containers belonged to sessions that ended with the old process.
-        deployment = c.labels.get(LABEL_DEPLOYMENT)
-        if c.id not in live and ((deployment and deployment not in live_deployments)
-                                 or c.labels.get(LABEL_ONEOFF)):
-            log.info("removing leftover container %s", c.name)
-            await runtime.remove(c.id)
-    # Networks of compose groups whose containers are gone (retired before a crash).
-    for app in await store.list_apps():
-        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
-    tmp = settings.data_dir / "tmp"
-    if tmp.is_dir():
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
+    return live
 
 
 def proxy_config(s: Settings) -> ProxyConfig:

@@ -333,3 +333,21 @@ async def test_reconcile_cleans_up_interrupted_deployments_like_a_failure(world:
 def _spec(app: str, deployment_id: int, image: str) -> ContainerSpec:
     return ContainerSpec(name=f"c{deployment_id}", image=image, port=5000,
                          labels=labels(INSTANCE, app, deployment_id))
+
+
+async def test_reconcile_restarts_live_releases_and_removes_leftovers(world: World) -> None:
+    app = await world.app("dq-restore")
+    live = await world.deploy(app, "good")
+    assert live.container_id is not None
+    await world.runtime.stop(live.container_id, 0)
+    world.routes.remove(app.name)
+    leftover = await world.runtime.run(_spec(app.name, live.id + 100, live.image or ""))
+    await reconcile(world.settings, world.store, world.repos, world.runtime, world.routes,
+                    INSTANCE)
+    again = await world.store.get_deployment(live.id)
+    assert world.runtime.containers[live.container_id].running
+    assert again.host_port == world.runtime.containers[live.container_id].host_port
+    assert again.host_port != live.host_port  # the engine published it anew
+    upstream = world.routes.upstream(app.name)
+    assert upstream is not None and upstream.port == again.host_port
+    assert leftover.id not in world.runtime.containers
