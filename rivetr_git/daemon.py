@@ -18,7 +18,9 @@ from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import compose
+from rivetr_git.pipeline.cleanup import BuildGate
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import instance_id, labels, network_name
 from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
@@ -77,16 +79,35 @@ async def reconcile(
     Running releases get their routes back (restarting a stopped container if needed).
     Containers of this instance that belong to no live release are removed.
     """
+    failures = FailureCleanup(store, repos, runtime, instance, settings.data_dir / "compose",
+                              settings.deploy_branch, BuildGate())
     for d in await store.deployments_with_status(IN_FLIGHT):
-        await store.set_status(d.id, Status.FAILED, error_message="interrupted by restart")
-        for c in await runtime.list_containers(labels(instance, d.app_name, d.id)):
+        # Only a push builds an image; a rollback's or restart's is a release's own.
+        built = d.image if d.rollback_of is None else None
+        await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
+    live = await _restore_routes(store, runtime, routes)
+    live_deployments = {str(d_id) for d_id in live.values()}
+    for c in await runtime.list_containers(labels(instance)):
+        # A live release's other containers (a compose group's services) stay too; one-off
+        # `run` containers belonged to sessions that ended with the old process.
+        deployment = c.labels.get(LABEL_DEPLOYMENT)
+        if c.id not in live and ((deployment and deployment not in live_deployments)
+                                 or c.labels.get(LABEL_ONEOFF)):
+            log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
-        if d.image:
-            await runtime.remove_image(d.image)
-        app = await store.get_app(d.app_name)
-        current = await store.current_deployment(app)
-        await repos.reset_branch(d.app_name, app.deploy_branch or settings.deploy_branch,
-                                 expected=d.commit_sha, to=current.commit_sha if current else None)
+    # Networks of compose groups whose containers are gone (retired before a crash).
+    apps = await store.list_apps()
+    for app in apps:
+        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
+    await remove_orphan_networks(runtime, instance, {app.name for app in apps})
+    tmp = settings.data_dir / "tmp"
+    if tmp.is_dir():
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) -> dict[str, int]:
+    """Routes of the running releases, their stopped containers started again; returns the
+    live containers (id -> deployment id)."""
     live: dict[str, int] = {}
     upstreams: list[Upstream] = []
     crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
@@ -122,23 +143,7 @@ async def reconcile(
             upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
                                       deployment_id=d.id))
     routes.replace(upstreams, await store.all_domains())
-    live_deployments = {str(d_id) for d_id in live.values()}
-    for c in await runtime.list_containers(labels(instance)):
-        # A live release's other containers (a compose group's services) stay too; one-off
-        # `run` containers belonged to sessions that ended with the old process.
-        deployment = c.labels.get(LABEL_DEPLOYMENT)
-        if c.id not in live and ((deployment and deployment not in live_deployments)
-                                 or c.labels.get(LABEL_ONEOFF)):
-            log.info("removing leftover container %s", c.name)
-            await runtime.remove(c.id)
-    # Networks of compose groups whose containers are gone (retired before a crash).
-    apps = await store.list_apps()
-    for app in apps:
-        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
-    await remove_orphan_networks(runtime, instance, {app.name for app in apps})
-    tmp = settings.data_dir / "tmp"
-    if tmp.is_dir():
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
+    return live
 
 
 async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:

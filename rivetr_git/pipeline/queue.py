@@ -1,0 +1,97 @@
+"""The deploy queue: one deployment at a time per app, different apps in parallel up to
+`max_concurrent_deploys`, and only the newest waiting deployment of an app kept.
+
+The queue knows nothing about what a deployment does: it hands each job to `run` and
+sets the job's result to what `run` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from rivetr_git.models import App, Deployment, Status
+from rivetr_git.pipeline.log import DeployLog
+from rivetr_git.store.database import Store
+
+
+@dataclass
+class Job:
+    deployment: Deployment
+    app: App
+    log: DeployLog
+    result: asyncio.Future[Deployment] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+RunJob = Callable[[Job], Awaitable[Deployment]]
+
+
+class DeployQueue:
+    """Per-app queues of jobs, worked off by one task per app, sharing a number of slots."""
+
+    def __init__(self, store: Store, run: RunJob, max_concurrent: int) -> None:
+        self._store = store
+        self._run = run
+        self._max_concurrent = max_concurrent
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._queues: dict[str, collections.deque[Job]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    def busy(self, app_name: str) -> bool:
+        """True while a deployment of the app runs (or waits for a slot)."""
+        worker = self._workers.get(app_name)
+        return worker is not None and not worker.done()
+
+    async def enqueue(self, app: App, deployment: Deployment, by: str) -> Job:
+        """Queue `deployment` behind the app's running one; `by` names it to the waiting
+        deployments it supersedes (a short sha, 'a rollback to #3', ...)."""
+        job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
+        queue = self._queues.setdefault(app.name, collections.deque())
+        # Only the newest waiting deploy matters: older ones that have not started are dropped.
+        while queue:
+            await self._supersede(queue.popleft(), by=by)
+        busy = self.busy(app.name)
+        if busy:
+            job.log.header(f"Queued behind an earlier deploy of {app.name}")
+        queue.append(job)
+        if not busy:
+            self._workers[app.name] = asyncio.create_task(self._work(app.name))
+        return job
+
+    async def _supersede(self, job: Job, by: str) -> None:
+        reason = f"superseded by {by}"
+        await self._store.set_status(job.deployment.id, Status.FAILED, error_message=reason)
+        job.log.error(f"Deploy of {job.deployment.commit_sha[:7]} cancelled: {reason}, pushed "
+                      "while it was waiting")
+        await job.log.close()
+        job.result.set_result(await self._store.get_deployment(job.deployment.id))
+
+    async def _work(self, app_name: str) -> None:
+        queue = self._queues[app_name]
+        while queue:
+            job = queue.popleft()
+            if self._slots.locked():
+                job.log.header("Waiting for a free deploy slot (max_concurrent_deploys = "
+                               f"{self._max_concurrent})")
+            try:
+                async with self._slots:
+                    final = await self._run(job)
+            except BaseException as exc:
+                if not job.result.done():
+                    job.result.set_exception(exc)
+                raise
+            job.result.set_result(final)
+
+    async def close(self) -> None:
+        """Cancel the running deployments (each records itself as interrupted) and wait."""
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        for task in workers:
+            with contextlib.suppress(BaseException):
+                await task
