@@ -47,7 +47,6 @@ def _app(row: Sequence[Any]) -> App:
     )
 
 
-
 class AppTables:
     """Mixed into Store, whose connection and transactions it shares."""
 

@@ -30,7 +30,6 @@ def _deployment(row: Sequence[Any]) -> Deployment:
     )
 
 
-
 class DeploymentTables:
     """Mixed into Store, whose connection and transactions it shares."""
 

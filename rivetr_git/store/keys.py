@@ -22,7 +22,6 @@ def _key(row: Sequence[Any]) -> SshKey:
     )
 
 
-
 class KeyTables:
     """Mixed into Store, whose connection it shares."""
 
