@@ -154,25 +154,26 @@ class Admin:
         def shown(value: object, default: object, unit: str = "") -> str:
             return f"{value}{unit}" if value is not None else f"{default}{unit} (default)"
 
+        live = "nothing deployed"
+        if current:
+            live = (f"#{current.id} {current.commit_sha[:7]} \"{current.commit_message[:50]}\" "
+                    f"on 127.0.0.1:{current.host_port}")
+        build = {"dockerfile": app.dockerfile if app.dockerfile != "Dockerfile" else None,
+                 "context": app.build_context, "target": app.build_target,
+                 "no_cache": "true" if app.build_no_cache else None,
+                 "publish_dir": app.publish_dir, "compose_service": app.compose_service}
         lines = [
             f"app:            {app.name}",
             f"url:            {self._deployer.app_url(app.name)}",
             f"domains:        {', '.join(await self._store.domains(app)) or '-'}",
             f"state:          {_state(app, current is not None)}",
-            "live:           " + (f"#{current.id} {current.commit_sha[:7]} "
-                                   f"\"{current.commit_message[:50]}\" on 127.0.0.1:"
-                                   f"{current.host_port}" if current else "nothing deployed"),
+            f"live:           {live}",
             f"deploy branch:  {app.deploy_branch or self._settings.deploy_branch}",
             "repository:     " + (render.approx_size(await self._repo_size(app.name))
                                   if self._repo_size else "-")
             + f" (pushes up to max_push_size {self._settings.max_push_size or 'no limit'})",
             f"build:          {app.build_type or 'auto (detected on each push)'}"
-            + "".join(f", {k} {v}" for k, v in (
-                ("dockerfile", app.dockerfile if app.dockerfile != "Dockerfile" else None),
-                ("context", app.build_context), ("target", app.build_target),
-                ("no_cache", "true" if app.build_no_cache else None),
-                ("publish_dir", app.publish_dir), ("compose_service", app.compose_service),
-            ) if v),
+            + "".join(f", {k} {v}" for k, v in build.items() if v),
             f"port:           {app.port if app.port is not None else 'image EXPOSE, else 5000'}",
             "limits:         memory " + (render.size(app.memory_limit) if app.memory_limit
                                          else "none") + ", cpu " +

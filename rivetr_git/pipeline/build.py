@@ -91,39 +91,60 @@ async def build(
                    publish_dir=app.publish_dir, builder=options.buildpack_builder)
     log.info(f"build type: {found.build_type} ({found.reason})")
     tag = image_tag(instance, app.name, deployment_id)
-    work = context_tar.parent
+    if found.build_type == "compose":
+        assert found.compose_file is not None
+        group = await compose.build(runtime, context_tar, context_tar.parent / "src",
+                                    found.compose_file, instance, app.name, deployment_id,
+                                    app.compose_service, log, options.limits.timeout,
+                                    app.compose_bind_list)
+        return Built(image=group.image, detection=found, group=group)
+    await _build_image(runtime, app, found, context_tar, tag, log, options, build_env)
+    return Built(image=tag, detection=found)
+
+
+async def _build_image(runtime: Runtime, app: App, found: Detection, context_tar: Path,
+                       tag: str, log: DeployLog, options: BuildOptions,
+                       build_env: Mapping[str, str]) -> None:
+    """The image `tag`, built the way the (non-compose) build type `found` says."""
     if found.build_type == "dockerfile":
         assert found.dockerfile is not None  # detection names the file it found
-        context, dockerfile = context_tar, found.dockerfile
-        if app.build_context:
-            context, dockerfile = await _narrow(context_tar, work, app.build_context, dockerfile)
-        await docker_build(runtime, context, tag, dockerfile, log, limits=options.limits,
-                           target=app.build_target, no_cache=app.build_no_cache,
-                           build_args=build_env)
+        await _build_dockerfile(runtime, app, context_tar, found.dockerfile, tag, log,
+                                options, build_env)
     elif found.build_type == "static":
         assert found.publish_dir is not None
-        context = work / "static-context.tar"
-        files = await static_site.prepare(context_tar, context, found.publish_dir,
-                                          options.static_server_image)
-        log.info(f"serving {files} files of {found.publish_dir}/ with "
-                 f"{options.static_server_image}")
-        # No build args: env vars never enter a static image, only the running container.
-        await docker_build(runtime, context, tag, "Dockerfile", log, limits=options.limits,
-                           no_cache=app.build_no_cache)
+        await _build_static(runtime, app, context_tar, found.publish_dir, tag, log, options)
     elif found.build_type in cli_build.TOOLS:
         await cli_build.build(
-            runtime, found.build_type, context_tar, work / "src", tag, log,
+            runtime, found.build_type, context_tar, context_tar.parent / "src", tag, log,
             build_env=build_env, timeout=options.limits.timeout, no_cache=app.build_no_cache,
             pack_builder=options.pack_builder)
-    elif found.build_type == "compose":
-        assert found.compose_file is not None
-        group = await compose.build(runtime, context_tar, work / "src", found.compose_file,
-                                    instance, app.name, deployment_id, app.compose_service,
-                                    log, options.limits.timeout, app.compose_bind_list)
-        return Built(image=group.image, detection=found, group=group)
     else:
         raise BuildFailed(f"build type {found.build_type} cannot build here yet")
-    return Built(image=tag, detection=found)
+
+
+async def _build_dockerfile(runtime: Runtime, app: App, context_tar: Path, dockerfile: str,
+                            tag: str, log: DeployLog, options: BuildOptions,
+                            build_env: Mapping[str, str]) -> None:
+    """Build type *dockerfile*: the pushed tree (or the app's build_context of it)."""
+    context = context_tar
+    if app.build_context:
+        context, dockerfile = await _narrow(context_tar, context_tar.parent, app.build_context,
+                                            dockerfile)
+    await docker_build(runtime, context, tag, dockerfile, log, limits=options.limits,
+                       target=app.build_target, no_cache=app.build_no_cache,
+                       build_args=build_env)
+
+
+async def _build_static(runtime: Runtime, app: App, context_tar: Path, publish_dir: str,
+                        tag: str, log: DeployLog, options: BuildOptions) -> None:
+    """Build type *static*: `publish_dir` of the tree served by the static server image."""
+    context = context_tar.parent / "static-context.tar"
+    files = await static_site.prepare(context_tar, context, publish_dir,
+                                      options.static_server_image)
+    log.info(f"serving {files} files of {publish_dir}/ with {options.static_server_image}")
+    # No build args: env vars never enter a static image, only the running container.
+    await docker_build(runtime, context, tag, "Dockerfile", log, limits=options.limits,
+                       no_cache=app.build_no_cache)
 
 
 async def _narrow(context_tar: Path, work: Path, directory: str, dockerfile: str

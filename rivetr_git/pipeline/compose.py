@@ -5,10 +5,10 @@ the new group starts next to the live one and the switch is the same as for any 
 routed service (the app's `compose_service`, else the one service publishing a port, else
 `web`) is health-checked, promoted and later retired; retiring removes the whole group.
 
-The pushed file is normalised and checked first (compose_policy: nothing that reaches the
-host gets through), then rewritten with the server's settings on top: no service publishes
-ports (the routed one gets 127.0.0.1::PORT, like any app), none keeps a fixed
-container_name (two groups run at once), every service carries the deployment's labels
+The pushed file is normalised (compose_normalise) and checked first (compose_policy: nothing
+that reaches the host gets through), then rewritten with the server's settings on top: no
+service publishes ports (the routed one gets 127.0.0.1::PORT, like any app), none keeps a
+fixed container_name (two groups run at once), every service carries the deployment's labels
 (cleanup finds them), restart "no", the app's limits and the engine's ulimits; the routed
 service gets the app's env (by name: values travel in compose's environment, never on disk)
 and PORT, and services that build get image names of this app. Compose itself gets none of
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
-from rivetr_git.pipeline import compose_policy
+from rivetr_git.pipeline import compose_normalise, compose_policy
 from rivetr_git.pipeline.cli_build import stream
 from rivetr_git.pipeline.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
@@ -108,9 +108,9 @@ def _escaped(value: Any) -> Any:
 def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, deployment_id: int,
             setting: str | None, port: int | None = None, env_names: Collection[str] = (),
             limits: Limits = Limits()) -> tuple[dict[str, Any], Group]:
-    """The compose file as this deployment runs it: `checked` (normalised and allowed by
-    compose_policy) with the server's settings on top (see the module docstring). The app's
-    env appears by name only; compose takes the values from its own environment."""
+    """The compose file as this deployment runs it: `checked` (normalised by compose_normalise
+    and allowed by compose_policy) with the server's settings on top (see the module docstring).
+    The app's env appears by name only; compose takes the values from its own environment."""
     data: dict[str, Any] = json.loads(json.dumps(checked))  # a deep copy
     data.pop("version", None)  # the Compose Spec: mem_limit, cpus, init in any file
     data.pop("name", None)  # the project name is ours (-p)
@@ -129,7 +129,7 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
         spec.setdefault("init", True)  # as for any app: a PID 1 that ignores SIGTERM
         _only_app_names(spec, env_names if service == routed or port is None else ())
         spec["labels"] = {**{k: "" if v is None else v for k, v in
-                             compose_policy.as_dict(spec.get("labels")).items()},
+                             compose_normalise.as_dict(spec.get("labels")).items()},
                           **labels(instance, app, deployment_id)}
         if limits.memory is not None:
             spec["mem_limit"] = spec["memswap_limit"] = limits.memory
@@ -142,7 +142,7 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
             spec["image"] = tag if service == routed else f"{tag}-{service.lower()}"
         if service == routed and port is not None:
             spec["ports"] = [f"127.0.0.1::{port}"]
-            spec["environment"] = {**compose_policy.as_dict(spec.get("environment")),
+            spec["environment"] = {**compose_normalise.as_dict(spec.get("environment")),
                                    **dict.fromkeys(env_names), "PORT": str(port)}
     group = Group(project=project, service=routed, image=tag, services=tuple(services))
     return _escaped(data), group
@@ -153,14 +153,15 @@ def _only_app_names(spec: dict[str, Any], env_names: Collection[str]) -> None:
     app's variables may come from there, never the server's."""
     for holder, key in ((spec, "environment"), (spec.get("build"), "args")):
         if isinstance(holder, dict) and key in holder:
-            holder[key] = {k: v for k, v in compose_policy.as_dict(holder[key]).items()
+            holder[key] = {k: v for k, v in compose_normalise.as_dict(holder[key]).items()
                            if v is not None or k in env_names}
 
 
 async def checked(source: Path, compose_file: str, allowed_binds: Collection[str]
                   ) -> dict[str, Any]:
-    """The pushed file normalised and checked (compose_policy). Raises BuildFailed."""
-    data = await asyncio.to_thread(compose_policy.normalise, source, compose_file)
+    """The pushed file normalised and checked (compose_normalise, compose_policy). Raises
+    BuildFailed."""
+    data = await asyncio.to_thread(compose_normalise.normalise, source, compose_file)
     compose_policy.check(data, source, allowed_binds)
     return data
 

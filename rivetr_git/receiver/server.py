@@ -304,10 +304,28 @@ class Receiver:
         self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
         token: str | None, busy: Callable[[], bool] = lambda: False,
     ) -> int:
+        git = await self._start_git(process, command, app, token)
+        seen = Traffic(_TOO_BIG)
+        code = await self._relay(process, git, seen, app, busy)
+        if code is None:
+            return 1
+        if seen.marked:
+            _say(process, f"rivetr: this push is larger than the server's max_push_size "
+                 f"({self._settings.max_push_size}); nothing was stored. Push less (large "
+                 "files do not belong in the repository), or ask an admin to raise "
+                 "max_push_size (RIVETR_MAX_PUSH_SIZE; 0: no limit) and restart the server")
+            return code or 1
+        return code
+
+    async def _start_git(
+        self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
+        token: str | None,
+    ) -> asyncio.subprocess.Process:
+        """git receive-pack / upload-pack on the app's repository, with the server's hooks."""
         service = command.service.removeprefix("git-")
         limit = ["-c", f"receive.maxInputSize={self._max_push}"] if (
             command.is_push and self._max_push) else []
-        git = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             "git", "-c", f"core.hooksPath={self._hooks_dir}", *limit, service,
             str(self._repos.path(app.name)),
             stdin=asyncio.subprocess.PIPE,
@@ -315,8 +333,14 @@ class Receiver:
             stderr=asyncio.subprocess.PIPE,
             env=self._git_env(process, app, token),
         )
+
+    async def _relay(
+        self, process: asyncssh.SSHServerProcess[bytes], git: asyncio.subprocess.Process,
+        seen: Traffic, app: App, busy: Callable[[], bool],
+    ) -> int | None:
+        """Bytes between the session and `git` until git exits: its exit code, or None when
+        the session was closed for silence (the client was told). git never outlives this."""
         assert git.stdin and git.stdout and git.stderr
-        seen = Traffic(_TOO_BIG)
         tasks = [
             asyncio.create_task(pump_in(process.stdin, git.stdin, seen)),
             asyncio.create_task(pump_out(git.stdout, process.stdout, seen)),
@@ -331,7 +355,7 @@ class Receiver:
                             self._settings.ssh_idle_timeout)
                 _say(process, f"rivetr: no data for {self._settings.ssh_idle_timeout:g}s; "
                      "closing this session (setting ssh_idle_timeout)")
-                return 1
+                return None
             code = waiter.result()
             await asyncio.gather(*tasks[1:])
         finally:
@@ -340,12 +364,6 @@ class Receiver:
             if git.returncode is None:
                 git.kill()
                 await git.wait()
-        if seen.marked:
-            _say(process, f"rivetr: this push is larger than the server's max_push_size "
-                 f"({self._settings.max_push_size}); nothing was stored. Push less (large "
-                 "files do not belong in the repository), or ask an admin to raise "
-                 "max_push_size (RIVETR_MAX_PUSH_SIZE; 0: no limit) and restart the server")
-            return code or 1
         return code
 
 

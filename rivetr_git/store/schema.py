@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rivetr_git.models import Status
+
+
+def now() -> str:
+    """A timestamp as the tables store them: ISO 8601, UTC, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 
