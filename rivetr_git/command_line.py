@@ -134,10 +134,8 @@ def parse_command_line(argv: Sequence[str]) -> VerbCall | None:
             words.append(word)
         elif word.startswith("-"):
             return None  # --help, --version, ...: the CLI's own parser answers
-        elif word in BY_NAME:
-            verb = BY_NAME[word]
-            words.append(word)
-        elif word in _GROUPS:
+        elif word in BY_NAME or word in _GROUPS:
+            verb = BY_NAME.get(word)
             words.append(word)
         else:
             return None
@@ -162,12 +160,10 @@ def _alias_of(words: list[str]) -> Alias | None:
     head, rest = words[0], words[1:]
     if head == "logs" and rest[:1] and rest[0].isdigit():
         return _BY_WORDS[("logs", "-")]
-    if head not in _GROUPS:
-        return None
     alias = _BY_WORDS.get((head, rest[0] if rest else ""))
-    if alias is None:
+    if alias is None and head in _GROUPS and head not in BY_NAME:
         _group_help(head, rest)
-    return alias
+    return alias  # `deploys list APP` is the older spelling; `deploys APP` is the verb
 
 
 def _group_help(group: str, rest: list[str]) -> NoReturn:
