@@ -7,6 +7,7 @@ README promises works without it); the last ones compare with the real SSH verbs
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,11 @@ def test_an_older_spelling_prints_what_the_ssh_verb_prints(
     if "cl-same" not in ok(server, keys["alice"], "apps:list"):
         ok(server, keys["alice"], "apps:create", "cl-same")
     assert server.cli(*old).stdout == ok(server, keys["alice"], *verb)
+
+
+def test_the_readme_names_every_verb_and_older_spelling() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [v.name for v in VERBS if v.name not in readme]
+    missing += [a.spelling for a in ALIASES
+                if not re.search(rf"rivetr-git {re.escape(a.spelling)}\b", readme)]
+    assert missing == []
