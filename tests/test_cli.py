@@ -134,6 +134,15 @@ def test_verbs_that_need_the_server_say_so_and_change_nothing(
     assert "bob" in cli(data_dir, "keys", "list")[1]
 
 
+def test_only_the_first_key_creates_a_database(tmp_path: Path, keys: dict[str, Key]) -> None:
+    code, _, err = cli(tmp_path / "typo", "apps", "list")
+    assert code == 1 and "holds no rivetr-git data" in err
+    assert not (tmp_path / "typo").exists()
+    assert cli(tmp_path / "d", "keys:add", "alice", "--admin",
+               stdin=keys["alice"].public.read_text())[0] == 0
+    assert "alice" in cli(tmp_path / "d", "keys:list")[1]
+
+
 def test_a_bad_older_spelling_answers_with_its_usage(tmp_path: Path) -> None:
     code, _, err = cli(tmp_path / "d", "keys", "add", "carol")
     assert code == 2 and "keys add NAME PUBKEY_FILE [--admin]" in err

@@ -15,7 +15,7 @@ from rivetr_git import repo_config
 from rivetr_git.admin import verbs
 from rivetr_git.admin.dispatch import Caller, Session, dispatch
 from rivetr_git.admin.records import Records
-from rivetr_git.errors import RivetrError, ServerNotRunning
+from rivetr_git.errors import NotFound, RivetrError, ServerNotRunning
 from rivetr_git.models import App
 from rivetr_git.pipeline import app_policy
 from rivetr_git.pipeline.health import HealthPolicy
@@ -71,6 +71,10 @@ async def run_offline(settings: Settings, argv: Sequence[str], session: Session)
         raise ServerNotRunning(
             f"the rivetr-git server is not running with data dir {settings.data_dir} "
             f"({verb.name} runs in it); start it with `rivetr-git serve`, or pass --data-dir")
+    if verb.name != "keys:add" and not settings.db_path.exists():
+        # Only the first key may create the database: a typo'd data dir stays untouched.
+        raise NotFound(f"{settings.data_dir} holds no rivetr-git data (no server has run with "
+                       "it); pass the server's --data-dir, or start one with `rivetr-git serve`")
     store = await Store.open(settings.db_path)
     try:
         records = Records(settings, store, StoredFacts(settings, store))
