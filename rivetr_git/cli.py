@@ -71,6 +71,10 @@ def daemon_command(settings: Settings, argv: list[str], stdin: str = "") -> int:
             "commands run in it); start it with `rivetr-git serve`, or pass --data-dir"
         ) from None
     code = 1
+    # The socket sends a failed verb's message last, as "rivetr-git: ..." lines in the one
+    # stream; hold them until the exit status says it failed, then they go to stderr, as
+    # over SSH and in-process.
+    held: list[str] = []
     with sock, sock.makefile("rwb") as stream:
         stream.write(json.dumps({"command": argv, "stdin": stdin}).encode() + b"\n")
         stream.flush()
@@ -78,8 +82,12 @@ def daemon_command(settings: Settings, argv: list[str], stdin: str = "") -> int:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith(EXIT_MARK):
                 code = int(line.removeprefix(EXIT_MARK))
+            elif held or line.startswith("rivetr-git: "):
+                held.append(line)
             else:
                 print(line, flush=True)
+    if held:
+        print("\n".join(held), file=sys.stderr if code else sys.stdout, flush=True)
     return code
 
 

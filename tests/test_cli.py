@@ -22,7 +22,7 @@ from rivetr_git.keys import parse_public_key
 from rivetr_git.models import LogLine, Role
 from rivetr_git.store import Store
 from tests.helpers import Key, Server, make_key
-from tests.test_admin_verbs import ok
+from tests.test_admin_verbs import ok, verb
 
 
 async def _fill(data_dir: Path, keys: dict[str, Key]) -> int:
@@ -208,3 +208,19 @@ def test_the_readme_names_every_verb_and_older_spelling() -> None:
     missing += [a.spelling for a in ALIASES
                 if not re.search(rf"rivetr-git {re.escape(a.spelling)}\b", readme)]
     assert missing == []
+
+
+@pytest.mark.parametrize(("old", "verb_argv"), [
+    (["apps", "show", "nope"], ["apps:info", "nope"]),
+    (["apps", "set", "nope", "port=99999"], ["apps:set", "nope", "port=99999"]),
+    (["logs", "99999"], ["deploys:log", "99999"]),
+], ids=["missing app", "bad value", "missing deployment"])
+def test_an_older_spelling_fails_like_the_ssh_verb_on_stderr(
+    server: Server, keys: dict[str, Key], old: list[str], verb_argv: list[str]
+) -> None:
+    local = server.cli(*old, check=False)
+    remote = verb(server, keys["alice"], *verb_argv)
+    # Each edge names itself (the CLI `rivetr-git:`, the SSH server `rivetr:`); the rest is one.
+    assert local.returncode != 0 and local.stderr.startswith("rivetr-git: ")
+    assert (local.returncode, local.stdout, local.stderr.removeprefix("rivetr-git: ")) == (
+        remote.returncode, remote.stdout, remote.stderr.removeprefix("rivetr: "))
