@@ -7,9 +7,10 @@ README promises works without it); the last ones compare with the real SSH verbs
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,10 +59,16 @@ def template(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
 
 
 def cli(data_dir: Path, *args: str, stdin: str = "") -> tuple[int, str, str]:
-    result = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "--data-dir",
-                             str(data_dir), *args], capture_output=True, text=True,
-                            input=stdin, timeout=60)
-    return result.returncode, result.stdout, result.stderr
+    """The real `rivetr-git --data-dir DIR ARGS` in this process (a fresh interpreter per
+    call would cost a second each): exit code, stdout, stderr."""
+    out, err, saved = io.StringIO(), io.StringIO(), sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--data-dir", str(data_dir), *args])
+    finally:
+        sys.stdin = saved
+    return code, out.getvalue(), err.getvalue()
 
 
 def copy_of(template: tuple[Path, int], where: Path) -> Path:
