@@ -1,6 +1,9 @@
-"""The `rivetr-git` command line: the server itself and local administration.
+"""The `rivetr-git` command line: the server itself, local administration, client mode.
 
-Errors are turned into messages and exit codes here, and only here.
+command_line.py reads which verb an argv names (either spelling); this module sends it
+where it runs (the server of a git remote, this machine's server, or, for the record
+verbs while that server is down, in-process) and owns `serve`, `secrets rotate` and
+`--help`. Errors are turned into messages and exit codes here, and only here.
 """
 
 from __future__ import annotations
@@ -12,23 +15,18 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rivetr_git import __version__
-from rivetr_git.admin.app_settings import parse_assignments
-from rivetr_git.admin.render import table
 from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
-from rivetr_git.errors import RivetrError, UsageHelp
-from rivetr_git.models import App, Role
-from rivetr_git.names import validate_app_name, validate_key_name
-from rivetr_git.remote import CLIENT_MODE_HELP, client_target
+from rivetr_git.command_line import VerbCall, alias_help, parse_command_line
+from rivetr_git.errors import RivetrError, ServerNotRunning, UsageHelp
+from rivetr_git.remote import CLIENT_MODE_HELP, client_target, shape_argv
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store.data_dir import make_private
-from rivetr_git.store.database import Store
-from rivetr_git.terminal import neutralise
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -36,16 +34,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         config_file=getattr(args, "config", None),
         overrides={"data_dir": getattr(args, "data_dir", None), **overrides},
     )
-
-
-async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
-    settings = _settings(args)
-    make_private(settings.data_dir)  # this may create the database
-    store = await Store.open(settings.db_path)
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -68,159 +56,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_add(args: argparse.Namespace) -> int:
-    name = validate_key_name(args.name)
-    if args.pubkey_file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.pubkey_file).read_text()
-        except OSError as exc:
-            raise RivetrError(f"cannot read {args.pubkey_file}: {exc.strerror}") from None
-    from rivetr_git.admin.ssh_keys import parse_public_key  # asyncssh: not on every command's path
-
-    key = parse_public_key(text)
-    role = Role.ADMIN if args.admin else Role.DEVELOPER
-
-    async def run(store: Store) -> int:
-        await store.add_key(name, key.fingerprint, key.openssh, role)
-        print(f"added key '{name}' ({role.value}) {key.fingerprint}")
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_keys_list(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> int:
-        keys = await store.list_keys()
-        if not keys:
-            print("no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub --admin`")
-            return 0
-        print(table([(k.name, k.role.value, k.fingerprint, k.created_at) for k in keys],
-                     ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_keys_remove(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> int:
-        await store.remove_key(args.name)
-        print(f"removed key '{args.name}'")
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_access_grant(args: argparse.Namespace) -> int:
-    app = validate_app_name(args.app)
-
-    async def run(store: Store) -> int:
-        await store.grant(args.key, app)
-        print(f"key '{args.key}' may now push to '{app}'")
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_apps_list(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> int:
-        rows = []
-        for app in await store.list_apps():
-            current = await store.current_deployment(app)
-            live = f"#{current.id} {current.commit_sha[:7]}" if current else "-"
-            if app.crashed_reason:
-                live += " (crashed)"
-            rows.append((app.name, live, app.created_at))
-        if not rows:
-            print("no apps yet; an admin key's first `git push` creates one")
-            return 0
-        print(table(rows, ("APP", "LIVE", "CREATED")))
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_apps_set(args: argparse.Namespace) -> int:
-    name = validate_app_name(args.app)
-    values = parse_assignments(args.assignments)
-
-    async def run(store: Store) -> int:
-        app = await store.update_app(name, **values)
-        print(_app_settings(app))
-        print("takes effect on the next deploy")
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def cmd_apps_show(args: argparse.Namespace) -> int:
-    name = validate_app_name(args.app)
-
-    async def run(store: Store) -> int:
-        app = await store.get_app(name)
-        current = await store.current_deployment(app)
-        print(_app_settings(app))
-        print(f"live: #{current.id} {current.commit_sha[:7]} on 127.0.0.1:{current.host_port}"
-              if current else "live: nothing deployed")
-        if app.crashed_reason:
-            print(f"crashed: {neutralise(app.crashed_reason)} (the proxy answers 503 until "
-                  "the next deploy)")
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def _app_settings(app: App) -> str:
-    return "\n".join((
-        f"app: {app.name}",
-        f"dockerfile: {app.dockerfile}",
-        f"port: {app.port if app.port is not None else '(image EXPOSE, else 5000)'}",
-        f"health_path: {app.health_path if app.health_path is not None else '(server default)'}",
-        f"deploy_branch: {app.deploy_branch or '(server default)'}",
-        f"webhook_url: {app.webhook_url or '(none; the server webhook_url still applies)'}",
-        f"build_type: {app.build_type or 'auto (detected on each push)'}",
-        f"build_context: {app.build_context or '(repository root)'}",
-        f"build_target: {app.build_target or '(last stage)'}",
-        f"build_no_cache: {'true' if app.build_no_cache else 'false'}",
-        f"publish_dir: {app.publish_dir or '(detected)'}",
-        f"compose_service: {app.compose_service or '(detected)'}",
-        f"compose_binds: {app.compose_binds or '(none; an admin sets them with compose:allow)'}",
-    ))
-
-
-def cmd_deploys_list(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> int:
-        app = await store.get_app(validate_app_name(args.app))
-        rows = [
-            (f"#{d.id}", d.status.value, d.commit_sha[:7], d.commit_message[:40], d.created_at,
-             d.error_message or "")
-            for d in await store.list_deployments(app, limit=args.limit)
-        ]
-        print(table(rows, ("ID", "STATUS", "COMMIT", "MESSAGE", "CREATED", "ERROR")))
-        return 0
-
-    return asyncio.run(_with_store(args, run))
-
-
-def daemon_command(settings: Settings, argv: list[str]) -> int:
+def daemon_command(settings: Settings, argv: list[str], stdin: str = "") -> int:
     """Run an admin verb in the local daemon (through its 0600 socket) as the server's own
-    user, printing the output as it comes; return its exit code."""
+    user, printing the output as it comes; return its exit code. Raises ServerNotRunning."""
     from rivetr_git.receiver.hook_socket import EXIT_MARK
 
-    stdin = ""
-    if argv[:1] == ["keys:add"] and not sys.stdin.isatty():
-        stdin = sys.stdin.read()
     path = settings.data_dir / "run" / "hooks.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except OSError:
-        raise RivetrError(
+        sock.close()
+        raise ServerNotRunning(
             f"the rivetr-git server is not running with data dir {settings.data_dir} (these "
             "commands run in it); start it with `rivetr-git serve`, or pass --data-dir"
         ) from None
     code = 1
+    # The socket sends a failed verb's message last, as "rivetr-git: ..." lines in the one
+    # stream; hold them until the exit status says it failed, then they go to stderr, as
+    # over SSH and in-process.
+    held: list[str] = []
     with sock, sock.makefile("rwb") as stream:
         stream.write(json.dumps({"command": argv, "stdin": stdin}).encode() + b"\n")
         stream.flush()
@@ -228,55 +83,60 @@ def daemon_command(settings: Settings, argv: list[str]) -> int:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith(EXIT_MARK):
                 code = int(line.removeprefix(EXIT_MARK))
+            elif held or line.startswith("rivetr-git: "):
+                held.append(line)
             else:
                 print(line, flush=True)
+    if held:
+        print("\n".join(held), file=sys.stderr if code else sys.stdout, flush=True)
     return code
 
 
-_GLOBAL_OPTIONS = ("--config", "--data-dir")
+class _Terminal:
+    """The session of a verb run in-process: this process's stdout, and the input given."""
+
+    def __init__(self, stdin: str) -> None:
+        self._stdin = stdin.encode()
+
+    async def out(self, line: str) -> None:
+        print(line, flush=True)
+
+    async def out_bytes(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    async def read_input(self, limit: int) -> bytes:
+        return self._stdin[:limit]
 
 
-def split_verb(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
-    """`[--data-dir D] VERB ARGS...` -> (global options, [VERB, ARGS...]); None if argv does
-    not name an admin verb."""
-    from rivetr_git.admin.verbs import BY_NAME
+def run_local(call: VerbCall) -> int:
+    """A verb on this machine's server, or in-process while it is down (record verbs)."""
+    settings = load_settings(config_file=Path(call.config) if call.config else None,
+                             overrides={"data_dir": call.data_dir})
+    argv = shape_argv(call.verb, call.app, call.args) if call.app else [call.verb.name,
+                                                                          *call.args]
+    parse_verb(argv)  # usage errors and --help need no server
+    stdin = _stdin_of(call)
+    try:
+        return daemon_command(settings, argv, stdin)
+    except ServerNotRunning:
+        from rivetr_git.admin.offline import RECORD_VERBS, run_offline
 
-    i = 0
-    while i < len(argv):
-        if argv[i] in _GLOBAL_OPTIONS:
-            i += 2
-        elif argv[i].startswith(tuple(o + "=" for o in _GLOBAL_OPTIONS)):
-            i += 1
-        else:
-            break
-    rest = list(argv[i:])
-    # The older local forms read the database directly and work without the server:
-    # `deploys list APP` and `logs DEPLOYMENT_ID` (a deployment's pipeline log).
-    if rest[:2] == ["deploys", "list"] or (rest[:1] == ["logs"] and rest[1:2]
-                                           and rest[1].isdigit()):
-        return None
-    if rest and rest[0] in BY_NAME:
-        return list(argv[:i]), rest
-    return None
+        if call.verb.name not in RECORD_VERBS:
+            raise
+    return asyncio.run(run_offline(settings, argv, _Terminal(stdin)))
 
 
-def run_local_verb(options: list[str], verb_argv: list[str]) -> int:
-    """An admin verb on this machine's server (`rivetr-git config:set APP K=V`)."""
-    parser = argparse.ArgumentParser(prog="rivetr-git", add_help=False)
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args(options)
-    parse_verb(verb_argv)  # usage errors and --help need no server
-    return daemon_command(_settings(args), verb_argv)
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> int:
-        for line in await store.get_logs(args.deployment_id):
-            print(neutralise(line.line, keep_style=True))  # rows stored by older versions are raw
-        return 0
-
-    return asyncio.run(_with_store(args, run))
+def _stdin_of(call: VerbCall) -> str:
+    """keys:add reads the key: from `keys add NAME FILE`'s FILE, else a piped stdin."""
+    if call.stdin_file not in (None, "-"):
+        try:
+            return Path(str(call.stdin_file)).read_text()
+        except OSError as exc:
+            raise RivetrError(f"cannot read {call.stdin_file}: {exc.strerror}") from None
+    if call.verb.name == "keys:add" and (call.stdin_file == "-" or not sys.stdin.isatty()):
+        return sys.stdin.read()
+    return ""
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
@@ -307,9 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted push-to-deploy: `git push` over SSH builds and runs your app\n"
         "in a container behind a built-in reverse proxy.",
         parents=[common],
-        epilog="Admin commands (run in the server started from the same data dir; over SSH "
-        "they are `ssh -p PORT git@HOST COMMAND`):\n"
-        + help_text().partition("\n")[2] + "\n\n" + CLIENT_MODE_HELP,
+        epilog="Admin commands (run in the server started from the same data dir; the ones "
+        "that need only the database also run while it is stopped; over SSH they are "
+        "`ssh -p PORT git@HOST COMMAND`):\n"
+        + help_text().partition("\n")[2]
+        + "\n\nOlder spellings of some of them (always this machine's data dir):\n"
+        + alias_help() + "\n\n" + CLIENT_MODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
@@ -329,67 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-port", help="overrides proxy_port")
     serve.set_defaults(fn=cmd_serve)
 
-    keys = sub.add_parser("keys", help="manage SSH keys allowed to push",
-                          description="Manage the SSH public keys allowed to push.")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    add = keys_sub.add_parser("add", parents=[common], help="register a public key",
-                              description="Register a public key. Admin keys may create apps "
-                              "by pushing; other keys push only to apps granted to them.")
-    add.add_argument("name", help="a name for the key, e.g. alice")
-    add.add_argument("pubkey_file", help="OpenSSH public key file, or - for stdin")
-    add.add_argument("--admin", action="store_true", help="give the key the admin role")
-    add.set_defaults(fn=cmd_keys_add)
-    lst = keys_sub.add_parser("list", parents=[common], help="list registered keys",
-                              description="List registered keys with role and fingerprint.")
-    lst.set_defaults(fn=cmd_keys_list)
-    rm = keys_sub.add_parser("remove", parents=[common], help="remove a key",
-                             description="Remove a key; it stops working on its next command.")
-    rm.add_argument("name")
-    rm.set_defaults(fn=cmd_keys_remove)
-
-    access = sub.add_parser("access", help="grant keys access to apps",
-                            description="Grant a non-admin key access to an app.")
-    access_sub = access.add_subparsers(dest="access_command", metavar="ACTION", required=True)
-    grant = access_sub.add_parser("grant", parents=[common], help="let KEY push to APP",
-                                  description="Let a developer key push to an existing app.")
-    grant.add_argument("key")
-    grant.add_argument("app")
-    grant.set_defaults(fn=cmd_access_grant)
-
-    apps = sub.add_parser("apps", help="list apps, show and change their settings",
-                          description="Apps on this server.")
-    apps_sub = apps.add_subparsers(dest="apps_command", metavar="ACTION", required=True)
-    apps_list = apps_sub.add_parser("list", parents=[common], help="list apps and what is live",
-                                    description="List apps with their live deployment.")
-    apps_list.set_defaults(fn=cmd_apps_list)
-    apps_show = apps_sub.add_parser("show", parents=[common], help="show an app's settings",
-                                    description="Show an app's settings and live release.")
-    apps_show.add_argument("app")
-    apps_show.set_defaults(fn=cmd_apps_show)
-    apps_set = apps_sub.add_parser(
-        "set", parents=[common], help="change an app's settings",
-        description="Change an app's settings; they apply from its next deploy. Keys: "
-        "dockerfile=PATH (in the repo), port=N (the app's port inside the container), "
-        "health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, webhook_url=URL "
-        "(gets this app's events), build_type=auto|dockerfile|compose|railpack|pack|nixpacks|"
-        "static, build_context=DIR, build_target=STAGE, build_no_cache=true|false, "
-        "publish_dir=DIR (static sites), compose_service=NAME. An empty value "
-        "(e.g. port=) resets to the default.",
-    )
-    apps_set.add_argument("app")
-    apps_set.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
-    apps_set.set_defaults(fn=cmd_apps_set)
-
-    deploys = sub.add_parser("deploys", help="list an app's deployments",
-                             description="Deployments of an app, newest first.")
-    deploys_sub = deploys.add_subparsers(dest="deploys_command", metavar="ACTION", required=True)
-    dlist = deploys_sub.add_parser("list", parents=[common], help="list deployments of APP",
-                                   description="List deployments of APP, newest first.")
-    dlist.add_argument("app")
-    dlist.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
-    dlist.set_defaults(fn=cmd_deploys_list)
-
-
     secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
                              description="The master key that encrypts env var values "
                              "(AES-256-GCM), DATA_DIR/master.key.")
@@ -402,28 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
         "key the database matches. The server must be stopped (this refuses otherwise).")
     rotate.set_defaults(fn=cmd_secrets_rotate)
 
-    logs = sub.add_parser("logs", parents=[common], help="show a deployment's pipeline log",
-                          description="Print the stored pipeline log of one deployment "
-                          "(the lines its push showed).")
-    logs.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID")
-    logs.set_defaults(fn=cmd_logs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        target = client_target(argv, os.environ)
+        call = parse_command_line(argv)
+        if call is None:  # serve, secrets rotate, --help, --version
+            args = build_parser().parse_args(argv)
+            code: int = args.fn(args)
+            return code
+        target = client_target(argv, os.environ) if call.alias is None else None
         if target is not None:  # a verb for the server of this checkout's `rivetr` remote
             from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
 
             return run_remote(target)
-        # Local mode: this machine's data dir.
-        verb = split_verb(argv)
-        if verb is not None:
-            return run_local_verb(*verb)
-        args = build_parser().parse_args(argv)
-        code: int = args.fn(args)
+        return run_local(call)
     except UsageHelp as exc:
         print(exc)
         return 0
@@ -432,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    return code
 
 
 if __name__ == "__main__":

@@ -35,16 +35,16 @@ class NotFound(RivetrError):
     """An app, deployment or key does not exist (or is not visible to the caller)."""
 
 
+class ServerNotRunning(RivetrError):
+    """A local command needs the server of its data dir, and that server is not running."""
+
+
 class AlreadyExists(RivetrError):
     """Something with that name already exists."""
 
 
 class AccessDenied(RivetrError):
     """The caller's key may not do this."""
-
-
-class PushRejected(RivetrError):
-    """A push is refused before any deploy starts."""
 
 
 class RuntimeUnavailable(RivetrError):

@@ -2,7 +2,8 @@
 
 `rivetr-git config:set K=V` inside an app's checkout runs the verb on the server the
 checkout's `rivetr` git remote points at. This module decides whether a command line is
-meant for a server and shapes what is sent; `client.py` does the SSH part.
+meant for a server and shapes what is sent (command_line.py parses it; `client.py` does
+the SSH part).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rivetr_git.admin.verbs import BY_NAME, Verb
+from rivetr_git.admin.verbs import Verb
+from rivetr_git.command_line import parse_verb_call
 from rivetr_git.errors import ValidationError
 from rivetr_git.names import validate_app_name
 
 DEFAULT_REMOTE = "rivetr"
-_CLIENT_OPTIONS = ("--remote", "--app")
-_LOCAL_OPTIONS = ("--data-dir", "--config")  # these say "this machine's data dir": local mode
 _SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
 # scp-like syntax as git reads it: [user@]host:path, the host possibly in [brackets].
 _SCP = re.compile(r"(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/\[\]]+):(?P<path>.*)")
@@ -34,17 +34,6 @@ client mode (like the Heroku CLI): inside an app's checkout with a '{DEFAULT_REM
 It logs in with your ssh-agent, ~/.ssh/id_* and ~/.ssh/config, trusts only the host keys in
 ~/.ssh/known_hosts, and exits with the verb's exit status (255: could not connect or log in).
 --data-dir, --config or RIVETR_DATA_DIR mean this machine's server (local mode) instead."""
-
-
-@dataclass(frozen=True)
-class VerbCall:
-    """A command line whose first non-option word is an admin verb."""
-
-    verb: Verb
-    args: tuple[str, ...]  # what follows the verb, --remote/--app taken out
-    remote: str | None  # --remote NAME
-    app: str | None  # --app NAME
-    local: bool  # --data-dir or --config was given
 
 
 @dataclass(frozen=True)
@@ -64,51 +53,6 @@ class Target:
     remote: str  # the git remote's name, for messages
     url: RemoteUrl
     command: str  # the exec request, e.g. "config:set hello 'K=a b'"
-
-
-def parse_verb_call(argv: Sequence[str]) -> VerbCall | None:
-    """Split `[options] VERB [args]` (client options may also follow the verb); None when
-    the first non-option word is not a verb, so the rest of the CLI handles it."""
-    found: dict[str, str] = {}
-    local = False
-    rest: list[str] = []
-    verb: Verb | None = None
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--" or (verb is not None and _verbatim_from_here(verb, word)):
-            if verb is None:
-                return None
-            rest.extend(argv[i:])
-            break
-        name, eq, value = word.partition("=")
-        if name in _CLIENT_OPTIONS + _LOCAL_OPTIONS:
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise ValidationError(f"{name} needs a value")
-                value, i = argv[i + 1], i + 1
-            if name in _LOCAL_OPTIONS:
-                local = True
-            else:
-                found[name] = value
-        elif verb is not None:
-            rest.append(word)
-        elif word.startswith("-"):
-            return None  # --help, --version, ...: the CLI's own parser answers
-        elif word in BY_NAME:
-            verb = BY_NAME[word]
-        else:
-            return None
-        i += 1
-    if verb is None:
-        return None
-    return VerbCall(verb=verb, args=tuple(rest), remote=found.get("--remote"),
-                    app=found.get("--app"), local=local)
-
-
-def _verbatim_from_here(verb: Verb, word: str) -> bool:
-    # `run APP CMD ...`: the command's own options (even --app) belong to the command.
-    return verb.name == "run" and not word.startswith("-")
 
 
 def client_target(argv: Sequence[str], env: Mapping[str, str],

@@ -111,7 +111,7 @@ def test_dockerfile_variants_containerfile_context_dir_path_target_and_cache(
     out = pushed(repo, srv, "dfvariants")
     assert "Using cache" not in out and "Step 2/" in out
     show = srv.cli("apps", "show", "dfvariants").stdout
-    assert "build_no_cache: true" in show and "build_target: prod" in show
+    assert "no_cache true" in show and "target prod" in show, show  # apps:info's rendering
 
 
 def test_an_unknown_build_type_is_refused_and_nothing_to_build_fails_clearly(

@@ -61,7 +61,8 @@ def test_dockerfile_path_and_port_are_per_app_settings(
     assert "listening on port 8123" in result.stderr
     assert server.get("custom") == (200, "hello v1\n")
     shown = server.cli("apps", "show", "custom").stdout
-    assert "dockerfile: deploy/web.Dockerfile" in shown and "port: 8123" in shown
+    assert "dockerfile deploy/web.Dockerfile" in shown, shown  # apps:info's rendering
+    assert "\nport:           8123\n" in shown, shown
 
 
 def test_bad_app_settings_are_refused_with_advice(server: Server) -> None:
@@ -72,7 +73,7 @@ def test_bad_app_settings_are_refused_with_advice(server: Server) -> None:
         assert result.returncode == 2, result.stderr
         assert advice in result.stderr
     missing = server.cli("apps", "set", "nosuch", "port=80", check=False)
-    assert missing.returncode == 1 and "no app named 'nosuch'" in missing.stderr
+    assert missing.returncode == 1 and "app 'nosuch' does not exist" in missing.stderr
 
 
 def test_app_port_comes_from_the_single_exposed_port(

@@ -9,6 +9,7 @@ import pytest
 
 from rivetr_git.admin.verbs import BY_NAME
 from rivetr_git.cli import main
+from rivetr_git.command_line import parse_verb_call
 from rivetr_git.errors import ValidationError
 from rivetr_git.remote import (
     CLIENT_MODE_HELP,
@@ -16,7 +17,6 @@ from rivetr_git.remote import (
     app_from_path,
     client_target,
     parse_remote_url,
-    parse_verb_call,
     shape_argv,
 )
 from tests.helpers import run

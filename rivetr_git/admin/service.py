@@ -2,17 +2,15 @@
 
 Used by the SSH session (the caller is the key that signed) and by the local CLI through
 the daemon's socket (the caller is the server's own user, an admin). Access is checked
-against the database on every command, so a removed key or revoked grant takes effect at
-once, and someone else's app answers exactly like a missing one.
+(admin.dispatch) against the database on every command, so a removed key or revoked grant
+takes effect at once. The record verbs (admin.records) also run without the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
-from rivetr_git.admin import render, verbs
+from rivetr_git.admin import verbs
 from rivetr_git.admin.app_settings import (
     BUILDS,
     CHECKS,
@@ -22,11 +20,12 @@ from rivetr_git.admin.app_settings import (
     parse_assignments,
 )
 from rivetr_git.admin.config_verbs import ConfigVerbs
-from rivetr_git.admin.ssh_keys import parse_public_key
+from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
+from rivetr_git.admin.records import Records
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.errors import AccessDenied, NotFound, ValidationError
-from rivetr_git.models import App, Role, SshKey
-from rivetr_git.names import validate_app_name, validate_domain, validate_key_name
+from rivetr_git.errors import NotFound, ValidationError
+from rivetr_git.models import App
+from rivetr_git.names import validate_domain
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
@@ -34,34 +33,8 @@ from rivetr_git.proxy.routes import RouteTable, normalize_host
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
-from rivetr_git.terminal import neutralise
 
-
-class Session(Protocol):
-    """Where a command's output goes and its input comes from."""
-
-    async def out(self, line: str) -> None: ...
-
-    async def out_bytes(self, data: bytes) -> None: ...
-
-    async def read_input(self, limit: int) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class Caller:
-    key: SshKey | None  # None: the server's own user, through the local CLI
-
-    @property
-    def is_admin(self) -> bool:
-        return self.key is None or self.key.is_admin
-
-    @property
-    def name(self) -> str:
-        return self.key.name if self.key is not None else "local admin"
-
-
-Handler = Callable[[Invocation, Caller, Session], Awaitable[int]]
-AppHandler = Callable[[Invocation, App, Caller, Session], Awaitable[int]]  # its app exists
+__all__ = ["Admin", "Caller", "Session"]  # Caller and Session live in dispatch
 
 
 class Admin:
@@ -76,23 +49,19 @@ class Admin:
         self._releases = releases
         self._routes = routes
         self._create_repo = create_repo
-        self._repo_size = repo_size
         self._config = ConfigVerbs(env)
-        self._handlers: dict[str, Handler] = {
-            "apps:list": self._apps_list, "apps:create": self._apps_create,
-            "keys:add": self._keys_add, "keys:list": self._keys_list,
-            "keys:remove": self._keys_remove,
-            "access:grant": self._access_grant, "access:revoke": self._access_revoke,
-        }
+        records = Records(settings, store, deployer, repo_size)
+        self._handlers: dict[str, Handler] = {"apps:create": self._apps_create,
+                                              **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
-            "apps:info": self._apps_info, "apps:destroy": self._apps_destroy,
+            **records.app_handlers, "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb, "checks:set": self._settings_verb,
             "compose:allow": self._settings_verb,
             "deploy:set": self._settings_verb, "builds:set": self._settings_verb,
             "domains:add": self._domains_add, "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
             "ps:restart": self._ps_restart, "ps:stop": self._ps_stop, "ps:start": self._ps_start,
-            "logs": self._logs, "run": self._run, "deploys": self._deploys,
+            "logs": self._logs, "run": self._run,
             "releases": self._release_verbs, "rollback": self._release_verbs,
             "config": self._config_verbs, "config:get": self._config_verbs,
             "config:set": self._config_verbs, "config:unset": self._config_verbs,
@@ -104,37 +73,10 @@ class Admin:
 
     async def run(self, argv: Sequence[str], caller: Caller, session: Session) -> int:
         """Parse and run one command. Raises RivetrError (UsageHelp for help) for the edge."""
-        invocation = verbs.parse(argv)
-        verb = invocation.verb
-        if verb.admin_only and not caller.is_admin:
-            raise AccessDenied(f"{verb.name} is for admin keys only")
-        handler = self._app_handlers.get(verb.name)
-        if handler is None:
-            return await self._handlers[verb.name](invocation, caller, session)
-        name = invocation.app or ""  # parse() sets it for every per-app verb
-        app = await self._store.find_app(name)
-        if app is None or (caller.key is not None
-                           and not await self._store.has_access(caller.key, app)):
-            raise NotFound(f"app '{name}' does not exist")
-        return await handler(invocation, app, caller, session)
+        return await dispatch(self._store, self._handlers, self._app_handlers, argv, caller,
+                              session)
 
     # --- apps --------------------------------------------------------------------------------
-
-    async def _apps_list(self, inv: Invocation, caller: Caller,
-                         s: Session) -> int:
-        apps = (await self._store.list_apps() if caller.key is None
-                else await self._store.apps_visible_to(caller.key))
-        if not apps:
-            await s.out("no apps yet; `apps:create NAME` or an admin key's first push makes one")
-            return 0
-        rows = []
-        for a in apps:
-            current = await self._store.current_deployment(a)
-            live = f"#{current.id} {current.commit_sha[:7]}" if current else "-"
-            state = "stopped" if a.stopped else "crashed" if a.crashed_reason else ""
-            rows.append((a.name, live, state, self._deployer.app_url(a.name)))
-        await s.out(render.table(rows, ("APP", "LIVE", "STATE", "URL")))
-        return 0
 
     async def _apps_create(self, inv: Invocation, caller: Caller,
                            s: Session) -> int:
@@ -143,60 +85,6 @@ class Admin:
         await self._create_repo(created.name)
         await s.out(f"created {created.name}; push to it: git remote add rivetr "
                     f"ssh://git@HOST:{self._settings.ssh_port}/{created.name}")
-        return 0
-
-    async def _apps_info(self, inv: Invocation, app: App, caller: Caller,
-                         s: Session) -> int:
-        current = await self._store.current_deployment(app)
-        defaults = self._deployer.health_defaults()
-        used = await self._deployer.health_in_force(app)
-
-        def shown(value: object, default: object, unit: str = "") -> str:
-            return f"{value}{unit}" if value is not None else f"{default}{unit} (default)"
-
-        live = "nothing deployed"
-        if current:
-            live = (f"#{current.id} {current.commit_sha[:7]} \"{current.commit_message[:50]}\" "
-                    f"on 127.0.0.1:{current.host_port}")
-        build = {"dockerfile": app.dockerfile if app.dockerfile != "Dockerfile" else None,
-                 "context": app.build_context, "target": app.build_target,
-                 "no_cache": "true" if app.build_no_cache else None,
-                 "publish_dir": app.publish_dir, "compose_service": app.compose_service}
-        lines = [
-            f"app:            {app.name}",
-            f"url:            {self._deployer.app_url(app.name)}",
-            f"domains:        {', '.join(await self._store.domains(app)) or '-'}",
-            f"state:          {_state(app, current is not None)}",
-            f"live:           {live}",
-            f"deploy branch:  {app.deploy_branch or self._settings.deploy_branch}",
-            "repository:     " + (render.approx_size(await self._repo_size(app.name))
-                                  if self._repo_size else "-")
-            + f" (pushes up to max_push_size {self._settings.max_push_size or 'no limit'})",
-            f"build:          {app.build_type or 'auto (detected on each push)'}"
-            + "".join(f", {k} {v}" for k, v in build.items() if v),
-            f"port:           {app.port if app.port is not None else 'image EXPOSE, else 5000'}",
-            "limits:         memory " + (render.size(app.memory_limit) if app.memory_limit
-                                         else "none") + ", cpu " +
-            (f"{app.cpu_limit:g}" if app.cpu_limit is not None else "none"),
-            "health check:   in force (app setting > rivetr.toml of the live commit > "
-            "server default) [server default]",
-            f"  path:         {used.path or repr('')} [{defaults.path or repr('')}]",
-            f"  timeout:      {used.timeout:g}s [{defaults.timeout:g}s]",
-            f"  interval:     {used.interval:g}s [{defaults.interval:g}s]",
-            f"  retries:      {used.retries} [{defaults.retries}]",
-            f"  start_period: {used.start_period:g}s [{defaults.start_period:g}s]",
-            f"pre-deploy:     {app.pre_deploy or '-'}",
-            f"post-deploy:    {app.post_deploy or '-'}",
-            "command timeout: " + shown(app.deploy_command_timeout,
-                                        self._settings.deploy_command_timeout, "s"),
-            f"webhook:        {app.webhook_url or '-'}",
-            "compose binds:  " + (app.compose_binds or "- (an admin allows one with "
-                                                        "compose:allow)"),
-        ]
-        if app.crashed_reason:
-            lines.append(f"crashed:        {app.crashed_reason}")
-        for line in lines:
-            await s.out(neutralise(line))  # commit messages, crash reasons: not ours
         return 0
 
     async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller,
@@ -304,69 +192,8 @@ class Admin:
     async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)
 
-    async def _deploys(self, inv: Invocation, app: App, caller: Caller,
-                       s: Session) -> int:
-        limit = inv.args.lines if inv.args.lines is not None else 20
-        rows = [
-            (f"#{d.id}", d.status.value, d.kind, d.commit_sha[:7], d.commit_message[:40],
-             d.created_at[:19], d.pushed_by or "", d.error_message or d.post_deploy_error or "")
-            for d in await self._store.list_deployments(app, limit=max(limit, 1))
-        ]
-        await s.out(render.table(rows, ("ID", "STATUS", "KIND", "COMMIT", "MESSAGE", "CREATED",
-                                        "BY", "ERROR")))
-        return 0
-
     async def _release_verbs(self, inv: Invocation, app: App, caller: Caller,
                              s: Session) -> int:
         if inv.verb.name == "releases":
             return await self._releases.releases(app, s.out)
         return await self._releases.rollback(app, inv.args.release, caller.name, s.out)
-
-    # --- keys and access ---------------------------------------------------------------------
-
-    async def _keys_add(self, inv: Invocation, caller: Caller,
-                        s: Session) -> int:
-        name = validate_key_name(inv.args.name)
-        text = (await s.read_input(64 * 1024)).decode("utf-8", "replace")
-        if not text.strip():
-            raise ValidationError(f"send the public key on stdin, e.g. "
-                                  f"ssh git@HOST keys:add {name} < {name}.pub")
-        key = parse_public_key(text)
-        role = Role.ADMIN if inv.args.admin else Role.DEVELOPER
-        await self._store.add_key(name, key.fingerprint, key.openssh, role)
-        await s.out(f"added key '{name}' ({role.value}) {key.fingerprint}")
-        return 0
-
-    async def _keys_list(self, inv: Invocation, caller: Caller,
-                         s: Session) -> int:
-        keys = await self._store.list_keys()
-        await s.out(render.table([(k.name, k.role.value, k.fingerprint, k.created_at[:19])
-                                  for k in keys], ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
-        return 0
-
-    async def _keys_remove(self, inv: Invocation, caller: Caller,
-                           s: Session) -> int:
-        await self._store.remove_key(inv.args.name)
-        await s.out(f"removed key '{inv.args.name}'; it stops working on its next command")
-        return 0
-
-    async def _access_grant(self, inv: Invocation, caller: Caller,
-                            s: Session) -> int:
-        await self._store.grant(inv.args.key, validate_app_name(inv.args.app_name))
-        await s.out(f"key '{inv.args.key}' may now push to and manage '{inv.args.app_name}'")
-        return 0
-
-    async def _access_revoke(self, inv: Invocation, caller: Caller,
-                             s: Session) -> int:
-        await self._store.revoke(inv.args.key, validate_app_name(inv.args.app_name))
-        await s.out(f"key '{inv.args.key}' no longer has access to '{inv.args.app_name}'")
-        return 0
-
-
-def _state(app: App, deployed: bool) -> str:
-    if app.stopped:
-        return "stopped (ps:start starts it)"
-    if app.crashed_reason:
-        return "crashed (the proxy answers 503 until the next deploy)"
-    return "running" if deployed else "created (push to deploy)"
-

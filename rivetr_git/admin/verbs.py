@@ -130,6 +130,29 @@ def _access(p: argparse.ArgumentParser) -> None:
     p.add_argument("app_name", metavar="APP")
 
 
+def _deployment_number(value: str) -> int:
+    digits = value.removeprefix("#")
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a deployment number such as 12; `deploys APP` lists them")
+    return int(digits)
+
+
+def _deployment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("deployment", type=_deployment_number, metavar="DEPLOYMENT",
+                   help="a deployment's number from `deploys APP`")
+
+
+def _apps_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                   help="dockerfile=PATH (in the repo), port=N (the app's port in the "
+                   "container), health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, "
+                   "webhook_url=URL (gets this app's events), build_type=auto|dockerfile|"
+                   "compose|railpack|pack|nixpacks|static, build_context=DIR, "
+                   "build_target=STAGE, build_no_cache=true|false, publish_dir=DIR (static "
+                   "sites), compose_service=NAME; an empty value (port=) resets to the default")
+
+
 def _help(p: argparse.ArgumentParser) -> None:
     p.add_argument("topic", nargs="?", default=None, metavar="VERB")
 
@@ -140,6 +163,8 @@ VERBS: tuple[Verb, ...] = (
          admin_only=True),
     Verb("apps:info", "settings, limits, health check, domains and live release",
          per_app=True),
+    Verb("apps:set", "change an app's settings (from its next deploy)", per_app=True,
+         admin_only=True, add_arguments=_apps_set),
     Verb("apps:destroy", "remove an app: containers, images, repository, settings, env",
          per_app=True, admin_only=True, add_arguments=_destroy),
     Verb("config", "list env var names (values with --reveal)", per_app=True,
@@ -181,6 +206,8 @@ VERBS: tuple[Verb, ...] = (
          per_app=True,
          add_arguments=_run),
     Verb("deploys", "deployments, newest first", per_app=True, add_arguments=_n),
+    Verb("deploys:log", "the pipeline log of one deployment (what its push showed)",
+         per_app=False, add_arguments=_deployment),
     Verb("releases", "releases (what rollback can run), newest first", per_app=True),
     Verb("rollback", "run an earlier release again", per_app=True, add_arguments=_rollback),
     Verb("keys:add", "register a public key (the key itself on stdin)", per_app=False,

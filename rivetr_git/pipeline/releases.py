@@ -36,12 +36,6 @@ class ReleaseCommands:
         self._store = store
         self._deployer = deployer
 
-    async def run(self, verb: str, app: App, release: int | None, by: str | None,
-                  write: Write) -> int:
-        if verb == "releases":
-            return await self.releases(app, write)
-        return await self.rollback(app, release, by, write)
-
     async def releases(self, app: App, write: Write) -> int:
         live = await self._store.current_deployment(app)
         for line in release_table(await self._store.releases(app), live):
