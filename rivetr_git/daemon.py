@@ -17,12 +17,12 @@ from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import compose
-from rivetr_git.pipeline.cleanup import BuildGate
+from rivetr_git.pipeline.after_switch.cleanup import BuildGate
+from rivetr_git.pipeline.after_switch.monitor import Monitor
+from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import instance_id, labels, network_name
-from rivetr_git.pipeline.monitor import Monitor
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands

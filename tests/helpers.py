@@ -146,7 +146,7 @@ class Server:
     def cli(self, *args: str, check: bool = True, stdin: str | None = None
             ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(self.data_dir), *args],
+            [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(self.data_dir), *args],
             capture_output=True, text=True, input=stdin, timeout=60,
             env={**os.environ, **self.env},
         )
@@ -159,7 +159,8 @@ class Server:
         state.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(self.data_dir), "serve"],
+            [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(self.data_dir),
+             "serve"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
         )
         log.close()

@@ -20,7 +20,7 @@ from typing import cast
 import pytest
 
 from rivetr_git.errors import BuildFailed
-from rivetr_git.pipeline import cli_build
+from rivetr_git.pipeline.builders import cli_build
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec
 from rivetr_git.runtime.docker import DockerRuntime

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rivetr_git.models import Status
-from rivetr_git.pipeline.cleanup import sweep
+from rivetr_git.pipeline.after_switch.cleanup import sweep
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.runtime.base import BuildSpec, ContainerSpec
 from rivetr_git.runtime.docker import DockerRuntime

@@ -18,8 +18,8 @@ import pytest
 
 from rivetr_git.admin.ssh_keys import parse_public_key
 from rivetr_git.admin.verbs import VERBS
-from rivetr_git.cli import main
-from rivetr_git.command_line import ALIASES
+from rivetr_git.cli.main import main
+from rivetr_git.cli.parse import ALIASES
 from rivetr_git.models import LogLine, Role
 from rivetr_git.store.database import Store
 from tests.helpers import Key, Server, make_key

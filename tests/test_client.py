@@ -20,8 +20,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from rivetr_git.client import resolve_endpoint
-from rivetr_git.remote import RemoteUrl
+from rivetr_git.cli.client import resolve_endpoint
+from rivetr_git.cli.remote import RemoteUrl
 from tests.helpers import AppRepo, Key, Server, run
 
 PRIVATE_ENV = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
@@ -55,7 +55,7 @@ def cli_env(home: Path) -> dict[str, str]:
 
 def rivetr(cwd: Path, home: Path, *args: str, stdin: str | None = None
            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rivetr_git.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", *args], cwd=cwd,
                           env=cli_env(home), capture_output=True, text=True, input=stdin,
                           timeout=60)
 
@@ -294,7 +294,7 @@ def echo_checkout(echo: EchoServer, keys: dict[str, Key], tmp_path: Path) -> tup
 @contextlib.contextmanager
 def following(repo: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`rivetr-git logs -f` in the background, with pipes for all three streams."""
-    client = subprocess.Popen([sys.executable, "-m", "rivetr_git.cli", "logs", "-f"], cwd=repo,
+    client = subprocess.Popen([sys.executable, "-m", "rivetr_git.cli.main", "logs", "-f"], cwd=repo,
                               env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
@@ -322,7 +322,7 @@ def test_a_terminal_stdin_is_not_read_the_command_gets_eof(
     primary, secondary = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "rivetr_git.cli", "keys:add", "bob"], cwd=repo,
+            [sys.executable, "-m", "rivetr_git.cli.main", "keys:add", "bob"], cwd=repo,
             env=cli_env(home), stdin=secondary, capture_output=True, text=True, timeout=60)
     finally:
         os.close(primary)
@@ -336,12 +336,12 @@ def test_escapes_are_neutralised_for_a_terminal_and_kept_for_a_pipe(
 ) -> None:
     repo, home = echo_checkout
     raw = b"msg \x1b]0;TITLE\x07 \x1b[31mred\x1b[0m end\n"
-    piped = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "deploys"], cwd=repo,
+    piped = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "deploys"], cwd=repo,
                            env=cli_env(home), capture_output=True, timeout=60)
     assert (piped.returncode, piped.stdout) == (0, raw)  # scripts get the bytes
     primary, secondary = pty.openpty()
     try:
-        result = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "deploys"], cwd=repo,
+        result = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "deploys"], cwd=repo,
                                 env=cli_env(home), stdout=secondary, stderr=subprocess.PIPE,
                                 timeout=60)
         shown = os.read(primary, 4096)

@@ -12,9 +12,9 @@ import yaml
 
 from rivetr_git.admin.app_settings import COMPOSE_ALLOW, parse_assignments
 from rivetr_git.errors import BuildFailed, StartFailed, ValidationError
-from rivetr_git.pipeline.compose import Limits, process_env, rewrite, write_file
-from rivetr_git.pipeline.compose_normalise import normalise
-from rivetr_git.pipeline.compose_policy import check
+from rivetr_git.pipeline.builders.compose import Limits, process_env, rewrite, write_file
+from rivetr_git.pipeline.builders.compose_normalise import normalise
+from rivetr_git.pipeline.builders.compose_policy import check
 from rivetr_git.runtime.base import Runtime
 
 

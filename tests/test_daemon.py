@@ -100,7 +100,7 @@ def test_kill_9_during_health_check_is_cleaned_up_on_restart(
 
 def run_serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(tmp_path / "d"), "serve"],
+        [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(tmp_path / "d"), "serve"],
         capture_output=True, text=True, timeout=30, env={**os.environ, **env},
     )
 
@@ -129,7 +129,7 @@ def test_bad_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "rivetr.toml"
     config.write_text("ssh_port = 2222\nfancy = true\n")
     result = subprocess.run(
-        [sys.executable, "-m", "rivetr_git.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "rivetr_git.cli.main", "serve", "--config", str(config)],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2
@@ -139,7 +139,7 @@ def test_bad_config_file_is_refused(tmp_path: Path) -> None:
 def test_serve_help_lists_every_setting() -> None:
     from rivetr_git.settings import SETTINGS
 
-    result = subprocess.run([sys.executable, "-m", "rivetr_git.cli", "serve", "--help"],
+    result = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "serve", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     for setting in SETTINGS:
@@ -155,7 +155,7 @@ def test_config_file_and_env_precedence(docker_engine: None, tmp_path: Path) -> 
     # --config comes from the command line; the env var beats the file's proxy_port = 1.
     state = srv.data_dir / "daemon.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(srv.data_dir), "serve",
+        [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(srv.data_dir), "serve",
          "--config", str(config)],
         env={**os.environ, **srv.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -72,7 +72,7 @@ def test_extracted_build_dirs_stay_readable_for_the_image_under_the_private_umas
     import io
     import tarfile
 
-    from rivetr_git.pipeline.context import extract
+    from rivetr_git.pipeline.builders.context import extract
 
     source = tmp_path / "context.tar"
     with tarfile.open(source, "w") as archive:  # git stores files only, no dirs

@@ -14,7 +14,7 @@ import pytest
 
 from rivetr_git.daemon import reconcile
 from rivetr_git.models import App, Deployment, Status
-from rivetr_git.pipeline import watch
+from rivetr_git.pipeline.after_switch import watch
 from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.pipeline.labels import image_tag, labels
 from rivetr_git.proxy.routes import RouteTable

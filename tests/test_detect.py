@@ -12,9 +12,9 @@ import yaml
 
 from rivetr_git.admin.app_settings import parse_assignments
 from rivetr_git.errors import BuildFailed, ValidationError
-from rivetr_git.pipeline.compose import rewrite, routed_service
-from rivetr_git.pipeline.context import read_tree, subtree
-from rivetr_git.pipeline.detect import Tree, choose, detect
+from rivetr_git.pipeline.builders.compose import rewrite, routed_service
+from rivetr_git.pipeline.builders.context import read_tree, subtree
+from rivetr_git.pipeline.builders.detect import Tree, choose, detect
 
 
 def tree(*paths: str, **contents: bytes) -> Tree:

@@ -351,7 +351,7 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
     open_master_key(data_dir, None)
     with lock_master_key(data_dir, exclusive=False):  # what a running daemon holds
         result = subprocess.run(
-            [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(data_dir), "secrets",
+            [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(data_dir), "secrets",
              "rotate"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert "is using this data dir's master key; stop the server first" in result.stderr
@@ -359,7 +359,7 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
             RivetrError, match=r"a master key rotation .* is running"):
         lock_master_key(data_dir, exclusive=False)
     result = subprocess.run(
-        [sys.executable, "-m", "rivetr_git.cli", "--data-dir", str(data_dir), "secrets",
+        [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(data_dir), "secrets",
          "rotate"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "re-encrypted 0 env var values under a new master key" in result.stdout

@@ -1,4 +1,4 @@
-"""Client mode's plan (rivetr_git/remote.py): remote URLs, command lines, when it applies."""
+"""Client mode's plan (rivetr_git/cli/remote.py): remote URLs, command lines, when it applies."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from rivetr_git.admin.verbs import BY_NAME
-from rivetr_git.cli import main
-from rivetr_git.command_line import parse_verb_call
-from rivetr_git.errors import ValidationError
-from rivetr_git.remote import (
+from rivetr_git.cli.main import main
+from rivetr_git.cli.parse import parse_verb_call
+from rivetr_git.cli.remote import (
     CLIENT_MODE_HELP,
     RemoteUrl,
     app_from_path,
@@ -19,6 +18,7 @@ from rivetr_git.remote import (
     parse_remote_url,
     shape_argv,
 )
+from rivetr_git.errors import ValidationError
 from tests.helpers import run
 
 

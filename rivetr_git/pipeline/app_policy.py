@@ -9,7 +9,7 @@ from typing import Any
 from rivetr_git.errors import BuildFailed, DecryptionFailed
 from rivetr_git.models import App
 from rivetr_git.pipeline import health as health_check
-from rivetr_git.pipeline import static_site
+from rivetr_git.pipeline.builders import static_site
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.pipeline.repo_config import RepoConfig
 from rivetr_git.secrets.env_vars import EnvVars

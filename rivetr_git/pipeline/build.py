@@ -13,9 +13,9 @@ from pathlib import Path
 from rivetr_git import validate
 from rivetr_git.errors import BuildFailed
 from rivetr_git.models import App
-from rivetr_git.pipeline import cli_build, compose, static_site
-from rivetr_git.pipeline.context import read_tree, subtree
-from rivetr_git.pipeline.detect import Detection, choose
+from rivetr_git.pipeline.builders import cli_build, compose, static_site
+from rivetr_git.pipeline.builders.context import read_tree, subtree
+from rivetr_git.pipeline.builders.detect import Detection, choose
 from rivetr_git.pipeline.labels import image_tag
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime

@@ -18,11 +18,13 @@ from typing import Any
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import app_policy, cleanup, compose, health, promote, repo_config
+from rivetr_git.pipeline import app_policy, health, promote, repo_config
+from rivetr_git.pipeline.after_switch import cleanup
+from rivetr_git.pipeline.after_switch.rollback import AutoRollback
+from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import image_repository, labels, network_name
 from rivetr_git.pipeline.queue import DeployQueue, Job
-from rivetr_git.pipeline.rollback import AutoRollback
 from rivetr_git.pipeline.run import Runner
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import Runtime

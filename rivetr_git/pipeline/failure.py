@@ -12,8 +12,8 @@ from pathlib import Path
 
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Deployment, Status
-from rivetr_git.pipeline import compose
-from rivetr_git.pipeline.cleanup import BuildGate
+from rivetr_git.pipeline.after_switch.cleanup import BuildGate
+from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.labels import container_name, labels
 from rivetr_git.runtime.base import Runtime
 from rivetr_git.store.database import Store

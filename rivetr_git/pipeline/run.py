@@ -23,15 +23,14 @@ from rivetr_git.pipeline import (
     app_policy,
     build,
     checkout,
-    cleanup,
-    compose,
     deploy_commands,
     health,
     promote,
     repo_config,
     start,
-    watch,
 )
+from rivetr_git.pipeline.after_switch import cleanup, watch
+from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import image_repository
 from rivetr_git.pipeline.log import DeployLog

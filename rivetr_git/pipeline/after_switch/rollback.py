@@ -16,8 +16,8 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import promote
+from rivetr_git.pipeline.after_switch.watch import Switch, after_switch
 from rivetr_git.pipeline.queue import Job
-from rivetr_git.pipeline.watch import Switch, after_switch
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import Runtime
 from rivetr_git.settings import Settings

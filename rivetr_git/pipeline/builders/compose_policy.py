@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import BuildFailed
-from rivetr_git.pipeline.compose_normalise import HOST, as_dict, inside
+from rivetr_git.pipeline.builders.compose_normalise import HOST, as_dict, inside
 
 LIMITS = "resource limits are the app's own; an admin sets them with limits:set"
 # A service may say these; each is checked further below where it names a path or a volume.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rivetr_git.errors import BuildFailed
-from rivetr_git.pipeline.context import extract
+from rivetr_git.pipeline.builders.context import extract
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import Runtime
 

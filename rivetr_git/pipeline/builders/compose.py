@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
-from rivetr_git.pipeline import compose_normalise, compose_policy
-from rivetr_git.pipeline.cli_build import stream
-from rivetr_git.pipeline.context import extract
+from rivetr_git.pipeline.builders import compose_normalise, compose_policy
+from rivetr_git.pipeline.builders.cli_build import stream
+from rivetr_git.pipeline.builders.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import ContainerInfo, Runtime

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rivetr_git.admin.verbs import Verb
-from rivetr_git.command_line import parse_verb_call
+from rivetr_git.cli.parse import parse_verb_call
 from rivetr_git.errors import ValidationError
 from rivetr_git.names import validate_app_name
 

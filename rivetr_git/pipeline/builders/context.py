@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from rivetr_git.errors import BuildFailed
-from rivetr_git.pipeline.detect import Tree
+from rivetr_git.pipeline.builders.detect import Tree
 
 # Small files detection may read (all at the root of the commit).
 _READ = frozenset({"package.json"})

@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import paramiko
 
+from rivetr_git.cli.remote import RemoteUrl, Target
 from rivetr_git.errors import ClientError, HostKeyMismatch, HostKeyUnknown
-from rivetr_git.remote import RemoteUrl, Target
 from rivetr_git.terminal import ByteNeutraliser
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import cleanup
+from rivetr_git.pipeline.after_switch import cleanup
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.promote import upstream_of
 from rivetr_git.proxy.routes import RouteTable

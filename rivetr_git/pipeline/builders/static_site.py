@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rivetr_git.pipeline.context import subtree
+from rivetr_git.pipeline.builders.context import subtree
 
 PORT = 80  # what the official image EXPOSEs: the image keeps a single port
 HEALTH_PATH = "/.rivetr/health"

@@ -22,9 +22,9 @@ from typing import Any
 from rivetr_git import __version__
 from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
-from rivetr_git.command_line import VerbCall, alias_help, parse_command_line
+from rivetr_git.cli.parse import VerbCall, alias_help, parse_command_line
+from rivetr_git.cli.remote import CLIENT_MODE_HELP, client_target, shape_argv
 from rivetr_git.errors import RivetrError, ServerNotRunning, UsageHelp
-from rivetr_git.remote import CLIENT_MODE_HELP, client_target, shape_argv
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store.data_dir import make_private
 
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         target = client_target(argv, os.environ) if call.alias is None else None
         if target is not None:  # a verb for the server of this checkout's `rivetr` remote
-            from rivetr_git.client import run_remote  # paramiko: only client mode pays for it
+            from rivetr_git.cli.client import run_remote  # paramiko: only client mode pays for it
 
             return run_remote(target)
         return run_local(call)
