@@ -227,58 +227,8 @@ class Daemon:
             # A bad key stops start-up here, before anything could need a value.
             env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
             runtime = await connect_runtime(s)
-            instance = instance_id(s.data_dir)
-            repos = Repos(s.repos_dir)
-            routes = RouteTable(s.base_domain)
-            await reconcile(s, store, repos, runtime, routes, instance)
-            notifier = Notifier(s)
-            closers.append(notifier)
-            deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
-            monitor = asyncio.create_task(Monitor(
-                s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
-            pushes = PushHandler(deployer, s.deploy_branch)
-            releases = ReleaseCommands(store, deployer)
-
-            async def env_of(deployment: Deployment) -> dict[str, str]:
-                return await env_vars.for_deployment(deployment.id)
-
-            processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
-                                  s.drain_timeout)
-            admin = Admin(s, store, deployer, processes, releases, routes,
-                          lambda app: repos.create(app, s.deploy_branch), env_vars,
-                          repo_size=repos.size)
-
-            async def local_command(argv: list[str], session: Session) -> int:
-                return await admin.run(argv, Caller(None), session)
-
-            hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy: ProxyServer | ProxyWorkers | NginxProxy
-            if s.proxy_backend == "nginx":
-                proxy = NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
-                                   s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
-            elif s.proxy_workers:
-                proxy = ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
-                                     s.proxy_workers)
-            else:
-                proxy = ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
-            receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
-            await hooks.start()
-            closers.append(hooks)
-            await proxy.start()
-            closers.append(proxy)
-            deployer.set_public_port(proxy.bound_port)
-            await receiver.start()
-            closers.append(receiver)
-            closers.append(deployer)
-            self._write_state(receiver.bound_port, proxy.bound_port)
-            log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
-                     "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
-                     proxy.bound_port, len(routes), runtime.name)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            monitor = await self._start(store, env_vars, runtime, closers)
+            await _until(stop)
             log.info("shutting down; app containers keep running")
             monitor.cancel()
         finally:
@@ -292,6 +242,43 @@ class Daemon:
             await store.close()
             key_lock.close()
 
+    async def _start(self, store: Store, env_vars: EnvVars, runtime: Runtime,
+                     closers: list[object]) -> asyncio.Task[None]:
+        """Reconcile, then start every part; each started part goes on `closers`. Returns
+        the crash monitor's task."""
+        s = self.settings
+        instance = instance_id(s.data_dir)
+        repos = Repos(s.repos_dir)
+        routes = RouteTable(s.base_domain)
+        await reconcile(s, store, repos, runtime, routes, instance)
+        notifier = Notifier(s)
+        closers.append(notifier)
+        deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
+        monitor = asyncio.create_task(Monitor(
+            s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
+        admin = _admin(s, store, repos, runtime, routes, instance, deployer, env_vars)
+
+        async def local_command(argv: list[str], session: Session) -> int:
+            return await admin.run(argv, Caller(None), session)
+
+        pushes = PushHandler(deployer, s.deploy_branch)
+        hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
+        proxy = _proxy(s, routes)
+        receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
+        await hooks.start()
+        closers.append(hooks)
+        await proxy.start()
+        closers.append(proxy)
+        deployer.set_public_port(proxy.bound_port)
+        await receiver.start()
+        closers.append(receiver)
+        closers.append(deployer)
+        self._write_state(receiver.bound_port, proxy.bound_port)
+        log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
+                 "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
+                 proxy.bound_port, len(routes), runtime.name)
+        return monitor
+
     def _write_state(self, ssh_port: int, proxy_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""
         state = {"pid": os.getpid(), "ssh_port": ssh_port, "proxy_port": proxy_port}
@@ -299,3 +286,36 @@ class Daemon:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(path)
+
+
+async def _until(stop: asyncio.Event) -> None:
+    """Wait for `stop`, or SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | NginxProxy:
+    """The data plane the settings ask for."""
+    if s.proxy_backend == "nginx":
+        return NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                          s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
+    if s.proxy_workers:
+        return ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
+                            s.proxy_workers)
+    return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
+
+
+def _admin(s: Settings, store: Store, repos: Repos, runtime: Runtime, routes: RouteTable,
+           instance: str, deployer: Deployer, env_vars: EnvVars) -> Admin:
+    """The verbs, with what they act on."""
+    async def env_of(deployment: Deployment) -> dict[str, str]:
+        return await env_vars.for_deployment(deployment.id)
+
+    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
+                          s.drain_timeout)
+    return Admin(s, store, deployer, processes, ReleaseCommands(store, deployer), routes,
+                 lambda app: repos.create(app, s.deploy_branch), env_vars,
+                 repo_size=repos.size)

@@ -8,12 +8,11 @@ Value checks come from `validate` (one rule per kind of value, shared with app s
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +22,15 @@ from rivetr_git.errors import ConfigError
 ENV_PREFIX = "RIVETR_"
 # What a current OpenSSH offers, less what ssh-audit fails. asyncssh has no sntrup761;
 # mlkem768x25519 is the post-quantum hybrid here (OpenSSH 9.9+).
-SSH_KEX_ALGS = ("mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,"
-                "diffie-hellman-group18-sha512,diffie-hellman-group16-sha512")
-SSH_CIPHERS = ("chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
-               "aes256-ctr,aes192-ctr,aes128-ctr")
+SSH_KEX_ALGS = (
+    "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,"
+    "diffie-hellman-group18-sha512,diffie-hellman-group16-sha512"
+)
+SSH_CIPHERS = (
+    "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,"
+    "aes256-ctr,aes192-ctr,aes128-ctr"
+)
 SSH_MACS = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
-_ALG_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
 T = TypeVar("T")
 
 
@@ -38,80 +40,12 @@ def setting(default: T, help: str, parse: Callable[[object], T]) -> T:
     return field(default=default, metadata={"help": help, "parse": parse})
 
 
-def keeps(check: Callable[[object], object]) -> Callable[[object], str]:
-    """For settings kept as written ('512m', '1.5', a URL): check the value, keep the string;
-    '' means off."""
-
-    def parse(value: object) -> str:
-        found = validate.text(value)
-        if found:
-            check(found)
-        return found
-
-    return parse
-
-
-def _directory(value: object) -> Path:
-    if not isinstance(value, str | Path) or not str(value):
-        raise ValueError("expected a directory path")
-    return Path(value)
-
-
-def _port(value: object) -> int:
-    return validate.port(value, zero_ok=True)
-
-
-def _seconds_or_off(value: object) -> float:
-    return validate.seconds(value, zero_ok=True)
-
-
-def _count_or_off(value: object) -> int:
-    return validate.count(value, 0)
-
-
-def _rate_or_off(value: object) -> float:
-    return validate.number(value, zero_ok=True)
-
-
-def _alg_list(value: object) -> str:
-    # Names are checked against what asyncssh supports when the receiver starts.
-    names = [n.strip() for n in validate.text(value).split(",")]
-    if not all(_ALG_NAME.fullmatch(n) for n in names):
-        raise ValueError("expected algorithm names separated by commas, e.g. "
-                         "curve25519-sha256,diffie-hellman-group16-sha512")
-    return ",".join(names)
-
-
-def _app_networks(value: object) -> str:
-    found = validate.text(value)
-    if found:
-        try:
-            network = ipaddress.IPv4Network(found)
-        except ValueError:
-            raise ValueError("expected an IPv4 network such as 10.213.0.0/16") from None
-        if not network.is_private or network.prefixlen > 26:
-            raise ValueError("expected a private IPv4 range of /26 or larger, e.g. "
-                             "10.213.0.0/16 (each app takes a /26)")
-    return found
-
-
-def _health_path(value: object) -> str:
-    found = validate.text(value)
-    return validate.http_path(found) if found else ""
-
-
-def _workers(value: object) -> int:
-    try:
-        return validate.count(value, 0, 64)
-    except ValueError:
-        raise ValueError("expected 0 (the proxy runs inside the daemon) to 64 processes") from None
-
-
-def _log_level(value: object) -> str:
-    found = validate.text(value).upper()
-    if found not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("expected one of debug, info, warning, error")
-    return found
+# Checks with their settings' bounds ("or off": 0 means off).
+_port = partial(validate.port, zero_ok=True)
+_seconds_or_off = partial(validate.seconds, zero_ok=True)
+_count_or_off = partial(validate.count, minimum=0)
+_rate_or_off = partial(validate.number, zero_ok=True)
+_workers = partial(validate.count, minimum=0, maximum=64)
 
 
 _runtime = validate.one_of(
@@ -129,7 +63,9 @@ _builder = validate.one_of("nixpacks", "railpack", "pack", expected="nixpacks, r
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = setting(Path("./data"), "SQLite db, bare repos, host key, logs", _directory)
+    data_dir: Path = setting(
+        Path("./data"), "SQLite db, bare repos, host key, logs", validate.directory
+    )
     ssh_host: str = setting("0.0.0.0", "address the SSH receiver listens on", validate.host)
     ssh_port: int = setting(2222, "SSH receiver port (0: pick a free one)", _port)
     proxy_host: str = setting("0.0.0.0", "address the reverse proxy listens on", validate.host)
@@ -157,7 +93,9 @@ class Settings:
         True, "an admin key's first push to a new name creates it", validate.boolean
     )
     health_path: str = setting(
-        "", "default HTTP health path ('' : the app must answer at all)", _health_path
+        "",
+        "default HTTP health path ('' : the app must answer at all)",
+        validate.kept(validate.http_path),
     )
     health_interval: float = setting(
         0.5, "longest pause between health check attempts", validate.seconds
@@ -217,16 +155,16 @@ class Settings:
         900, "seconds a build may take before it is stopped and fails", validate.count
     )
     build_cpu_limit: str = setting(
-        "", "CPUs a build may use, e.g. 1.5 ('': no limit)", keeps(validate.cpus)
+        "", "CPUs a build may use, e.g. 1.5 ('': no limit)", validate.kept(validate.cpus)
     )
     build_memory_limit: str = setting(
-        "", "memory a build may use, e.g. 2g or 512m ('': no limit)", keeps(validate.memory)
+        "", "memory a build may use, e.g. 2g or 512m ('': no limit)", validate.kept(validate.memory)
     )
     webhook_url: str = setting(
         "",
         "URL that gets a JSON event for every deploy, rollback and crash ('': none); "
         "apps can add their own",
-        keeps(validate.http_url),
+        validate.kept(validate.http_url),
     )
     webhook_secret: str = setting(
         "",
@@ -255,7 +193,9 @@ class Settings:
         "builder image `pack build --builder` uses",
         validate.image,
     )
-    log_level: str = setting("INFO", "daemon log level: debug, info, warning, error", _log_level)
+    log_level: str = setting(
+        "INFO", "daemon log level: debug, info, warning, error", validate.log_level
+    )
     proxy_backend: str = setting(
         "builtin",
         "'builtin' (rivetr's own proxy) or 'nginx' (the same routes, served by nginx,"
@@ -272,13 +212,13 @@ class Settings:
         "",
         "addresses/networks (comma-separated) whose X-Forwarded-*, X-Real-IP and "
         "X-Request-ID are believed ('': nobody's)",
-        keeps(validate.networks),
+        validate.kept(validate.networks),
     )
     max_body_size: str = setting(
         "1g",
         "largest request body, e.g. 10m or 1g; larger ones get 413, even mid-stream "
         "('' or 0: no limit)",
-        keeps(validate.size),
+        validate.kept(validate.size),
     )
     proxy_header_timeout: float = setting(
         10.0,
@@ -331,41 +271,72 @@ class Settings:
         validate.text,
     )
     access_log_max_size: str = setting(
-        "10m", "the access log rotates at this size", keeps(validate.size)
+        "10m", "the access log rotates at this size", validate.kept(validate.size)
     )
     access_log_backups: int = setting(5, "rotated access logs kept", validate.count)
     ssh_max_startups: int = setting(
-        100, "SSH connections not yet authenticated, from everyone; more are dropped before "
-        "the key exchange", validate.count)
+        100,
+        "SSH connections not yet authenticated, from everyone; more are dropped before "
+        "the key exchange",
+        validate.count,
+    )
     ssh_max_startups_per_source: int = setting(
-        20, "SSH connections not yet authenticated from one address; more are dropped before "
-        "the key exchange", validate.count)
+        20,
+        "SSH connections not yet authenticated from one address; more are dropped before "
+        "the key exchange",
+        validate.count,
+    )
     ssh_handshake_rate: float = setting(
-        5.0, "SSH handshakes per second one address may start once its burst is used; faster "
-        "ones wait (DHEat guard; 0: no throttling)", _rate_or_off)
+        5.0,
+        "SSH handshakes per second one address may start once its burst is used; faster "
+        "ones wait (DHEat guard; 0: no throttling)",
+        _rate_or_off,
+    )
     ssh_handshake_burst: int = setting(
-        10, "SSH handshakes one address may start at once before ssh_handshake_rate applies",
-        validate.count)
+        10,
+        "SSH handshakes one address may start at once before ssh_handshake_rate applies",
+        validate.count,
+    )
     ssh_login_grace_time: float = setting(
-        30.0, "seconds an SSH client has to authenticate before it is disconnected",
-        validate.seconds)
+        30.0,
+        "seconds an SSH client has to authenticate before it is disconnected",
+        validate.seconds,
+    )
     ssh_max_auth_tries: int = setting(
-        10, "public keys one SSH connection may offer (probes count; the key that signs "
-        "counts twice) before it is disconnected", validate.count)
+        10,
+        "public keys one SSH connection may offer (probes count; the key that signs "
+        "counts twice) before it is disconnected",
+        validate.count,
+    )
     ssh_idle_timeout: float = setting(
-        300.0, "a git session that moves no data for this many seconds (while no deploy "
-        "runs) is closed and its git ended (0: never)", _seconds_or_off)
-    ssh_kex_algs: str = setting(SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated",
-                                _alg_list)
-    ssh_ciphers: str = setting(SSH_CIPHERS, "SSH ciphers offered, comma-separated", _alg_list)
-    ssh_macs: str = setting(SSH_MACS, "SSH MACs offered, comma-separated (AEAD ciphers need "
-                            "none)", _alg_list)
+        300.0,
+        "a git session that moves no data for this many seconds (while no deploy "
+        "runs) is closed and its git ended (0: never)",
+        _seconds_or_off,
+    )
+    ssh_kex_algs: str = setting(
+        SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated", validate.algorithm_list
+    )
+    ssh_ciphers: str = setting(
+        SSH_CIPHERS, "SSH ciphers offered, comma-separated", validate.algorithm_list
+    )
+    ssh_macs: str = setting(
+        SSH_MACS,
+        "SSH MACs offered, comma-separated (AEAD ciphers need none)",
+        validate.algorithm_list,
+    )
     max_push_size: str = setting(
-        "100m", "largest pack one push may send, e.g. 100m or 1g (git's receive.maxInputSize; "
-        "'' or 0: no limit)", keeps(validate.size))
+        "100m",
+        "largest pack one push may send, e.g. 100m or 1g (git's receive.maxInputSize; "
+        "'' or 0: no limit)",
+        validate.kept(validate.size),
+    )
     app_networks: str = setting(
-        "10.213.0.0/16", "private IPv4 range the apps' own networks take a /26 each from ('': "
-        "the engine's default pools, about 30 networks)", _app_networks)
+        "10.213.0.0/16",
+        "private IPv4 range the apps' own networks take a /26 each from ('': "
+        "the engine's default pools, about 30 networks)",
+        validate.private_ipv4_range,
+    )
 
     @property
     def db_path(self) -> Path:

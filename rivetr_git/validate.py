@@ -13,7 +13,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from rivetr_git.errors import ValidationError
 from rivetr_git.names import validate_branch_name
@@ -27,6 +27,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_ALG_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?b?)", re.IGNORECASE)
 _UNITS = {
@@ -259,6 +260,17 @@ def networks(value: object) -> tuple[Network, ...]:
     return tuple(found)
 
 
+def kept(check: Callable[[object], object]) -> Callable[[object], str]:
+    """For values kept as written ('512m', '1.5', a URL): check the value, keep the string;
+    '' (off) passes as it is."""
+    def parse(value: object) -> str:
+        found = text(value)
+        if found:
+            check(found)
+        return found
+    return parse
+
+
 def optional(check: Callable[[object], object]) -> Callable[[object], object]:
     """`check`, except that '' (off / not set) passes as it is."""
 
@@ -266,3 +278,39 @@ def optional(check: Callable[[object], object]) -> Callable[[object], object]:
         return value if value == "" else check(value)
 
     return checked
+
+def directory(value: object) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("expected a directory path")
+    return Path(value)
+
+
+def log_level(value: object) -> str:
+    found = text(value).upper()
+    if found not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected one of debug, info, warning, error")
+    return found
+
+
+def algorithm_list(value: object) -> str:
+    """Comma-separated SSH algorithm names (what asyncssh supports is checked when the
+    receiver starts)."""
+    names = [n.strip() for n in text(value).split(",")]
+    if not all(_ALG_NAME.fullmatch(n) for n in names):
+        raise ValueError("expected algorithm names separated by commas, e.g. "
+                         "curve25519-sha256,diffie-hellman-group16-sha512")
+    return ",".join(names)
+
+
+def private_ipv4_range(value: object) -> str:
+    """A private IPv4 range of /26 or larger (each app network takes a /26); '' is off."""
+    found = text(value)
+    if found:
+        try:
+            network = ipaddress.IPv4Network(found)
+        except ValueError:
+            raise ValueError("expected an IPv4 network such as 10.213.0.0/16") from None
+        if not network.is_private or network.prefixlen > 26:
+            raise ValueError("expected a private IPv4 range of /26 or larger, e.g. "
+                             "10.213.0.0/16 (each app takes a /26)")
+    return found

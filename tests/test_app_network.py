@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rivetr_git.errors import ConfigError, RuntimeOperationError
-from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.runtime.docker import DockerRuntime, host_routes
 from rivetr_git.settings import load_settings
 from tests.helpers import Key, Server, docker_ids, run
 from tests.test_admin_verbs import ok, shell_app, verb
@@ -89,15 +89,31 @@ class _FakeClient:
         self.api = _FakeNetworksApi(subnets)
 
 
-def test_free_subnet_skips_every_overlapping_network_and_says_when_full() -> None:
-    runtime = DockerRuntime(_FakeClient(["172.17.0.0/16", "10.213.0.0/26", "10.213.0.96/27",
-                                         "fd00::/64"]))
+def test_free_subnet_skips_every_overlapping_network_and_says_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = DockerRuntime(_FakeClient(["172.17.0.0/16", "10.213.0.96/27", "fd00::/64"]))
+    # 10.213.0.0/26 is routed by the host (another engine's bridge), not this engine's.
+    monkeypatch.setattr(runtime, "host_routes",
+                        lambda: [ipaddress.IPv4Network("10.213.0.0/26")])
     assert runtime._free_subnet() is None  # no pool: the engine's own pools
     runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/24")
     assert runtime._free_subnet() == "10.213.0.128/26"  # .64/26 overlaps .96/27
     runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/25")
     with pytest.raises(RuntimeOperationError, match=r"app_networks 10\.213\.0\.0/25 is full"):
         runtime._free_subnet()
+
+
+def test_host_routes_are_read_from_the_kernel_table(tmp_path: Path) -> None:
+    table = tmp_path / "route"
+    table.write_text(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        "br-1\t0000D50A\t00000000\t0001\t0\t0\t0\tC0FFFFFF\t0\t0\t0\n")
+    assert host_routes(table) == [ipaddress.IPv4Network("172.17.0.0/16"),
+                                  ipaddress.IPv4Network("10.213.0.0/26")]
+    assert host_routes(tmp_path / "missing") == []
 
 
 def test_app_networks_setting_takes_a_private_range_or_nothing() -> None:

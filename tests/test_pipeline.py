@@ -66,7 +66,7 @@ def test_dockerfile_path_and_port_are_per_app_settings(
 
 
 def test_bad_app_settings_are_refused_with_advice(server: Server) -> None:
-    for bad, advice in [("port=99999", "1-65535"), ("dockerfile=../etc/passwd", "inside the"),
+    for bad, advice in [("port=99999", "1 to 65535"), ("dockerfile=../etc/passwd", "inside the"),
                         ("health_path=health", "/health"), ("colour=blue", "KEY=VALUE"),
                         ("deploy_branch=a..b", "branch name")]:
         result = server.cli("apps", "set", "nosuch", bad, check=False)
@@ -111,16 +111,25 @@ def test_pushes_to_one_app_queue_and_apps_deploy_in_parallel(
     results: dict[str, subprocess.CompletedProcess[str]] = {}
     timings: dict[str, tuple[float, float]] = {}
 
-    def push(name: str, repo: AppRepo, app: str, delay: float) -> None:
-        time.sleep(delay)
+    def is_building(app: str) -> bool:
+        try:
+            return "building" in server.statuses(app)
+        except AssertionError:
+            return False  # the app does not exist yet
+
+    def push(name: str, repo: AppRepo, app: str, after_first_builds: bool) -> None:
+        # The second push starts once the first one's ref is stored and its build runs
+        # (a fixed delay raced the first push's handshake on a loaded machine).
+        if after_first_builds:
+            assert wait_until(lambda: is_building("queued"), 60)
         began = time.monotonic()
         results[name] = repo.push(server.remote(app), "+main")
         timings[name] = (began, time.monotonic())
 
     threads = [
-        threading.Thread(target=push, args=("first", first, "queued", 0.0)),
-        threading.Thread(target=push, args=("second", second, "queued", 0.7)),
-        threading.Thread(target=push, args=("other", other, "parallel", 0.0)),
+        threading.Thread(target=push, args=("first", first, "queued", False)),
+        threading.Thread(target=push, args=("second", second, "queued", True)),
+        threading.Thread(target=push, args=("other", other, "parallel", False)),
     ]
     for t in threads:
         t.start()

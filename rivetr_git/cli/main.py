@@ -177,7 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_serve(sub, common)
+    _add_secrets(sub, common)
 
+    return parser
+
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _add_serve(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser(
         "serve", parents=[common], help="run the SSH receiver, pipeline and proxy",
         description="Run the SSH receiver, deploy pipeline and reverse proxy in one process. "
@@ -192,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-port", help="overrides proxy_port")
     serve.set_defaults(fn=cmd_serve)
 
+
+def _add_secrets(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
                              description="The master key that encrypts env var values "
                              "(AES-256-GCM), DATA_DIR/master.key.")
@@ -203,8 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         "DATA_DIR/master.key. Safe to interrupt: the next start or rotation keeps whichever "
         "key the database matches. The server must be stopped (this refuses otherwise).")
     rotate.set_defaults(fn=cmd_secrets_rotate)
-
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

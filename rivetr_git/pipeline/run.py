@@ -194,20 +194,7 @@ class Runner:
             ran_with = d.app_port if d.kind == "rollback" else None
             port = ran_with or await start.app_port(self._runtime, r.image, app.port)
             env = await start.release_env(self._env_vars, d.id)
-            if r.result is not None and r.result.group is not None:
-                compose_file = r.result.detection.compose_file
-                assert compose_file is not None  # detection names the file it found
-                container = await compose.up(
-                    self._runtime, r.build_dir / "src", compose_file,
-                    self._instance, app.name, d.id, app.compose_service, port, env, r.out,
-                    self._compose_dir, compose.Limits(
-                        cpus=app.cpu_limit, memory=app.memory_limit,
-                        ulimits=self._runtime.container_ulimits),
-                    app.compose_bind_list)
-            else:
-                container = await start.start(self._runtime, self._instance, app.name,
-                                              d.id, r.image, port, env, cpus=app.cpu_limit,
-                                              memory=app.memory_limit)
+            container = await self._run_container(r, port, env)
             r.container = container
             r.out.info(f"container {container.id[:12]} listening on port {port}"
                        f"{app_policy.limits_note(app)}")
@@ -219,6 +206,21 @@ class Runner:
                     app_policy.command_timeout(self._settings, app), r.out)
                 if failed:
                     raise DeployFailed("pre_deploy", failed)
+
+    async def _run_container(self, r: _Run, port: int, env: dict[str, str]) -> ContainerInfo:
+        """The release's container: a compose group's routed service, or the one image."""
+        app, d = r.app, r.d
+        if r.result is None or r.result.group is None:
+            return await start.start(self._runtime, self._instance, app.name, d.id, r.image,
+                                     port, env, cpus=app.cpu_limit, memory=app.memory_limit)
+        compose_file = r.result.detection.compose_file
+        assert compose_file is not None  # detection names the file it found
+        limits = compose.Limits(cpus=app.cpu_limit, memory=app.memory_limit,
+                                ulimits=self._runtime.container_ulimits)
+        return await compose.up(
+            self._runtime, r.build_dir / "src", compose_file, self._instance, app.name, d.id,
+            app.compose_service, port, env, r.out, self._compose_dir, limits,
+            app.compose_bind_list)
 
     async def _check_health(self, r: _Run) -> None:
         container, repo = r.container, r.repo

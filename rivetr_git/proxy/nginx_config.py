@@ -68,10 +68,6 @@ def _header_timeout(config: ProxyConfig) -> float:
 
 
 def _head(config: ProxyConfig, workers: int, state: Path, drain_timeout: float) -> str:
-    trusted = "".join(f"        {net} 1;\n" for net in config.trusted_proxies)
-    realip = "".join(f"    set_real_ip_from {net};\n" for net in config.trusted_proxies)
-    if realip:
-        realip += "    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n"
     access = (f"    access_log {config.access_log} rivetr;\n" if config.access_log
               else "    access_log off;\n")
     header_k = max(1, math.ceil(config.max_header_size / 1024))
@@ -112,6 +108,17 @@ http {{
     proxy_request_buffering off;
     proxy_buffering off;
     proxy_intercept_errors off;
+{_forwarding(config)}"""
+
+
+def _forwarding(config: ProxyConfig) -> str:
+    """Which clients' X-Forwarded-*, X-Real-IP and X-Request-ID are believed (trusted_proxies),
+    and the Connection header a WebSocket upgrade needs."""
+    trusted = "".join(f"        {net} 1;\n" for net in config.trusted_proxies)
+    realip = "".join(f"    set_real_ip_from {net};\n" for net in config.trusted_proxies)
+    if realip:
+        realip += "    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n"
+    return f"""\
 {realip}\
     geo $realip_remote_addr $rivetr_trusted {{
         default 0;
@@ -138,6 +145,7 @@ http {{
         "" "";
     }}
 """
+
 
 
 def _proxy_block(name: str) -> str:

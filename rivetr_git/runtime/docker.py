@@ -8,6 +8,7 @@ import ipaddress
 import os
 import signal
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -192,6 +193,10 @@ class DockerRuntime:
                         "to a private range, e.g. 10.213.0.0/16") from None
                 raise
 
+    def host_routes(self) -> list[ipaddress.IPv4Network]:
+        """The IPv4 networks this host routes to directly (the engine is local)."""
+        return host_routes(Path("/proc/net/route"))
+
     def _free_subnet(self) -> str | None:
         """A /26 of `network_pool` that no network of the engine overlaps (None: no pool,
         the engine picks)."""
@@ -202,7 +207,10 @@ class DockerRuntime:
                 for network in self._client.api.networks()
                 for config in ((network.get("IPAM") or {}).get("Config") or [])
                 if config.get("Subnet")]
-        used4 = [u for u in used if isinstance(u, ipaddress.IPv4Network)]
+        # Also what the host routes already: another engine's bridges (Docker's next to
+        # Podman's share the host), which Podman refuses to overlap ("subnet ... is already
+        # used on the host").
+        used4 = [u for u in used if isinstance(u, ipaddress.IPv4Network)] + self.host_routes()
         for candidate in pool.subnets(new_prefix=max(pool.prefixlen, APP_SUBNET_PREFIX)):
             if not any(candidate.overlaps(u) for u in used4):
                 return str(candidate)
@@ -354,3 +362,21 @@ class DockerRuntime:
             return [tag for img in found for tag in img.tags if tag.startswith(prefix)]
 
         return await self._call("list images", _list)
+
+
+def host_routes(table: Path) -> list[ipaddress.IPv4Network]:
+    """The destinations of a /proc/net/route table (addresses in little-endian hex)."""
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "00000000":
+            continue  # the default route is not a network of ours to avoid
+        with contextlib.suppress(ValueError):
+            dest, mask = (ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little"))
+                          for f in (fields[1], fields[7]))
+            found.append(ipaddress.IPv4Network(f"{dest}/{mask}", strict=False))
+    return found
