@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.nginx import NginxProxy
@@ -59,3 +61,20 @@ def test_custom_domains_share_one_upstream_and_stopped_apps_answer_503(tmp_path:
     assert text.count("upstream rivetr_web_3 {") == 1
     assert "server_name www.web.test;" in text and "server_name web.example.com;" in text
     assert "stopped by its owner" in text and "5003" not in text
+
+
+async def test_settings_nginx_cannot_apply_are_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = ProxyConfig(max_headers=50, access_log_backups=2, upstream_connections=8)
+    with caplog.at_level(logging.WARNING, logger="rivetr_git.proxy.nginx"):
+        async with start_env(backend="nginx", config=config):
+            pass
+    [warning] = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
+    assert "proxy_max_headers" in warning and "access_log_backups" in warning
+    assert "proxy_upstream_connections" in warning and "websocket_idle_timeout" not in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rivetr_git.proxy.nginx"):
+        async with start_env(backend="nginx"):  # defaults: nothing to say
+            pass
+    assert not [r for r in caplog.records if "ignores" in r.getMessage()]

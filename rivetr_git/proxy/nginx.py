@@ -54,6 +54,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# ProxyConfig fields nginx has no counterpart for, and the settings that set them.
+NOT_IN_NGINX = {"upstream_connections": "proxy_upstream_connections",
+                "max_headers": "proxy_max_headers",
+                "websocket_idle_timeout": "websocket_idle_timeout",
+                "access_log_max_bytes": "access_log_max_size",
+                "access_log_backups": "access_log_backups"}
+
+
+def ignored_settings(config: ProxyConfig) -> list[str]:
+    """The settings this config sets away from their defaults that nginx cannot apply."""
+    default = ProxyConfig()
+    return [name for field, name in NOT_IN_NGINX.items()
+            if getattr(config, field) != getattr(default, field)]
+
+
 class NginxProxy:
     """Same face as ProxyServer (start, close, bound_port, wait_synced), run by nginx."""
 
@@ -90,6 +105,11 @@ class NginxProxy:
             raise RivetrError("proxy_backend is 'nginx' but nginx is not installed; "
                               "apt-get install nginx, or set proxy_backend = 'builtin'")
         self._nginx = nginx
+        ignored = ignored_settings(self._config)
+        if ignored:
+            log.warning("proxy_backend = nginx ignores %s: nginx has no such limit (its own "
+                        "defaults apply, and its access log is not rotated by size); use "
+                        "proxy_backend = builtin to have them", ", ".join(ignored))
         for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self._state / sub).mkdir(parents=True, exist_ok=True)
         if self._config.access_log is not None:

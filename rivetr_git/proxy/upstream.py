@@ -198,10 +198,6 @@ class UpstreamConnection(FlowControl):
     def head_headers(self) -> list[tuple[bytes, bytes, bytes]]:
         return self._headers
 
-    @property
-    def has_body_data(self) -> bool:
-        return bool(self._body)
-
     def take_body(self) -> bytes:
         """The whole body, once `complete` is set while the head was read."""
         body = b"".join(self._body)
