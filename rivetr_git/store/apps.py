@@ -13,17 +13,11 @@ import aiosqlite
 from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, SshKey
 from rivetr_git.names import is_address, is_localhost
-from rivetr_git.store.schema import now
+from rivetr_git.store.schema import columns, from_row, now
 
 log = logging.getLogger(__name__)
 
-_APP_COLUMNS = (
-    "id, name, created_at, deploy_branch, dockerfile, port, health_path, webhook_url, "
-    "crashed_reason, memory_limit, cpu_limit, health_timeout, health_interval, health_retries, "
-    "health_start_period, pre_deploy, post_deploy, deploy_command_timeout, stopped, "
-    "build_type, build_context, build_target, build_no_cache, publish_dir, compose_service, "
-    "build_env, compose_binds"
-)
+_APP_COLUMNS = columns(App)
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset({
     "deploy_branch", "dockerfile", "port", "health_path", "webhook_url", "memory_limit",
@@ -35,16 +29,7 @@ APP_FIELDS = frozenset({
 
 
 def _app(row: Sequence[Any]) -> App:
-    return App(
-        id=row[0], name=row[1], created_at=row[2], deploy_branch=row[3], dockerfile=row[4],
-        port=row[5], health_path=row[6], webhook_url=row[7], crashed_reason=row[8],
-        memory_limit=row[9], cpu_limit=row[10], health_timeout=row[11], health_interval=row[12],
-        health_retries=row[13], health_start_period=row[14], pre_deploy=row[15],
-        post_deploy=row[16], deploy_command_timeout=row[17], stopped=bool(row[18]),
-        build_type=row[19], build_context=row[20], build_target=row[21],
-        build_no_cache=bool(row[22]), publish_dir=row[23], compose_service=row[24],
-        build_env=row[25], compose_binds=row[26],
-    )
+    return from_row(App, row, stopped=bool, build_no_cache=bool)
 
 
 class AppTables:

@@ -5,29 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from rivetr_git.errors import NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Status
-from rivetr_git.store.schema import now
+from rivetr_git.store.schema import columns, from_row, now
 
-_DEPLOYMENT_COLUMNS = (
-    "d.id, d.app_id, a.name, d.status, d.commit_sha, d.commit_message, d.image, d.container_id, "
-    "d.host_port, d.error_message, d.created_at, d.finished_at, d.pushed_by, d.rollback_of, "
-    "d.app_port, d.kind, d.post_deploy_error, d.build_type"
-)
+# Deployments are selected joined with their app (`d`, `a`): the app's name comes along.
+_DEPLOYMENT_COLUMNS = columns(
+    Deployment, **{**{f.name: f"d.{f.name}" for f in fields(Deployment)}, "app_name": "a.name"})
 
 
 def _deployment(row: Sequence[Any]) -> Deployment:
-    return Deployment(
-        id=row[0], app_id=row[1], app_name=row[2], status=Status(row[3]), commit_sha=row[4],
-        commit_message=row[5], image=row[6], container_id=row[7], host_port=row[8],
-        error_message=row[9], created_at=row[10], finished_at=row[11], pushed_by=row[12],
-        rollback_of=row[13], app_port=row[14], kind=row[15], post_deploy_error=row[16],
-        build_type=row[17],
-    )
+    return from_row(Deployment, row, status=Status)
 
 
 class DeploymentTables:

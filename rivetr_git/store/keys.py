@@ -10,16 +10,13 @@ import aiosqlite
 
 from rivetr_git.errors import AlreadyExists, NotFound
 from rivetr_git.models import App, Role, SshKey
-from rivetr_git.store.schema import now
+from rivetr_git.store.schema import columns, from_row, now
 
-_KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
+_KEY_COLUMNS = columns(SshKey)
 
 
 def _key(row: Sequence[Any]) -> SshKey:
-    return SshKey(
-        id=row[0], name=row[1], fingerprint=row[2], public_key=row[3], role=Role(row[4]),
-        created_at=row[5],
-    )
+    return from_row(SshKey, row, role=Role)
 
 
 class KeyTables:

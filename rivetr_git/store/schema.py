@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from rivetr_git.models import Status
 
@@ -131,3 +134,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN compose_binds TEXT;
     """,
 )
+
+
+T = TypeVar("T")
+
+
+def columns(cls: type[Any], **sql: str) -> str:
+    """The SELECT list for a model dataclass: one column per field, named as the field (a
+    field may name its own SQL expression, e.g. app_name="a.name"), so rows map by name."""
+    return ", ".join(sql.get(f.name, f.name) for f in dataclasses.fields(cls))
+
+
+def from_row(cls: type[T], row: Sequence[Any], **convert: Callable[[Any], Any]) -> T:
+    """A model dataclass from a row selected with `columns(cls)`; `convert` maps a field's
+    stored value (0/1, a status string) to its type."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = dict(zip(names, row, strict=True))
+    for name, fn in convert.items():
+        values[name] = fn(values[name])
+    return cls(**values)
