@@ -11,8 +11,9 @@ run: install docker  ## install, then run the server with default settings
 test: install docker tools  ## the whole test suite, against a real Docker engine (and Podman)
 	$(BIN)/pytest
 
-lint: install
+lint: install  ## ruff (lint and format), mypy strict over the package and the tests
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy rivetr_git tests
 
 bench: install docker tools

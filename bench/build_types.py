@@ -79,9 +79,11 @@ def podman_cleanup(server: Server) -> Iterator[None]:
         ids = run(["podman", "ps", "-aq", "--filter", label]).split()
         if ids:
             run(["podman", "rm", "-f", *ids])
-        images = [i for i in run(["podman", "images", "--format",
-                                  "{{.Repository}}:{{.Tag}}"]).split()
-                  if f"rivetr-{server.instance}/" in i]
+        images = [
+            i
+            for i in run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"]).split()
+            if f"rivetr-{server.instance}/" in i
+        ]
         if images:
             run(["podman", "rmi", "-f", *images])
         run(["podman", "image", "prune", "-f"])
@@ -123,14 +125,17 @@ def main() -> int:
             servers[variant] = server
             deploy(server, repos[variant], f"warm-up 2 {variant}")
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        print(f"{'round':>5}  " + "  ".join(f"{v:>20}" for v in VARIANTS) + "   (seconds: "
-              "push-to-live / server's live-in)")
+        print(
+            f"{'round':>5}  " + "  ".join(f"{v:>20}" for v in VARIANTS) + "   (seconds: "
+            "push-to-live / server's live-in)"
+        )
         for n in range(args.rounds):
-            order = VARIANTS[n % 3:] + VARIANTS[:n % 3]
+            order = VARIANTS[n % 3 :] + VARIANTS[: n % 3]
             row = {}
             for variant in order:
-                to_live, live_in = deploy(servers[variant], repos[variant],
-                                          f"round {n} {variant} {time.time()}")
+                to_live, live_in = deploy(
+                    servers[variant], repos[variant], f"round {n} {variant} {time.time()}"
+                )
                 times[variant].append(to_live)
                 row[variant] = f"{to_live:.2f} / {live_in or 0:.2f}"
             print(f"{n + 1:>5}  " + "  ".join(f"{row[v]:>20}" for v in VARIANTS), flush=True)

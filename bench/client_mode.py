@@ -39,8 +39,9 @@ APP = "client-bench"
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         raise BenchError(f"{cmd} exited {proc.returncode}: {proc.stderr.strip()}")
@@ -65,15 +66,31 @@ def main() -> int:
         host_key = (server.data_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
         known = home / ".ssh" / "known_hosts"
         known.write_text(f"[127.0.0.1]:{server.ssh_port} {' '.join(host_key)}\n")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RIVETR_", "SSH_AUTH_SOCK", "SSH_AGENT_PID"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RIVETR_", "SSH_AUTH_SOCK", "SSH_AGENT_PID"))
+        }
         env["HOME"] = str(home)
 
         commands = {
             "client": [str(RIVETR), "releases"],
-            "ssh": ["ssh", "-p", str(server.ssh_port), "-o", "BatchMode=yes",
-                    "-o", f"UserKnownHostsFile={known}", "-o", "IdentitiesOnly=yes",
-                    "-i", str(home / ".ssh" / "id_ed25519"), "git@127.0.0.1", "releases", APP],
+            "ssh": [
+                "ssh",
+                "-p",
+                str(server.ssh_port),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                f"UserKnownHostsFile={known}",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+                str(home / ".ssh" / "id_ed25519"),
+                "git@127.0.0.1",
+                "releases",
+                APP,
+            ],
             "local": [str(RIVETR), "--data-dir", str(server.data_dir), "releases", APP],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}

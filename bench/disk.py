@@ -99,8 +99,9 @@ def layer_bytes(images: Sequence[str]) -> tuple[int, int, int]:
             users[key] = users.get(key, 0) + 1
         per_image.append(mine)
     shared = sum(sizes[k] for k, n in users.items() if n == len(images))
-    own = max((sum(sizes[k] for k in mine if users[k] < len(images)) for mine in per_image),
-              default=0)
+    own = max(
+        (sum(sizes[k] for k in mine if users[k] < len(images)) for mine in per_image), default=0
+    )
     return sum(sizes.values()), shared, own
 
 
@@ -108,8 +109,12 @@ def container_bytes(ids: Sequence[str]) -> int:
     if not ids:
         return 0
     # No check: a container being retired may be gone by now; the others are still printed.
-    proc = subprocess.run(["docker", "inspect", "--size", "--format", "{{.SizeRw}}", *ids],
-                          capture_output=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["docker", "inspect", "--size", "--format", "{{.SizeRw}}", *ids],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     return sum(int(v) for v in proc.stdout.decode().split() if v.isdigit())
 
 
@@ -118,16 +123,25 @@ def dangling_ids() -> set[str]:
 
 
 def system_df() -> list[str]:
-    out = run(["docker", "system", "df", "--format",
-               "{{.Type}}: total {{.TotalCount}}, active {{.Active}}, size {{.Size}}, "
-               "reclaimable {{.Reclaimable}}"])
+    out = run(
+        [
+            "docker",
+            "system",
+            "df",
+            "--format",
+            "{{.Type}}: total {{.TotalCount}}, active {{.Active}}, size {{.Size}}, "
+            "reclaimable {{.Reclaimable}}",
+        ]
+    )
     return [ln for ln in out.splitlines() if ln.startswith(("Images", "Build Cache"))]
 
 
 def engine_state() -> list[str]:
     all_images = len(run(["docker", "images", "-a", "-q"]).split())
-    return [*system_df(), f"all images (docker images -a): {all_images}, dangling: "
-            f"{len(dangling_ids())}"]
+    return [
+        *system_df(),
+        f"all images (docker images -a): {all_images}, dangling: {len(dangling_ids())}",
+    ]
 
 
 def wait_settled(server: Server, keep: int, timeout: float = 10) -> None:
@@ -135,8 +149,9 @@ def wait_settled(server: Server, keep: int, timeout: float = 10) -> None:
     right after each switch, and the retire of the release replaced two switches ago
     (drain, stop, remove) starts at the switch, so a third container may still be there."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (len(server.app_images(APP)) > keep
-                                           or len(server.app_containers(APP)) > MAX_CONTAINERS):
+    while time.monotonic() < deadline and (
+        len(server.app_images(APP)) > keep or len(server.app_containers(APP)) > MAX_CONTAINERS
+    ):
         time.sleep(0.1)
 
 
@@ -148,24 +163,33 @@ def sample(server: Server, leftovers: BuildLeftovers, deploys: int, keep: int) -
     left = leftovers.leftovers(tags)
     dangling = dangling_ids()
     return Sample(
-        deploys=deploys, images=len(tags), containers=len(containers), release_bytes=total,
-        bound_bytes=shared + keep * own, leftover_images=len(left),
+        deploys=deploys,
+        images=len(tags),
+        containers=len(containers),
+        release_bytes=total,
+        bound_bytes=shared + keep * own,
+        leftover_images=len(left),
         leftover_dangling=sum(1 for i in left if i in dangling),
         leftover_bytes=sum(r.layer_bytes for r in left.values()),
         container_bytes=container_bytes([c[0] for c in containers]),
     )
 
 
-HEADER = ("deploys  images  containers  release bytes   bound bytes  leftover imgs (dangling)"
-          "  leftover bytes  container bytes")
+HEADER = (
+    "deploys  images  containers  release bytes   bound bytes  leftover imgs (dangling)"
+    "  leftover bytes  container bytes"
+)
 
 
 def print_sample(s: Sample, keep: int) -> None:
     flag = "" if s.images <= keep and s.release_bytes <= s.bound_bytes else "  <- over bound"
-    print(f"{s.deploys:7d}  {s.images:3d}/{keep:<2d} {s.containers:6d}/{MAX_CONTAINERS}  "
-          f"{s.release_bytes:13,d}  {s.bound_bytes:12,d}  {s.leftover_images:13d} "
-          f"({s.leftover_dangling:3d})    {s.leftover_bytes:14,d}  {s.container_bytes:15,d}"
-          f"{flag}", flush=True)
+    print(
+        f"{s.deploys:7d}  {s.images:3d}/{keep:<2d} {s.containers:6d}/{MAX_CONTAINERS}  "
+        f"{s.release_bytes:13,d}  {s.bound_bytes:12,d}  {s.leftover_images:13d} "
+        f"({s.leftover_dangling:3d})    {s.leftover_bytes:14,d}  {s.container_bytes:15,d}"
+        f"{flag}",
+        flush=True,
+    )
 
 
 def deploy(server: Server, repo: AppRepo, number: int, nonce: str, payload: int) -> int:
@@ -185,13 +209,19 @@ def verdicts(samples: list[Sample], keep: int, payload: int) -> bool:
     bytes_ok = all(s.release_bytes <= s.bound_bytes for s in samples)
     containers_ok = all(s.containers <= MAX_CONTAINERS for s in samples)
     first, last = samples[0], samples[-1]
-    print(f"\ntagged release images <= keep_releases ({keep}) at every sample: "
-          f"{'yes' if images_ok else 'NO'} (max {max(s.images for s in samples)})")
-    print(f"release bytes <= shared + keep x largest release's own layers at every sample: "
-          f"{'yes' if bytes_ok else 'NO'} (last {last.release_bytes:,d} <= "
-          f"{last.bound_bytes:,d})")
-    print(f"containers <= {MAX_CONTAINERS} at every sample: "
-          f"{'yes' if containers_ok else 'NO'} (max {max(s.containers for s in samples)})")
+    print(
+        f"\ntagged release images <= keep_releases ({keep}) at every sample: "
+        f"{'yes' if images_ok else 'NO'} (max {max(s.images for s in samples)})"
+    )
+    print(
+        f"release bytes <= shared + keep x largest release's own layers at every sample: "
+        f"{'yes' if bytes_ok else 'NO'} (last {last.release_bytes:,d} <= "
+        f"{last.bound_bytes:,d})"
+    )
+    print(
+        f"containers <= {MAX_CONTAINERS} at every sample: "
+        f"{'yes' if containers_ok else 'NO'} (max {max(s.containers for s in samples)})"
+    )
     ok = images_ok and bytes_ok and containers_ok
     print(f"target: disk use of the app's releases bounded by keep-N: {'met' if ok else 'MISSED'}")
     # Growth per deploy once every deploy prunes one release (deploy keep+1 on).
@@ -199,22 +229,33 @@ def verdicts(samples: list[Sample], keep: int, payload: int) -> bool:
     grown = last.deploys - start.deploys
     if grown > 0:
         per = (last.leftover_bytes - start.leftover_bytes) / grown
-        print(f"not covered by keep-N: {last.leftover_images} leftover untagged build images "
-              f"({last.leftover_dangling} dangling) holding {last.leftover_bytes:,d} bytes after "
-              f"{last.deploys} deploys, growing {per:,.0f} bytes per deploy (payload "
-              f"{payload:,d} bytes + index.html): {'unbounded' if per > 0 else 'flat'}")
+        print(
+            f"not covered by keep-N: {last.leftover_images} leftover untagged build images "
+            f"({last.leftover_dangling} dangling) holding {last.leftover_bytes:,d} bytes after "
+            f"{last.deploys} deploys, growing {per:,.0f} bytes per deploy (payload "
+            f"{payload:,d} bytes + index.html): {'unbounded' if per > 0 else 'flat'}"
+        )
     return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deploys", type=int, default=30, help="deploys (default 30)")
-    parser.add_argument("--keep", type=int, default=3,
-                        help="RIVETR_KEEP_RELEASES for the daemon (default 3, its default)")
-    parser.add_argument("--payload-kb", type=int, default=256,
-                        help="KiB of random bytes each release adds (default 256)")
-    parser.add_argument("--save-log", type=Path, metavar="FILE",
-                        help="copy the daemon's log here before cleanup")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=3,
+        help="RIVETR_KEEP_RELEASES for the daemon (default 3, its default)",
+    )
+    parser.add_argument(
+        "--payload-kb",
+        type=int,
+        default=256,
+        help="KiB of random bytes each release adds (default 256)",
+    )
+    parser.add_argument(
+        "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
+    )
     args = parser.parse_args()
     if not 1 <= args.deploys <= 100:
         parser.error("--deploys must be from 1 to 100")
@@ -230,15 +271,18 @@ def main() -> int:
         print(f"  {line}")
     with build_leftovers() as leftovers, workspace("rivetr-bench-disk-", args.save_log) as server:
         server.start(settings={"RIVETR_KEEP_RELEASES": str(args.keep)})
-        print(f"\nrivetr-git serve pid {server.pid}, instance {server.instance}, workdir "
-              f"{server.workdir}; keep_releases {args.keep}, other settings at their defaults")
+        print(
+            f"\nrivetr-git serve pid {server.pid}, instance {server.instance}, workdir "
+            f"{server.workdir}; keep_releases {args.keep}, other settings at their defaults"
+        )
         repo = AppRepo.create(server.workdir / "app", f"deploy 0 {nonce}")
         print(HEADER)
         samples: list[Sample] = []
         for number in range(1, args.deploys + 1):
             if time.monotonic() - began > MAX_SECONDS:
-                print(f"  ! time budget ({MAX_SECONDS:g} s) used: stopping after "
-                      f"{number - 1} deploys")
+                print(
+                    f"  ! time budget ({MAX_SECONDS:g} s) used: stopping after {number - 1} deploys"
+                )
                 break
             found = deploy(server, repo, number, nonce, payload)
             leftovers.record(f"rivetr-{server.instance}/{APP}:{found}")

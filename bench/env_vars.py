@@ -60,13 +60,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    print(f"{'vars':>5}  {'baseline ms':>11}  {'rivetr ms':>9}  {'ratio':>6}  "
-          f"{'share of a container start':>26}")
+    print(
+        f"{'vars':>5}  {'baseline ms':>11}  {'rivetr ms':>9}  {'ratio':>6}  "
+        f"{'share of a container start':>26}"
+    )
     with tempfile.TemporaryDirectory(prefix="rivetr-bench-env-") as tmp:
         for n in (1, 10, 50, 200):
             base, ours = asyncio.run(measure(n, args.rounds, Path(tmp)))
-            print(f"{n:>5}  {base:>11.3f}  {ours:>9.3f}  {ours / base:>6.2f}  "
-                  f"{ours / CONTAINER_START_MS:>25.2%}")
+            print(
+                f"{n:>5}  {base:>11.3f}  {ours:>9.3f}  {ours / base:>6.2f}  "
+                f"{ours / CONTAINER_START_MS:>25.2%}"
+            )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,13 @@ def run(
     """Run a command to completion and return its stdout; raise BenchError on failure."""
     try:
         proc = subprocess.run(
-            [str(c) for c in cmd], cwd=cwd, env=env, input=stdin, capture_output=True,
-            timeout=timeout, check=False,
+            [str(c) for c in cmd],
+            cwd=cwd,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise BenchError(f"timed out after {timeout:g}s: {' '.join(map(str, cmd))}") from None
@@ -152,9 +157,14 @@ class AppRepo:
         self.env = git_env()
 
     @classmethod
-    def create(cls, path: Path, content: str, dockerfile: str = DOCKERFILE,
-               files: Mapping[str, str] | None = None, executable: Collection[str] = ()
-               ) -> AppRepo:
+    def create(
+        cls,
+        path: Path,
+        content: str,
+        dockerfile: str = DOCKERFILE,
+        files: Mapping[str, str] | None = None,
+        executable: Collection[str] = (),
+    ) -> AppRepo:
         """A new repo whose first commit holds busybox, `dockerfile`, www/index.html with
         `content`, and `files` (relative path -> text; those in `executable` get mode 755)."""
         path.mkdir(parents=True)
@@ -188,8 +198,14 @@ class AppRepo:
 
     def archive(self) -> bytes:
         """The committed tree (HEAD) as a tar: exactly what a push delivers, without .git."""
-        proc = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=self.path,
-                              env=self.env, capture_output=True, timeout=60, check=True)
+        proc = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD"],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
         return proc.stdout
 
 
@@ -237,28 +253,48 @@ class Server:
         RIVETR_* variables are never passed on), e.g. {"RIVETR_WATCH_WINDOW": "1"}.
         """
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key])
-        run([RIVETR, "--data-dir", self.data_dir, "keys", "add", "bench",
-             self.key.with_suffix(".pub"), "--admin"])
+        run(
+            [
+                RIVETR,
+                "--data-dir",
+                self.data_dir,
+                "keys",
+                "add",
+                "bench",
+                self.key.with_suffix(".pub"),
+                "--admin",
+            ]
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("RIVETR_")}
-        env.update(RIVETR_SSH_PORT="0", RIVETR_PROXY_PORT="0", RIVETR_SSH_HOST="127.0.0.1",
-                   RIVETR_PROXY_HOST="127.0.0.1")
+        env.update(
+            RIVETR_SSH_PORT="0",
+            RIVETR_PROXY_PORT="0",
+            RIVETR_SSH_HOST="127.0.0.1",
+            RIVETR_PROXY_HOST="127.0.0.1",
+        )
         env.update(settings or {})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [str(RIVETR), "--data-dir", str(self.data_dir), "serve"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         state_file = self.data_dir / "daemon.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"rivetr-git serve exited with {self.proc.returncode}:\n"
-                                 + self.log_path.read_text(errors="replace")[-2000:])
+                raise BenchError(
+                    f"rivetr-git serve exited with {self.proc.returncode}:\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
             if state_file.exists():
                 state = json.loads(state_file.read_text())
                 if state["pid"] != self.proc.pid:
-                    raise BenchError(f"daemon.json names pid {state['pid']}, "
-                                     f"expected {self.proc.pid}")
+                    raise BenchError(
+                        f"daemon.json names pid {state['pid']}, expected {self.proc.pid}"
+                    )
                 self.ssh_port, self.proxy_port = state["ssh_port"], state["proxy_port"]
                 return
             time.sleep(0.05)
@@ -280,8 +316,10 @@ class Server:
         return f"ssh://git@127.0.0.1:{self.ssh_port}/{app}"
 
     def push_env(self) -> dict[str, str]:
-        ssh = (f"ssh -i {self.key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-               "-o IdentitiesOnly=yes -o LogLevel=ERROR -o BatchMode=yes")
+        ssh = (
+            f"ssh -i {self.key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            "-o IdentitiesOnly=yes -o LogLevel=ERROR -o BatchMode=yes"
+        )
         return {**git_env(), "GIT_SSH_COMMAND": ssh}
 
     def push(self, repo: AppRepo, app: str, timeout: float = 180) -> PushResult:
@@ -290,8 +328,11 @@ class Server:
 
     def start_push(self, repo: AppRepo, app: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            ["git", "push", self.remote(app), "HEAD:refs/heads/main"], cwd=repo.path,
-            env=self.push_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            ["git", "push", self.remote(app), "HEAD:refs/heads/main"],
+            cwd=repo.path,
+            env=self.push_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
 
@@ -306,27 +347,62 @@ class Server:
 
     def containers(self) -> list[str]:
         """`docker ps -a` lines (name, state) of this instance's containers."""
-        out = run(["docker", "ps", "-a", "--filter", f"label={INSTANCE_LABEL}={self.instance}",
-                   "--format", "{{.Names}} {{.State}}"])
+        out = run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label={INSTANCE_LABEL}={self.instance}",
+                "--format",
+                "{{.Names}} {{.State}}",
+            ]
+        )
         return out.split("\n")[:-1] if out else []
 
     def images(self) -> list[str]:
-        out = run(["docker", "images", "--filter", f"reference=rivetr-{self.instance}/*",
-                   "--format", "{{.Repository}}:{{.Tag}}"])
+        out = run(
+            [
+                "docker",
+                "images",
+                "--filter",
+                f"reference=rivetr-{self.instance}/*",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]
+        )
         return out.split()
 
     def app_containers(self, app: str) -> list[tuple[str, str, str]]:
         """(full id, name, state) of this instance's containers of APP, any state."""
-        out = run(["docker", "ps", "-a", "--no-trunc",
-                   "--filter", f"label={INSTANCE_LABEL}={self.instance}",
-                   "--filter", f"label={APP_LABEL}={app}",
-                   "--format", "{{.ID}} {{.Names}} {{.State}}"])
+        out = run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--no-trunc",
+                "--filter",
+                f"label={INSTANCE_LABEL}={self.instance}",
+                "--filter",
+                f"label={APP_LABEL}={app}",
+                "--format",
+                "{{.ID}} {{.Names}} {{.State}}",
+            ]
+        )
         return [(c[0], c[1], c[2]) for line in out.splitlines() if len(c := line.split()) == 3]
 
     def app_images(self, app: str) -> list[str]:
         """The tags rivetr-<instance>/APP:<deployment> that exist now."""
-        out = run(["docker", "images", "--filter", f"reference=rivetr-{self.instance}/{app}",
-                   "--format", "{{.Repository}}:{{.Tag}}"])
+        out = run(
+            [
+                "docker",
+                "images",
+                "--filter",
+                f"reference=rivetr-{self.instance}/{app}",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]
+        )
         return out.split()
 
 
@@ -442,8 +518,10 @@ class BuildLeftovers:
         if not self.images:
             return {}
         proc = subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}} {{len .RepoTags}}",
-             *self.images], capture_output=True, timeout=120, check=False,
+            ["docker", "image", "inspect", "--format", "{{.Id}} {{len .RepoTags}}", *self.images],
+            capture_output=True,
+            timeout=120,
+            check=False,
         )  # exits 1 when some are gone: the others are still printed
         out = {}
         for line in proc.stdout.decode().splitlines():
@@ -466,21 +544,36 @@ class BuildLeftovers:
         removed = 0
         self.not_removed = []
         for image_id in left:
-            proc = subprocess.run(["docker", "rmi", "--no-prune", image_id],
-                                  capture_output=True, timeout=120, check=False)
+            proc = subprocess.run(
+                ["docker", "rmi", "--no-prune", image_id],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
             if proc.returncode == 0:
                 removed += 1
             else:
-                self.not_removed.append(f"{image_id[7:19]}: "
-                                        f"{proc.stderr.decode(errors='replace').strip()}")
+                self.not_removed.append(
+                    f"{image_id[7:19]}: {proc.stderr.decode(errors='replace').strip()}"
+                )
         return removed, len(self.not_removed)
 
 
 def history(image: str) -> list[tuple[str, int]]:
     """(image id, bytes its step added) for each step of `image`, newest first; [] if gone."""
     proc = subprocess.run(
-        ["docker", "history", "--no-trunc", "--human=false", "--format", "{{.ID}} {{.Size}}",
-         image], capture_output=True, timeout=60, check=False,
+        [
+            "docker",
+            "history",
+            "--no-trunc",
+            "--human=false",
+            "--format",
+            "{{.ID}} {{.Size}}",
+            image,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     rows = []
     for line in proc.stdout.decode().splitlines():
@@ -545,13 +638,15 @@ def workspace(prefix: str, save_log: Path | None = None) -> Iterator[Server]:
                 print(f"  saved the daemon's log to {save_log}")
             except OSError as exc:
                 print(f"  ! could not save the daemon's log: {exc}", file=sys.stderr)
-        for label, reference in ((f"{INSTANCE_LABEL}={server.instance}",
-                                  f"rivetr-{server.instance}/*"),
-                                 (f"{BENCH_LABEL}={server.instance}", None)):
+        for label, reference in (
+            (f"{INSTANCE_LABEL}={server.instance}", f"rivetr-{server.instance}/*"),
+            (f"{BENCH_LABEL}={server.instance}", None),
+        ):
             try:
                 n_containers, n_images = remove_labelled(label, reference)
-                print(f"  removed {n_containers} container(s), {n_images} image(s) "
-                      f"labelled {label}")
+                print(
+                    f"  removed {n_containers} container(s), {n_images} image(s) labelled {label}"
+                )
             except BenchError as exc:
                 print(f"  ! cleanup of {label} failed: {exc}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -566,15 +661,18 @@ def report_server_health(server: Server, expected_containers: int) -> None:
         print(f"  {line}")
     containers = server.containers()
     not_running = [c for c in containers if not c.endswith(" running")]
-    print(f"containers of this instance: {len(containers)} (expected {expected_containers} "
-          f"running), not running: {len(not_running)}")
+    print(
+        f"containers of this instance: {len(containers)} (expected {expected_containers} "
+        f"running), not running: {len(not_running)}"
+    )
     for line in not_running[:5]:
         print(f"  {line}")
     print(f"images of this instance: {len(server.images())}")
 
 
-def bench_main(name: str, main: Callable[[], int],
-               errors: tuple[type[BaseException], ...] = ()) -> NoReturn:
+def bench_main(
+    name: str, main: Callable[[], int], errors: tuple[type[BaseException], ...] = ()
+) -> NoReturn:
     """Run a benchmark's main(): its exit code, or 1 with the message on a BenchError
     (or one of `errors`), 130 on Ctrl-C (workspaces have cleaned up by then)."""
     caught: tuple[type[BaseException], ...] = (BenchError, *errors)

@@ -77,8 +77,15 @@ def mb(kb: int) -> float:
 def sample_server(server: Server, label: str, settle: float = 0.0) -> Sample:
     time.sleep(settle)
     status = proc_status(server.pid)
-    return Sample(label, status["VmRSS"], status["RssAnon"], status["RssFile"],
-                  status["VmHWM"], fd_count(server.pid), status["Threads"])
+    return Sample(
+        label,
+        status["VmRSS"],
+        status["RssAnon"],
+        status["RssFile"],
+        status["VmHWM"],
+        fd_count(server.pid),
+        status["Threads"],
+    )
 
 
 def baseline() -> Sample:
@@ -90,8 +97,13 @@ def baseline() -> Sample:
         "        print(line.split()[0], line.split()[1])\n"
     )
     out = dict(line.split() for line in run([sys.executable, "-c", code]).splitlines())
-    return Sample("baseline: python + imports only", int(out["VmRSS:"]), int(out["RssAnon:"]),
-                  int(out["RssFile:"]), int(out["VmHWM:"]))
+    return Sample(
+        "baseline: python + imports only",
+        int(out["VmRSS:"]),
+        int(out["RssAnon:"]),
+        int(out["RssFile:"]),
+        int(out["VmHWM:"]),
+    )
 
 
 class Deploys:
@@ -119,8 +131,11 @@ def deploy_apps(server: Server, deploy: Deploys, names: list[str]) -> None:
     for i, name in enumerate(names, 1):
         deploy(name)
         if i % 10 == 0 or i == len(names):
-            print(f"  deployed {i}/{len(names)} apps ({time.monotonic() - started:.0f}s, "
-                  f"RSS {mb(server.rss_kb()):.1f} MB)", flush=True)
+            print(
+                f"  deployed {i}/{len(names)} apps ({time.monotonic() - started:.0f}s, "
+                f"RSS {mb(server.rss_kb()):.1f} MB)",
+                flush=True,
+            )
 
 
 def redeploy(
@@ -134,8 +149,11 @@ def redeploy(
         deploy(names[(i - 1) % len(names)])
         if i % SAMPLE_EVERY == 0 and i != count:
             samples.append(sample_server(server, f"after {i} redeploys"))
-            print(f"  redeployed {i}/{count} ({time.monotonic() - started:.0f}s, "
-                  f"RSS {mb(samples[-1].rss_kb):.1f} MB)", flush=True)
+            print(
+                f"  redeployed {i}/{count} ({time.monotonic() - started:.0f}s, "
+                f"RSS {mb(samples[-1].rss_kb):.1f} MB)",
+                flush=True,
+            )
     return samples
 
 
@@ -146,36 +164,51 @@ def _cell(value: int | None, width: int, as_mb: bool = True) -> str:
 
 
 def print_table(samples: list[Sample]) -> None:
-    print(f"\n{'point':<34} {'RSS MB':>7} {'anon':>6} {'file':>6} {'peak':>6} {'fds':>4} "
-          f"{'threads':>7}")
+    print(
+        f"\n{'point':<34} {'RSS MB':>7} {'anon':>6} {'file':>6} {'peak':>6} {'fds':>4} "
+        f"{'threads':>7}"
+    )
     for s in samples:
-        print(f"{s.label:<34} {mb(s.rss_kb):7.1f} {_cell(s.anon_kb, 6)} {_cell(s.file_kb, 6)} "
-              f"{_cell(s.hwm_kb, 6)} {_cell(s.fds, 4, False)} {_cell(s.threads, 7, False)}")
+        print(
+            f"{s.label:<34} {mb(s.rss_kb):7.1f} {_cell(s.anon_kb, 6)} {_cell(s.file_kb, 6)} "
+            f"{_cell(s.hwm_kb, 6)} {_cell(s.fds, 4, False)} {_cell(s.threads, 7, False)}"
+        )
 
 
-def print_verdict(
-    idle: Sample, after_apps: Sample, final: Sample, base: Sample, apps: int
-) -> None:
+def print_verdict(idle: Sample, after_apps: Sample, final: Sample, base: Sample, apps: int) -> None:
     ratio = final.rss_kb / after_apps.rss_kb
     idle_ok = mb(idle.rss_kb) < TARGET_IDLE_MB
-    print(f"\nidle RSS {mb(idle.rss_kb):.1f} MB (baseline {mb(base.rss_kb):.1f} MB, "
-          f"+{mb(idle.rss_kb - base.rss_kb):.1f} MB for the server itself); "
-          f"target < {TARGET_IDLE_MB:.0f} MB: {'ok' if idle_ok else 'MISSED'}")
+    print(
+        f"\nidle RSS {mb(idle.rss_kb):.1f} MB (baseline {mb(base.rss_kb):.1f} MB, "
+        f"+{mb(idle.rss_kb - base.rss_kb):.1f} MB for the server itself); "
+        f"target < {TARGET_IDLE_MB:.0f} MB: {'ok' if idle_ok else 'MISSED'}"
+    )
     added = after_apps.rss_kb - idle.rss_kb
     print(f"apps: {mb(added):+.1f} MB for {apps} apps, {added / apps:.0f} kB per app")
-    print(f"growth over redeploys: {ratio:.3f} ({final.label} / {after_apps.label}); "
-          f"target <= {GROWTH_TOLERANCE}: {'ok' if ratio <= GROWTH_TOLERANCE else 'MISSED'}")
+    print(
+        f"growth over redeploys: {ratio:.3f} ({final.label} / {after_apps.label}); "
+        f"target <= {GROWTH_TOLERANCE}: {'ok' if ratio <= GROWTH_TOLERANCE else 'MISSED'}"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--apps", type=int, default=50, help="apps to deploy (default 50)")
-    parser.add_argument("--redeploys", type=int, default=100,
-                        help="further deploys after the apps (default 100)")
-    parser.add_argument("--redeploy-apps", type=int, default=4,
-                        help="how many of the apps the redeploys rotate over (default 4)")
-    parser.add_argument("--settle", type=float, default=3.0,
-                        help="seconds to wait before the idle and final samples (default 3)")
+    parser.add_argument(
+        "--redeploys", type=int, default=100, help="further deploys after the apps (default 100)"
+    )
+    parser.add_argument(
+        "--redeploy-apps",
+        type=int,
+        default=4,
+        help="how many of the apps the redeploys rotate over (default 4)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds to wait before the idle and final samples (default 3)",
+    )
     args = parser.parse_args()
     if not 1 <= args.apps <= 200 or not 1 <= args.redeploys <= 500:
         parser.error("--apps must be 1..200 and --redeploys 1..500")
@@ -186,8 +219,10 @@ def main() -> int:
     base = baseline()
     with workspace("rivetr-bench-mem-") as server:
         server.start()
-        print(f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}, proxy "
-              f":{server.proxy_port}, instance {server.instance}, workdir {server.workdir}")
+        print(
+            f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}, proxy "
+            f":{server.proxy_port}, instance {server.instance}, workdir {server.workdir}"
+        )
         idle = sample_server(server, "idle, 0 apps", args.settle)
         print(f"idle RSS {mb(idle.rss_kb):.1f} MB; deploying {args.apps} apps ...", flush=True)
         repo = AppRepo.create(server.workdir / "app", "memory bench")
@@ -195,10 +230,8 @@ def main() -> int:
         deploy = Deploys(server, repo)
         deploy_apps(server, deploy, names)
         after_apps = sample_server(server, f"after {args.apps} apps", args.settle)
-        print(f"redeploying {args.redeploys} times over {args.redeploy_apps} apps ...",
-              flush=True)
-        trend = redeploy(server, repo, deploy, names[: args.redeploy_apps],
-                         args.redeploys)
+        print(f"redeploying {args.redeploys} times over {args.redeploy_apps} apps ...", flush=True)
+        trend = redeploy(server, repo, deploy, names[: args.redeploy_apps], args.redeploys)
         final = sample_server(server, f"after {args.redeploys} redeploys", args.settle)
         print_table([base, idle, after_apps, *trend, final])
         print_verdict(idle, after_apps, final, base, args.apps)

@@ -85,8 +85,20 @@ def _ms(text: str) -> float:
 
 def wrk(name: str, port: int, duration: int, connections: int) -> Result:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Host: {HOST}",
-         f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Host: {HOST}",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Latency Distribution" not in out:
         raise SystemExit(f"wrk against {name} printed no latencies:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -100,6 +112,7 @@ def wrk(name: str, port: int, duration: int, connections: int) -> Result:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -124,16 +137,27 @@ def nginx(workdir: Path, upstream: int, workers: int) -> Iterator[int]:
     port = free_port()
     conf_dir = workdir / f"nginx{workers}"
     conf_dir.mkdir()
-    (conf_dir / "nginx.conf").write_text(NGINX_CONF.format(
-        workers=workers, dir=conf_dir, upstream=upstream, port=port))
-    with process(["nginx", "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"),
-                  "-e", str(conf_dir / "error.log")]):
+    (conf_dir / "nginx.conf").write_text(
+        NGINX_CONF.format(workers=workers, dir=conf_dir, upstream=upstream, port=port)
+    )
+    with process(
+        [
+            "nginx",
+            "-p",
+            str(conf_dir),
+            "-c",
+            str(conf_dir / "nginx.conf"),
+            "-e",
+            str(conf_dir / "error.log"),
+        ]
+    ):
         _wait_port(port)
         yield port
 
 
 def _wait_port(port: int) -> None:
     import socket
+
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -144,17 +168,28 @@ def _wait_port(port: int) -> None:
 
 
 @contextlib.contextmanager
-def rivetr(workdir: Path, upstream: int, workers: int, backend: str = "builtin"
-           ) -> Iterator[tuple[int, list[int]]]:
+def rivetr(
+    workdir: Path, upstream: int, workers: int, backend: str = "builtin"
+) -> Iterator[tuple[int, list[int]]]:
     """The real ProxyWorkers (or NginxProxy), run by a small supervisor process
     (bench/proxy_rivetr.py) as the daemon would."""
-    with process([sys.executable, str(HERE / "proxy_rivetr.py"), str(upstream), str(workers),
-                  str(workdir / f"rivetr-{backend}{workers}"), backend]) as proc:
+    with process(
+        [
+            sys.executable,
+            str(HERE / "proxy_rivetr.py"),
+            str(upstream),
+            str(workers),
+            str(workdir / f"rivetr-{backend}{workers}"),
+            backend,
+        ]
+    ) as proc:
         assert proc.stdout is not None
         started = json.loads(proc.stdout.readline())
         median_ms, worst_ms = started["sync_ms"]
-        print(f"  rivetr {backend} x{workers}: a route change is served by every worker after "
-              f"{median_ms:.2f} ms (median of 20; worst {worst_ms:.2f} ms; target <= 100 ms)")
+        print(
+            f"  rivetr {backend} x{workers}: a route change is served by every worker after "
+            f"{median_ms:.2f} ms (median of 20; worst {worst_ms:.2f} ms; target <= 100 ms)"
+        )
         yield started["port"], started["pids"]
 
 
@@ -165,12 +200,27 @@ def transfer_memory(port: int, pid: int) -> tuple[int, int, int]:
     zeros = subprocess.Popen(["head", "-c", str(1 << 30), "/dev/zero"], stdout=subprocess.PIPE)
     up = subprocess.Popen(
         ["curl", "-sS", "-T", "-", "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/sink"],
-        stdin=zeros.stdout, stdout=subprocess.PIPE, text=True)
+        stdin=zeros.stdout,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert zeros.stdout is not None
     zeros.stdout.close()  # curl holds the pipe now
     down = subprocess.Popen(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"Host: {HOST}",
-         f"http://127.0.0.1:{port}/big?mb=1024"], stdout=subprocess.PIPE, text=True)
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "-H",
+            f"Host: {HOST}",
+            f"http://127.0.0.1:{port}/big?mb=1024",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     while up.poll() is None or down.poll() is None:
         peak = max(peak, proc_status(pid)["VmRSS"])
         time.sleep(0.05)
@@ -191,8 +241,10 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx curl")
     terminate_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="rivetr-bench-proxy-") as tmp, process(
-            [sys.executable, str(HERE / "proxy_upstream.py")]) as upstream_proc:
+    with (
+        tempfile.TemporaryDirectory(prefix="rivetr-bench-proxy-") as tmp,
+        process([sys.executable, str(HERE / "proxy_upstream.py")]) as upstream_proc,
+    ):
         workdir = Path(tmp)
         assert upstream_proc.stdout is not None
         upstream = int(upstream_proc.stdout.readline())
@@ -221,19 +273,27 @@ def main() -> None:
         for name, r in results.items():
             same = results.get(name.replace("rivetr-nginx", "nginx").replace("rivetr", "nginx"))
             vs_nginx = f"{r.rps / same.rps:7.2f}" if name.startswith("rivetr") and same else ""
-            print(f"{name:16} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-                  f"{r.rps / direct:8.2f} {vs_nginx:>7}")
-        print("(rivetr-nginx: the nginx data plane rendered by rivetr, against the hand-written "
-              "nginx.conf above; target within 10%)")
+            print(
+                f"{name:16} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+                f"{r.rps / direct:8.2f} {vs_nginx:>7}"
+            )
+        print(
+            "(rivetr-nginx: the nginx data plane rendered by rivetr, against the hand-written "
+            "nginx.conf above; target within 10%)"
+        )
         print(f"\nopen loop at {args.rate} req/s for 5 s (latency from the scheduled send):")
         for name, lat in (("direct", rate_direct), ("rivetr x1", rate_rivetr)):
-            print(f"  {name:10} p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:6.2f} ms  "
-                  f"({lat['done']} answered, {lat['errors']} errors)")
+            print(
+                f"  {name:10} p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:6.2f} ms  "
+                f"({lat['done']} answered, {lat['errors']} errors)"
+            )
         print(f"  added p99: {rate_rivetr['p99'] - rate_direct['p99']:.2f} ms (target <= 2 ms)")
         if not args.skip_transfer:
             before, peak, after = memory
-            print(f"\n1 GiB up + 1 GiB down through rivetr x1: worker RSS {before / 1024:.1f} MB "
-                  f"before, peak {peak / 1024:.1f} MB, {after / 1024:.1f} MB after")
+            print(
+                f"\n1 GiB up + 1 GiB down through rivetr x1: worker RSS {before / 1024:.1f} MB "
+                f"before, peak {peak / 1024:.1f} MB, {after / 1024:.1f} MB after"
+            )
 
 
 if __name__ == "__main__":

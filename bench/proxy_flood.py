@@ -65,7 +65,8 @@ async def _one(port: int, scheduled: float) -> float | None:
     try:
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(CLIENT, 0))
+                "127.0.0.1", port, local_addr=(CLIENT, 0)
+            )
             try:
                 writer.write(request)
                 raw = await reader.read()
@@ -91,8 +92,12 @@ async def legit(port: int, rate: int, seconds: float) -> Run:
     results = await asyncio.gather(*tasks)
     # A failed request counts in the percentiles at the timeout: failures are not fast.
     latencies = sorted(r if r is not None else TIMEOUT * 1000 for r in results)
-    return Run(len(results), sum(r is not None for r in results),
-               latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)])
+    return Run(
+        len(results),
+        sum(r is not None for r in results),
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+    )
 
 
 def _open(port: int) -> socket.socket | None:
@@ -142,11 +147,21 @@ def flood(port: int, count: int, seconds: float, reopen: bool) -> None:
 
 
 @contextlib.contextmanager
-def flooding(port: int, count: int, seconds: float, reopen: bool
-             ) -> Iterator[dict[str, int]]:
+def flooding(port: int, count: int, seconds: float, reopen: bool) -> Iterator[dict[str, int]]:
     stats: dict[str, int] = {}
-    with process([sys.executable, __file__, "--flood-port", str(port), "--flood", str(count),
-                  "--seconds", str(seconds), *(["--reopen"] if reopen else [])]) as proc:
+    with process(
+        [
+            sys.executable,
+            __file__,
+            "--flood-port",
+            str(port),
+            "--flood",
+            str(count),
+            "--seconds",
+            str(seconds),
+            *(["--reopen"] if reopen else []),
+        ]
+    ) as proc:
         assert proc.stdout is not None
         stats.update(json.loads(proc.stdout.readline()))
         time.sleep(1)  # the proxy takes in (or turns away) the first wave
@@ -165,8 +180,12 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=10000)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--soft-nofile", type=int, default=0,
-                        help="start the proxies with this soft open-file limit")
+    parser.add_argument(
+        "--soft-nofile",
+        type=int,
+        default=0,
+        help="start the proxies with this soft open-file limit",
+    )
     parser.add_argument("--flood-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--reopen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -177,8 +196,10 @@ def main() -> None:
         raise SystemExit("nginx is missing: apt-get install -y nginx")
     terminate_on_sigterm()
     rows: list[tuple[str, str, Run, Run, dict[str, int]]] = []
-    with tempfile.TemporaryDirectory(prefix="rivetr-bench-flood-") as tmp, process(
-            [sys.executable, str(HERE / "proxy_upstream.py")]) as upstream_proc:
+    with (
+        tempfile.TemporaryDirectory(prefix="rivetr-bench-flood-") as tmp,
+        process([sys.executable, str(HERE / "proxy_upstream.py")]) as upstream_proc,
+    ):
         assert upstream_proc.stdout is not None
         upstream = int(upstream_proc.stdout.readline())
         for backend in ("builtin", "nginx"):
@@ -193,18 +214,23 @@ def main() -> None:
                         under = asyncio.run(legit(port, args.rate, args.seconds))
                     rows.append((backend, mode, base, under, stats))
                     time.sleep(1)  # the flood's connections are gone before the next run
-    print(f"\n{args.rate} req/s for {args.seconds:g} s from {CLIENT}, each on a new connection "
-          f"(failed = no 200 within {TIMEOUT:g} s, counted at {TIMEOUT:g} s); flood: "
-          f"{args.flood} idle connections from {FLOODER} (churn: re-opened when closed)"
-          + (f"; proxies started with soft nofile {args.soft_nofile}" if args.soft_nofile
-             else ""))
-    print(f"{'':8} {'flood':8} {'ok':>7} {'p50':>8} {'p99':>8} | {'ok/base':>7} "
-          f"{'p99/base':>8} | flood opened/re-opened")
+    print(
+        f"\n{args.rate} req/s for {args.seconds:g} s from {CLIENT}, each on a new connection "
+        f"(failed = no 200 within {TIMEOUT:g} s, counted at {TIMEOUT:g} s); flood: "
+        f"{args.flood} idle connections from {FLOODER} (churn: re-opened when closed)"
+        + (f"; proxies started with soft nofile {args.soft_nofile}" if args.soft_nofile else "")
+    )
+    print(
+        f"{'':8} {'flood':8} {'ok':>7} {'p50':>8} {'p99':>8} | {'ok/base':>7} "
+        f"{'p99/base':>8} | flood opened/re-opened"
+    )
     for backend, mode, base, run, stats in rows:
         flood_stats = f"{stats['opened']}/{stats.get('reopened', 0)}" if stats else "-"
-        print(f"{backend:8} {mode:8} {run.rate:7.1%} {run.p50_ms:6.1f}ms {run.p99_ms:6.1f}ms | "
-              f"{run.rate / base.rate if base.rate else 0:7.2f} {run.p99_ms / base.p99_ms:8.2f} | "
-              f"{flood_stats}")
+        print(
+            f"{backend:8} {mode:8} {run.rate:7.1%} {run.p50_ms:6.1f}ms {run.p99_ms:6.1f}ms | "
+            f"{run.rate / base.rate if base.rate else 0:7.2f} {run.p99_ms / base.p99_ms:8.2f} | "
+            f"{flood_stats}"
+        )
 
 
 if __name__ == "__main__":

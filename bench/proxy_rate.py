@@ -10,8 +10,13 @@ import asyncio
 import time
 
 
-async def _connection(port: int, request: bytes, due: asyncio.Queue[float | None],
-                      latencies: list[float], errors: list[int]) -> None:
+async def _connection(
+    port: int,
+    request: bytes,
+    due: asyncio.Queue[float | None],
+    latencies: list[float],
+    errors: list[int],
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while (scheduled := await due.get()) is not None:
@@ -29,15 +34,18 @@ async def _connection(port: int, request: bytes, due: asyncio.Queue[float | None
         writer.close()
 
 
-async def open_loop(port: int, host: str, rate: int, seconds: float,
-                    connections: int = 16) -> dict[str, float]:
+async def open_loop(
+    port: int, host: str, rate: int, seconds: float, connections: int = 16
+) -> dict[str, float]:
     """Send `rate` req/s for `seconds`; p50/p99 latency in ms, answered and error counts."""
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     due: asyncio.Queue[float | None] = asyncio.Queue()
     latencies: list[float] = []
     errors: list[int] = []
-    workers = [asyncio.create_task(_connection(port, request, due, latencies, errors))
-               for _ in range(connections)]
+    workers = [
+        asyncio.create_task(_connection(port, request, due, latencies, errors))
+        for _ in range(connections)
+    ]
     start = time.perf_counter()
     total = int(rate * seconds)
     for i in range(total):
@@ -50,6 +58,9 @@ async def open_loop(port: int, host: str, rate: int, seconds: float,
         due.put_nowait(None)
     await asyncio.gather(*workers)
     latencies.sort()
-    return {"p50": latencies[len(latencies) // 2],
-            "p99": latencies[int(len(latencies) * 0.99)],
-            "done": len(latencies), "errors": len(errors)}
+    return {
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99)],
+        "done": len(latencies),
+        "errors": len(errors),
+    }

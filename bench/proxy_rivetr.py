@@ -40,14 +40,21 @@ async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: s
     sync_ms = []
     for i in range(20):
         started = time.perf_counter()
-        routes.set(Upstream(app="probe", host="127.0.0.1", port=upstream_port,
-                            deployment_id=i + 2))
+        routes.set(Upstream(app="probe", host="127.0.0.1", port=upstream_port, deployment_id=i + 2))
         if not await workers.wait_synced(5):
             raise SystemExit("a worker did not apply a route change within 5 s")
         sync_ms.append((time.perf_counter() - started) * 1000)
     pids = workers.pids if isinstance(workers, ProxyWorkers) else []
-    print(json.dumps({"port": workers.bound_port, "pids": pids,
-                      "sync_ms": [statistics.median(sync_ms), max(sync_ms)]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "port": workers.bound_port,
+                "pids": pids,
+                "sync_ms": [statistics.median(sync_ms), max(sync_ms)],
+            }
+        ),
+        flush=True,
+    )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -55,5 +62,11 @@ async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: s
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_rivetr(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]),
-                             sys.argv[4] if len(sys.argv) > 4 else "builtin"))
+    asyncio.run(
+        serve_rivetr(
+            int(sys.argv[1]),
+            int(sys.argv[2]),
+            Path(sys.argv[3]),
+            sys.argv[4] if len(sys.argv) > 4 else "builtin",
+        )
+    )

@@ -114,8 +114,7 @@ def rivetr_round(
 
     watcher = threading.Thread(target=_watch, daemon=True)
     watcher.start()
-    live = poll_while_pushing(server.proxy_port, host, content, started, timeout, interval,
-                              results)
+    live = poll_while_pushing(server.proxy_port, host, content, started, timeout, interval, results)
     watcher.join(timeout)
     if not results:
         raise BenchError("git push watcher did not finish")
@@ -128,13 +127,21 @@ def rivetr_round(
         raise DeployFailed("rivetr: git push succeeded but the proxy never served the new page")
     match = next((m for line in result.output if (m := LIVE_IN.search(line))), None)
     return RivetrRound(
-        to_live=live, first_line=result.first_remote_line, push_exit=result.exited,
-        server_live=float(match.group(1)) if match else None, output=result.output,
+        to_live=live,
+        first_line=result.first_remote_line,
+        push_exit=result.exited,
+        server_live=float(match.group(1)) if match else None,
+        output=result.output,
     )
 
 
 def poll_while_pushing(
-    port: int, host: str, content: str, started: float, timeout: float, interval: float,
+    port: int,
+    host: str,
+    content: str,
+    started: float,
+    timeout: float,
+    interval: float,
     results: list[PushResult | BaseException],
 ) -> float | None:
     """Seconds from `started` to the first 200 with `content`; None if it never came."""
@@ -175,13 +182,27 @@ class ByHand:
         self.repo.git("push", "-q", str(self.bare), "HEAD:refs/heads/main")
         pushed = time.monotonic()
         try:
-            run(["docker", "build", "-q", "-t", tag, "--label", self.label, "-"],
-                stdin=self.repo.archive(), timeout=timeout)
+            run(
+                ["docker", "build", "-q", "-t", tag, "--label", self.label, "-"],
+                stdin=self.repo.archive(),
+                timeout=timeout,
+            )
         except BenchError as exc:
             raise DeployFailed(f"by hand: {str(exc).splitlines()[-1]}") from None
         built = time.monotonic()
-        container = run(["docker", "run", "-d", "--init", "--label", self.label,
-                         "-p", f"127.0.0.1::{APP_PORT}", tag]).strip()
+        container = run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--init",
+                "--label",
+                self.label,
+                "-p",
+                f"127.0.0.1::{APP_PORT}",
+                tag,
+            ]
+        ).strip()
         port = int(run(["docker", "port", container, f"{APP_PORT}/tcp"]).split(":")[-1])
         ran = time.monotonic()
         seen = wait_for_content(port, "localhost", content, started + timeout, interval)
@@ -189,22 +210,30 @@ class ByHand:
             run(["docker", "rm", "-f", self.previous])
         self.previous = container
         return ByHandRound(
-            to_live=None if seen is None else seen - started, push=pushed - started,
-            build=built - pushed, run=ran - built, ready=None if seen is None else seen - ran,
+            to_live=None if seen is None else seen - started,
+            push=pushed - started,
+            build=built - pushed,
+            run=ran - built,
+            ready=None if seen is None else seen - ran,
         )
 
 
 # --- reporting ---------------------------------------------------------------------------------
 
 
-HEADER = ("round | rivetr: live  1st-line server-live git-exit | by hand: live    push   build"
-          "     run   ready")
+HEADER = (
+    "round | rivetr: live  1st-line server-live git-exit | by hand: live    push   build"
+    "     run   ready"
+)
 
 
 def print_round(label: str, r: RivetrRound, h: ByHandRound) -> None:
-    print(f"{label:>5} |       {fmt_s(r.to_live)}  {fmt_s(r.first_line)}      "
-          f"{fmt_s(r.server_live)}   {fmt_s(r.push_exit)} |       {fmt_s(h.to_live)}  "
-          f"{fmt_s(h.push)}  {fmt_s(h.build)}  {fmt_s(h.run)}  {fmt_s(h.ready)}", flush=True)
+    print(
+        f"{label:>5} |       {fmt_s(r.to_live)}  {fmt_s(r.first_line)}      "
+        f"{fmt_s(r.server_live)}   {fmt_s(r.push_exit)} |       {fmt_s(h.to_live)}  "
+        f"{fmt_s(h.push)}  {fmt_s(h.build)}  {fmt_s(h.run)}  {fmt_s(h.ready)}",
+        flush=True,
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -223,12 +252,18 @@ def print_summary(
     print(f"\nsummary over {len(rivetr)} round(s) (medians, seconds):")
     print(f"  rivetr push-to-live          {r_med:6.3f}   ({len(r_live)}/{len(rivetr)} went live)")
     print(f"  by-hand push-to-live         {h_med:6.3f}   ({len(h_live)}/{len(by_hand)} went live)")
-    print(f"  ratio rivetr / by-hand       {ratio:6.2f}   target <= {TARGET_RATIO:.1f}: "
-          f"{verdict(ratio <= TARGET_RATIO)}")
-    print(f"  first `remote:` line         {f_med:6.3f}   target <= {TARGET_FIRST_LINE} s: "
-          f"{verdict(f_med <= TARGET_FIRST_LINE)}")
-    print(f"  server-side 'live in'        {median(server):6.3f}   (the daemon's own clock, "
-          "from the deploy's start)")
+    print(
+        f"  ratio rivetr / by-hand       {ratio:6.2f}   target <= {TARGET_RATIO:.1f}: "
+        f"{verdict(ratio <= TARGET_RATIO)}"
+    )
+    print(
+        f"  first `remote:` line         {f_med:6.3f}   target <= {TARGET_FIRST_LINE} s: "
+        f"{verdict(f_med <= TARGET_FIRST_LINE)}"
+    )
+    print(
+        f"  server-side 'live in'        {median(server):6.3f}   (the daemon's own clock, "
+        "from the deploy's start)"
+    )
     print(f"  git push exit                {median([r.push_exit for r in rivetr]):6.3f}")
     print(f"  failed deploys (re-run)      {len(failures):6d}")
     for failure in failures:
@@ -239,7 +274,11 @@ def print_summary(
 
 
 def one_round(
-    i: int, server: Server, repo: AppRepo, by_hand: ByHand, nonce: str,
+    i: int,
+    server: Server,
+    repo: AppRepo,
+    by_hand: ByHand,
+    nonce: str,
     args: argparse.Namespace,
 ) -> tuple[RivetrRound, ByHandRound]:
     """Deploy a new commit both ways; alternate which goes first."""
@@ -296,10 +335,18 @@ def timed_rounds(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5, max 50)")
-    parser.add_argument("--timeout", type=float, default=120,
-                        help="seconds one deploy may take before the run fails (default 120)")
-    parser.add_argument("--poll-interval", type=float, default=0.01,
-                        help="seconds between HTTP polls for the new page (default 0.01)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="seconds one deploy may take before the run fails (default 120)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.01,
+        help="seconds between HTTP polls for the new page (default 0.01)",
+    )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 50:
         parser.error("--rounds must be from 1 to 50")
@@ -309,8 +356,10 @@ def main() -> int:
     began = time.monotonic()
     with workspace("rivetr-bench-live-") as server:
         server.start()
-        print(f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}, proxy "
-              f":{server.proxy_port}, instance {server.instance}, workdir {server.workdir}")
+        print(
+            f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}, proxy "
+            f":{server.proxy_port}, instance {server.instance}, workdir {server.workdir}"
+        )
         repo = AppRepo.create(server.workdir / "app", f"warm-up {nonce}")
         by_hand = ByHand(server.workdir, repo, f"{BENCH_LABEL}={server.instance}")
         print(HEADER)

@@ -45,6 +45,7 @@ untagged build images of this run removed, temp dir gone).
 
 Run from the project root:  .venv/bin/python bench/rollback.py [--rounds 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,8 +122,12 @@ class Die:
 
 def finished_at(container: str) -> float | None:
     """State.FinishedAt of a container as epoch seconds (ns precision), None if it is gone."""
-    proc = subprocess.run(["docker", "inspect", "--format", "{{.State.FinishedAt}}", container],
-                          capture_output=True, timeout=10, check=False)
+    proc = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.FinishedAt}}", container],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
     text = proc.stdout.decode().strip()
     match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", text)
     if proc.returncode != 0 or match is None:
@@ -136,9 +141,19 @@ class DieEvents:
 
     def __init__(self, instance: str) -> None:
         self.proc = subprocess.Popen(
-            ["docker", "events", "--filter", f"label={INSTANCE_LABEL}={instance}",
-             "--filter", "event=die", "--format", "{{json .}}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [
+                "docker",
+                "events",
+                "--filter",
+                f"label={INSTANCE_LABEL}={instance}",
+                "--filter",
+                "event=die",
+                "--format",
+                "{{json .}}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         self.events: queue.Queue[Die] = queue.Queue()
         self.seen: dict[int, Die] = {}
@@ -151,8 +166,14 @@ class DieEvents:
                 event = json.loads(line)
                 attrs = event["Actor"]["Attributes"]
                 # Inspect at once: the watcher removes the container soon after it notices.
-                self.events.put(Die(int(attrs[DEPLOYMENT_LABEL]), event["timeNano"] / 1e9,
-                                    finished_at(event["id"]), attrs.get("exitCode", "?")))
+                self.events.put(
+                    Die(
+                        int(attrs[DEPLOYMENT_LABEL]),
+                        event["timeNano"] / 1e9,
+                        finished_at(event["id"]),
+                        attrs.get("exitCode", "?"),
+                    )
+                )
 
     def wait_for(self, deployment: int, timeout: float) -> Die | None:
         deadline = time.monotonic() + timeout
@@ -220,8 +241,9 @@ def rollback_logged(server: Server, deployment: int) -> float | None:
     return None
 
 
-def poll_round(server: Server, v1: str, v2: str, interval: float,
-               results: list[PushResult | BaseException]) -> list[Poll]:
+def poll_round(
+    server: Server, v1: str, v2: str, interval: float, results: list[PushResult | BaseException]
+) -> list[Poll]:
     """Poll the proxy until it served v2 and then v1 again (or the push failed / timeout)."""
     polls: list[Poll] = []
     seen_v2 = False
@@ -244,9 +266,17 @@ def poll_round(server: Server, v1: str, v2: str, interval: float,
     return polls
 
 
-def one_round(number: int, server: Server, repo: AppRepo, events: DieEvents,
-              leftovers: BuildLeftovers, v1: str, nonce: str, crash_after: float,
-              poll_interval: float) -> Round:
+def one_round(
+    number: int,
+    server: Server,
+    repo: AppRepo,
+    events: DieEvents,
+    leftovers: BuildLeftovers,
+    v1: str,
+    nonce: str,
+    crash_after: float,
+    poll_interval: float,
+) -> Round:
     v2 = f"v2 round {number} {nonce}"
     repo.write("Dockerfile", crashing_dockerfile(crash_after))
     repo.commit(v2)
@@ -268,22 +298,44 @@ def one_round(number: int, server: Server, repo: AppRepo, events: DieEvents,
         raise BenchError(f"round {number}: git push: {results[0] if results else 'hung'}")
     result = results[0]
     if result.returncode != 0:
-        return Round(number, None, None, None, None, 0,
-                     f"deploy failed before the switch: {failure_reason(result.output)}")
+        return Round(
+            number,
+            None,
+            None,
+            None,
+            None,
+            0,
+            f"deploy failed before the switch: {failure_reason(result.output)}",
+        )
     d2 = deployment_id(result.output)
     if d2 is None:
         raise BenchError(f"round {number}: no deployment number in the push output")
     leftovers.record(f"rivetr-{server.instance}/{APP}:{d2}")
     first_v2 = next((p.end for p in polls if p.status == 200 and v2 in p.body), None)
     die = events.wait_for(d2, timeout=crash_after + 15)
-    back = next((p.end for p in polls
-                 if die is not None and p.start >= die.at and p.status == 200 and v1 in p.body),
-                None)
+    back = next(
+        (
+            p.end
+            for p in polls
+            if die is not None and p.start >= die.at and p.status == 200 and v1 in p.body
+        ),
+        None,
+    )
     if die is None or first_v2 is None:
-        return Round(number, None, None, None, None, 0,
-                     f"v2 {'never died' if die is None else 'never served'}")
-    failed = sum(1 for p in polls if die.at <= p.start and (back is None or p.end <= back)
-                 and p.status != 200)
+        return Round(
+            number,
+            None,
+            None,
+            None,
+            None,
+            0,
+            f"v2 {'never died' if die is None else 'never served'}",
+        )
+    failed = sum(
+        1
+        for p in polls
+        if die.at <= p.start and (back is None or p.end <= back) and p.status != 200
+    )
     logged = rollback_logged(server, d2)
     note = f"exit code {die.exit_code}"
     if die.finished_at is None:
@@ -294,9 +346,13 @@ def one_round(number: int, server: Server, repo: AppRepo, events: DieEvents,
         note += "; v1 never came back"
     wait_gone(server, d2)
     return Round(
-        number, live_after=first_v2 - started_wall, served=die.at - first_v2,
+        number,
+        live_after=first_v2 - started_wall,
+        served=die.at - first_v2,
         rollback=None if back is None else back - die.at,
-        detected=None if logged is None else logged - die.at, failed_polls=failed, note=note,
+        detected=None if logged is None else logged - die.at,
+        failed_polls=failed,
+        note=note,
     )
 
 
@@ -318,12 +374,21 @@ def fmt(value: float | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="crashing releases (default 5)")
-    parser.add_argument("--crash-after", type=float, default=2.0,
-                        help="seconds v2 serves before it dies (default 2)")
-    parser.add_argument("--poll-interval", type=float, default=0.01,
-                        help="seconds between polls of the proxy (default 0.01)")
-    parser.add_argument("--save-log", type=Path, metavar="FILE",
-                        help="copy the daemon's log here before cleanup")
+    parser.add_argument(
+        "--crash-after",
+        type=float,
+        default=2.0,
+        help="seconds v2 serves before it dies (default 2)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.01,
+        help="seconds between polls of the proxy (default 0.01)",
+    )
+    parser.add_argument(
+        "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
+    )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 30:
         parser.error("--rounds must be from 1 to 30")
@@ -333,12 +398,16 @@ def main() -> int:
         parser.error("--poll-interval must be from 0.001 to 0.5")
     nonce = uuid.uuid4().hex[:8]
     began = time.monotonic()
-    with build_leftovers() as leftovers, \
-            workspace("rivetr-bench-rollback-", args.save_log) as server:
+    with (
+        build_leftovers() as leftovers,
+        workspace("rivetr-bench-rollback-", args.save_log) as server,
+    ):
         server.start()
-        print(f"rivetr-git serve pid {server.pid}, proxy :{server.proxy_port}, instance "
-              f"{server.instance}, workdir {server.workdir}; settings at their defaults "
-              "(auto_rollback on, watch_window 10 s)")
+        print(
+            f"rivetr-git serve pid {server.pid}, proxy :{server.proxy_port}, instance "
+            f"{server.instance}, workdir {server.workdir}; settings at their defaults "
+            "(auto_rollback on, watch_window 10 s)"
+        )
         with die_events(server.instance) as events:
             v1 = f"v1 {nonce}"
             repo = AppRepo.create(server.workdir / "app", v1, dockerfile=HEALTHY)
@@ -348,40 +417,66 @@ def main() -> int:
             if wait_for_content(server.proxy_port, HOST, v1, time.monotonic() + 10) is None:
                 raise BenchError("the proxy never served v1")
             leftovers.record(f"rivetr-{server.instance}/{APP}:{deployment_id(result.output)}")
-            print(f"v1 live; v2 of round k exits {args.crash_after:g}s + (k-1)/{args.rounds} "
-                  "* 0.5s after it starts\n")
-            print("round  sleep s  v2 live s  v2 served s  rollback s  detected s  "
-                  "failed polls  note")
+            print(
+                f"v1 live; v2 of round k exits {args.crash_after:g}s + (k-1)/{args.rounds} "
+                "* 0.5s after it starts\n"
+            )
+            print(
+                "round  sleep s  v2 live s  v2 served s  rollback s  detected s  failed polls  note"
+            )
             rounds: list[Round] = []
             for number in range(1, args.rounds + 1):
                 crash_after = round(args.crash_after + 0.5 * (number - 1) / args.rounds, 3)
-                r = one_round(number, server, repo, events, leftovers, v1, nonce, crash_after,
-                              args.poll_interval)
+                r = one_round(
+                    number,
+                    server,
+                    repo,
+                    events,
+                    leftovers,
+                    v1,
+                    nonce,
+                    crash_after,
+                    args.poll_interval,
+                )
                 rounds.append(r)
-                print(f"{number:5d}  {crash_after:7.3f}    {fmt(r.live_after)}      "
-                      f"{fmt(r.served)}     "
-                      f"{fmt(r.rollback)}     {fmt(r.detected)}  {r.failed_polls:12d}  "
-                      f"{r.note}", flush=True)
+                print(
+                    f"{number:5d}  {crash_after:7.3f}    {fmt(r.live_after)}      "
+                    f"{fmt(r.served)}     "
+                    f"{fmt(r.rollback)}     {fmt(r.detected)}  {r.failed_polls:12d}  "
+                    f"{r.note}",
+                    flush=True,
+                )
         times = [r.rollback for r in rounds if r.rollback is not None]
         med = median(times)
         ok = len(times) == args.rounds and med < TARGET
-        print(f"\nrollback time over {len(times)}/{args.rounds} round(s): median {med:.3f}s, "
-              f"min {min(times, default=float('nan')):.3f}s, "
-              f"max {max(times, default=float('nan')):.3f}s; "
-              f"target median < {TARGET:g}s: {'met' if ok else 'MISSED'}")
+        print(
+            f"\nrollback time over {len(times)}/{args.rounds} round(s): median {med:.3f}s, "
+            f"min {min(times, default=float('nan')):.3f}s, "
+            f"max {max(times, default=float('nan')):.3f}s; "
+            f"target median < {TARGET:g}s: {'met' if ok else 'MISSED'}"
+        )
         detected = [r.detected for r in rounds if r.detected is not None]
-        print(f"server detection (log line - exit): median {median(detected):.3f}s; the watch "
-              "inspects the container every 0.5 s, and Docker's inspect reports the exit "
-              "0.1-0.25 s late")
-        lags = [d.event_at - d.finished_at for d in events.seen.values()
-                if d.finished_at is not None]
-        print(f"die event - FinishedAt: median {median(lags) * 1000:.0f} ms over {len(lags)} "
-              "exit(s)")
+        print(
+            f"server detection (log line - exit): median {median(detected):.3f}s; the watch "
+            "inspects the container every 0.5 s, and Docker's inspect reports the exit "
+            "0.1-0.25 s late"
+        )
+        lags = [
+            d.event_at - d.finished_at for d in events.seen.values() if d.finished_at is not None
+        ]
+        print(
+            f"die event - FinishedAt: median {median(lags) * 1000:.0f} ms over {len(lags)} exit(s)"
+        )
         still_v1 = http_get(server.proxy_port, HOST)
-        print(f"after the last round the proxy serves: "
-              f"{'v1' if still_v1 and v1 in still_v1[1] else still_v1}")
-        lines = [ln for ln in server.log_path.read_text(errors="replace").splitlines()
-                 if "rolled back" in ln]
+        print(
+            f"after the last round the proxy serves: "
+            f"{'v1' if still_v1 and v1 in still_v1[1] else still_v1}"
+        )
+        lines = [
+            ln
+            for ln in server.log_path.read_text(errors="replace").splitlines()
+            if "rolled back" in ln
+        ]
         print(f"\nserver log, rollbacks ({len(lines)}):")
         for line in lines[:10]:
             print(f"  {line}")

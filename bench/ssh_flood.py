@@ -46,8 +46,11 @@ from harness import (
 )
 
 FLOOD_SOURCE = "127.0.0.3"
-UNLIMITED = {"RIVETR_SSH_MAX_STARTUPS": "100000", "RIVETR_SSH_MAX_STARTUPS_PER_SOURCE": "100000",
-             "RIVETR_SSH_HANDSHAKE_RATE": "0"}
+UNLIMITED = {
+    "RIVETR_SSH_MAX_STARTUPS": "100000",
+    "RIVETR_SSH_MAX_STARTUPS_PER_SOURCE": "100000",
+    "RIVETR_SSH_HANDSHAKE_RATE": "0",
+}
 
 
 @dataclass
@@ -132,27 +135,39 @@ def timed_push(server: Server, repo: AppRepo) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5, max 20)")
-    parser.add_argument("--connections", type=int, default=1000,
-                        help="connections the flood holds (default 1000, max 5000)")
-    parser.add_argument("--no-limits", action="store_true",
-                        help="run the daemon with the SSH caps and throttling out of the way")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="connections the flood holds (default 1000, max 5000)",
+    )
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="run the daemon with the SSH caps and throttling out of the way",
+    )
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 1 <= args.connections <= 5000:
         parser.error("--rounds must be 1 to 20 and --connections 1 to 5000")
     began = time.monotonic()
     with workspace("rivetr-bench-flood-") as server:
-        server.start(settings={"RIVETR_DEPLOY_BRANCH": "live",
-                               **(UNLIMITED if args.no_limits else {})})
-        print(f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}; pushes to "
-              f"'main', which does not deploy (deploy_branch=live); flood from {FLOOD_SOURCE}"
-              f"{' (limits off)' if args.no_limits else ''}")
+        server.start(
+            settings={"RIVETR_DEPLOY_BRANCH": "live", **(UNLIMITED if args.no_limits else {})}
+        )
+        print(
+            f"rivetr-git serve pid {server.pid}, ssh :{server.ssh_port}; pushes to "
+            f"'main', which does not deploy (deploy_branch=live); flood from {FLOOD_SOURCE}"
+            f"{' (limits off)' if args.no_limits else ''}"
+        )
         repo = AppRepo.create(server.workdir / "app", "warm-up")
         timed_push(server, repo)  # creates the app: not counted
         nonce = uuid.uuid4().hex[:8]
         base: list[float] = []
         flood: list[float] = []
-        print(f"{'round':>5} {'baseline s':>10} {'flood s':>8}   flood: {'started':>7} "
-              f"{'refused':>8} {'closed later':>12} {'opened':>7} {'server fds':>10}")
+        print(
+            f"{'round':>5} {'baseline s':>10} {'flood s':>8}   flood: {'started':>7} "
+            f"{'refused':>8} {'closed later':>12} {'opened':>7} {'server fds':>10}"
+        )
         for n in range(1, args.rounds + 1):
             order = ("base", "flood") if n % 2 else ("flood", "base")
             stats = FloodStats()
@@ -167,14 +182,21 @@ def main() -> int:
                     flood.append(timed_push(server, repo))
                     stats = f.stats
                     fds = fd_count(server.pid)
-            print(f"{n:>5} {base[-1]:>10.3f} {flood[-1]:>8.3f}          {stats.banners:>7} "
-                  f"{stats.refused:>8} {stats.closed_later:>12} {stats.opened:>7} {fds:>10}")
+            print(
+                f"{n:>5} {base[-1]:>10.3f} {flood[-1]:>8.3f}          {stats.banners:>7} "
+                f"{stats.refused:>8} {stats.closed_later:>12} {stats.opened:>7} {fds:>10}"
+            )
         ratio = median(flood) / median(base)
-        print(f"\nmedian push: baseline {median(base):.3f}s, under a {args.connections}-"
-              f"connection flood {median(flood):.3f}s; ratio flood/baseline {ratio:.2f}")
+        print(
+            f"\nmedian push: baseline {median(base):.3f}s, under a {args.connections}-"
+            f"connection flood {median(flood):.3f}s; ratio flood/baseline {ratio:.2f}"
+        )
         time.sleep(11)  # one refusal-log interval, so the summary line is written
-        lines = [ln for ln in server.log_path.read_text(errors="replace").splitlines()
-                 if "refused" in ln and "SSH connection" in ln]
+        lines = [
+            ln
+            for ln in server.log_path.read_text(errors="replace").splitlines()
+            if "refused" in ln and "SSH connection" in ln
+        ]
         print(f"server log: {len(lines)} line(s) about refused connections")
         for line in lines[-3:]:
             print(f"  {line[:200]}")

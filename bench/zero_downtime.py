@@ -134,16 +134,19 @@ class Swap:
 class Load:
     """Worker threads sending requests to 127.0.0.1:port until stopped."""
 
-    def __init__(self, port: int, phase: str, get_workers: int, post_workers: int,
-                 keep_alive: bool) -> None:
+    def __init__(
+        self, port: int, phase: str, get_workers: int, post_workers: int, keep_alive: bool
+    ) -> None:
         self.port = port
         self.phase = phase
         self.keep_alive = keep_alive
         self.samples: list[Sample] = []  # list.append is atomic: no lock needed
         self._stop = threading.Event()
         self._ids = itertools.count(1)
-        self._threads = [threading.Thread(target=self._loop, args=("GET", 0.0), daemon=True)
-                         for _ in range(get_workers)]
+        self._threads = [
+            threading.Thread(target=self._loop, args=("GET", 0.0), daemon=True)
+            for _ in range(get_workers)
+        ]
         self._threads += [
             threading.Thread(target=self._loop, args=("POST", i / post_workers), daemon=True)
             for i in range(post_workers)
@@ -165,12 +168,14 @@ class Load:
         conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                  timeout=10 if kind == "GET" else 40)
+                conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=10 if kind == "GET" else 40
+                )
             conn = self._one(conn, kind)
 
-    def _one(self, conn: http.client.HTTPConnection, kind: str
-             ) -> http.client.HTTPConnection | None:
+    def _one(
+        self, conn: http.client.HTTPConnection, kind: str
+    ) -> http.client.HTTPConnection | None:
         """Send one request; return the connection if it may be used again."""
         headers = {"Host": HOST}
         if not self.keep_alive:
@@ -186,8 +191,9 @@ class Load:
                 conn.request("GET", "/", headers=headers)
             else:
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-                conn.request("POST", f"/cgi-bin/slow?id={request_id}", body=b"order=1",
-                             headers=headers)
+                conn.request(
+                    "POST", f"/cgi-bin/slow?id={request_id}", body=b"order=1", headers=headers
+                )
             resp = conn.getresponse()
             body = resp.read().decode(errors="replace")
             status = resp.status
@@ -239,8 +245,10 @@ class Row:
 
 
 def print_table(kind: str, rows: Sequence[Row]) -> None:
-    print(f"\n{kind}s            requests  non-2xx  conn-err  bad-body    req/s     p50 ms"
-          "     p99 ms     max ms")
+    print(
+        f"\n{kind}s            requests  non-2xx  conn-err  bad-body    req/s     p50 ms"
+        "     p99 ms     max ms"
+    )
     for row in rows:
         mine = [s for s in row.samples if s.kind == kind]
         lat = sorted((s.end - s.start) * 1000 for s in mine if not s.failed)
@@ -248,9 +256,11 @@ def print_table(kind: str, rows: Sequence[Row]) -> None:
         conn_err = sum(1 for s in mine if s.status is None)
         bad = sum(1 for s in mine if s.failed) - non_2xx - conn_err
         rate = len(mine) / row.seconds if row.seconds > 0 else float("nan")
-        print(f"  {row.label:<16} {len(mine):8d} {non_2xx:8d} {conn_err:9d} {bad:9d} "
-              f"{rate:8.1f} {percentile(lat, 50):10.2f} {percentile(lat, 99):10.2f} "
-              f"{(lat[-1] if lat else float('nan')):10.2f}")
+        print(
+            f"  {row.label:<16} {len(mine):8d} {non_2xx:8d} {conn_err:9d} {bad:9d} "
+            f"{rate:8.1f} {percentile(lat, 50):10.2f} {percentile(lat, 99):10.2f} "
+            f"{(lat[-1] if lat else float('nan')):10.2f}"
+        )
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -287,21 +297,31 @@ def live_container(server: Server) -> str:
     return running[0][0]
 
 
-def run_swaps(server: Server, repo: AppRepo, leftovers: BuildLeftovers, nonce: str,
-              args: argparse.Namespace, deadline: float) -> list[Swap]:
+def run_swaps(
+    server: Server,
+    repo: AppRepo,
+    leftovers: BuildLeftovers,
+    nonce: str,
+    args: argparse.Namespace,
+    deadline: float,
+) -> list[Swap]:
     swaps: list[Swap] = []
     for release in range(1, args.deploys + 1):
         if time.monotonic() > deadline - 30:
-            print(f"  ! time budget ({MAX_SECONDS:g} s) nearly used: stopping after "
-                  f"{len(swaps)} deploy(s)")
+            print(
+                f"  ! time budget ({MAX_SECONDS:g} s) nearly used: stopping after "
+                f"{len(swaps)} deploy(s)"
+            )
             break
         start, end, number = deploy(server, repo, release, nonce)
         leftovers.record(f"rivetr-{server.instance}/{APP}:{number}")
         retired = wait_retired(server, time.monotonic() + RETIRE_TIMEOUT)
         swaps.append(Swap(release, number, start, end, retired))
         if retired is None:
-            print(f"  ! release-{release}: the old container was still there after "
-                  f"{RETIRE_TIMEOUT:g}s: {server.app_containers(APP)}")
+            print(
+                f"  ! release-{release}: the old container was still there after "
+                f"{RETIRE_TIMEOUT:g}s: {server.app_containers(APP)}"
+            )
     return swaps
 
 
@@ -315,20 +335,36 @@ def report_swaps(samples: Sequence[Sample], swaps: Sequence[Swap]) -> list[int]:
         window = [s for s in samples if swap.push_start <= s.start <= end]
         across = 0
         if switched is not None:
-            across = sum(1 for s in samples if s.kind == "POST" and s.start < switched < s.end
-                         and s.release == swap.release - 1 and not s.failed)
+            across = sum(
+                1
+                for s in samples
+                if s.kind == "POST"
+                and s.start < switched < s.end
+                and s.release == swap.release - 1
+                and not s.failed
+            )
         across_all.append(across)
         sw = "   -    " if switched is None else f"{switched - swap.push_start:8.3f}"
-        ret = ("   -     " if switched is None or swap.retired is None
-               else f"{swap.retired - switched:9.3f}")
-        print(f"{swap.release:6d}  {swap.push_end - swap.push_start:6.3f}  {sw}  {ret}  "
-              f"{len(window):8d}  {sum(1 for s in window if s.failed):6d}  {across:6d}")
+        ret = (
+            "   -     "
+            if switched is None or swap.retired is None
+            else f"{swap.retired - switched:9.3f}"
+        )
+        print(
+            f"{swap.release:6d}  {swap.push_end - swap.push_start:6.3f}  {sw}  {ret}  "
+            f"{len(window):8d}  {sum(1 for s in window if s.failed):6d}  {across:6d}"
+        )
     return across_all
 
 
-def report(samples: list[Sample], swaps: list[Swap], baseline_span: float,
-           steady_span: tuple[float, float], load_stopped: float, args: argparse.Namespace
-           ) -> bool:
+def report(
+    samples: list[Sample],
+    swaps: list[Swap],
+    baseline_span: float,
+    steady_span: tuple[float, float],
+    load_stopped: float,
+    args: argparse.Namespace,
+) -> bool:
     across = report_swaps(samples, swaps)
     direct = [s for s in samples if s.phase == "baseline"]
     proxy = [s for s in samples if s.phase == "proxy"]
@@ -337,9 +373,11 @@ def report(samples: list[Sample], swaps: list[Swap], baseline_span: float,
     other = [s for s in proxy if s.start >= steady_span[1] and not in_swap(s.start, swaps)]
     swap_seconds = sum((s.retired or s.push_end) - s.push_start for s in swaps)
     other_seconds = max(0.0, load_stopped - steady_span[1] - swap_seconds)
-    rows = [Row("baseline direct", direct, baseline_span),
-            Row("steady proxy", steady, steady_span[1] - steady_span[0]),
-            Row("swaps proxy", during, swap_seconds)]
+    rows = [
+        Row("baseline direct", direct, baseline_span),
+        Row("steady proxy", steady, steady_span[1] - steady_span[0]),
+        Row("swaps proxy", during, swap_seconds),
+    ]
     if other:
         rows.append(Row("between swaps", other, other_seconds))
     print_table("GET", rows)
@@ -348,22 +386,32 @@ def report(samples: list[Sample], swaps: list[Swap], baseline_span: float,
     failed = [s for s in proxy if s.failed]
     non_2xx = sum(1 for s in failed if s.status is not None and not 200 <= s.status < 300)
     conn_err = sum(1 for s in failed if s.status is None)
-    print(f"\nthrough the proxy: {len(proxy)} requests sent ({sum(s.kind == 'GET' for s in proxy)}"
-          f" GET, {sum(s.kind == 'POST' for s in proxy)} POST), {non_2xx} non-2xx, {conn_err} "
-          f"connection errors, {len(failed) - non_2xx - conn_err} bad bodies")
+    print(
+        f"\nthrough the proxy: {len(proxy)} requests sent ({sum(s.kind == 'GET' for s in proxy)}"
+        f" GET, {sum(s.kind == 'POST' for s in proxy)} POST), {non_2xx} non-2xx, {conn_err} "
+        f"connection errors, {len(failed) - non_2xx - conn_err} bad bodies"
+    )
     for s in failed[:10]:
-        print(f"  {s.kind} at +{s.start - steady_span[0]:.3f}s "
-              f"({'swap' if in_swap(s.start, swaps) else 'no swap'}): {s.error}")
+        print(
+            f"  {s.kind} at +{s.start - steady_span[0]:.3f}s "
+            f"({'swap' if in_swap(s.start, swaps) else 'no swap'}): {s.error}"
+        )
     if direct_failed := [s for s in direct if s.failed]:
-        print(f"  (the direct baseline had {len(direct_failed)} failed requests, e.g. "
-              f"{direct_failed[0].error})")
+        print(
+            f"  (the direct baseline had {len(direct_failed)} failed requests, e.g. "
+            f"{direct_failed[0].error})"
+        )
     retired = [s for s in swaps if s.retired is not None]
-    print(f"deploys: {len(swaps)} of {args.deploys} done, {len(retired)} old containers retired "
-          f"(watch_window {args.watch_window:g}s); POSTs across a switch: min "
-          f"{min(across, default=0)}, total {sum(across)}")
+    print(
+        f"deploys: {len(swaps)} of {args.deploys} done, {len(retired)} old containers retired "
+        f"(watch_window {args.watch_window:g}s); POSTs across a switch: min "
+        f"{min(across, default=0)}, total {sum(across)}"
+    )
     ok = not failed and len(swaps) == args.deploys and len(retired) == len(swaps)
-    print(f"target: 0 failed requests through the proxy across {args.deploys} deploys: "
-          f"{'met' if ok else 'MISSED'}")
+    print(
+        f"target: 0 failed requests through the proxy across {args.deploys} deploys: "
+        f"{'met' if ok else 'MISSED'}"
+    )
     if min(across, default=0) == 0:
         print("  note: some switch had no POST in flight across it")
     return ok
@@ -374,16 +422,30 @@ def main() -> int:
     parser.add_argument("--deploys", type=int, default=20, help="redeploys (default 20)")
     parser.add_argument("--get-workers", type=int, default=4, help="GET threads (default 4)")
     parser.add_argument("--post-workers", type=int, default=2, help="POST threads (default 2)")
-    parser.add_argument("--baseline", type=float, default=5.0,
-                        help="seconds of load straight at the container (default 5)")
-    parser.add_argument("--steady", type=float, default=5.0,
-                        help="seconds of load through the proxy before the first push (default 5)")
-    parser.add_argument("--watch-window", type=float, default=1.0,
-                        help="RIVETR_WATCH_WINDOW for the daemon (default 1; server default 10)")
-    parser.add_argument("--keep-alive", action="store_true",
-                        help="reuse one connection per worker to the proxy")
-    parser.add_argument("--save-log", type=Path, metavar="FILE",
-                        help="copy the daemon's log here before cleanup")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=5.0,
+        help="seconds of load straight at the container (default 5)",
+    )
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=5.0,
+        help="seconds of load through the proxy before the first push (default 5)",
+    )
+    parser.add_argument(
+        "--watch-window",
+        type=float,
+        default=1.0,
+        help="RIVETR_WATCH_WINDOW for the daemon (default 1; server default 10)",
+    )
+    parser.add_argument(
+        "--keep-alive", action="store_true", help="reuse one connection per worker to the proxy"
+    )
+    parser.add_argument(
+        "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
+    )
     args = parser.parse_args()
     if not 1 <= args.deploys <= 60:
         parser.error("--deploys must be from 1 to 60")
@@ -396,16 +458,26 @@ def main() -> int:
     nonce = uuid.uuid4().hex[:8]
     with build_leftovers() as leftovers, workspace("rivetr-bench-zdt-", args.save_log) as server:
         server.start(settings={"RIVETR_WATCH_WINDOW": f"{args.watch_window:g}"})
-        print(f"rivetr-git serve pid {server.pid}, proxy :{server.proxy_port}, instance "
-              f"{server.instance}, workdir {server.workdir}")
-        print(f"settings: RIVETR_WATCH_WINDOW={args.watch_window:g} (so each old container "
-              f"retires {args.watch_window:g}s after its switch; server default 10), other "
-              "settings at their defaults (drain_timeout 30)")
-        print(f"load: {args.get_workers} GET + {args.post_workers} POST workers, "
-              f"{'keep-alive' if args.keep_alive else 'a new connection per request'}")
-        repo = AppRepo.create(server.workdir / "app", "release-0 first", dockerfile=DOCKERFILE,
-                              files={"www/cgi-bin/slow": SLOW_CGI},
-                              executable={"www/cgi-bin/slow"})
+        print(
+            f"rivetr-git serve pid {server.pid}, proxy :{server.proxy_port}, instance "
+            f"{server.instance}, workdir {server.workdir}"
+        )
+        print(
+            f"settings: RIVETR_WATCH_WINDOW={args.watch_window:g} (so each old container "
+            f"retires {args.watch_window:g}s after its switch; server default 10), other "
+            "settings at their defaults (drain_timeout 30)"
+        )
+        print(
+            f"load: {args.get_workers} GET + {args.post_workers} POST workers, "
+            f"{'keep-alive' if args.keep_alive else 'a new connection per request'}"
+        )
+        repo = AppRepo.create(
+            server.workdir / "app",
+            "release-0 first",
+            dockerfile=DOCKERFILE,
+            files={"www/cgi-bin/slow": SLOW_CGI},
+            executable={"www/cgi-bin/slow"},
+        )
         result = server.push(repo, APP)
         if result.returncode != 0:
             raise BenchError(f"first deploy failed: {failure_reason(result.output)}")
@@ -415,8 +487,10 @@ def main() -> int:
         leftovers.record(f"rivetr-{server.instance}/{APP}:{number}")
 
         port = published_port(live_container(server))
-        print(f"\nbaseline: {args.baseline:g}s straight at the container (127.0.0.1:{port}) ...",
-              flush=True)
+        print(
+            f"\nbaseline: {args.baseline:g}s straight at the container (127.0.0.1:{port}) ...",
+            flush=True,
+        )
         direct = Load(port, "baseline", args.get_workers, args.post_workers, False).start()
         b0 = time.monotonic()
         try:
@@ -425,10 +499,14 @@ def main() -> int:
             direct.stop()
         baseline_span = time.monotonic() - b0
 
-        print(f"steady: {args.steady:g}s through the proxy, then {args.deploys} deploys under "
-              "load ...", flush=True)
-        load = Load(server.proxy_port, "proxy", args.get_workers, args.post_workers,
-                    args.keep_alive).start()
+        print(
+            f"steady: {args.steady:g}s through the proxy, then {args.deploys} deploys under "
+            "load ...",
+            flush=True,
+        )
+        load = Load(
+            server.proxy_port, "proxy", args.get_workers, args.post_workers, args.keep_alive
+        ).start()
         s0 = time.monotonic()
         try:
             time.sleep(args.steady)
@@ -437,8 +515,7 @@ def main() -> int:
         finally:
             stopped = time.monotonic()
             load.stop()
-        ok = report(direct.samples + load.samples, swaps, baseline_span, (s0, s1), stopped,
-                    args)
+        ok = report(direct.samples + load.samples, swaps, baseline_span, (s0, s1), stopped, args)
         print()
         report_server_health(server, expected_containers=1)
     print(f"total {time.monotonic() - began:.1f}s")

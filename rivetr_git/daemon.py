@@ -70,7 +70,11 @@ def install_hooks(data_dir: Path) -> Path:
 
 
 async def reconcile(
-    settings: Settings, store: Store, repos: Repos, runtime: Runtime, routes: RouteTable,
+    settings: Settings,
+    store: Store,
+    repos: Repos,
+    runtime: Runtime,
+    routes: RouteTable,
     instance: str,
 ) -> None:
     """Make the world match the database after a start or a crash.
@@ -79,8 +83,15 @@ async def reconcile(
     Running releases get their routes back (restarting a stopped container if needed).
     Containers of this instance that belong to no live release are removed.
     """
-    failures = FailureCleanup(store, repos, runtime, instance, settings.data_dir / "compose",
-                              settings.deploy_branch, BuildGate())
+    failures = FailureCleanup(
+        store,
+        repos,
+        runtime,
+        instance,
+        settings.data_dir / "compose",
+        settings.deploy_branch,
+        BuildGate(),
+    )
     for d in await store.deployments_with_status(IN_FLIGHT):
         # Only a push builds an image; a rollback's or restart's is a release's own.
         built = d.image if d.rollback_of is None else None
@@ -91,8 +102,9 @@ async def reconcile(
         # A live release's other containers (a compose group's services) stay too; one-off
         # `run` containers belonged to sessions that ended with the old process.
         deployment = c.labels.get(LABEL_DEPLOYMENT)
-        if c.id not in live and ((deployment and deployment not in live_deployments)
-                                 or c.labels.get(LABEL_ONEOFF)):
+        if c.id not in live and (
+            (deployment and deployment not in live_deployments) or c.labels.get(LABEL_ONEOFF)
+        ):
             log.info("removing leftover container %s", c.name)
             await runtime.remove(c.id)
     # Networks of compose groups whose containers are gone (retired before a crash).
@@ -118,15 +130,29 @@ async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) ->
         if d.app_name in stopped:
             if info is not None:
                 live[info.id] = d.id  # stopped by its owner (ps:stop): left as it is
-            upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port or 0,
-                                      deployment_id=d.id, stopped=True))
+            upstreams.append(
+                Upstream(
+                    app=d.app_name,
+                    host="127.0.0.1",
+                    port=port or 0,
+                    deployment_id=d.id,
+                    stopped=True,
+                )
+            )
             continue
         if d.app_name in crashed:
             if info is not None:
                 live[info.id] = d.id  # kept for a look at its logs; not restarted
             if port:
-                upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
-                                          deployment_id=d.id, crashed=True))
+                upstreams.append(
+                    Upstream(
+                        app=d.app_name,
+                        host="127.0.0.1",
+                        port=port,
+                        deployment_id=d.id,
+                        crashed=True,
+                    )
+                )
             continue
         if info is not None and not info.running:
             with contextlib.suppress(RivetrError):
@@ -137,11 +163,15 @@ async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) ->
                 await store.set_status(d.id, Status.RUNNING, host_port=port)
             live[info.id] = d.id
         else:
-            log.warning("container of %s (deployment #%s) is gone; it answers 502 until the "
-                        "next deploy", d.app_name, d.id)
+            log.warning(
+                "container of %s (deployment #%s) is gone; it answers 502 until the next deploy",
+                d.app_name,
+                d.id,
+            )
         if port:
-            upstreams.append(Upstream(app=d.app_name, host="127.0.0.1", port=port,
-                                      deployment_id=d.id))
+            upstreams.append(
+                Upstream(app=d.app_name, host="127.0.0.1", port=port, deployment_id=d.id)
+            )
     routes.replace(upstreams, await store.all_domains())
     return live
 
@@ -161,14 +191,19 @@ def proxy_config(s: Settings) -> ProxyConfig:
     """The data plane's knobs, from the settings."""
     access_log = s.data_dir / s.access_log if s.access_log else None
     return ProxyConfig(
-        header_timeout=s.proxy_header_timeout, keepalive_timeout=s.proxy_keepalive_timeout,
-        first_byte_timeout=s.proxy_first_byte_timeout, max_conns_per_ip=s.proxy_max_conns_per_ip,
-        connect_timeout=s.proxy_connect_timeout, read_timeout=s.proxy_read_timeout,
+        header_timeout=s.proxy_header_timeout,
+        keepalive_timeout=s.proxy_keepalive_timeout,
+        first_byte_timeout=s.proxy_first_byte_timeout,
+        max_conns_per_ip=s.proxy_max_conns_per_ip,
+        connect_timeout=s.proxy_connect_timeout,
+        read_timeout=s.proxy_read_timeout,
         upstream_connections=s.proxy_upstream_connections,
         max_body_size=validate.size(s.max_body_size) if s.max_body_size else 0,
-        max_header_size=s.proxy_max_header_size, max_headers=s.proxy_max_headers,
+        max_header_size=s.proxy_max_header_size,
+        max_headers=s.proxy_max_headers,
         websocket_idle_timeout=s.websocket_idle_timeout,
-        trusted_proxies=validate.networks(s.trusted_proxies), access_log=access_log,
+        trusted_proxies=validate.networks(s.trusted_proxies),
+        access_log=access_log,
         access_log_max_bytes=validate.size(s.access_log_max_size),
         access_log_backups=s.access_log_backups,
     )
@@ -196,8 +231,10 @@ async def _connect_runtime(settings: Settings) -> Runtime:
         try:
             runtime = await PodmanRuntime.launch(run_dir, settings.podman_socket)
         except RuntimeUnavailable as podman_error:
-            raise RuntimeUnavailable(f"runtime auto: neither Docker ({docker_error}) nor "
-                                     f"Podman ({podman_error}) is available") from None
+            raise RuntimeUnavailable(
+                f"runtime auto: neither Docker ({docker_error}) nor "
+                f"Podman ({podman_error}) is available"
+            ) from None
         log.info("runtime auto: using podman (no Docker engine answered)")
         return runtime
     log.info("runtime auto: using docker (the Docker engine answered)")
@@ -242,8 +279,9 @@ class Daemon:
             await store.close()
             key_lock.close()
 
-    async def _start(self, store: Store, env_vars: EnvVars, runtime: Runtime,
-                     closers: list[object]) -> asyncio.Task[None]:
+    async def _start(
+        self, store: Store, env_vars: EnvVars, runtime: Runtime, closers: list[object]
+    ) -> asyncio.Task[None]:
         """Reconcile, then start every part; each started part goes on `closers`. Returns
         the crash monitor's task."""
         s = self.settings
@@ -254,8 +292,9 @@ class Daemon:
         notifier = Notifier(s)
         closers.append(notifier)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
-        monitor = asyncio.create_task(Monitor(
-            s, store, runtime, routes, instance, notifier, deployer.is_watched).run())
+        monitor = asyncio.create_task(
+            Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched).run()
+        )
         admin = _admin(s, store, repos, runtime, routes, instance, deployer, env_vars)
 
         async def local_command(argv: list[str], session: Session) -> int:
@@ -274,9 +313,15 @@ class Daemon:
         closers.append(receiver)
         closers.append(deployer)
         self._write_state(receiver.bound_port, proxy.bound_port)
-        log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
-                 "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
-                 proxy.bound_port, len(routes), runtime.name)
+        log.info(
+            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, runtime %s",
+            s.ssh_host,
+            receiver.bound_port,
+            s.proxy_host,
+            proxy.bound_port,
+            len(routes),
+            runtime.name,
+        )
         return monitor
 
     def _write_state(self, ssh_port: int, proxy_port: int) -> None:
@@ -300,22 +345,44 @@ async def _until(stop: asyncio.Event) -> None:
 def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | NginxProxy:
     """The data plane the settings ask for."""
     if s.proxy_backend == "nginx":
-        return NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
-                          s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
+        return NginxProxy(
+            routes,
+            s.proxy_host,
+            s.proxy_port,
+            proxy_config(s),
+            s.proxy_workers or 1,
+            s.data_dir / "nginx",
+            s.drain_timeout,
+        )
     if s.proxy_workers:
-        return ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s),
-                            s.proxy_workers)
+        return ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s), s.proxy_workers)
     return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
 
 
-def _admin(s: Settings, store: Store, repos: Repos, runtime: Runtime, routes: RouteTable,
-           instance: str, deployer: Deployer, env_vars: EnvVars) -> Admin:
+def _admin(
+    s: Settings,
+    store: Store,
+    repos: Repos,
+    runtime: Runtime,
+    routes: RouteTable,
+    instance: str,
+    deployer: Deployer,
+    env_vars: EnvVars,
+) -> Admin:
     """The verbs, with what they act on."""
+
     async def env_of(deployment: Deployment) -> dict[str, str]:
         return await env_vars.for_deployment(deployment.id)
 
-    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
-                          s.drain_timeout)
-    return Admin(s, store, deployer, processes, ReleaseCommands(store, deployer), routes,
-                 lambda app: repos.create(app, s.deploy_branch), env_vars,
-                 repo_size=repos.size)
+    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    return Admin(
+        s,
+        store,
+        deployer,
+        processes,
+        ReleaseCommands(store, deployer),
+        routes,
+        lambda app: repos.create(app, s.deploy_branch),
+        env_vars,
+        repo_size=repos.size,
+    )

@@ -91,6 +91,8 @@ class DecryptionFailed(RivetrError):
         super().__init__(f"env var {name} of app {app} cannot be decrypted ({why})")
         self.app = app
         self.name = name
+
+
 class ClientError(RivetrError):
     """Client mode could not reach the server, trust it or log in; nothing ran there.
 

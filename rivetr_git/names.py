@@ -59,21 +59,35 @@ def validate_domain(raw: str, base_domain: str) -> str:
     if is_address(host):
         raise ValidationError(
             f"{raw!r} is an IP address, not a domain name: an app cannot claim requests sent "
-            "to an address; give a hostname that points at this server, e.g. www.example.com")
+            "to an address; give a hostname that points at this server, e.g. www.example.com"
+        )
     if is_localhost(host):
         raise ValidationError(
             f"{raw!r} is a localhost name, which always means the client's own machine; "
-            "give a hostname that points at this server, e.g. www.example.com")
+            "give a hostname that points at this server, e.g. www.example.com"
+        )
     labels = host.split(".")
-    ok = len(labels) > 1 and len(host) <= 253 and all(
-        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-        and not label.startswith("-") and not label.endswith("-") for label in labels)
+    ok = (
+        len(labels) > 1
+        and len(host) <= 253
+        and all(
+            0 < len(label) <= 63
+            and label.replace("-", "").isalnum()
+            and label.isascii()
+            and not label.startswith("-")
+            and not label.endswith("-")
+            for label in labels
+        )
+    )
     if not ok or host != raw.lower().rstrip("."):
-        raise ValidationError(f"{raw!r} is not a hostname; give one like www.example.com "
-                              "(no scheme, port or path)")
+        raise ValidationError(
+            f"{raw!r} is not a hostname; give one like www.example.com (no scheme, port or path)"
+        )
     if host == base_domain or host.endswith("." + base_domain):
-        raise ValidationError(f"{host} is under the server's base domain "
-                              f"({base_domain}), where app names are served already")
+        raise ValidationError(
+            f"{host} is under the server's base domain "
+            f"({base_domain}), where app names are served already"
+        )
     return host
 
 
@@ -91,5 +105,4 @@ def is_address(host: str) -> bool:
         pass
     # What URL parsers (and so browsers) take for IPv4: the last label is a number.
     last = host.rsplit(".", 1)[-1]
-    return last.isdigit() or (last[:2] == "0x" and all(c in "0123456789abcdef"
-                                                       for c in last[2:]))
+    return last.isdigit() or (last[:2] == "0x" and all(c in "0123456789abcdef" for c in last[2:]))

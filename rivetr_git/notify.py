@@ -31,8 +31,13 @@ from rivetr_git.settings import Settings
 log = logging.getLogger(__name__)
 
 EVENTS = frozenset(
-    {"deploy.started", "deploy.succeeded", "deploy.failed", "deploy.rolled_back",
-     "container.crashed"}
+    {
+        "deploy.started",
+        "deploy.succeeded",
+        "deploy.failed",
+        "deploy.rolled_back",
+        "container.crashed",
+    }
 )
 RESERVED_FIELDS = frozenset({"event", "app", "time", "id"})
 

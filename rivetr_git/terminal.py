@@ -57,7 +57,7 @@ class ByteNeutraliser:
     def feed(self, data: bytes, final: bool = False) -> bytes:
         text = self._held + self._decoder.decode(data, final)
         self._held = "" if final else _unfinished_tail(text, self._keep_style)
-        text = text[:len(text) - len(self._held)]
+        text = text[: len(text) - len(self._held)]
         return neutralise(text, self._keep_style).encode()
 
     def close(self) -> bytes:
@@ -69,7 +69,8 @@ def _unfinished_tail(text: str, keep_style: bool) -> str:
     kept style."""
     if keep_style:
         escape = text.rfind("\x1b", max(0, len(text) - len(RED)))
-        if escape >= 0 and any(s.startswith(text[escape:]) and s != text[escape:]
-                               for s in (RED, RESET)):
+        if escape >= 0 and any(
+            s.startswith(text[escape:]) and s != text[escape:] for s in (RED, RESET)
+        ):
             return text[escape:]
     return "\r" if text.endswith("\r") else ""

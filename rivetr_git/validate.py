@@ -263,11 +263,13 @@ def networks(value: object) -> tuple[Network, ...]:
 def kept(check: Callable[[object], object]) -> Callable[[object], str]:
     """For values kept as written ('512m', '1.5', a URL): check the value, keep the string;
     '' (off) passes as it is."""
+
     def parse(value: object) -> str:
         found = text(value)
         if found:
             check(found)
         return found
+
     return parse
 
 
@@ -278,6 +280,7 @@ def optional(check: Callable[[object], object]) -> Callable[[object], object]:
         return value if value == "" else check(value)
 
     return checked
+
 
 def directory(value: object) -> Path:
     if not isinstance(value, str | Path) or not str(value):
@@ -297,8 +300,10 @@ def algorithm_list(value: object) -> str:
     receiver starts)."""
     names = [n.strip() for n in text(value).split(",")]
     if not all(_ALG_NAME.fullmatch(n) for n in names):
-        raise ValueError("expected algorithm names separated by commas, e.g. "
-                         "curve25519-sha256,diffie-hellman-group16-sha512")
+        raise ValueError(
+            "expected algorithm names separated by commas, e.g. "
+            "curve25519-sha256,diffie-hellman-group16-sha512"
+        )
     return ",".join(names)
 
 
@@ -311,6 +316,8 @@ def private_ipv4_range(value: object) -> str:
         except ValueError:
             raise ValueError("expected an IPv4 network such as 10.213.0.0/16") from None
         if not network.is_private or network.prefixlen > 26:
-            raise ValueError("expected a private IPv4 range of /26 or larger, e.g. "
-                             "10.213.0.0/16 (each app takes a /26)")
+            raise ValueError(
+                "expected a private IPv4 range of /26 or larger, e.g. "
+                "10.213.0.0/16 (each app takes a /26)"
+            )
     return found

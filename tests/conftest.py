@@ -32,8 +32,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
 
 
 @pytest.fixture(scope="session")
-def server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
-           keys: dict[str, Key]) -> Iterator[Server]:
+def server(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
+) -> Iterator[Server]:
     """One daemon shared by the end-to-end tests; each test uses its own app names."""
     yield from running_server(tmp_path_factory.mktemp("srv") / "data", keys, with_bob=True)
 
@@ -44,8 +45,9 @@ def own_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Ite
     yield from running_server(tmp_path / "data", keys)
 
 
-def running_server(data_dir: Path, keys: dict[str, Key], with_bob: bool = False,
-                   env: dict[str, str] | None = None) -> Generator[Server, None, None]:
+def running_server(
+    data_dir: Path, keys: dict[str, Key], with_bob: bool = False, env: dict[str, str] | None = None
+) -> Generator[Server, None, None]:
     srv = Server(data_dir, env)
     srv.cli("keys", "add", "alice", str(keys["alice"].public), "--admin")
     if with_bob:

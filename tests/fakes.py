@@ -45,10 +45,15 @@ class FakeContainer:
     output: list[str] = field(default_factory=list)
 
     def info(self) -> ContainerInfo:
-        return ContainerInfo(id=self.id, name=self.spec.name, image=self.spec.image,
-                             running=self.running, exit_code=self.exit_code,
-                             host_port=self.host_port if self.running else None,
-                             labels=dict(self.spec.labels))
+        return ContainerInfo(
+            id=self.id,
+            name=self.spec.name,
+            image=self.spec.image,
+            running=self.running,
+            exit_code=self.exit_code,
+            host_port=self.host_port if self.running else None,
+            labels=dict(self.spec.labels),
+        )
 
 
 class FakeRuntime:
@@ -108,12 +113,15 @@ class FakeRuntime:
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
         if spec.image not in self.images:
             raise RuntimeOperationError(f"no such image: {spec.image}")
-        container = FakeContainer(id=f"fake{next(self._ids):08x}", spec=spec,
-                                  status=self.answer_status)
+        container = FakeContainer(
+            id=f"fake{next(self._ids):08x}", spec=spec, status=self.answer_status
+        )
         self.containers[container.id] = container
         if spec.network is not None:  # the engine makes the app's network on first use
-            self.networks.setdefault(spec.network, {
-                k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)})
+            self.networks.setdefault(
+                spec.network,
+                {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)},
+            )
         if self.exit_on_start is not None:
             container.output.append("fake: exiting at once")
             container.exit_code = self.exit_on_start
@@ -151,29 +159,36 @@ class FakeRuntime:
     async def exec(self, container_id: str, command: list[str]) -> tuple[int, str]:
         return 0, ""
 
-    async def follow_logs(self, container_id: str, tail: int | None, follow: bool,
-                          on_output: OnOutput) -> None:
+    async def follow_logs(
+        self, container_id: str, tail: int | None, follow: bool, on_output: OnOutput
+    ) -> None:
         await on_output((await self.logs(container_id, tail or 1000)).encode())
 
-    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput
-                       ) -> int:
+    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput) -> int:
         return 0
 
-    async def exec_stream(self, container_id: str, command: list[str], on_output: OnOutput,
-                          timeout: float) -> int | None:
+    async def exec_stream(
+        self, container_id: str, command: list[str], on_output: OnOutput, timeout: float
+    ) -> int | None:
         await on_output(f"fake exec: {command[-1]}\n".encode())
         return 0
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        return [c.info() for c in self.containers.values()
-                if all(c.spec.labels.get(k) == v for k, v in labels.items())]
+        return [
+            c.info()
+            for c in self.containers.values()
+            if all(c.spec.labels.get(k) == v for k, v in labels.items())
+        ]
 
     async def list_images(self, repository: str) -> list[str]:
         return sorted(t for t in self.images if t.rpartition(":")[0] == repository)
 
     async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
-        return {name: tags for name, tags in self.networks.items()
-                if all(tags.get(k) == v for k, v in labels.items())}
+        return {
+            name: tags
+            for name, tags in self.networks.items()
+            if all(tags.get(k) == v for k, v in labels.items())
+        }
 
     async def remove_network(self, name: str) -> None:
         self.networks.pop(name, None)
@@ -189,8 +204,10 @@ class FakeRuntime:
             with contextlib.suppress(ConnectionError):
                 while (await reader.readline()).strip():
                     pass  # the request line and headers
-                writer.write(f"HTTP/1.1 {container.status} X\r\nContent-Length: 0\r\n"
-                             "Connection: close\r\n\r\n".encode())
+                writer.write(
+                    f"HTTP/1.1 {container.status} X\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
                 await writer.drain()
             writer.close()
 
@@ -221,8 +238,9 @@ class RecordingNotifier(Notifier):
         return [event for event, _, _ in getattr(self, "events", [])]
 
 
-def commit(repos: Repos, app: str, files: Mapping[str, str], message: str,
-           branch: str = "main") -> str:
+def commit(
+    repos: Repos, app: str, files: Mapping[str, str], message: str, branch: str = "main"
+) -> str:
     """Commit `files` on top of `branch` in the app's bare repo (as a push would); its sha."""
     repo = pygit2.Repository(str(repos.path(app)))
     builder = repo.TreeBuilder()

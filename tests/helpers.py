@@ -44,11 +44,20 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 """
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        cmd, cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})}, capture_output=True,
-        text=True, timeout=timeout,
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -84,8 +93,16 @@ def instance_of(data_dir: Path) -> str:
 def docker_ids(kind: str, instance: str, extra: str = "") -> list[str]:
     """Container ids carrying this instance's label ('ps'), or its image tags ('images')."""
     if kind == "images":
-        out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
-                   "--filter", f"reference=rivetr-{instance}/*"]).stdout
+        out = run(
+            [
+                "docker",
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--filter",
+                f"reference=rivetr-{instance}/*",
+            ]
+        ).stdout
         # Podman's compatible API ignores the reference filter: filter here too.
         return [t for t in out.split() if t.startswith(f"rivetr-{instance}/")]
     filt = ["--filter", f"label=rivetr.instance={instance}"]
@@ -113,11 +130,16 @@ def make_key(directory: Path, name: str) -> Key:
 
 
 def ssh_command(*identities: Path, known_hosts: Path | None = None) -> str:
-    hosts = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new"
-             if known_hosts else "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no")
+    hosts = (
+        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new"
+        if known_hosts
+        else "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
+    )
     ids = " ".join(f"-i {p}" for p in identities)
-    return (f"ssh {ids} -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR "
-            f"-o ConnectTimeout=10 {hosts}")
+    return (
+        f"ssh {ids} -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR "
+        f"-o ConnectTimeout=10 {hosts}"
+    )
 
 
 class Server:
@@ -143,11 +165,15 @@ class Server:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
         self.instance = instance_of(self.data_dir)
 
-    def cli(self, *args: str, check: bool = True, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(self.data_dir), *args],
-            capture_output=True, text=True, input=stdin, timeout=60,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=60,
             env={**os.environ, **self.env},
         )
         if check and result.returncode != 0:
@@ -159,9 +185,17 @@ class Server:
         state.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(self.data_dir),
-             "serve"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            [
+                sys.executable,
+                "-m",
+                "rivetr_git.cli.main",
+                "--data-dir",
+                str(self.data_dir),
+                "serve",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -214,14 +248,26 @@ class Server:
         containers = docker_ids("ps", self.instance)
         if containers:
             run(["docker", "rm", "-f", *containers], check=False)
-        images = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
-                      f"rivetr-{self.instance}/*"], check=False).stdout.split()
+        images = run(
+            [
+                "docker",
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                f"rivetr-{self.instance}/*",
+            ],
+            check=False,
+        ).stdout.split()
         if images:
             run(["docker", "rmi", "-f", *images], check=False)
         # Compose groups' networks (rivetr-<instance>-<app>-<deployment>_default).
-        networks = [n for n in run(["docker", "network", "ls", "--format", "{{.Name}}"],
-                                   check=False).stdout.split()
-                    if n.startswith(f"rivetr-{self.instance}-")]
+        networks = [
+            n
+            for n in run(
+                ["docker", "network", "ls", "--format", "{{.Name}}"], check=False
+            ).stdout.split()
+            if n.startswith(f"rivetr-{self.instance}-")
+        ]
         if networks:
             run(["docker", "network", "rm", *networks], check=False)
 
@@ -240,10 +286,14 @@ class AppRepo:
         self.write("www/index.html", "hello v1\n")
         self.commit("first")
 
-    def git(self, *args: str, check: bool = True, **kw: object
-            ) -> subprocess.CompletedProcess[str]:
-        return run(["git", *args], cwd=self.path, check=check,
-                   env={"GIT_SSH_COMMAND": ssh_command(self.key.private)}, **kw)  # type: ignore[arg-type]
+    def git(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+        return run(
+            ["git", *args],
+            cwd=self.path,
+            check=check,
+            env={"GIT_SSH_COMMAND": ssh_command(self.key.private)},
+            **kw,  # type: ignore[arg-type]
+        )
 
     def write(self, name: str, content: str) -> None:
         (self.path / name).write_text(content)
@@ -263,9 +313,12 @@ class AppRepo:
         """`git push REMOTE main` in the background, in a session of its own (so it can be
         killed whole, ssh included); read its output with read_until()."""
         return subprocess.Popen(
-            ["git", "push", remote, "main"], cwd=self.path,
+            ["git", "push", remote, "main"],
+            cwd=self.path,
             env={**os.environ, **GIT_ENV, "GIT_SSH_COMMAND": ssh_command(self.key.private)},
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def remote_sha(self, remote: str, ref: str = "refs/heads/main") -> str | None:
@@ -295,8 +348,16 @@ def nginx_image(work: Path) -> str:
     nginx = Path("/usr/sbin/nginx")
     assert nginx.exists(), "nginx is needed for the static build tests: run scripts/ensure-tools"
     root = work / "nginx-root"
-    for directory in ("usr/sbin", "etc/nginx/conf.d", "var/log/nginx", "var/lib/nginx", "run",
-                      "var/lock", "usr/share/nginx/html", "tmp"):
+    for directory in (
+        "usr/sbin",
+        "etc/nginx/conf.d",
+        "var/log/nginx",
+        "var/lib/nginx",
+        "run",
+        "var/lock",
+        "usr/share/nginx/html",
+        "tmp",
+    ):
         (root / directory).mkdir(parents=True, exist_ok=True)
     shutil.copy(nginx, root / "usr/sbin/nginx")
     for lib in run(["ldd", str(nginx)]).stdout.split():
@@ -305,11 +366,14 @@ def nginx_image(work: Path) -> str:
             shutil.copy(lib, root / lib.lstrip("/"))
     shutil.copy("/etc/nginx/mime.types", root / "etc/nginx/mime.types")
     (root / "etc/nginx/nginx.conf").write_text(_NGINX_CONF)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (work / "Dockerfile").write_text('FROM scratch\nCOPY nginx-root/ /\nEXPOSE 80\n'
-                                     'CMD ["/usr/sbin/nginx", "-g", "daemon off;"]\n')
+    (work / "Dockerfile").write_text(
+        "FROM scratch\nCOPY nginx-root/ /\nEXPOSE 80\n"
+        'CMD ["/usr/sbin/nginx", "-g", "daemon off;"]\n'
+    )
     run(["docker", "build", "-q", "-t", NGINX_IMAGE, str(work)])
     return NGINX_IMAGE
 
@@ -318,7 +382,7 @@ def nginx_image(work: Path) -> str:
 # records its arguments (and the values of `--env NAME` from its environment), prints
 # lines, optionally waits for the test to have seen the first one (streaming), then builds
 # the tree's busybox app with `docker build` under the image name it was given.
-STAND_IN = '''#!{python}
+STAND_IN = """#!{python}
 import json, os, pathlib, subprocess, sys, time
 tool = pathlib.Path(sys.argv[0]).name
 record = pathlib.Path({record!r})
@@ -350,7 +414,7 @@ dockerfile = ("FROM scratch\\nCOPY busybox /bin/busybox\\nCOPY www /www\\nEXPOSE
 built = subprocess.run(["docker", "build", "-t", name, "-f", "-", source],
                        input=dockerfile.encode())
 sys.exit(built.returncode)
-'''
+"""
 
 
 def stand_in_clis(directory: Path, record: Path) -> Path:

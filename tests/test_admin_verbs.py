@@ -23,12 +23,15 @@ from tests.helpers import (
 )
 
 # A shell app whose env is readable over HTTP and whose requests show in its log (-v).
-SHELL_APP = SHELL_DOCKERFILE_HEAD + """\
+SHELL_APP = (
+    SHELL_DOCKERFILE_HEAD
+    + """\
 COPY www /www
 RUN chmod +x /www/cgi-bin/env
 EXPOSE 5000
 CMD ["sh", "-c", "echo started-marker; exec httpd -f -v -p 5000 -h /www"]
 """
+)
 ENV_CGI = """#!/bin/sh
 echo 'Content-Type: text/plain'
 echo
@@ -36,12 +39,23 @@ printf '%s' "$GREETING" | od -An -v -tx1 | tr -d ' \\n'
 """
 
 
-def verb(server: Server, key: Key, *argv: str, stdin: str | None = None, timeout: float = 60
-         ) -> subprocess.CompletedProcess[str]:
-    command = [*ssh_command(key.private).split(), "-p", str(server.ssh_port), "git@127.0.0.1",
-               shlex.join(argv)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          input=stdin if stdin is not None else "")
+def verb(
+    server: Server, key: Key, *argv: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        *ssh_command(key.private).split(),
+        "-p",
+        str(server.ssh_port),
+        "git@127.0.0.1",
+        shlex.join(argv),
+    ]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin if stdin is not None else "",
+    )
 
 
 def ok(server: Server, key: Key, *argv: str, stdin: str | None = None) -> str:
@@ -80,9 +94,17 @@ def live_container(server: Server, app: str) -> str:
     for line in server.cli("deploys", "list", app).stdout.splitlines()[1:]:
         fields = line.split()
         if fields[1] == "running":
-            container = run(["docker", "ps", "-q", "--filter",
-                             f"label=rivetr.deployment={fields[0][1:]}", "--filter",
-                             f"label=rivetr.instance={server.instance}"]).stdout.split()
+            container = run(
+                [
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    f"label=rivetr.deployment={fields[0][1:]}",
+                    "--filter",
+                    f"label=rivetr.instance={server.instance}",
+                ]
+            ).stdout.split()
             assert container, line
             return container[0]
     raise AssertionError(f"nothing running for {app}")
@@ -96,8 +118,19 @@ def test_help_lists_every_verb_and_bad_input_answers_with_usage(
 ) -> None:
     alice = keys["alice"]
     text = ok(server, alice, "help")
-    for name in ("apps:create", "config:set", "limits:set", "checks:set", "deploy:set",
-                 "domains:add", "ps:restart", "logs", "run", "keys:add", "access:revoke"):
+    for name in (
+        "apps:create",
+        "config:set",
+        "limits:set",
+        "checks:set",
+        "deploy:set",
+        "domains:add",
+        "ps:restart",
+        "logs",
+        "run",
+        "keys:add",
+        "access:revoke",
+    ):
         assert name in text
     assert "usage: config:set" in ok(server, alice, "config:set", "--help")
     for argv, advice in [
@@ -129,8 +162,9 @@ def test_apps_lifecycle_and_destroy_leaves_nothing(
 
     assert "--confirm gone-soon" in fails(server, alice, "apps:destroy", "gone-soon")
     assert server.get("gone-soon")[0] == 200
-    assert "destroyed gone-soon" in ok(server, alice, "apps:destroy", "gone-soon",
-                                       "--confirm", "gone-soon")
+    assert "destroyed gone-soon" in ok(
+        server, alice, "apps:destroy", "gone-soon", "--confirm", "gone-soon"
+    )
     assert server.get("gone-soon")[0] == 404
     assert docker_ids("ps", server.instance, "label=rivetr.app=gone-soon") == []
     images = run(["docker", "images", "-q", f"rivetr-{server.instance}/gone-soon"]).stdout
@@ -145,14 +179,21 @@ def test_developer_sees_only_granted_apps_and_revocation_bites_on_an_open_connec
     alice, bob = keys["alice"], keys["bob"]
     ok(server, alice, "apps:create", "secret-app")
     ok(server, alice, "config:set", "secret-app", "TOKEN=hush", "--no-restart")
-    for argv in (("apps:info", "secret-app"), ("config", "secret-app"),
-                 ("config:get", "secret-app", "TOKEN"), ("logs", "secret-app"),
-                 ("config:set", "secret-app", "A=1")):
-        denied, missing = verb(server, bob, *argv), verb(server, bob, argv[0], "no-such-app",
-                                                         *argv[2:])
+    for argv in (
+        ("apps:info", "secret-app"),
+        ("config", "secret-app"),
+        ("config:get", "secret-app", "TOKEN"),
+        ("logs", "secret-app"),
+        ("config:set", "secret-app", "A=1"),
+    ):
+        denied, missing = (
+            verb(server, bob, *argv),
+            verb(server, bob, argv[0], "no-such-app", *argv[2:]),
+        )
         assert denied.returncode == missing.returncode != 0
         assert denied.stderr.replace("secret-app", "X") == missing.stderr.replace(
-            "no-such-app", "X"), (denied.stderr, missing.stderr)
+            "no-such-app", "X"
+        ), (denied.stderr, missing.stderr)
     assert "secret-app" not in ok(server, bob, "apps:list")
     for admin_only in (("keys:list",), ("apps:create", "bobs"), ("access:grant", "bob", "x")):
         assert "admin keys only" in fails(server, bob, *admin_only)
@@ -163,19 +204,36 @@ def test_developer_sees_only_granted_apps_and_revocation_bites_on_an_open_connec
 
     # One SSH connection, several commands: the revoke takes effect on the next one.
     control = tmp_path / "cm.sock"
-    base = [*ssh_command(bob.private).split(), "-o", f"ControlPath={control}",
-            "-p", str(server.ssh_port), "git@127.0.0.1"]
-    master = subprocess.Popen([*base[:1], "-o", "ControlMaster=yes", "-N", *base[1:]],
-                              stdin=subprocess.DEVNULL)
+    base = [
+        *ssh_command(bob.private).split(),
+        "-o",
+        f"ControlPath={control}",
+        "-p",
+        str(server.ssh_port),
+        "git@127.0.0.1",
+    ]
+    master = subprocess.Popen(
+        [*base[:1], "-o", "ControlMaster=yes", "-N", *base[1:]], stdin=subprocess.DEVNULL
+    )
     try:
         assert wait_until(control.exists, 10)
         shared = [*base[:1], "-o", "ControlMaster=no", *base[1:]]
-        first = subprocess.run([*shared, "config secret-app"], capture_output=True, text=True,
-                               timeout=30, stdin=subprocess.DEVNULL)
+        first = subprocess.run(
+            [*shared, "config secret-app"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         assert first.returncode == 0 and "TOKEN" in first.stdout, first.stderr
         ok(server, alice, "access:revoke", "bob", "secret-app")
-        second = subprocess.run([*shared, "config secret-app"], capture_output=True, text=True,
-                                timeout=30, stdin=subprocess.DEVNULL)
+        second = subprocess.run(
+            [*shared, "config secret-app"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         assert second.returncode != 0 and "does not exist" in second.stderr
         assert master.poll() is None  # it really was the same, still open connection
     finally:
@@ -189,8 +247,9 @@ def test_keys_add_reads_the_key_from_stdin_and_remove_takes_effect(
     carol = make_key(tmp_path / "k", "carol")
     alice = keys["alice"]
     fails(server, alice, "keys:add", "carol", stdin="not a key\n")
-    assert "added key 'carol' (developer)" in ok(server, alice, "keys:add", "carol",
-                                                stdin=carol.public.read_text())
+    assert "added key 'carol' (developer)" in ok(
+        server, alice, "keys:add", "carol", stdin=carol.public.read_text()
+    )
     assert "carol" in ok(server, alice, "keys:list")
     assert "no apps yet" in ok(server, carol, "apps:list")
     ok(server, alice, "keys:remove", "carol")
@@ -207,7 +266,7 @@ def test_config_set_restarts_with_exact_values_and_unset_removes_them(
     repo = shell_app(workdir / "app", alice)
     assert repo.push(server.remote("configured")).returncode == 0
     assert greeting(server, "configured") == ""
-    value = "héllo \"world\" it's a=b\nsecond line  "
+    value = 'héllo "world" it\'s a=b\nsecond line  '
     out = ok(server, alice, "config:set", "configured", f"GREETING={value}", "OTHER=1")
     assert "-----> Restarting configured" in out and "-----> Running:" in out
     assert greeting(server, "configured") == value
@@ -215,7 +274,9 @@ def test_config_set_restarts_with_exact_values_and_unset_removes_them(
     assert ok(server, alice, "config", "configured").split() == ["GREETING", "OTHER"]
     assert value not in ok(server, alice, "config", "configured")
     assert shlex.split(ok(server, alice, "config", "configured", "--reveal")) == [
-        f"GREETING={value}", "OTHER=1"]
+        f"GREETING={value}",
+        "OTHER=1",
+    ]
 
     before = server.statuses("configured")
     ok(server, alice, "config:set", "configured", "GREETING=later", "--no-restart")
@@ -242,8 +303,13 @@ def test_limits_are_applied_to_containers_and_bad_limits_are_refused(
     alice = keys["alice"]
     repo = AppRepo(workdir / "app", alice)
     assert repo.push(server.remote("limited")).returncode == 0
-    for bad, advice in [("memory=lots", "512m"), ("memory=1k", "minimum"),
-                        ("cpu=-1", "e.g. 0.5"), ("cpu=64", "CPUs"), ("disk=1g", "one of")]:
+    for bad, advice in [
+        ("memory=lots", "512m"),
+        ("memory=1k", "minimum"),
+        ("cpu=-1", "e.g. 0.5"),
+        ("cpu=64", "CPUs"),
+        ("disk=1g", "one of"),
+    ]:
         assert advice in fails(server, alice, "limits:set", "limited", bad)
     out = ok(server, alice, "limits:set", "limited", "memory=0.0625G", "cpu=0.5")
     assert "limits: memory 64 MiB, cpu 0.5" in out
@@ -300,8 +366,7 @@ def test_pre_deploy_failure_keeps_the_old_release_and_post_failure_keeps_the_new
     pushed = repo.push(server.remote("deploy-hooked"))
     assert pushed.returncode == 0, pushed.stderr
     assert "post-ran" in pushed.stderr
-    assert "\x1b[31m" in pushed.stderr and "post-deploy command exited with code 4" in \
-        pushed.stderr
+    assert "\x1b[31m" in pushed.stderr and "post-deploy command exited with code 4" in pushed.stderr
     assert server.get("deploy-hooked") == (200, "v2\n")
     deploys = ok(server, alice, "deploys", "deploy-hooked")
     assert "post-deploy command exited with code 4" in deploys.splitlines()[1]
@@ -314,8 +379,9 @@ def get_host(server: Server, host: str) -> int:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{server.proxy_port}/",
-                                     headers={"Host": host})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.proxy_port}/", headers={"Host": host}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status)
@@ -368,14 +434,18 @@ def test_logs_follow_streams_until_the_client_goes(
     repo = shell_app(workdir / "app", alice)
     assert repo.push(server.remote("chatty")).returncode == 0
     assert "started-marker" in ok(server, alice, "logs", "chatty", "-n", "50")
-    command = [*ssh_command(alice.private).split(), "-p", str(server.ssh_port),
-               "git@127.0.0.1", "logs chatty -n 0 -f"]
+    command = [
+        *ssh_command(alice.private).split(),
+        "-p",
+        str(server.ssh_port),
+        "git@127.0.0.1",
+        "logs chatty -n 0 -f",
+    ]
     follow = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     seen: list[bytes] = []
     out = follow.stdout
     assert out is not None
-    reader = threading.Thread(target=lambda: seen.extend(iter(out.readline, b"")),
-                              daemon=True)
+    reader = threading.Thread(target=lambda: seen.extend(iter(out.readline, b"")), daemon=True)
     reader.start()
     try:
         time.sleep(1)
@@ -417,18 +487,26 @@ def test_build_env_reaches_the_build_but_not_the_image_and_rivetr_toml_sets_the_
     assert "env=NPM_TOKEN,API_URL" in bad
     ok(server, alice, "builds:set", "built-env", "env=NPM_TOKEN,NOT_SET")
     digest = hashlib.md5(secret.encode()).hexdigest()  # the build checks the value by it
-    repo = AppRepo(workdir / "app", alice, SHELL_DOCKERFILE_HEAD + (
-        "ARG NPM_TOKEN\n"
-        f'RUN [ "$(printf %s "$NPM_TOKEN" | md5sum | cut -c1-32)" = "{digest}" ] '
-        "&& echo build-token-ok\n"
-        "COPY www /www\nEXPOSE 5000\n"
-        'CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]\n'))
+    repo = AppRepo(
+        workdir / "app",
+        alice,
+        SHELL_DOCKERFILE_HEAD
+        + (
+            "ARG NPM_TOKEN\n"
+            f'RUN [ "$(printf %s "$NPM_TOKEN" | md5sum | cut -c1-32)" = "{digest}" ] '
+            "&& echo build-token-ok\n"
+            "COPY www /www\nEXPOSE 5000\n"
+            'CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+        ),
+    )
     pushed = repo.push(server.remote("built-env"))
     assert pushed.returncode == 0, pushed.stderr
     assert "build-token-ok" in pushed.stderr
     assert "build env NOT_SET not set" in pushed.stderr
-    image = f"rivetr-{server.instance}/built-env:" + \
-        server.cli("deploys", "list", "built-env").stdout.splitlines()[1].split()[0][1:]
+    image = (
+        f"rivetr-{server.instance}/built-env:"
+        + server.cli("deploys", "list", "built-env").stdout.splitlines()[1].split()[0][1:]
+    )
     history = run(["docker", "history", "--no-trunc", image]).stdout
     assert secret not in history and "NPM_TOKEN=<build-time value>" in history
 

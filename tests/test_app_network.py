@@ -19,8 +19,7 @@ from tests.test_admin_verbs import ok, shell_app, verb
 def networks_of(container: str) -> dict[str, str]:
     """Network name -> the container's address on it."""
     data = json.loads(run(["docker", "inspect", container]).stdout)[0]
-    return {name: net["IPAddress"]
-            for name, net in data["NetworkSettings"]["Networks"].items()}
+    return {name: net["IPAddress"] for name, net in data["NetworkSettings"]["Networks"].items()}
 
 
 def fetch(server: Server, key: Key, app: str, address: str) -> tuple[int, str]:
@@ -64,8 +63,11 @@ def test_start_up_removes_networks_of_apps_that_are_gone(own_server: Server) -> 
     prefix = f"rivetr-{own_server.instance}-"
     label = ["--label", f"rivetr.instance={own_server.instance}", "--label"]
     own_server.cli("apps:create", "mxalive")
-    for name, app in (("mxgone", "mxgone"), ("mxalive", "mxalive"),
-                      ("mxgone-7_default", "mxgone")):  # the last is not an app network
+    for name, app in (
+        ("mxgone", "mxgone"),
+        ("mxalive", "mxalive"),
+        ("mxgone-7_default", "mxgone"),
+    ):  # the last is not an app network
         run(["docker", "network", "create", *label, f"rivetr.app={app}", prefix + name])
     own_server.stop()
     own_server.start()
@@ -94,8 +96,7 @@ def test_free_subnet_skips_every_overlapping_network_and_says_when_full(
 ) -> None:
     runtime = DockerRuntime(_FakeClient(["172.17.0.0/16", "10.213.0.96/27", "fd00::/64"]))
     # 10.213.0.0/26 is routed by the host (another engine's bridge), not this engine's.
-    monkeypatch.setattr(runtime, "host_routes",
-                        lambda: [ipaddress.IPv4Network("10.213.0.0/26")])
+    monkeypatch.setattr(runtime, "host_routes", lambda: [ipaddress.IPv4Network("10.213.0.0/26")])
     assert runtime._free_subnet() is None  # no pool: the engine's own pools
     runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/24")
     assert runtime._free_subnet() == "10.213.0.128/26"  # .64/26 overlaps .96/27
@@ -110,9 +111,12 @@ def test_host_routes_are_read_from_the_kernel_table(tmp_path: Path) -> None:
         "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
         "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
         "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
-        "br-1\t0000D50A\t00000000\t0001\t0\t0\t0\tC0FFFFFF\t0\t0\t0\n")
-    assert host_routes(table) == [ipaddress.IPv4Network("172.17.0.0/16"),
-                                  ipaddress.IPv4Network("10.213.0.0/26")]
+        "br-1\t0000D50A\t00000000\t0001\t0\t0\t0\tC0FFFFFF\t0\t0\t0\n"
+    )
+    assert host_routes(table) == [
+        ipaddress.IPv4Network("172.17.0.0/16"),
+        ipaddress.IPv4Network("10.213.0.0/26"),
+    ]
     assert host_routes(tmp_path / "missing") == []
 
 

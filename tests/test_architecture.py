@@ -93,10 +93,16 @@ def _violations(importer: str, forbidden: list[str]) -> list[str]:
 
 def test_walker_sees_the_whole_package() -> None:
     names = set(BY_NAME)
-    for expected in ("rivetr_git", "rivetr_git.daemon", "rivetr_git.proxy.server",
-                     "rivetr_git.proxy.routes", "rivetr_git.runtime.docker",
-                     "rivetr_git.receiver.server", "rivetr_git.store.database",
-                     "rivetr_git.store.repos"):
+    for expected in (
+        "rivetr_git",
+        "rivetr_git.daemon",
+        "rivetr_git.proxy.server",
+        "rivetr_git.proxy.routes",
+        "rivetr_git.runtime.docker",
+        "rivetr_git.receiver.server",
+        "rivetr_git.store.database",
+        "rivetr_git.store.repos",
+    ):
         assert expected in names
     # Positive controls: known edges are found, so an empty result below means something.
     assert "rivetr_git.runtime.docker" in imports_of(BY_NAME["rivetr_git.daemon"])
@@ -122,8 +128,11 @@ def test_walker_resolves_relative_and_nested_imports() -> None:
     assert "rivetr_git.runtime.base" in found
     assert "docker.errors" in found
     assert "rivetr_git.daemon" in found
-    pkg = Module("rivetr_git.proxy", PACKAGE_DIR / "proxy" / "__init__.py",
-                 ast.parse("from .routes import RouteTable\n"))
+    pkg = Module(
+        "rivetr_git.proxy",
+        PACKAGE_DIR / "proxy" / "__init__.py",
+        ast.parse("from .routes import RouteTable\n"),
+    )
     assert "rivetr_git.proxy.routes" in imports_of(pkg)
 
 
@@ -136,8 +145,17 @@ def test_walker_resolves_relative_and_nested_imports() -> None:
 # (settings, validate, names, models, errors).
 VOCABULARY = {"errors", "models", "names", "validate", "settings", "terminal"}
 ALLOWED: dict[str, set[str]] = {
-    "daemon": {"admin", "pipeline", "runtime", "proxy", "receiver", "store", "secrets", "notify",
-               *VOCABULARY},
+    "daemon": {
+        "admin",
+        "pipeline",
+        "runtime",
+        "proxy",
+        "receiver",
+        "store",
+        "secrets",
+        "notify",
+        *VOCABULARY,
+    },
     "cli": {"daemon", "admin", "store", "secrets", "receiver", *VOCABULARY},
     "receiver": {"admin", "pipeline", "store", *VOCABULARY},
     "admin": {"pipeline", "proxy", "store", "secrets", *VOCABULARY},
@@ -224,7 +242,8 @@ def test_only_the_cli_imports_the_composition_root() -> None:
 )
 def test_wrappers_have_one_importer(module: str, importers: list[str]) -> None:
     found = sorted(
-        m.name for m in MODULES
+        m.name
+        for m in MODULES
         if m.name != module and any(_within(t, module) for t in imports_of(m))
     )
     assert found == importers
@@ -273,11 +292,15 @@ def test_blocking_and_heavy_libraries_stay_in_their_wrappers(
 
 def test_every_module_starts_with_a_docstring() -> None:
     missing = [
-        m.relpath for m in MODULES
-        if not (m.tree.body and isinstance(m.tree.body[0], ast.Expr)
-                and isinstance(m.tree.body[0].value, ast.Constant)
-                and isinstance(m.tree.body[0].value.value, str)
-                and m.tree.body[0].value.value.strip())
+        m.relpath
+        for m in MODULES
+        if not (
+            m.tree.body
+            and isinstance(m.tree.body[0], ast.Expr)
+            and isinstance(m.tree.body[0].value, ast.Constant)
+            and isinstance(m.tree.body[0].value.value, str)
+            and m.tree.body[0].value.value.strip()
+        )
     ]
     assert missing == []
 
@@ -334,3 +357,37 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_the_module_import_graph_has_no_cycle() -> None:
     assert cycles(import_graph(MODULES)) == []
+
+
+# --- sizes -------------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+
+
+def oversized(modules: list[Module]) -> list[str]:
+    """Modules over MAX_MODULE_LINES and functions over MAX_FUNCTION_LINES (as formatted)."""
+    found = []
+    for module in modules:
+        lines = len(module.path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{module.relpath}: {lines} lines")
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{module.relpath}:{node.name}: {length} lines")
+    return found
+
+
+def test_no_module_over_450_lines_and_no_function_over_60() -> None:
+    assert oversized(MODULES) == []
+
+
+def test_the_size_check_sees_a_long_function() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    tree = ast.parse(f"def long():\n{body}\n")
+    path = PACKAGE_DIR / "daemon.py"  # any real file: only the function is too long
+    assert oversized([Module("rivetr_git.daemon", path, tree)]) == [
+        "rivetr_git/daemon.py:long: 61 lines"
+    ]

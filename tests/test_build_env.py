@@ -46,8 +46,10 @@ def tags() -> Iterator[list[str]]:
     yield made
     for tag in made:
         docker("rmi", "-f", tag)
-    assert docker("images", "-q", "--filter", f"reference=rivetr-test-env/*:*{RUN_ID}"
-                  ).stdout.strip() == ""
+    assert (
+        docker("images", "-q", "--filter", f"reference=rivetr-test-env/*:*{RUN_ID}").stdout.strip()
+        == ""
+    )
 
 
 def image_text(tag: str) -> bytes:
@@ -59,13 +61,17 @@ def image_text(tag: str) -> bytes:
     return history.encode() + inspect.encode() + saved
 
 
-async def build(runtime: DockerRuntime, tmp_path: Path, tags: list[str], name: str,
-                steps: str, **more: str) -> tuple[list[str], str]:
+async def build(
+    runtime: DockerRuntime, tmp_path: Path, tags: list[str], name: str, steps: str, **more: str
+) -> tuple[list[str], str]:
     tag = f"rivetr-test-env/{name}:{RUN_ID}"
     tags.append(tag)
     lines: list[str] = []
-    spec = BuildSpec(write_context(tmp_path / f"{name}.tar", HEAD + steps), tag,
-                     build_args={"API_TOKEN": SECRET, **more})
+    spec = BuildSpec(
+        write_context(tmp_path / f"{name}.tar", HEAD + steps),
+        tag,
+        build_args={"API_TOKEN": SECRET, **more},
+    )
     await runtime.build(spec, lines.append)
     return lines, tag
 
@@ -73,9 +79,16 @@ async def build(runtime: DockerRuntime, tmp_path: Path, tags: list[str], name: s
 async def test_a_build_arg_used_in_run_is_not_in_the_images_history_or_layers(
     runtime: DockerRuntime, tmp_path: Path, tags: list[str]
 ) -> None:
-    lines, tag = await build(runtime, tmp_path, tags, "used", (
-        f'RUN test "$API_TOKEN" = "{SECRET[:7]}$(echo {RUN_ID})" && echo token-seen\n'
-        'CMD ["/bin/sh"]\n'))
+    lines, tag = await build(
+        runtime,
+        tmp_path,
+        tags,
+        "used",
+        (
+            f'RUN test "$API_TOKEN" = "{SECRET[:7]}$(echo {RUN_ID})" && echo token-seen\n'
+            'CMD ["/bin/sh"]\n'
+        ),
+    )
     assert "token-seen" in lines, lines  # the step had the value
     text = image_text(tag)
     assert SECRET.encode() not in text
@@ -91,16 +104,21 @@ async def test_short_values_are_redacted_without_false_alarms_but_not_baked(
     runtime: DockerRuntime, tmp_path: Path, tags: list[str]
 ) -> None:
     # "1" is in any image's config and files by chance: only NAME=1 and whole values count.
-    lines, tag = await build(runtime, tmp_path, tags, "short",
-                             'ARG DEBUG\nRUN test "$DEBUG" = 1 && echo debug-on\n', DEBUG="1")
+    lines, tag = await build(
+        runtime,
+        tmp_path,
+        tags,
+        "short",
+        'ARG DEBUG\nRUN test "$DEBUG" = 1 && echo debug-on\n',
+        DEBUG="1",
+    )
     assert "debug-on" in lines
     history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag).stdout
     assert "DEBUG=<build-time value>" in history and "DEBUG=1" not in history
     # The last step is a RUN: the legacy per-layer metadata holds its command too.
     assert SECRET.encode() not in image_text(tag)
     with pytest.raises(BuildFailed, match=r"DEBUG ended up in the image's config"):
-        await build(runtime, tmp_path, tags, "shortenv", "ARG DEBUG\nENV MODE=$DEBUG\n",
-                    DEBUG="1")
+        await build(runtime, tmp_path, tags, "shortenv", "ARG DEBUG\nENV MODE=$DEBUG\n", DEBUG="1")
 
 
 async def test_a_build_that_writes_the_value_into_a_file_fails(
@@ -135,13 +153,15 @@ class Lines:
 def test_builder_clis_get_build_env_values_through_their_environment_not_argv() -> None:
     env = {"API_TOKEN": SECRET}
     for tool in ("nixpacks", "pack"):
-        argv = cli_build.command(tool, Path("/src"), "img:1", ["API_TOKEN"], env,
-                                 no_cache=False, pack_builder="b")
-        assert argv[argv.index("--env"):argv.index("--env") + 2] == ["--env", "API_TOKEN"]
+        argv = cli_build.command(
+            tool, Path("/src"), "img:1", ["API_TOKEN"], env, no_cache=False, pack_builder="b"
+        )
+        assert argv[argv.index("--env") : argv.index("--env") + 2] == ["--env", "API_TOKEN"]
         assert SECRET not in " ".join(argv)
     # railpack documents only --env NAME=VALUE.
-    argv = cli_build.command("railpack", Path("/src"), "img:1", ["API_TOKEN"], env,
-                             no_cache=False, pack_builder="b")
+    argv = cli_build.command(
+        "railpack", Path("/src"), "img:1", ["API_TOKEN"], env, no_cache=False, pack_builder="b"
+    )
     assert f"API_TOKEN={SECRET}" in argv
 
 
@@ -157,9 +177,17 @@ async def test_a_stand_in_nixpacks_sees_the_decrypted_value_and_the_log_never_do
     tags.append(tag)
     log = Lines()
     await cli_build.build(
-        runtime, "nixpacks", write_app(tmp_path / "work" / "context.tar"),
-        tmp_path / "work" / "src", tag, cast(DeployLog, log), build_env={"API_TOKEN": SECRET},
-        timeout=120, no_cache=False, pack_builder="unused")
+        runtime,
+        "nixpacks",
+        write_app(tmp_path / "work" / "context.tar"),
+        tmp_path / "work" / "src",
+        tag,
+        cast(DeployLog, log),
+        build_env={"API_TOKEN": SECRET},
+        timeout=120,
+        no_cache=False,
+        pack_builder="unused",
+    )
     recorded = json.loads((record / "nixpacks.json").read_text())
     assert recorded["env"] == {"API_TOKEN": SECRET}  # decrypted, in the CLI's environment
     assert SECRET not in json.dumps(recorded["argv"])

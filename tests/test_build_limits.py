@@ -74,8 +74,9 @@ class Builds:
     def context(self, name: str, steps: str) -> Path:
         return write_context(self.directory / f"{name}.tar", HEAD + steps)
 
-    async def build(self, runtime: DockerRuntime, name: str, steps: str,
-                    **limits: float | int | None) -> tuple[list[tuple[float, str]], str]:
+    async def build(
+        self, runtime: DockerRuntime, name: str, steps: str, **limits: float | int | None
+    ) -> tuple[list[tuple[float, str]], str]:
         """Build; return (arrival time, line) of every output line and the image id."""
         lines: list[tuple[float, str]] = []
 
@@ -99,8 +100,13 @@ def builds(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     base = found.tag("base")
     context = found.context("base", "")
     with open(context, "rb") as tar:
-        result = subprocess.run(["docker", "build", "-q", "-t", base, "-"], stdin=tar,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["docker", "build", "-q", "-t", base, "-"],
+            stdin=tar,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr
     try:
         yield found
@@ -122,10 +128,15 @@ def texts(lines: list[tuple[float, str]]) -> list[str]:
 
 
 def test_limits_from_settings() -> None:
-    limits = BuildLimits.from_settings(load_settings(env={
-        "RIVETR_BUILD_MEMORY_LIMIT": "512m", "RIVETR_BUILD_CPU_LIMIT": "1.5",
-        "RIVETR_BUILD_TIMEOUT": "60",
-    }))
+    limits = BuildLimits.from_settings(
+        load_settings(
+            env={
+                "RIVETR_BUILD_MEMORY_LIMIT": "512m",
+                "RIVETR_BUILD_CPU_LIMIT": "1.5",
+                "RIVETR_BUILD_TIMEOUT": "60",
+            }
+        )
+    )
     assert limits == BuildLimits(timeout=60.0, cpus=1.5, memory=512 * MiB, memory_text="512m")
 
 
@@ -147,10 +158,21 @@ async def test_the_build_stage_puts_the_limits_into_the_build_spec(tmp_path: Pat
     runtime = RecordingRuntime()
     log = cast(DeployLog, None)  # the recording runtime prints nothing
     limits = BuildLimits(timeout=5.0, cpus=0.5, memory=64 * MiB, memory_text="64m")
-    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:7",  # type: ignore[arg-type]
-                                   "Dockerfile", log, limits=limits)
-    await build_stage.docker_build(runtime, tmp_path / "c.tar", "app:8",  # type: ignore[arg-type]
-                                   "Dockerfile", log)
+    await build_stage.docker_build(
+        runtime,  # type: ignore[arg-type]
+        tmp_path / "c.tar",
+        "app:7",
+        "Dockerfile",
+        log,
+        limits=limits,
+    )
+    await build_stage.docker_build(
+        runtime,  # type: ignore[arg-type]
+        tmp_path / "c.tar",
+        "app:8",
+        "Dockerfile",
+        log,
+    )
     with_limits, without = runtime.specs
     assert (with_limits.timeout, with_limits.cpus, with_limits.memory) == (5.0, 0.5, 64 * MiB)
     assert (without.timeout, without.cpus, without.memory) == (None, None, None)
@@ -185,8 +207,9 @@ async def test_a_build_over_its_memory_limit_fails_naming_the_limit(
 ) -> None:
     # busybox tail keeps its last "line" (here 200 MB without a newline) in memory.
     with pytest.raises(BuildFailed) as info:
-        await builds.build(runtime, "memory", "RUN head -c 200m /dev/zero | tail\n",
-                           memory=16 * MiB)
+        await builds.build(
+            runtime, "memory", "RUN head -c 200m /dev/zero | tail\n", memory=16 * MiB
+        )
     message = str(info.value)
     assert "build_memory_limit (16m)" in message, message
     # The engine reports OOMKilled, or (when the step's container is gone before it is
@@ -209,8 +232,9 @@ RUN echo {marker}; cd /sys/fs/cgroup; if [ -f cpu.max ]; then \
 async def test_cpu_and_memory_limits_apply_to_run_steps(
     runtime: DockerRuntime, builds: Builds
 ) -> None:
-    lines, _ = await builds.build(runtime, "cgroup", CGROUP_LIMITS.format(marker="limited"),
-                                   cpus=0.5, memory=64 * MiB)
+    lines, _ = await builds.build(
+        runtime, "cgroup", CGROUP_LIMITS.format(marker="limited"), cpus=0.5, memory=64 * MiB
+    )
     out = texts(lines)
     assert "cpu: 50000 100000" in out, out  # 0.5 CPU: 50 ms of every 100 ms
     assert f"memory: {64 * MiB}" in out, out
@@ -228,8 +252,12 @@ async def test_a_build_within_its_limits_succeeds_and_streams(
     runtime: DockerRuntime, builds: Builds
 ) -> None:
     lines, image_id = await builds.build(
-        runtime, "within", "RUN echo first-line && sleep 1 && echo second-line\n",
-        timeout=30, cpus=0.5, memory=64 * MiB,
+        runtime,
+        "within",
+        "RUN echo first-line && sleep 1 && echo second-line\n",
+        timeout=30,
+        cpus=0.5,
+        memory=64 * MiB,
     )
     done = time.monotonic()
     out = texts(lines)

@@ -39,14 +39,22 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def srv(docker_engine: None, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key],
-        tools: tuple[Path, Path]) -> Iterator[Server]:
+def srv(
+    docker_engine: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    keys: dict[str, Key],
+    tools: tuple[Path, Path],
+) -> Iterator[Server]:
     image = nginx_image(tmp_path_factory.mktemp("nginx"))
     bin_dir, _ = tools
-    yield from running_server(tmp_path_factory.mktemp("bt") / "data", keys, env={
-        "RIVETR_STATIC_SERVER_IMAGE": image,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-    })
+    yield from running_server(
+        tmp_path_factory.mktemp("bt") / "data",
+        keys,
+        env={
+            "RIVETR_STATIC_SERVER_IMAGE": image,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
 
 
 def pushed(repo: AppRepo, server: Server, app: str) -> str:
@@ -56,8 +64,10 @@ def pushed(repo: AppRepo, server: Server, app: str) -> str:
 
 
 def get(server: Server, app: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.proxy_port}{path}",
-                                     headers={"Host": f"{app}.localhost", **headers})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.proxy_port}{path}",
+        headers={"Host": f"{app}.localhost", **headers},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, dict(response.headers), response.read()
 
@@ -97,8 +107,14 @@ def test_dockerfile_variants_containerfile_context_dir_path_target_and_cache(
     repo.write("services/web/www/index.html", "from the context dir\n")
     repo.write("Containerfile", "FROM scratch\nCOPY nothing-here /\n")  # ignored now
     repo.commit("monorepo layout")
-    srv.cli("apps", "set", "dfvariants", "dockerfile=docker/web.Dockerfile",
-            "build_context=services/web", "build_target=prod")
+    srv.cli(
+        "apps",
+        "set",
+        "dfvariants",
+        "dockerfile=docker/web.Dockerfile",
+        "build_context=services/web",
+        "build_target=prod",
+    )
     out = pushed(repo, srv, "dfvariants")
     assert "build type: dockerfile (found docker/web.Dockerfile)" in out
     assert srv.get("dfvariants") == (200, "from the context dir\n")
@@ -164,11 +180,12 @@ def test_static_site_with_spa_fallback_gzip_and_health_endpoint(
     # Served by the configured server image; no env var or build value in the image.
     [container] = docker_ids("ps", srv.instance, "label=rivetr.app=spa")
     image = run(["docker", "inspect", "-f", "{{.Config.Image}}", container]).stdout.strip()
-    env = json.loads(run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}",
-                          image]).stdout) or []
+    env = (
+        json.loads(run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image]).stdout)
+        or []
+    )
     assert [e for e in env if not e.startswith("PATH=")] == [], env
-    history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}",
-                   image]).stdout
+    history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
     assert " ENV " not in history and " ARG " not in history
     # A restart (a fresh container of the release) finds its port and health endpoint too.
     restarted = ok(srv, keys["alice"], "ps:restart", "spa")
@@ -209,16 +226,31 @@ def builder_repo(path: Path, key: Key, marker: str) -> AppRepo:
     ("tool", "marker", "expected"),
     [
         ("nixpacks", "package.json", ["build", "{src}", "--name", "{tag}"]),
-        ("railpack", "railpack.toml", ["build", "--name", "{tag}", "--progress", "plain",
-                                       "{src}"]),
-        ("pack", "project.toml", ["build", "{tag}", "--path", "{src}", "--builder",
-                                  "paketobuildpacks/builder-jammy-base", "--pull-policy",
-                                  "if-not-present"]),
+        ("railpack", "railpack.toml", ["build", "--name", "{tag}", "--progress", "plain", "{src}"]),
+        (
+            "pack",
+            "project.toml",
+            [
+                "build",
+                "{tag}",
+                "--path",
+                "{src}",
+                "--builder",
+                "paketobuildpacks/builder-jammy-base",
+                "--pull-policy",
+                "if-not-present",
+            ],
+        ),
     ],
 )
 def test_stand_in_cli_gets_the_documented_arguments_and_its_output_streams(
-    srv: Server, keys: dict[str, Key], workdir: Path, tools: tuple[Path, Path], tool: str,
-    marker: str, expected: list[str],
+    srv: Server,
+    keys: dict[str, Key],
+    workdir: Path,
+    tools: tuple[Path, Path],
+    tool: str,
+    marker: str,
+    expected: list[str],
 ) -> None:
     _, record = tools
     app = f"standin-{tool}"
@@ -259,17 +291,21 @@ def test_a_missing_or_failing_builder_cli_fails_at_building_naming_the_tool(
     finally:
         shutil.move(hidden, bin_dir / "railpack")
     assert result.returncode != 0
-    assert ("Deploy failed at building: build type railpack needs the railpack CLI, which is "
-            "not installed on this server; install it (curl -sSL https://railpack.com/"
-            "install.sh | sh") in result.stderr
+    assert (
+        "Deploy failed at building: build type railpack needs the railpack CLI, which is "
+        "not installed on this server; install it (curl -sSL https://railpack.com/"
+        "install.sh | sh"
+    ) in result.stderr
     (record / "railpack.fail").touch()
     try:
         result = repo.push(srv.remote("missingcli"))
     finally:
         (record / "railpack.fail").unlink()
     assert result.returncode != 0
-    assert ("Deploy failed at building: railpack exited with code 7: railpack stand-in: "
-            "failing on purpose") in result.stderr
+    assert (
+        "Deploy failed at building: railpack exited with code 7: railpack stand-in: "
+        "failing on purpose"
+    ) in result.stderr
     assert docker_ids("ps", srv.instance, "label=rivetr.app=missingcli") == []
 
 
@@ -346,11 +382,17 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     assert len(first) == 2  # web and worker, both labelled as this deployment
     # The worker reaches web by its service name, on the group's own network.
     worker = next(c for c in first if "worker" in names_of([c]))
-    assert wait_until(lambda: run(["docker", "exec", worker, "cat", "/www/peer.txt"],
-                                  check=False).stdout == "hello v1\n", 20)
+    assert wait_until(
+        lambda: (
+            run(["docker", "exec", worker, "cat", "/www/peer.txt"], check=False).stdout
+            == "hello v1\n"
+        ),
+        20,
+    )
     # Nothing published beyond 127.0.0.1 (the file's 8000:5000 is dropped), no fixed name.
-    ports = run(["docker", "ps", "--filter", "label=rivetr.app=group", "--format",
-                 "{{.Names}} {{.Ports}}"]).stdout
+    ports = run(
+        ["docker", "ps", "--filter", "label=rivetr.app=group", "--format", "{{.Names}} {{.Ports}}"]
+    ).stdout
     assert "0.0.0.0" not in ports and "fixed-name" not in ports, ports
 
     repo.write("app/www/index.html", "hello v2\n")
@@ -369,13 +411,16 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     restart = verb(srv, keys["alice"], "ps:restart", "group")
     assert restart.returncode != 0
     assert "a compose group cannot be restarted or rolled back yet" in (
-        restart.stdout + restart.stderr)
+        restart.stdout + restart.stderr
+    )
     assert srv.get("group") == (200, "hello v2\n")
 
     # A restart of the server keeps the whole live group, not only its routed container.
-    live_id = next(line.split()[0][1:] for line in
-                   srv.cli("deploys", "list", "group").stdout.splitlines()[1:]
-                   if line.split()[1] == "running")
+    live_id = next(
+        line.split()[0][1:]
+        for line in srv.cli("deploys", "list", "group").stdout.splitlines()[1:]
+        if line.split()[1] == "running"
+    )
     group = docker_ids("ps", srv.instance, f"label=rivetr.deployment={live_id}")
     assert len(group) == 2
     srv.stop()
@@ -391,8 +436,13 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
 def test_compose_build_failure_leaves_no_group_behind(
     srv: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    repo = compose_repo(workdir / "badgroup", keys["alice"], COMPOSE.replace(
-        "  worker:\n    build: ./app\n", "  worker:\n    image: rivetr-no-such-image\n"))
+    repo = compose_repo(
+        workdir / "badgroup",
+        keys["alice"],
+        COMPOSE.replace(
+            "  worker:\n    build: ./app\n", "  worker:\n    image: rivetr-no-such-image\n"
+        ),
+    )
     result = repo.push(srv.remote("badgroup"))
     assert result.returncode != 0
     assert "Deploy failed at starting: compose up exited" in result.stderr

@@ -31,15 +31,21 @@ async def test_sweep_removes_what_nothing_uses(docker_engine: None, tmp_path: Pa
         context = tmp_path / "context.tar"
         (tmp_path / "ctx").mkdir()
         (tmp_path / "ctx" / "Dockerfile").write_text(
-            'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n')
+            'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n'
+        )
         (tmp_path / "ctx" / "busybox").write_bytes(BUSYBOX.read_bytes())
         run(["tar", "-cf", str(context), "-C", str(tmp_path / "ctx"), "."])
         await runtime.build(BuildSpec(context_tar=context, tag=tag), lambda _line: None)
         stopped = {}
         for d in (failed, live):
-            info = await runtime.run(ContainerSpec(
-                name=f"rivetr-{instance}-swept-{d.id}", image=tag, port=5000,
-                labels=labels(instance, "swept", d.id)))
+            info = await runtime.run(
+                ContainerSpec(
+                    name=f"rivetr-{instance}-swept-{d.id}",
+                    image=tag,
+                    port=5000,
+                    labels=labels(instance, "swept", d.id),
+                )
+            )
             stopped[d.id] = info.id
         await asyncio.sleep(1)  # `true` has exited: both containers are stopped now
 

@@ -40,8 +40,13 @@ async def _fill(data_dir: Path, keys: dict[str, Key]) -> int:
             if name == "cl-new":
                 continue
             d = await store.create_deployment(app, "a" * 40, f"first {name}", "alice")
-            await store.append_logs(d.id, [LogLine(0.0, "build", "out", f"built {name}"),
-                                           LogLine(0.1, "switch", "out", "-----> Running")])
+            await store.append_logs(
+                d.id,
+                [
+                    LogLine(0.0, "build", "out", f"built {name}"),
+                    LogLine(0.1, "switch", "out", "-----> Running"),
+                ],
+            )
             await store.promote(d.id, app.id)
             live = live or d.id
         await store.update_app("cl-stop", stopped=True)
@@ -52,8 +57,7 @@ async def _fill(data_dir: Path, keys: dict[str, Key]) -> int:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
-             ) -> tuple[Path, int]:
+def template(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]) -> tuple[Path, int]:
     data_dir = tmp_path_factory.mktemp("cli") / "data"
     return data_dir, asyncio.run(_fill(data_dir, keys))
 
@@ -87,8 +91,10 @@ PAIRS = [
     (["apps", "show", "cl-run"], ["apps:info", "cl-run"]),
     (["apps", "show", "cl-crash"], ["apps:info", "cl-crash"]),
     (["apps", "show", "nope"], ["apps:info", "nope"]),
-    (["apps", "set", "cl-run", "port=8000", "webhook_url="],
-     ["apps:set", "cl-run", "port=8000", "webhook_url="]),
+    (
+        ["apps", "set", "cl-run", "port=8000", "webhook_url="],
+        ["apps:set", "cl-run", "port=8000", "webhook_url="],
+    ),
     (["apps", "set", "cl-run", "port=99999"], ["apps:set", "cl-run", "port=99999"]),
     (["deploys", "list", "cl-run"], ["deploys", "cl-run"]),
     (["deploys", "list", "cl-run", "--limit", "1"], ["deploys", "cl-run", "-n", "1"]),
@@ -100,8 +106,11 @@ PAIRS = [
 
 @pytest.mark.parametrize(("old", "verb"), PAIRS, ids=[" ".join(p[0]) for p in PAIRS])
 def test_an_older_spelling_and_its_verb_answer_alike_without_the_server(
-    template: tuple[Path, int], tmp_path: Path, keys: dict[str, Key], old: list[str],
-    verb: list[str]
+    template: tuple[Path, int],
+    tmp_path: Path,
+    keys: dict[str, Key],
+    old: list[str],
+    verb: list[str],
 ) -> None:
     carol = make_key(tmp_path / "k", "carol").public
 
@@ -120,14 +129,21 @@ def test_apps_list_names_every_state_running_included(template: tuple[Path, int]
     code, out, _ = cli(template[0], "apps:list")
     assert code == 0
     states = {line.split()[0]: line.split()[-2] for line in out.splitlines()[1:]}  # ..., URL
-    assert states == {"cl-run": "running", "cl-new": "created", "cl-stop": "stopped",
-                      "cl-crash": "crashed"}
+    assert states == {
+        "cl-run": "running",
+        "cl-new": "created",
+        "cl-stop": "stopped",
+        "cl-crash": "crashed",
+    }
     assert out.splitlines()[0].split() == ["APP", "LIVE", "STATE", "URL"]
 
 
 def test_a_deployments_log_is_its_pipeline_output(template: tuple[Path, int]) -> None:
     assert cli(template[0], "deploys:log", f"#{template[1]}") == (
-        0, "built cl-run\n-----> Running\n", "")
+        0,
+        "built cl-run\n-----> Running\n",
+        "",
+    )
 
 
 def test_verbs_that_need_the_server_say_so_and_change_nothing(
@@ -145,8 +161,12 @@ def test_only_the_first_key_creates_a_database(tmp_path: Path, keys: dict[str, K
     code, _, err = cli(tmp_path / "typo", "apps", "list")
     assert code == 1 and "holds no rivetr-git data" in err
     assert not (tmp_path / "typo").exists()
-    assert cli(tmp_path / "d", "keys:add", "alice", "--admin",
-               stdin=keys["alice"].public.read_text())[0] == 0
+    assert (
+        cli(tmp_path / "d", "keys:add", "alice", "--admin", stdin=keys["alice"].public.read_text())[
+            0
+        ]
+        == 0
+    )
     assert "alice" in cli(tmp_path / "d", "keys:list")[1]
 
 
@@ -158,13 +178,20 @@ def test_a_bad_older_spelling_answers_with_its_usage(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()  # nothing was opened for a usage error
 
 
-COMMANDS = ([[v.name] for v in VERBS] + [list(a.words) for a in ALIASES]
-            + [["serve"], ["secrets", "rotate"], ["keys"], ["apps"], []])
+COMMANDS = (
+    [[v.name] for v in VERBS]
+    + [list(a.words) for a in ALIASES]
+    + [["serve"], ["secrets", "rotate"], ["keys"], ["apps"], []]
+)
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(c) or "(none)" for c in COMMANDS])
-def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_command_has_help(
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     monkeypatch.setenv("RIVETR_DATA_DIR", str(tmp_path / "d"))  # never client mode here
     argv = ["logs", "12"] if argv == ["logs", "-"] else argv
     try:
@@ -178,7 +205,7 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[s
 
 
 def test_the_top_help_lists_the_older_spellings_and_the_new_verbs(
-    capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -199,8 +226,7 @@ SERVER_PAIRS = [
 ]
 
 
-@pytest.mark.parametrize(("old", "verb"), SERVER_PAIRS,
-                         ids=[" ".join(p[0]) for p in SERVER_PAIRS])
+@pytest.mark.parametrize(("old", "verb"), SERVER_PAIRS, ids=[" ".join(p[0]) for p in SERVER_PAIRS])
 def test_an_older_spelling_prints_what_the_ssh_verb_prints(
     server: Server, keys: dict[str, Key], old: list[str], verb: list[str]
 ) -> None:
@@ -212,16 +238,23 @@ def test_an_older_spelling_prints_what_the_ssh_verb_prints(
 def test_the_readme_names_every_verb_and_older_spelling() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [v.name for v in VERBS if v.name not in readme]
-    missing += [a.spelling for a in ALIASES
-                if not re.search(rf"rivetr-git {re.escape(a.spelling)}\b", readme)]
+    missing += [
+        a.spelling
+        for a in ALIASES
+        if not re.search(rf"rivetr-git {re.escape(a.spelling)}\b", readme)
+    ]
     assert missing == []
 
 
-@pytest.mark.parametrize(("old", "verb_argv"), [
-    (["apps", "show", "nope"], ["apps:info", "nope"]),
-    (["apps", "set", "nope", "port=99999"], ["apps:set", "nope", "port=99999"]),
-    (["logs", "99999"], ["deploys:log", "99999"]),
-], ids=["missing app", "bad value", "missing deployment"])
+@pytest.mark.parametrize(
+    ("old", "verb_argv"),
+    [
+        (["apps", "show", "nope"], ["apps:info", "nope"]),
+        (["apps", "set", "nope", "port=99999"], ["apps:set", "nope", "port=99999"]),
+        (["logs", "99999"], ["deploys:log", "99999"]),
+    ],
+    ids=["missing app", "bad value", "missing deployment"],
+)
 def test_an_older_spelling_fails_like_the_ssh_verb_on_stderr(
     server: Server, keys: dict[str, Key], old: list[str], verb_argv: list[str]
 ) -> None:
@@ -230,4 +263,7 @@ def test_an_older_spelling_fails_like_the_ssh_verb_on_stderr(
     # Each edge names itself (the CLI `rivetr-git:`, the SSH server `rivetr:`); the rest is one.
     assert local.returncode != 0 and local.stderr.startswith("rivetr-git: ")
     assert (local.returncode, local.stdout, local.stderr.removeprefix("rivetr-git: ")) == (
-        remote.returncode, remote.stdout, remote.stderr.removeprefix("rivetr: "))
+        remote.returncode,
+        remote.stdout,
+        remote.stderr.removeprefix("rivetr: "),
+    )

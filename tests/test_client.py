@@ -48,16 +48,24 @@ def make_home(base: Path, key: Key | None, known: list[tuple[str, Path]]) -> Pat
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in PRIVATE_ENV and not k.startswith("RIVETR_")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in PRIVATE_ENV and not k.startswith("RIVETR_")
+    }
     return {**env, "HOME": str(home)}
 
 
-def rivetr(cwd: Path, home: Path, *args: str, stdin: str | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", *args], cwd=cwd,
-                          env=cli_env(home), capture_output=True, text=True, input=stdin,
-                          timeout=60)
+def rivetr(
+    cwd: Path, home: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rivetr_git.cli.main", *args],
+        cwd=cwd,
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
 
 
 # --- against the real daemon --------------------------------------------------------------------
@@ -72,8 +80,9 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(server: Server, keys: dict[str, Key], tmp_path_factory: pytest.TempPathFactory
-             ) -> Deployed:
+def deployed(
+    server: Server, keys: dict[str, Key], tmp_path_factory: pytest.TempPathFactory
+) -> Deployed:
     """An app with two releases, checked out with a `rivetr` remote."""
     app = "client-mode"
     repo = AppRepo(tmp_path_factory.mktemp("client") / "app", keys["alice"])
@@ -82,8 +91,9 @@ def deployed(server: Server, keys: dict[str, Key], tmp_path_factory: pytest.Temp
     repo.write("www/index.html", "hello v2\n")
     repo.commit("second")
     assert repo.push("rivetr").returncode == 0
-    return Deployed(app, repo, server.data_dir / "ssh_host_ed25519_key.pub",
-                    f"[127.0.0.1]:{server.ssh_port}")
+    return Deployed(
+        app, repo, server.data_dir / "ssh_host_ed25519_key.pub", f"[127.0.0.1]:{server.ssh_port}"
+    )
 
 
 @pytest.fixture
@@ -109,8 +119,7 @@ def test_app_and_remote_options(server: Server, deployed: Deployed, home: Path) 
     try:
         by_remote = rivetr(repo.path, home, "--remote", "same-app", "releases")
         assert (by_remote.returncode, by_remote.stdout) == (0, expected), by_remote.stderr
-        by_app = rivetr(repo.path, home, "releases", "--remote=by-scp-form",
-                        "--app", deployed.app)
+        by_app = rivetr(repo.path, home, "releases", "--remote=by-scp-form", "--app", deployed.app)
         assert (by_app.returncode, by_app.stdout) == (0, expected), by_app.stderr
         other = rivetr(repo.path, home, "--remote", "by-scp-form", "releases")
         assert other.returncode == 1
@@ -180,8 +189,7 @@ def test_a_key_the_server_does_not_know_is_explained(
     deployed: Deployed, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     known = [(deployed.name, deployed.host_key)]
-    stranger = rivetr(deployed.repo.path, make_home(tmp_path, keys["mallory"], known),
-                      "releases")
+    stranger = rivetr(deployed.repo.path, make_home(tmp_path, keys["mallory"], known), "releases")
     assert stranger.returncode == 255
     assert "does not know your SSH key" in stranger.stderr
     assert "id_ed25519" in stranger.stderr and "keys:add" in stranger.stderr
@@ -266,8 +274,13 @@ def echo(tmp_path: Path, keys: dict[str, Key]) -> Iterator[EchoServer]:
 
     async def listen() -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(
-            "127.0.0.1", 0, server_host_keys=[host_key], encoding=None,
-            authorized_client_keys=str(keys["alice"].public), process_factory=server.handle)
+            "127.0.0.1",
+            0,
+            server_host_keys=[host_key],
+            encoding=None,
+            authorized_client_keys=str(keys["alice"].public),
+            process_factory=server.handle,
+        )
 
     listener = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
     server.port = listener.get_port()
@@ -287,16 +300,20 @@ def echo_checkout(echo: EchoServer, keys: dict[str, Key], tmp_path: Path) -> tup
     repo.mkdir()
     run(["git", "init", "-q"], cwd=repo)
     run(["git", "remote", "add", "rivetr", f"ssh://git@127.0.0.1:{echo.port}/hello"], cwd=repo)
-    return repo, make_home(tmp_path, keys["alice"], [(f"[127.0.0.1]:{echo.port}",
-                                                      echo.host_key)])
+    return repo, make_home(tmp_path, keys["alice"], [(f"[127.0.0.1]:{echo.port}", echo.host_key)])
 
 
 @contextlib.contextmanager
 def following(repo: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`rivetr-git logs -f` in the background, with pipes for all three streams."""
-    client = subprocess.Popen([sys.executable, "-m", "rivetr_git.cli.main", "logs", "-f"], cwd=repo,
-                              env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "rivetr_git.cli.main", "logs", "-f"],
+        cwd=repo,
+        env=cli_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         yield client
     finally:
@@ -311,19 +328,24 @@ def test_arguments_and_stdin_arrive_exactly(echo_checkout: tuple[Path, Path]) ->
     key_text = "ssh-ed25519 AAAA comment with spaces\nsecond line ✓\n"
     result = rivetr(repo, home, "keys:add", name, "--admin", stdin=key_text)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"argv": ["keys:add", name, "--admin"],
-                                         "stdin": key_text}
+    assert json.loads(result.stdout) == {"argv": ["keys:add", name, "--admin"], "stdin": key_text}
 
 
 def test_a_terminal_stdin_is_not_read_the_command_gets_eof(
-    echo_checkout: tuple[Path, Path]
+    echo_checkout: tuple[Path, Path],
 ) -> None:
     repo, home = echo_checkout
     primary, secondary = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "rivetr_git.cli.main", "keys:add", "bob"], cwd=repo,
-            env=cli_env(home), stdin=secondary, capture_output=True, text=True, timeout=60)
+            [sys.executable, "-m", "rivetr_git.cli.main", "keys:add", "bob"],
+            cwd=repo,
+            env=cli_env(home),
+            stdin=secondary,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(primary)
         os.close(secondary)
@@ -332,18 +354,28 @@ def test_a_terminal_stdin_is_not_read_the_command_gets_eof(
 
 
 def test_escapes_are_neutralised_for_a_terminal_and_kept_for_a_pipe(
-    echo_checkout: tuple[Path, Path]
+    echo_checkout: tuple[Path, Path],
 ) -> None:
     repo, home = echo_checkout
     raw = b"msg \x1b]0;TITLE\x07 \x1b[31mred\x1b[0m end\n"
-    piped = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "deploys"], cwd=repo,
-                           env=cli_env(home), capture_output=True, timeout=60)
+    piped = subprocess.run(
+        [sys.executable, "-m", "rivetr_git.cli.main", "deploys"],
+        cwd=repo,
+        env=cli_env(home),
+        capture_output=True,
+        timeout=60,
+    )
     assert (piped.returncode, piped.stdout) == (0, raw)  # scripts get the bytes
     primary, secondary = pty.openpty()
     try:
-        result = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "deploys"], cwd=repo,
-                                env=cli_env(home), stdout=secondary, stderr=subprocess.PIPE,
-                                timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "rivetr_git.cli.main", "deploys"],
+            cwd=repo,
+            env=cli_env(home),
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
         shown = os.read(primary, 4096)
     finally:
         os.close(primary)

@@ -22,8 +22,9 @@ def test_restart_serves_running_apps_without_redeploy(
     srv = own_server
     known_hosts = tmp_path / "known_hosts"
     repo = AppRepo(tmp_path / "app", keys["alice"])
-    repo.git("config", "core.sshCommand", ssh_command(keys["alice"].private,
-                                                       known_hosts=known_hosts))
+    repo.git(
+        "config", "core.sshCommand", ssh_command(keys["alice"].private, known_hosts=known_hosts)
+    )
     assert repo.push(srv.remote("survivor")).returncode == 0
     [container] = docker_ids("ps", srv.instance, "label=rivetr.app=survivor")
     host_key = (srv.data_dir / "ssh_host_ed25519_key.pub").read_text()
@@ -51,10 +52,13 @@ def test_kill_9_mid_build_is_cleaned_up_on_restart(
     repo = AppRepo(tmp_path / "app", keys["alice"])
     assert repo.push(srv.remote("phoenix")).returncode == 0
     good = repo.head()
-    repo.write("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n"
-               'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-               # $((6*7)): the step's own header line does not contain the marker.
-               'RUN echo "building-$((6*7))" && sleep 30\n')
+    repo.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        # $((6*7)): the step's own header line does not contain the marker.
+        'RUN echo "building-$((6*7))" && sleep 30\n',
+    )
     repo.commit("slow build")
     push = repo.start_push(srv.remote("phoenix"))
     read_until(push, b"building-42")
@@ -76,15 +80,19 @@ def test_kill_9_during_health_check_is_cleaned_up_on_restart(
     assert repo.push(srv.remote("midcheck")).returncode == 0
     good = repo.head()
     # Listens only after 4 s: the deploy sits in its health check meanwhile.
-    repo.write("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n"
-               'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nCOPY www /www\n'
-               'CMD ["sh", "-c", "sleep 4; exec httpd -f -p 5000 -h /www"]\n')
+    repo.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nCOPY www /www\n'
+        'CMD ["sh", "-c", "sleep 4; exec httpd -f -p 5000 -h /www"]\n',
+    )
     repo.write("www/index.html", "v2\n")
     repo.commit("slow to start")
     push = repo.start_push(srv.remote("midcheck"))
     read_until(push, b"-----> Health check")
-    [new_id] = [ln.split()[0] for ln in srv.cli("deploys", "list", "midcheck")
-                .stdout.splitlines()[1:2]]
+    [new_id] = [
+        ln.split()[0] for ln in srv.cli("deploys", "list", "midcheck").stdout.splitlines()[1:2]
+    ]
     srv.stop(signal.SIGKILL)
     push.wait(timeout=30)
     assert len(docker_ids("ps", srv.instance, "label=rivetr.app=midcheck")) == 2
@@ -93,15 +101,17 @@ def test_kill_9_during_health_check_is_cleaned_up_on_restart(
     lines = srv.cli("deploys", "list", "midcheck").stdout.splitlines()[1:]
     assert lines[0].startswith(new_id) and "interrupted by restart" in lines[0]
     assert len(docker_ids("ps", srv.instance, "label=rivetr.app=midcheck")) == 1
-    assert f"rivetr-{srv.instance}/midcheck:{new_id[1:]}" not in docker_ids(
-        "images", srv.instance)
+    assert f"rivetr-{srv.instance}/midcheck:{new_id[1:]}" not in docker_ids("images", srv.instance)
     assert repo.remote_sha(srv.remote("midcheck")) == good
 
 
 def run_serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(tmp_path / "d"), "serve"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
     )
 
 
@@ -130,7 +140,9 @@ def test_bad_config_file_is_refused(tmp_path: Path) -> None:
     config.write_text("ssh_port = 2222\nfancy = true\n")
     result = subprocess.run(
         [sys.executable, "-m", "rivetr_git.cli.main", "serve", "--config", str(config)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "unknown setting 'fancy'" in result.stderr
@@ -139,8 +151,12 @@ def test_bad_config_file_is_refused(tmp_path: Path) -> None:
 def test_serve_help_lists_every_setting() -> None:
     from rivetr_git.settings import SETTINGS
 
-    result = subprocess.run([sys.executable, "-m", "rivetr_git.cli.main", "serve", "--help"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "rivetr_git.cli.main", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0
     for setting in SETTINGS:
         assert f"RIVETR_{setting.name.upper()}" in result.stdout
@@ -148,16 +164,28 @@ def test_serve_help_lists_every_setting() -> None:
 
 def test_config_file_and_env_precedence(docker_engine: None, tmp_path: Path) -> None:
     config = tmp_path / "rivetr.toml"
-    config.write_text('ssh_host = "127.0.0.1"\nproxy_host = "127.0.0.1"\nssh_port = 0\n'
-                      'proxy_port = 1\nbase_domain = "example.test"\n')
+    config.write_text(
+        'ssh_host = "127.0.0.1"\nproxy_host = "127.0.0.1"\nssh_port = 0\n'
+        'proxy_port = 1\nbase_domain = "example.test"\n'
+    )
     srv = Server(tmp_path / "data", env={"RIVETR_PROXY_PORT": "0"})
     srv.env.pop("RIVETR_SSH_PORT")
     # --config comes from the command line; the env var beats the file's proxy_port = 1.
     state = srv.data_dir / "daemon.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(srv.data_dir), "serve",
-         "--config", str(config)],
-        env={**os.environ, **srv.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "rivetr_git.cli.main",
+            "--data-dir",
+            str(srv.data_dir),
+            "serve",
+            "--config",
+            str(config),
+        ],
+        env={**os.environ, **srv.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -167,9 +195,12 @@ def test_config_file_and_env_precedence(docker_engine: None, tmp_path: Path) -> 
             time.sleep(0.05)
         info = json.loads(state.read_text())
         assert info["proxy_port"] not in (0, 1)
-        with urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{info['proxy_port']}/healthz",
-                headers={"Host": "example.test"}), timeout=5) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{info['proxy_port']}/healthz", headers={"Host": "example.test"}
+            ),
+            timeout=5,
+        ) as response:
             assert response.status == 200
     finally:
         proc.terminate()

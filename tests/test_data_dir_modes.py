@@ -17,8 +17,9 @@ def mode(path: Path) -> int:
 
 def open_to_others(data_dir: Path) -> dict[str, str]:
     """Top-level entries (and the dir itself) with any group/other bit, as name: mode."""
-    found = {p.name: oct(mode(p)) for p in data_dir.iterdir()
-             if not p.is_symlink() and mode(p) & 0o077}
+    found = {
+        p.name: oct(mode(p)) for p in data_dir.iterdir() if not p.is_symlink() and mode(p) & 0o077
+    }
     if mode(data_dir) != 0o700:
         found["."] = oct(mode(data_dir))
     return found
@@ -67,7 +68,7 @@ def test_make_private_creates_the_dir_0700_and_leaves_links_alone(tmp_path: Path
 
 
 def test_extracted_build_dirs_stay_readable_for_the_image_under_the_private_umask(
-    tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     import io
     import tarfile

@@ -59,8 +59,11 @@ class World:
         return ref.read_text().strip() if ref.exists() else None
 
     def containers_of(self, d: Deployment) -> list[str]:
-        return [c.id for c in self.runtime.containers.values()
-                if c.spec.labels.get(LABEL_DEPLOYMENT) == str(d.id)]
+        return [
+            c.id
+            for c in self.runtime.containers.values()
+            if c.spec.labels.get(LABEL_DEPLOYMENT) == str(d.id)
+        ]
 
 
 def lines(job: Job) -> str:
@@ -80,9 +83,17 @@ async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
 
 
 async def make_world(tmp_path: Path, **settings: object) -> World:
-    s = Settings(data_dir=tmp_path, health_path="/up", health_interval=0.01,
-                 health_timeout=1.0, health_retries=3, watch_window=30.0, drain_timeout=0.1,
-                 stop_timeout=0, **settings)  # type: ignore[arg-type]
+    s = Settings(
+        data_dir=tmp_path,
+        health_path="/up",
+        health_interval=0.01,
+        health_timeout=1.0,
+        health_retries=3,
+        watch_window=30.0,
+        drain_timeout=0.1,
+        stop_timeout=0,
+        **settings,  # type: ignore[arg-type]
+    )
     store = await Store.open(tmp_path / "rivetr.db")
     repos = Repos(tmp_path / "repos")
     runtime = FakeRuntime()
@@ -157,8 +168,10 @@ async def test_a_newer_push_supersedes_the_waiting_one(world: World) -> None:
     dropped = waiting.result.result()
     assert dropped.status is Status.FAILED
     assert dropped.error_message == f"superseded by {newest_sha[:7]}"
-    assert (f"Deploy of {dropped.commit_sha[:7]} cancelled: superseded by {newest_sha[:7]}, "
-            "pushed while it was waiting") in lines(waiting)
+    assert (
+        f"Deploy of {dropped.commit_sha[:7]} cancelled: superseded by {newest_sha[:7]}, "
+        "pushed while it was waiting"
+    ) in lines(waiting)
     gate.set()
     assert (await running.result).status is Status.RUNNING
     assert (await newest.result).status is Status.RUNNING
@@ -168,15 +181,27 @@ async def test_a_newer_push_supersedes_the_waiting_one(world: World) -> None:
 # --- a failed deployment leaves nothing behind -----------------------------------------------
 
 
-@pytest.mark.parametrize(("knob", "stage", "reason"), [
-    ("build", "building", "boom"),
-    ("start", "starting", "container exited at once (exit code 3); "
-                          "last output: fake: exiting at once"),
-    ("health", "health_check", "GET /up failed 3 times (last: GET /up answered 500); check "
-                               "that the app listens on $PORT"),
-], ids=["build", "start", "health"])
+@pytest.mark.parametrize(
+    ("knob", "stage", "reason"),
+    [
+        ("build", "building", "boom"),
+        (
+            "start",
+            "starting",
+            "container exited at once (exit code 3); last output: fake: exiting at once",
+        ),
+        (
+            "health",
+            "health_check",
+            "GET /up failed 3 times (last: GET /up answered 500); check "
+            "that the app listens on $PORT",
+        ),
+    ],
+    ids=["build", "start", "health"],
+)
 async def test_a_failed_deploy_leaves_nothing_and_puts_the_branch_back(
-        world: World, knob: str, stage: str, reason: str) -> None:
+    world: World, knob: str, stage: str, reason: str
+) -> None:
     app = await world.app("dq-fail")
     live = await world.deploy(app, "good")
     live_container = world.routes.upstream(app.name)
@@ -195,8 +220,7 @@ async def test_a_failed_deploy_leaves_nothing_and_puts_the_branch_back(
     assert image_tag(INSTANCE, app.name, failed.id) not in world.runtime.images
     assert world.branch(app.name) == live.commit_sha
     assert world.routes.upstream(app.name) == live_container  # the live release keeps serving
-    assert (await world.store.current_deployment(app)) == await world.store.get_deployment(
-        live.id)
+    assert (await world.store.current_deployment(app)) == await world.store.get_deployment(live.id)
     out = lines(job)
     assert f"The previous release (#{live.id}, {live.commit_sha[:7]}) keeps serving." in out
     assert f"Branch main on the server is back at {live.commit_sha[:7]}; push again" in out
@@ -242,8 +266,9 @@ async def test_a_release_failing_in_its_watch_window_is_rolled_back(world: World
     assert upstream is not None and upstream.deployment_id == previous.id
     failed = await world.store.get_deployment(new.id)
     assert failed.status is Status.FAILED
-    assert failed.error_message == (f"rolled back to #{previous.id}: container exited (exit "
-                                    "code 2) within the watch window")
+    assert failed.error_message == (
+        f"rolled back to #{previous.id}: container exited (exit code 2) within the watch window"
+    )
     assert (await world.store.current_deployment(app)).id == previous.id  # type: ignore[union-attr]
     _, _, fields = world.notifier.events[-1]
     assert fields["deployment_id"] == previous.id and fields["failed_deployment_id"] == new.id
@@ -251,7 +276,8 @@ async def test_a_release_failing_in_its_watch_window_is_rolled_back(world: World
 
 
 async def test_a_release_failing_its_health_probe_in_the_window_is_rolled_back(
-        world: World) -> None:
+    world: World,
+) -> None:
     app = await world.app("dq-probe")
     previous = await world.deploy(app, "good")
     new = await world.deploy(app, "turns sick")
@@ -259,8 +285,10 @@ async def test_a_release_failing_its_health_probe_in_the_window_is_rolled_back(
     world.runtime.answer(new.container_id, 503)
     await until(lambda: "deploy.rolled_back" in world.notifier.names())
     failed = await world.store.get_deployment(new.id)
-    assert failed.error_message == (f"rolled back to #{previous.id}: health check failed "
-                                    "within the watch window (GET /up answered 503)")
+    assert failed.error_message == (
+        f"rolled back to #{previous.id}: health check failed "
+        "within the watch window (GET /up answered 503)"
+    )
 
 
 async def test_previous_container_gone_restarts_the_previous_release(world: World) -> None:
@@ -279,8 +307,10 @@ async def test_previous_container_gone_restarts_the_previous_release(world: Worl
     assert upstream is not None and upstream.deployment_id == current.id
     failed = await world.store.get_deployment(new.id)
     assert failed.status is Status.FAILED
-    assert failed.error_message == (f"container exited (exit code 1) within the watch window; "
-                                    f"rolling back to #{previous.id} from its image")
+    assert failed.error_message == (
+        f"container exited (exit code 1) within the watch window; "
+        f"rolling back to #{previous.id} from its image"
+    )
     assert [c.id for c in world.runtime.running()] == [current.container_id]
 
 
@@ -295,8 +325,10 @@ async def test_a_failed_rollback_marks_the_app_crashed(world: World) -> None:
     await until(lambda: "container.crashed" in world.notifier.names())
     crashed = await world.store.get_app(app.name)
     assert crashed.crashed_reason is not None
-    assert f"the rollback to #{previous.id} failed too: starting: container exited at once" \
+    assert (
+        f"the rollback to #{previous.id} failed too: starting: container exited at once"
         in crashed.crashed_reason
+    )
     upstream = world.routes.upstream(app.name)
     assert upstream is not None and upstream.crashed and upstream.deployment_id == new.id
     assert "deploy.rolled_back" not in world.notifier.names()
@@ -315,12 +347,12 @@ async def test_reconcile_cleans_up_interrupted_deployments_like_a_failure(world:
     world.runtime.images.add(tag)
     await world.store.set_status(pushed.id, Status.STARTING, image=tag)
     await world.runtime.run(_spec(app.name, pushed.id, tag))
-    rollback = await world.store.create_deployment(app, live.commit_sha, "r", "test",
-                                                   rollback_of=live)
+    rollback = await world.store.create_deployment(
+        app, live.commit_sha, "r", "test", rollback_of=live
+    )
     await world.store.set_status(rollback.id, Status.STARTING)
     await world.runtime.run(_spec(app.name, rollback.id, live.image or ""))
-    await reconcile(world.settings, world.store, world.repos, world.runtime, world.routes,
-                    INSTANCE)
+    await reconcile(world.settings, world.store, world.repos, world.runtime, world.routes, INSTANCE)
     for d in (pushed, rollback):
         after = await world.store.get_deployment(d.id)
         assert (after.status, after.error_message) == (Status.FAILED, "interrupted by restart")
@@ -331,8 +363,12 @@ async def test_reconcile_cleans_up_interrupted_deployments_like_a_failure(world:
 
 
 def _spec(app: str, deployment_id: int, image: str) -> ContainerSpec:
-    return ContainerSpec(name=f"c{deployment_id}", image=image, port=5000,
-                         labels=labels(INSTANCE, app, deployment_id))
+    return ContainerSpec(
+        name=f"c{deployment_id}",
+        image=image,
+        port=5000,
+        labels=labels(INSTANCE, app, deployment_id),
+    )
 
 
 async def test_reconcile_restarts_live_releases_and_removes_leftovers(world: World) -> None:
@@ -342,8 +378,7 @@ async def test_reconcile_restarts_live_releases_and_removes_leftovers(world: Wor
     await world.runtime.stop(live.container_id, 0)
     world.routes.remove(app.name)
     leftover = await world.runtime.run(_spec(app.name, live.id + 100, live.image or ""))
-    await reconcile(world.settings, world.store, world.repos, world.runtime, world.routes,
-                    INSTANCE)
+    await reconcile(world.settings, world.store, world.repos, world.runtime, world.routes, INSTANCE)
     again = await world.store.get_deployment(live.id)
     assert world.runtime.containers[live.container_id].running
     assert again.host_port == world.runtime.containers[live.container_id].host_port

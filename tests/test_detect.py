@@ -42,21 +42,27 @@ def tree(*paths: str, **contents: bytes) -> Tree:
         (("Gemfile", "config.ru", "index.html"), "nixpacks", "found Gemfile"),
     ],
 )
-def test_each_rule_on_a_fixture_tree(paths: tuple[str, ...], build_type: str,
-                                     reason: str) -> None:
+def test_each_rule_on_a_fixture_tree(paths: tuple[str, ...], build_type: str, reason: str) -> None:
     found = detect(tree(*paths))
     assert found.build_type == build_type
     assert reason in found.reason
 
 
 def test_the_order_is_dockerfile_compose_railpack_pack_nixpacks_static_manifest() -> None:
-    everything = ["Dockerfile", "compose.yaml", "railpack.toml", "project.toml",
-                  "nixpacks.toml", "index.html"]
+    everything = [
+        "Dockerfile",
+        "compose.yaml",
+        "railpack.toml",
+        "project.toml",
+        "nixpacks.toml",
+        "index.html",
+    ]
     expected = ["dockerfile", "compose", "railpack", "pack", "nixpacks", "static"]
     for i, build_type in enumerate(expected):
         assert detect(tree(*everything[i:])).build_type == build_type, everything[i:]
         assert detect(tree(*everything[i:], "go.mod")).build_type == (
-            build_type if build_type != "static" else "nixpacks")  # a manifest: not static
+            build_type if build_type != "static" else "nixpacks"
+        )  # a manifest: not static
 
 
 def test_a_framework_whose_site_is_not_committed_goes_to_the_builder() -> None:
@@ -65,14 +71,21 @@ def test_a_framework_whose_site_is_not_committed_goes_to_the_builder() -> None:
 
 
 def test_create_react_app_is_recognised_from_package_json() -> None:
-    found = detect(tree("package.json", "src/App.js", "build/index.html",
-                        package_json=b'{"dependencies": {"react-scripts": "5.0.1"}}'))
+    found = detect(
+        tree(
+            "package.json",
+            "src/App.js",
+            "build/index.html",
+            package_json=b'{"dependencies": {"react-scripts": "5.0.1"}}',
+        )
+    )
     assert (found.build_type, found.publish_dir) == ("static", "build")
 
 
 def test_the_configured_dockerfile_path_and_builder_are_used() -> None:
-    found = detect(tree("docker/web.Dockerfile", "package.json"),
-                   dockerfile="docker/web.Dockerfile")
+    found = detect(
+        tree("docker/web.Dockerfile", "package.json"), dockerfile="docker/web.Dockerfile"
+    )
     assert (found.build_type, found.dockerfile) == ("dockerfile", "docker/web.Dockerfile")
     assert detect(tree("go.mod"), builder="pack").build_type == "pack"
     # A configured path that is not there does not match the root Dockerfile's rule.
@@ -103,8 +116,12 @@ def test_an_app_set_to_static_never_falls_through_to_the_dockerfile() -> None:
     # Rivetr's trap: an app saved as static built its Dockerfile instead.
     with pytest.raises(BuildFailed, match=r"static.*index.html is not in the pushed commit"):
         choose(tree("Dockerfile", "app.py"), "static", None)
-    assert choose(tree("Dockerfile", "dist/index.html"), "static", None,
-                  publish_dir="dist").publish_dir == "dist"
+    assert (
+        choose(
+            tree("Dockerfile", "dist/index.html"), "static", None, publish_dir="dist"
+        ).publish_dir
+        == "dist"
+    )
 
 
 def test_an_explicit_type_whose_file_is_missing_fails_clearly() -> None:
@@ -125,12 +142,26 @@ def test_unknown_build_types_are_refused_when_set() -> None:
 
 
 def test_build_option_settings_are_validated() -> None:
-    assert parse_assignments(["build_context=services/web", "build_target=prod",
-                              "build_no_cache=true", "publish_dir=dist"]) == {
-        "build_context": "services/web", "build_target": "prod", "build_no_cache": True,
-        "publish_dir": "dist"}
-    for bad in ("build_context=../up", "build_target=no spaces", "build_no_cache=maybe",
-                "publish_dir=/abs", "compose_service=a b"):
+    assert parse_assignments(
+        [
+            "build_context=services/web",
+            "build_target=prod",
+            "build_no_cache=true",
+            "publish_dir=dist",
+        ]
+    ) == {
+        "build_context": "services/web",
+        "build_target": "prod",
+        "build_no_cache": True,
+        "publish_dir": "dist",
+    }
+    for bad in (
+        "build_context=../up",
+        "build_target=no spaces",
+        "build_no_cache=maybe",
+        "publish_dir=/abs",
+        "compose_service=a b",
+    ):
         with pytest.raises(ValidationError):
             parse_assignments([bad])
 
@@ -145,8 +176,15 @@ def make_tar(path: Path, files: dict[str, bytes]) -> Path:
 
 
 def test_read_tree_and_subtree_on_a_real_tar(tmp_path: Path) -> None:
-    source = make_tar(tmp_path / "c.tar", {"package.json": b"{}", "dist/index.html": b"<h1>",
-                                           "dist/a/b.js": b"x", "src/main.ts": b"y"})
+    source = make_tar(
+        tmp_path / "c.tar",
+        {
+            "package.json": b"{}",
+            "dist/index.html": b"<h1>",
+            "dist/a/b.js": b"x",
+            "src/main.ts": b"y",
+        },
+    )
     t = read_tree(source)
     assert t.has("dist/index.html") and t.has_dir("dist") and not t.has_dir("lib")
     assert t.contents == {"package.json": b"{}"}
@@ -190,8 +228,9 @@ services:
   db:
     image: postgres
 """
-    data, group = rewrite(yaml.safe_load(text), "c.yml", "inst", "shop", 7, None, port=5000,
-                          env_names=["B"])
+    data, group = rewrite(
+        yaml.safe_load(text), "c.yml", "inst", "shop", 7, None, port=5000, env_names=["B"]
+    )
     web, worker, db = (data["services"][s] for s in ("web", "worker", "db"))
     assert group.project == "rivetr-inst-shop-7" and group.service == "web"
     assert web["ports"] == ["127.0.0.1::5000"] and "container_name" not in web

@@ -12,8 +12,18 @@ from rivetr_git.names import validate_domain
 from tests.helpers import AppRepo, Key, Server
 from tests.test_admin_verbs import fails, get_host, ok
 
-ADDRESSES = ("127.0.0.1", "10.0.0.1.", "::1", "[::1]", "[fe80::1%eth0]", "::ffff:127.0.0.1",
-             "2130706433", "127.1", "0x7f.0.0.1", "www.0x7f")
+ADDRESSES = (
+    "127.0.0.1",
+    "10.0.0.1.",
+    "::1",
+    "[::1]",
+    "[fe80::1%eth0]",
+    "::ffff:127.0.0.1",
+    "2130706433",
+    "127.1",
+    "0x7f.0.0.1",
+    "www.0x7f",
+)
 
 
 @pytest.mark.parametrize("raw", ADDRESSES)
@@ -57,8 +67,10 @@ def test_an_address_accepted_by_an_older_version_is_not_served(
     ok(own_server, alice, "domains:add", "mxolddomain", "www.example.test")
     own_server.stop()
     with sqlite3.connect(own_server.data_dir / "rivetr.db") as db:  # as an older version did
-        db.execute("INSERT INTO app_domains (app_id, host) SELECT app_id, '127.0.0.1' "
-                   "FROM app_domains WHERE host = 'www.example.test'")
+        db.execute(
+            "INSERT INTO app_domains (app_id, host) SELECT app_id, '127.0.0.1' "
+            "FROM app_domains WHERE host = 'www.example.test'"
+        )
     own_server.start()
     assert get_host(own_server, "127.0.0.1") == 404
     assert get_host(own_server, "www.example.test") == 200

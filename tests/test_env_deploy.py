@@ -28,19 +28,22 @@ T = TypeVar("T")
 NAMES = ("PORT", "MULTILINE", "QUOTES", "EQUALS", "UTF8", "SPACES", "EMPTY", "TOKEN")
 EXOTIC = {
     "MULTILINE": "line one\nline two\n\nlast\n",
-    "QUOTES": "it's \"quoted\" `and` $(echo not run) \\ back",
+    "QUOTES": 'it\'s "quoted" `and` $(echo not run) \\ back',
     "EQUALS": "a=b==c=",
     "UTF8": "héllo wörld ✓ 日本 🚀",
     "SPACES": "  leading and trailing  ",
     "EMPTY": "",
     "TOKEN": "tok-plaintext-marker-4f1e",
 }
-ENV_APP = SHELL_DOCKERFILE_HEAD + """\
+ENV_APP = (
+    SHELL_DOCKERFILE_HEAD
+    + """\
 COPY www /www
 RUN chmod +x /www/cgi-bin/env
 EXPOSE 5000
 CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]
 """
+)
 # Prints each variable hex-encoded (so newlines and spaces survive), or '-' when unset.
 ENV_CGI = """#!/bin/sh
 echo 'Content-Type: text/plain'
@@ -77,18 +80,21 @@ def seen_env(server: Server, app: str) -> dict[str, str | None]:
 
 def with_env(server: Server, fn: Callable[[EnvVars, Store], Awaitable[T]]) -> T:
     """Run `fn` with the EnvVars API on the server's own database and master key."""
+
     async def go() -> T:
         store = await Store.open(server.data_dir / "rivetr.db")
         try:
             return await fn(EnvVars(store, read_key(server.data_dir / "master.key")), store)
         finally:
             await store.close()
+
     return asyncio.run(go())
 
 
 def set_env(server: Server, app: str, values: dict[str, str]) -> None:
     async def go(env: EnvVars, _: Store) -> None:
         await env.set(app, values)
+
     with_env(server, go)
 
 
@@ -134,6 +140,7 @@ def test_env_values_reach_the_container_exactly_and_never_rest_in_plaintext(
     async def old_key_fails(_: EnvVars, store: Store) -> None:
         with pytest.raises(DecryptionFailed):
             await EnvVars(store, old).reveal("envy")
+
     with_env(srv, old_key_fails)
     srv.start()
     assert seen_env(srv, "envy") == {"PORT": "5000", **EXOTIC}  # served again, no redeploy
@@ -196,21 +203,25 @@ def test_a_value_moved_to_another_app_fails_the_deploy_and_is_never_injected(
     async def make_source(env: EnvVars, store: Store) -> None:
         await store.create_app("envsrc")
         await env.set("envsrc", {"TOKEN": "moved-secret-value"})
+
     with_env(server, make_source)
     raw = sqlite3.connect(server.data_dir / "rivetr.db", isolation_level=None, timeout=10)
     try:
         raw.execute(
             "INSERT INTO env_vars (app_id, name, value) "
             "SELECT (SELECT id FROM apps WHERE name = 'envdst'), name, value FROM env_vars "
-            "WHERE app_id = (SELECT id FROM apps WHERE name = 'envsrc')")
+            "WHERE app_id = (SELECT id FROM apps WHERE name = 'envsrc')"
+        )
     finally:
         raw.close()
 
     repo.commit("with a moved value")
     pushed = repo.push(server.remote("envdst"))
     assert pushed.returncode != 0
-    assert ("Deploy failed at starting: env var TOKEN of app envdst cannot be decrypted"
-            in pushed.stderr)
+    assert (
+        "Deploy failed at starting: env var TOKEN of app envdst cannot be decrypted"
+        in pushed.stderr
+    )
     assert "moved-secret-value" not in pushed.stderr + server.log()
     assert seen_env(server, "envdst")["TOKEN"] is None  # the previous release keeps serving
     assert len(docker_ids("ps", server.instance, "label=rivetr.app=envdst")) == 1

@@ -25,7 +25,7 @@ from rivetr_git.store.database import Store
 
 EXOTIC = {
     "MULTILINE": "line one\nline two\n\nlast\n",
-    "QUOTES": "it's \"quoted\" `and` $(not run) \\ back",
+    "QUOTES": 'it\'s "quoted" `and` $(not run) \\ back',
     "EQUALS": "a=b==c=",
     "UTF8": "héllo wörld ✓ 日本 🚀",
     "SPACES": "  leading and trailing  ",
@@ -73,9 +73,13 @@ def test_a_value_moved_to_another_app_or_name_or_altered_fails_without_showing_i
     cipher = Cipher.generate()
     blob = cipher.encrypt("web", "TOKEN", "s3cret-value")
     altered = blob[:-1] + bytes([blob[-1] ^ 1])
-    for app, name, data in (("api", "TOKEN", blob), ("web", "OTHER", blob),
-                            ("web", "TOKEN", altered), ("web", "TOKEN", b"\x02" + blob[1:]),
-                            ("web", "TOKEN", blob[:5])):
+    for app, name, data in (
+        ("api", "TOKEN", blob),
+        ("web", "OTHER", blob),
+        ("web", "TOKEN", altered),
+        ("web", "TOKEN", b"\x02" + blob[1:]),
+        ("web", "TOKEN", blob[:5]),
+    ):
         with pytest.raises(DecryptionFailed) as info:
             cipher.decrypt(app, name, data)
         assert f"env var {name} of app {app}" in str(info.value)
@@ -117,12 +121,15 @@ def test_first_start_creates_a_0600_key_and_later_starts_read_it(data_dir: Path)
         (lambda p: p.write_bytes(b"short"), "holds 5 bytes, not 32"),
         (lambda p: p.write_bytes(os.urandom(33)), "holds 33 bytes, not 32"),
         (lambda p: (p.unlink(), p.mkdir()), "is not a regular file"),
-        (lambda p: (p.rename(p.with_name("elsewhere")), p.symlink_to("elsewhere")),
-         "cannot read master key"),
+        (
+            lambda p: (p.rename(p.with_name("elsewhere")), p.symlink_to("elsewhere")),
+            "cannot read master key",
+        ),
     ],
 )
-def test_a_bad_key_file_stops_start_up_saying_what_to_do(data_dir: Path, damage: object,
-                                                         message: str) -> None:
+def test_a_bad_key_file_stops_start_up_saying_what_to_do(
+    data_dir: Path, damage: object, message: str
+) -> None:
     open_master_key(data_dir, None)
     damage(data_dir / "master.key")  # type: ignore[operator]
     with pytest.raises(ConfigError, match=r"master key .*master\.key") as info:
@@ -183,8 +190,9 @@ def test_parse_assignments_keeps_values_exactly() -> None:
         (["A=" + "x" * 70000], "the value of A is longer than 65536 bytes"),
     ],
 )
-def test_parse_assignments_rejects_with_advice_never_echoing_values(args: list[str],
-                                                                    message: str) -> None:
+def test_parse_assignments_rejects_with_advice_never_echoing_values(
+    args: list[str], message: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         parse_assignments(args)
     assert message in str(info.value)
@@ -193,8 +201,11 @@ def test_parse_assignments_rejects_with_advice_never_echoing_values(args: list[s
 
 def test_validate_names() -> None:
     assert validate_names(["B", "A", "B"]) == ["B", "A"]
-    for bad, message in (([], "at least one env var name"), (["PORT"], "set by the platform"),
-                         (["a b"], "not a valid env var name")):
+    for bad, message in (
+        ([], "at least one env var name"),
+        (["PORT"], "set by the platform"),
+        (["a b"], "not a valid env var name"),
+    ):
         with pytest.raises(ValidationError, match=message):
             validate_names(bad)
 
@@ -228,8 +239,7 @@ async def test_set_get_names_reveal_unset(store: Store, env: EnvVars) -> None:
         await env.set("web", {})
 
 
-async def test_a_deployment_keeps_the_env_it_was_created_with(store: Store, env: EnvVars
-                                                              ) -> None:
+async def test_a_deployment_keeps_the_env_it_was_created_with(store: Store, env: EnvVars) -> None:
     app = await _app(store)
     await env.set("web", {"A": "one", "B": "b"})
     first = await store.create_deployment(app, SHA, "one", None)
@@ -240,8 +250,9 @@ async def test_a_deployment_keeps_the_env_it_was_created_with(store: Store, env:
     assert await env.for_deployment(second.id) == {"A": "two"}
     # A rollback re-runs a release with that release's env, not the app's current one.
     await store.set_status(first.id, first.status, image="img:1")
-    back = await store.create_deployment(app, SHA, "one", None,
-                                         rollback_of=await store.get_deployment(first.id))
+    back = await store.create_deployment(
+        app, SHA, "one", None, rollback_of=await store.get_deployment(first.id)
+    )
     assert await env.for_deployment(back.id) == {"A": "one", "B": "b"}
     await env.snapshot("web", back.id)  # e.g. config:set restarting the live image
     assert await env.for_deployment(back.id) == {"A": "two"}
@@ -257,10 +268,16 @@ async def test_a_ciphertext_copied_to_another_app_or_name_fails_to_decrypt(
     await env.set("web", {"TOKEN": "s3cret"})
     raw = sqlite3.connect(data_dir / "rivetr.db", isolation_level=None)
     try:
-        raw.execute("INSERT INTO env_vars (app_id, name, value) SELECT ?, name, value "
-                    "FROM env_vars WHERE app_id = ?", (api.id, web.id))
-        raw.execute("INSERT INTO env_vars (app_id, name, value) SELECT app_id, 'OTHER', value "
-                    "FROM env_vars WHERE app_id = ?", (web.id,))
+        raw.execute(
+            "INSERT INTO env_vars (app_id, name, value) SELECT ?, name, value "
+            "FROM env_vars WHERE app_id = ?",
+            (api.id, web.id),
+        )
+        raw.execute(
+            "INSERT INTO env_vars (app_id, name, value) SELECT app_id, 'OTHER', value "
+            "FROM env_vars WHERE app_id = ?",
+            (web.id,),
+        )
     finally:
         raw.close()
     for app, name in (("api", "TOKEN"), ("web", "OTHER")):
@@ -271,8 +288,9 @@ async def test_a_ciphertext_copied_to_another_app_or_name_fails_to_decrypt(
         await env.for_deployment(deployment.id)
 
 
-async def test_deleting_an_app_deletes_its_env_and_snapshots(store: Store, env: EnvVars,
-                                                             data_dir: Path) -> None:
+async def test_deleting_an_app_deletes_its_env_and_snapshots(
+    store: Store, env: EnvVars, data_dir: Path
+) -> None:
     app = await _app(store)
     await env.set("web", {"A": "1"})
     await store.create_deployment(app, SHA, "m", None)
@@ -291,8 +309,9 @@ def _db_bytes(data_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in data_dir.glob("rivetr.db*"))
 
 
-async def test_no_plaintext_reaches_the_database_files(store: Store, env: EnvVars,
-                                                       data_dir: Path) -> None:
+async def test_no_plaintext_reaches_the_database_files(
+    store: Store, env: EnvVars, data_dir: Path
+) -> None:
     app = await _app(store)
     values = {n: f"{v} plain-marker-{n}" for n, v in EXOTIC.items()}
     await env.set("web", values)
@@ -335,8 +354,10 @@ async def test_rotation_changes_nothing_when_a_value_does_not_decrypt(
     key = read_key(data_dir / "master.key").key
     raw = sqlite3.connect(data_dir / "rivetr.db", isolation_level=None)
     try:
-        raw.execute("UPDATE env_vars SET value = (SELECT value FROM env_vars WHERE name = 'A') "
-                    "WHERE name = 'B'")
+        raw.execute(
+            "UPDATE env_vars SET value = (SELECT value FROM env_vars WHERE name = 'A') "
+            "WHERE name = 'B'"
+        )
         before = raw.execute("SELECT name, value FROM env_vars ORDER BY name").fetchall()
         with pytest.raises(DecryptionFailed, match="env var B of app web"):
             await env.rotate(Cipher.generate())
@@ -351,16 +372,40 @@ def test_rotation_refuses_while_the_server_holds_the_key(data_dir: Path) -> None
     open_master_key(data_dir, None)
     with lock_master_key(data_dir, exclusive=False):  # what a running daemon holds
         result = subprocess.run(
-            [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(data_dir), "secrets",
-             "rotate"], capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "rivetr_git.cli.main",
+                "--data-dir",
+                str(data_dir),
+                "secrets",
+                "rotate",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert "is using this data dir's master key; stop the server first" in result.stderr
-    with lock_master_key(data_dir, exclusive=True), pytest.raises(
-            RivetrError, match=r"a master key rotation .* is running"):
+    with (
+        lock_master_key(data_dir, exclusive=True),
+        pytest.raises(RivetrError, match=r"a master key rotation .* is running"),
+    ):
         lock_master_key(data_dir, exclusive=False)
     result = subprocess.run(
-        [sys.executable, "-m", "rivetr_git.cli.main", "--data-dir", str(data_dir), "secrets",
-         "rotate"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "rivetr_git.cli.main",
+            "--data-dir",
+            str(data_dir),
+            "secrets",
+            "rotate",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "re-encrypted 0 env var values under a new master key" in result.stdout
 
@@ -415,8 +460,14 @@ def test_logged_ssh_commands_keep_the_verb_and_app_only() -> None:
     hide_command_arguments(logger)
     hide_command_arguments(logger)
     assert len(logger.filters) == 1
-    record = logger.makeRecord("test-redact", logging.INFO, __file__, 1,
-                               "[conn=0, chan=0]   Command: %s", ("config:set web A=s3cret",),
-                               None)
+    record = logger.makeRecord(
+        "test-redact",
+        logging.INFO,
+        __file__,
+        1,
+        "[conn=0, chan=0]   Command: %s",
+        ("config:set web A=s3cret",),
+        None,
+    )
     assert logger.filter(record)
     assert record.getMessage() == "[conn=0, chan=0]   Command: config:set web [arguments hidden]"

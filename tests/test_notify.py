@@ -110,12 +110,20 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 async def test_json_event_arrives_signed(
     receiver: Receiver, make_notifier: Callable[..., Notifier]
 ) -> None:
-    settings = load_settings(env={
-        "RIVETR_WEBHOOK_URL": receiver.url("/hook"), "RIVETR_WEBHOOK_SECRET": SECRET,
-    })
+    settings = load_settings(
+        env={
+            "RIVETR_WEBHOOK_URL": receiver.url("/hook"),
+            "RIVETR_WEBHOOK_SECRET": SECRET,
+        }
+    )
     notifier = make_notifier(settings)
-    notifier.notify("deploy.succeeded", _app(), deployment_id=3, commit="abc1234def",
-                    url="http://hello.localhost:8080/")
+    notifier.notify(
+        "deploy.succeeded",
+        _app(),
+        deployment_id=3,
+        commit="abc1234def",
+        url="http://hello.localhost:8080/",
+    )
     await notifier.drain()
 
     [hit] = receiver.hits
@@ -186,9 +194,7 @@ async def test_global_and_app_urls_both_receive_and_duplicates_collapse(
     assert [h.json()["event"] for h in receiver.hits] == ["deploy.failed", "container.crashed"]
 
 
-async def test_only_an_app_url(
-    receiver: Receiver, make_notifier: Callable[..., Notifier]
-) -> None:
+async def test_only_an_app_url(receiver: Receiver, make_notifier: Callable[..., Notifier]) -> None:
     notifier = make_notifier(Settings())
     notifier.notify("deploy.started", _app())  # no URL anywhere: nothing to do
     notifier.notify("deploy.started", _app(receiver.url("/app")))
@@ -210,27 +216,44 @@ async def test_each_event_gets_a_new_id(
 
 
 async def test_slack_format(receiver: Receiver, make_notifier: Callable[..., Notifier]) -> None:
-    settings = Settings(webhook_url=receiver.url("/slack"), webhook_format="slack",
-                        webhook_secret=SECRET)
+    settings = Settings(
+        webhook_url=receiver.url("/slack"), webhook_format="slack", webhook_secret=SECRET
+    )
     notifier = make_notifier(settings)
-    notifier.notify("deploy.succeeded", _app(), deployment_id=3, commit="abc1234def5678",
-                    url="http://hello.localhost:8080/")
-    notifier.notify("deploy.failed", _app(), deployment_id=4, commit="0123456789",
-                    reason="health check: <html> & more")
+    notifier.notify(
+        "deploy.succeeded",
+        _app(),
+        deployment_id=3,
+        commit="abc1234def5678",
+        url="http://hello.localhost:8080/",
+    )
+    notifier.notify(
+        "deploy.failed",
+        _app(),
+        deployment_id=4,
+        commit="0123456789",
+        reason="health check: <html> & more",
+    )
     await notifier.drain()
     first, second = receiver.hits
-    assert first.json() == {"text": "hello: deploy #3 (abc1234) is live at "
-                                    "http://hello.localhost:8080/"}
-    assert second.json() == {"text": "hello: deploy #4 (0123456) failed: "
-                                     "health check: &lt;html&gt; &amp; more"}
+    assert first.json() == {
+        "text": "hello: deploy #3 (abc1234) is live at http://hello.localhost:8080/"
+    }
+    assert second.json() == {
+        "text": "hello: deploy #4 (0123456) failed: health check: &lt;html&gt; &amp; more"
+    }
     assert first.headers["Content-Type"] == "application/json"
     assert first.headers["X-Rivetr-Event"] == "deploy.succeeded"
     assert verify(SECRET, first.body, first.headers["X-Rivetr-Signature"])
 
 
 def test_render_text_for_every_event() -> None:
-    f: dict[str, object] = {"deployment_id": 3, "commit": "abc1234def", "reason": "exit 137",
-                            "url": "http://hello.localhost/"}
+    f: dict[str, object] = {
+        "deployment_id": 3,
+        "commit": "abc1234def",
+        "reason": "exit 137",
+        "url": "http://hello.localhost/",
+    }
     assert render_text("deploy.started", "hello", f) == "hello: deploy #3 (abc1234) started"
     assert render_text("deploy.succeeded", "hello", f) == (
         "hello: deploy #3 (abc1234) is live at http://hello.localhost/"
@@ -268,12 +291,16 @@ def test_render_text_for_every_event() -> None:
     ],
 )
 async def test_retries(
-    receiver: Receiver, make_notifier: Callable[..., Notifier], statuses: list[int],
-    attempts: int, caplog: pytest.LogCaptureFixture,
+    receiver: Receiver,
+    make_notifier: Callable[..., Notifier],
+    statuses: list[int],
+    attempts: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     receiver.script["/hook"] = list(statuses)
-    notifier = make_notifier(Settings(webhook_url=receiver.url("/hook?token=tok-abc"),
-                                      webhook_secret=SECRET))
+    notifier = make_notifier(
+        Settings(webhook_url=receiver.url("/hook?token=tok-abc"), webhook_secret=SECRET)
+    )
     notifier.notify("deploy.started", _app(), deployment_id=1)
     with caplog.at_level(logging.WARNING, logger="rivetr_git.notify"):
         await notifier.drain()
@@ -294,9 +321,7 @@ async def test_retries(
     assert "tok-abc" not in caplog.text
 
 
-async def test_backoff_doubles(
-    receiver: Receiver, make_notifier: Callable[..., Notifier]
-) -> None:
+async def test_backoff_doubles(receiver: Receiver, make_notifier: Callable[..., Notifier]) -> None:
     receiver.script["/hook"] = [500, 500, 500, 200]
     notifier = make_notifier(Settings(webhook_url=receiver.url("/hook")), retry_delay=0.05)
     started = time.monotonic()
@@ -309,8 +334,7 @@ async def test_backoff_doubles(
 async def test_a_timeout_is_retried(
     receiver: Receiver, make_notifier: Callable[..., Notifier]
 ) -> None:
-    notifier = make_notifier(Settings(webhook_url=receiver.url("/slow")), timeout=0.2,
-                             attempts=2)
+    notifier = make_notifier(Settings(webhook_url=receiver.url("/slow")), timeout=0.2, attempts=2)
     notifier.notify("deploy.started", _app())
     await asyncio.wait_for(notifier.drain(), 3)
     assert len(receiver.at("/slow")) == 2
@@ -357,7 +381,8 @@ async def test_an_invalid_app_url_is_not_retried(
         notifier.notify("deploy.started", _app("ftp://example.invalid/x"))
         await notifier.drain()
     assert [r.getMessage().endswith("not sent: invalid URL") for r in caplog.records] == [
-        True, True,
+        True,
+        True,
     ]
 
 
@@ -379,8 +404,13 @@ def test_unknown_events_and_reserved_fields_raise() -> None:
         notifier.notify("deploy.succeeded ", _app())
     with pytest.raises(ValueError, match="overwrite"):
         notifier.notify("deploy.started", _app(), id=1)
-    assert {"deploy.started", "deploy.succeeded", "deploy.failed", "deploy.rolled_back",
-            "container.crashed"} == EVENTS
+    assert {
+        "deploy.started",
+        "deploy.succeeded",
+        "deploy.failed",
+        "deploy.rolled_back",
+        "container.crashed",
+    } == EVENTS
 
 
 def test_attempts_must_be_positive() -> None:

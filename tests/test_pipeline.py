@@ -49,8 +49,10 @@ def test_dockerfile_path_and_port_are_per_app_settings(
 ) -> None:
     repo = AppRepo(workdir / "app", keys["alice"])
     (repo.path / "deploy").mkdir()
-    repo.write("deploy/web.Dockerfile", HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "")
-               .replace('"5000"', '"8123"'))
+    repo.write(
+        "deploy/web.Dockerfile",
+        HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "").replace('"5000"', '"8123"'),
+    )
     repo.write("Dockerfile", "FROM scratch\nCOPY does-not-exist /\n")
     repo.commit("dockerfile elsewhere")
     assert repo.push(server.remote("custom")).returncode != 0
@@ -66,9 +68,13 @@ def test_dockerfile_path_and_port_are_per_app_settings(
 
 
 def test_bad_app_settings_are_refused_with_advice(server: Server) -> None:
-    for bad, advice in [("port=99999", "1 to 65535"), ("dockerfile=../etc/passwd", "inside the"),
-                        ("health_path=health", "/health"), ("colour=blue", "KEY=VALUE"),
-                        ("deploy_branch=a..b", "branch name")]:
+    for bad, advice in [
+        ("port=99999", "1 to 65535"),
+        ("dockerfile=../etc/passwd", "inside the"),
+        ("health_path=health", "/health"),
+        ("colour=blue", "KEY=VALUE"),
+        ("deploy_branch=a..b", "branch name"),
+    ]:
         result = server.cli("apps", "set", "nosuch", bad, check=False)
         assert result.returncode == 2, result.stderr
         assert advice in result.stderr
@@ -85,12 +91,14 @@ def test_app_port_comes_from_the_single_exposed_port(
     assert "listening on port 7070" in result.stderr
 
 
-def test_port_env_is_set_for_the_app(
-    server: Server, keys: dict[str, Key], workdir: Path
-) -> None:
+def test_port_env_is_set_for_the_app(server: Server, keys: dict[str, Key], workdir: Path) -> None:
     # No EXPOSE: the app listens on $PORT, which must be 5000.
-    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
-                   + 'COPY www /www\nCMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n')
+    repo = AppRepo(
+        workdir / "app",
+        keys["alice"],
+        SHELL_DOCKERFILE_HEAD
+        + 'COPY www /www\nCMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n',
+    )
     result = repo.push(server.remote("portenv"))
     assert result.returncode == 0, result.stderr
     assert "listening on port 5000" in result.stderr
@@ -100,8 +108,10 @@ def test_port_env_is_set_for_the_app(
 def test_pushes_to_one_app_queue_and_apps_deploy_in_parallel(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n' \
+    slow = (
+        SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n'
         'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+    )
     first = AppRepo(workdir / "one", keys["alice"], slow.format(tag=f"a{time.time()}"))
     second = AppRepo(workdir / "two", keys["alice"], slow.format(tag=f"b{time.time()}"))
     second.write("www/index.html", "second\n")
@@ -136,7 +146,8 @@ def test_pushes_to_one_app_queue_and_apps_deploy_in_parallel(
     for t in threads:
         t.join(timeout=180)
     assert all(r.returncode == 0 for r in results.values()), {
-        k: r.stderr for k, r in results.items()}
+        k: r.stderr for k, r in results.items()
+    }
     assert "Queued behind an earlier deploy of queued" in results["second"].stderr
     assert "Queued" not in results["other"].stderr
     # The second push to the same app went live after the first one.
@@ -155,16 +166,21 @@ def stage_times(server: Server, stage: str) -> dict[str, float]:
             "SELECT a.name, MIN(l.at) FROM deployment_logs l JOIN deployments d "
             "ON d.id = l.deployment_id JOIN apps a ON a.id = d.app_id "
             "WHERE l.stage = ? AND d.id = (SELECT MIN(id) FROM deployments WHERE app_id = a.id) "
-            "GROUP BY a.name", (stage,)).fetchall()
+            "GROUP BY a.name",
+            (stage,),
+        ).fetchall()
     return dict(rows)
 
 
 def test_pusher_disconnecting_does_not_stop_the_deploy(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
-                   + f'RUN echo "slow-{time.time()}" && sleep 2\nCOPY www /www\n'
-                   'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n')
+    repo = AppRepo(
+        workdir / "app",
+        keys["alice"],
+        SHELL_DOCKERFILE_HEAD + f'RUN echo "slow-{time.time()}" && sleep 2\nCOPY www /www\n'
+        'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n',
+    )
     push = repo.start_push(server.remote("orphan"))
     read_until(push, b"slow-")
     os.killpg(push.pid, signal.SIGKILL)  # git and its ssh: the pusher is gone
@@ -176,9 +192,7 @@ def test_pusher_disconnecting_does_not_stop_the_deploy(
     assert "-----> Running:" in server.cli("logs", deploy_id).stdout
 
 
-def test_old_release_images_are_pruned(
-    server: Server, keys: dict[str, Key], workdir: Path
-) -> None:
+def test_old_release_images_are_pruned(server: Server, keys: dict[str, Key], workdir: Path) -> None:
     repo = AppRepo(workdir / "app", keys["alice"])
     for n in range(5):
         repo.write("www/index.html", f"release {n}\n")
@@ -187,8 +201,9 @@ def test_old_release_images_are_pruned(
     assert server.get("pruned") == (200, "release 4\n")
 
     def tags() -> list[str]:
-        return run(["docker", "images", "--format", "{{.Tag}}",
-                    f"rivetr-{server.instance}/pruned"]).stdout.split()
+        return run(
+            ["docker", "images", "--format", "{{.Tag}}", f"rivetr-{server.instance}/pruned"]
+        ).stdout.split()
 
     wait_until(lambda: len(tags()) <= 3, 15)
     live = server.cli("deploys", "list", "pruned").stdout.splitlines()[1].split()[0][1:]
@@ -203,13 +218,21 @@ def test_max_concurrent_deploys_limits_parallel_builds(
     servers = running_server(workdir / "data", keys, env={"RIVETR_MAX_CONCURRENT_DEPLOYS": "1"})
     srv = next(servers)
     try:
-        slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 1.5 && echo "{tag}"\nCOPY www /www\n' \
+        slow = (
+            SHELL_DOCKERFILE_HEAD + 'RUN sleep 1.5 && echo "{tag}"\nCOPY www /www\n'
             'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
-        repos = {app: AppRepo(workdir / app, keys["alice"], slow.format(tag=f"{app}{time.time()}"))
-                 for app in ("slot-a", "slot-b")}
+        )
+        repos = {
+            app: AppRepo(workdir / app, keys["alice"], slow.format(tag=f"{app}{time.time()}"))
+            for app in ("slot-a", "slot-b")
+        }
         results: dict[str, subprocess.CompletedProcess[str]] = {}
-        threads = [threading.Thread(target=lambda a=app, r=repo: results.__setitem__(
-            a, r.push(srv.remote(a)))) for app, repo in repos.items()]
+        threads = [
+            threading.Thread(
+                target=lambda a=app, r=repo: results.__setitem__(a, r.push(srv.remote(a)))
+            )
+            for app, repo in repos.items()
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -227,13 +250,17 @@ def test_max_concurrent_deploys_limits_parallel_builds(
 def test_build_context_keeps_modes_symlinks_and_directories(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    repo = AppRepo(workdir / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
-                   + "COPY app /app\n"
-                   + 'RUN test -x /app/bin/start.sh && test ! -x /app/data.txt '
-                   + '&& test "$(readlink /app/current)" = "bin/start.sh" '
-                   + '&& test "$(cat /app/deep/a/b/c.txt)" = "deep"\n'
-                   + 'COPY www /www\n'
-                   + 'CMD ["/app/bin/start.sh"]\n')
+    repo = AppRepo(
+        workdir / "app",
+        keys["alice"],
+        SHELL_DOCKERFILE_HEAD
+        + "COPY app /app\n"
+        + "RUN test -x /app/bin/start.sh && test ! -x /app/data.txt "
+        + '&& test "$(readlink /app/current)" = "bin/start.sh" '
+        + '&& test "$(cat /app/deep/a/b/c.txt)" = "deep"\n'
+        + "COPY www /www\n"
+        + 'CMD ["/app/bin/start.sh"]\n',
+    )
     (repo.path / "app" / "bin").mkdir(parents=True)
     (repo.path / "app" / "deep" / "a" / "b").mkdir(parents=True)
     start = repo.path / "app" / "bin" / "start.sh"
@@ -251,8 +278,10 @@ def test_build_context_keeps_modes_symlinks_and_directories(
 def test_newer_push_supersedes_a_queued_one(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    slow = SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n' \
+    slow = (
+        SHELL_DOCKERFILE_HEAD + 'RUN sleep 2 && echo "{tag}"\nCOPY www /www\n'
         'CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n'
+    )
     repos = []
     for n in range(3):
         repo = AppRepo(workdir / f"r{n}", keys["alice"], slow.format(tag=f"{n}-{time.time()}"))

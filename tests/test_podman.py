@@ -40,14 +40,18 @@ def podman(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def podman_server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory,
-                  keys: dict[str, Key]) -> Iterator[Server]:
+def podman_server(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
+) -> Iterator[Server]:
     if shutil.which("podman") is None:
         pytest.fail("podman is required: run `make test` or `.ci/run` (scripts/ensure-tools)")
     tools = tmp_path_factory.mktemp("podman-tools")
     bin_dir = stand_in_clis(tools / "bin", tools / "record")
-    servers = running_server(tmp_path_factory.mktemp("podman") / "data", keys, env={
-        "RIVETR_RUNTIME": "podman", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    servers = running_server(
+        tmp_path_factory.mktemp("podman") / "data",
+        keys,
+        env={"RIVETR_RUNTIME": "podman", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
     srv = next(servers)
     try:
         yield srv
@@ -74,8 +78,12 @@ def on_podman(podman_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
 
 
 @pytest.mark.parametrize("test", SPINE, ids=lambda t: t.__name__.removeprefix("test_"))
-def test_spine_on_podman(test: Callable[[Server, dict[str, Key], Path], None], on_podman: Server,
-                         keys: dict[str, Key], workdir: Path) -> None:
+def test_spine_on_podman(
+    test: Callable[[Server, dict[str, Key], Path], None],
+    on_podman: Server,
+    keys: dict[str, Key],
+    workdir: Path,
+) -> None:
     test(on_podman, keys, workdir)
 
 
@@ -86,8 +94,14 @@ def test_podman_runs_the_app_with_explicit_ulimits_and_init(
     result = repo.push(on_podman.remote("ulimits"))
     assert result.returncode == 0, result.stderr
     assert "runtime podman" in on_podman.log()
-    [container] = podman("ps", "-q", "--filter", f"label=rivetr.instance={on_podman.instance}",
-                         "--filter", "label=rivetr.app=ulimits").stdout.split()
+    [container] = podman(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=rivetr.instance={on_podman.instance}",
+        "--filter",
+        "label=rivetr.app=ulimits",
+    ).stdout.split()
     out = podman("exec", container, "/bin/busybox", "sh", "-c", "ulimit -n; ulimit -u").stdout
     assert [int(v) for v in out.split()] == list(host_ulimits().values())
 
@@ -104,14 +118,17 @@ def test_builder_clis_build_on_the_podman_engine(
 
 
 async def test_runtime_auto_picks_docker_then_podman_and_says_which(
-    docker_engine: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    docker_engine: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from rivetr_git.daemon import connect_runtime
     from rivetr_git.settings import load_settings
 
-    settings = load_settings(env={"RIVETR_RUNTIME": "auto",
-                                  "RIVETR_DATA_DIR": str(tmp_path / "data")})
+    settings = load_settings(
+        env={"RIVETR_RUNTIME": "auto", "RIVETR_DATA_DIR": str(tmp_path / "data")}
+    )
     caplog.set_level("INFO")
     runtime = await connect_runtime(settings)
     await runtime.close()
@@ -137,8 +154,9 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
     runtime = await PodmanRuntime.launch(tmp_path / "run")
     tag = f"rivetr-test-podman/limits:{RUN_ID}"
     try:
-        context = write_context(tmp_path / "limits.tar",
-                                HEAD + CGROUP_LIMITS.format(marker=f"podman-{RUN_ID}"))
+        context = write_context(
+            tmp_path / "limits.tar", HEAD + CGROUP_LIMITS.format(marker=f"podman-{RUN_ID}")
+        )
         lines: list[str] = []
         await runtime.build(BuildSpec(context, tag, cpus=0.5, memory=64 * 1024**2), lines.append)
         assert "cpu: 50000 100000" in lines, lines
@@ -151,8 +169,7 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
     assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""
 
 
-def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
-                                  workdir: Path) -> None:
+def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key], workdir: Path) -> None:
     """limits:set (memory suffixes, CPUs) reaches Podman as --memory and --cpus would."""
     from tests.test_admin_verbs import ok
 
@@ -163,13 +180,22 @@ def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
     label = f"label=rivetr.instance={on_podman.instance}"
 
     def running() -> list[str]:
-        return podman("ps", "-q", "--filter", label, "--filter", "label=rivetr.app=plimited",
-                      "--filter", "status=running").stdout.split()
+        return podman(
+            "ps",
+            "-q",
+            "--filter",
+            label,
+            "--filter",
+            "label=rivetr.app=plimited",
+            "--filter",
+            "status=running",
+        ).stdout.split()
 
     assert wait_until(lambda: len(running()) == 1, 30)  # the old one leaves after its watch
     [container] = running()
-    inspect = podman("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
-                     container).stdout.split()
+    inspect = podman(
+        "inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", container
+    ).stdout.split()
     assert inspect == [str(64 * 1024**2), str(500_000_000)], inspect
     assert on_podman.get("plimited") == (200, "hello v1\n")
 
@@ -177,8 +203,11 @@ def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key],
 def test_compose_on_podman_gets_the_same_rules_and_the_engines_ulimits(
     on_podman: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
-    repo = compose_repo(workdir / "group", keys["alice"],
-                        "services:\n  web:\n    build: ./app\n    privileged: true\n")
+    repo = compose_repo(
+        workdir / "group",
+        keys["alice"],
+        "services:\n  web:\n    build: ./app\n    privileged: true\n",
+    )
     refused = repo.push(on_podman.remote("czpodman"))
     assert refused.returncode != 0
     assert 'service web: "privileged: true" is not allowed' in refused.stderr

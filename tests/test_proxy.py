@@ -32,9 +32,7 @@ ABSOLUTE_FORM = "nginx routes an absolute-form target by its host (RFC 9112), no
 
 
 @pytest.mark.parametrize("host", ["web.localhost", "WEB.localhost:1234", "web.localhost."])
-async def test_routes_by_host_header(
-    env: Env, client: aiohttp.ClientSession, host: str
-) -> None:
+async def test_routes_by_host_header(env: Env, client: aiohttp.ClientSession, host: str) -> None:
     async with client.get(env.base + "/hello", headers={"Host": host}) as resp:
         assert resp.status == 200
         info = await resp.json()
@@ -42,10 +40,16 @@ async def test_routes_by_host_header(
     assert headers_of(info)["Host"] == host  # the original Host reaches the app
 
 
-@pytest.mark.parametrize("host", [
-    "other.localhost", "localhost", "web.example.com", "web",
-    pytest.param("", marks=pytest.mark.builtin_only("nginx answers an empty Host with 400")),
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "other.localhost",
+        "localhost",
+        "web.example.com",
+        "web",
+        pytest.param("", marks=pytest.mark.builtin_only("nginx answers an empty Host with 400")),
+    ],
+)
 async def test_unknown_host_is_404(env: Env, host: str) -> None:
     resp = await raw_request(
         env.proxy_port, f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
@@ -56,8 +60,7 @@ async def test_unknown_host_is_404(env: Env, host: str) -> None:
 
 @pytest.mark.builtin_only(ABSOLUTE_FORM)
 async def test_absolute_form_target_does_not_override_host_header(env: Env) -> None:
-    await env.set_route(
-        Upstream(app="other", host="127.0.0.1", port=free_port(), deployment_id=2))
+    await env.set_route(Upstream(app="other", host="127.0.0.1", port=free_port(), deployment_id=2))
     resp = await raw_request(
         env.proxy_port,
         b"GET http://other.localhost/abs?q=1 HTTP/1.1\r\nHost: web.localhost\r\n"
@@ -131,8 +134,7 @@ async def test_absolute_form_target_with_unknown_host_header_is_404(env: Env) ->
 
 
 async def test_upstream_down_is_502(env: Env, client: aiohttp.ClientSession) -> None:
-    await env.set_route(
-        Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=3))
+    await env.set_route(Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=3))
     async with client.get(env.base + "/", headers={"Host": "down.localhost"}) as resp:
         assert resp.status == 502
         assert "Bad Gateway" in await resp.text()
@@ -147,8 +149,15 @@ async def test_healthz_on_base_domain(env: Env, client: aiohttp.ClientSession) -
 
 # --- headers ----------------------------------------------------------------------------------
 
-REQUEST_HOP_BY_HOP = ("Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization",
-                      "Proxy-Connection", "X-Secret")
+REQUEST_HOP_BY_HOP = (
+    "Keep-Alive",
+    "TE",
+    "Trailer",
+    "Upgrade",
+    "Proxy-Authorization",
+    "Proxy-Connection",
+    "X-Secret",
+)
 
 
 @pytest.mark.builtin_only("nginx passes on headers named in Connection")
@@ -235,9 +244,13 @@ async def test_a_trusted_proxy_in_front_keeps_its_chain_and_request_id(
 ) -> None:
     config = ProxyConfig(trusted_proxies=parse_networks("10.0.0.0/8, 127.0.0.1"))
     async with start_env(config) as env:
-        headers = {"Host": "web.localhost", "X-Request-ID": "trace-me-42",
-                   "X-Forwarded-For": "203.0.113.7, 10.1.2.3", "X-Forwarded-Proto": "https",
-                   "X-Forwarded-Host": "web.example.com"}
+        headers = {
+            "Host": "web.localhost",
+            "X-Request-ID": "trace-me-42",
+            "X-Forwarded-For": "203.0.113.7, 10.1.2.3",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "web.example.com",
+        }
         async with client.get(env.base + "/id", headers=headers) as resp:
             seen = headers_of(await resp.json())
     assert seen.getall("X-Request-ID") == ["trace-me-42"]
@@ -252,8 +265,12 @@ async def test_a_client_outside_trusted_proxies_cannot_spoof(
 ) -> None:
     config = ProxyConfig(trusted_proxies=parse_networks("10.0.0.0/8"))
     async with start_env(config) as env:
-        headers = {"Host": "web.localhost", "X-Forwarded-For": "203.0.113.7",
-                   "X-Real-IP": "203.0.113.7", "X-Request-ID": "forged"}
+        headers = {
+            "Host": "web.localhost",
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Real-IP": "203.0.113.7",
+            "X-Request-ID": "forged",
+        }
         async with client.get(env.base + "/id", headers=headers) as resp:
             seen = headers_of(await resp.json())
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
@@ -273,7 +290,9 @@ async def test_multiple_set_cookie_headers_survive(env: Env) -> None:
     )
     assert resp.status == 200
     assert resp.getall("Set-Cookie") == [
-        "a=1; Path=/", "b=2; Path=/; HttpOnly", "c=3, with comma; Path=/",
+        "a=1; Path=/",
+        "b=2; Path=/; HttpOnly",
+        "c=3, with comma; Path=/",
     ]
 
 
@@ -282,9 +301,15 @@ async def test_multiple_set_cookie_headers_survive(env: Env) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["/a/%2F/../b?x=%20", "/./x/../y", "//double//slash", "/%7Euser/%41?a=1&a=2&b=%2B+",
-     "/caf%C3%A9?q=%E2%9C%93", "/path;params?x",
-     pytest.param("/a%00b/%ZZ", marks=pytest.mark.builtin_only("nginx refuses %00 with 400"))],
+    [
+        "/a/%2F/../b?x=%20",
+        "/./x/../y",
+        "//double//slash",
+        "/%7Euser/%41?a=1&a=2&b=%2B+",
+        "/caf%C3%A9?q=%E2%9C%93",
+        "/path;params?x",
+        pytest.param("/a%00b/%ZZ", marks=pytest.mark.builtin_only("nginx refuses %00 with 400")),
+    ],
 )
 async def test_raw_path_is_forwarded_byte_for_byte(env: Env, target: str) -> None:
     resp = await raw_request(
@@ -333,9 +358,7 @@ async def test_request_body_with_content_length_arrives_intact(
     assert info["body_sha256"] == hashlib.sha256(BIG).hexdigest()
 
 
-async def test_chunked_request_body_arrives_intact(
-    env: Env, client: aiohttp.ClientSession
-) -> None:
+async def test_chunked_request_body_arrives_intact(env: Env, client: aiohttp.ClientSession) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(0, len(BIG), 100_003):
             yield BIG[i : i + 100_003]
@@ -352,10 +375,13 @@ async def test_chunked_request_body_arrives_intact(
 
 async def test_raw_chunked_request_body_arrives_intact(env: Env) -> None:
     body = b"hello, " * 1000
-    chunked = b"".join(
-        f"{len(body[i:i + 777]):x}\r\n".encode() + body[i : i + 777] + b"\r\n"
-        for i in range(0, len(body), 777)
-    ) + b"0\r\n\r\n"
+    chunked = (
+        b"".join(
+            f"{len(body[i : i + 777]):x}\r\n".encode() + body[i : i + 777] + b"\r\n"
+            for i in range(0, len(body), 777)
+        )
+        + b"0\r\n\r\n"
+    )
     resp = await raw_request(
         env.proxy_port,
         b"POST /upload HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n"

@@ -14,8 +14,9 @@ from tests.proxy_env import start_env
 async def test_one_json_line_per_request(tmp_path: Path, client: aiohttp.ClientSession) -> None:
     log = tmp_path / "logs" / "access.log"
     async with start_env(ProxyConfig(access_log=log)) as env:
-        async with client.post(env.base + "/a%2Fb?x=1", data=b"12345",
-                               headers={"Host": "WEB.localhost:8080"}) as resp:
+        async with client.post(
+            env.base + "/a%2Fb?x=1", data=b"12345", headers={"Host": "WEB.localhost:8080"}
+        ) as resp:
             body = await resp.read()
         async with client.get(env.base + "/", headers={"Host": "nobody.localhost"}) as resp:
             assert resp.status == 404

@@ -17,8 +17,9 @@ from tests.test_switch import cgi_repo
 
 
 @pytest.fixture(params=["in-daemon", "workers", "nginx"])
-def worker_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key],
-                  request: pytest.FixtureRequest) -> Iterator[Server]:
+def worker_server(
+    docker_engine: None, tmp_path: Path, keys: dict[str, Key], request: pytest.FixtureRequest
+) -> Iterator[Server]:
     """The proxy inside the daemon, two rivetr worker processes, or two nginx workers."""
     env = {"RIVETR_PROXY_WORKERS": "0" if request.param == "in-daemon" else "2"}
     if request.param == "nginx":
@@ -42,8 +43,11 @@ def test_route_swaps_under_concurrent_requests(
 
     slow: dict[str, tuple[int, str]] = {}
     clients = [threading.Thread(target=hammer) for _ in range(4)]
-    clients.append(threading.Thread(
-        target=lambda: slow.__setitem__("r", server.get("swap", "/cgi-bin/slow", timeout=20))))
+    clients.append(
+        threading.Thread(
+            target=lambda: slow.__setitem__("r", server.get("swap", "/cgi-bin/slow", timeout=20))
+        )
+    )
     for client in clients:
         client.start()
     try:

@@ -46,8 +46,7 @@ def _soft_nofile(soft: int) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _own_process_env(backend: str, config: ProxyConfig | None = None
-                           ) -> AsyncIterator[Env]:
+async def _own_process_env(backend: str, config: ProxyConfig | None = None) -> AsyncIterator[Env]:
     """The proxy in its own process(es), born with a soft limit of 1024; this test process
     gets every descriptor the hard limit allows, for its thousands of client sockets."""
     async with contextlib.AsyncExitStack() as stack:
@@ -81,16 +80,20 @@ async def _get(port: int, source: str, path: str = "/", timeout: float = 5.0) ->
     return status
 
 
-async def _exchange(port: int, source: str, path: str = "/", timeout: float = 5.0
-                    ) -> tuple[int | None, bytes]:
+async def _exchange(
+    port: int, source: str, path: str = "/", timeout: float = 5.0
+) -> tuple[int | None, bytes]:
     """_get, and the whole answer."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(source, 0))
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
             try:
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: web.localhost\r\n"
-                             "Connection: close\r\n\r\n".encode())
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: web.localhost\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
                 raw = await reader.read()
             finally:
                 writer.close()
@@ -129,15 +132,15 @@ async def test_an_idle_flood_from_one_address_does_not_starve_another(backend: s
     assert statuses == [200] * LEGIT, f"{statuses.count(200)} of {LEGIT} requests succeeded"
 
 
-async def test_an_address_over_its_cap_is_refused_while_others_are_served(
-        backend: str) -> None:
+async def test_an_address_over_its_cap_is_refused_while_others_are_served(backend: str) -> None:
     # The app answers /hang only after the read timeout (504), which ends those requests.
     async with start_env(ProxyConfig(max_conns_per_ip=4, read_timeout=2), backend) as env:
         held = []
         try:
             for _ in range(4):  # four requests in flight from one address (the app hangs)
                 _, writer = await asyncio.open_connection(
-                    "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0))
+                    "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0)
+                )
                 writer.write(b"GET /hang HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
                 held.append(writer)
             await asyncio.sleep(0.5)
@@ -154,7 +157,8 @@ async def test_an_address_over_its_cap_is_refused_while_others_are_served(
 
 
 async def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     config = ProxyConfig(first_byte_timeout=0.5, header_timeout=30)
     async with start_env(config, backend) as env:
         reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
@@ -179,16 +183,19 @@ async def test_a_connection_mid_request_outlives_the_first_byte_deadline(backend
 
 
 @pytest.mark.builtin_only("nginx sheds idle connections when worker_connections run out")
-async def test_at_the_high_water_mark_the_oldest_silent_connections_are_shed(
-        backend: str) -> None:
-    config = ProxyConfig(max_connections=20, max_conns_per_ip=0, first_byte_timeout=30,
-                         header_timeout=30)
+async def test_at_the_high_water_mark_the_oldest_silent_connections_are_shed(backend: str) -> None:
+    config = ProxyConfig(
+        max_connections=20, max_conns_per_ip=0, first_byte_timeout=30, header_timeout=30
+    )
     async with start_env(config, backend) as env:
         conns = []
         try:
             for i in range(20):
-                conns.append(await asyncio.open_connection(
-                    "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0)))
+                conns.append(
+                    await asyncio.open_connection(
+                        "127.0.0.1", env.proxy_port, local_addr=(FLOODER, 0)
+                    )
+                )
                 if i == 0:  # the oldest is mid-request: never shed
                     conns[0][1].write(b"GET / HTTP/1.1\r\n")
             await asyncio.sleep(0.3)
@@ -202,20 +209,33 @@ async def test_at_the_high_water_mark_the_oldest_silent_connections_are_shed(
 
 
 @contextlib.asynccontextmanager
-async def _worker_with_nofile(upstream_port: int, config: ProxyConfig, nofile: int
-                              ) -> AsyncIterator[tuple[int, int]]:
+async def _worker_with_nofile(
+    upstream_port: int, config: ProxyConfig, nofile: int
+) -> AsyncIterator[tuple[int, int]]:
     """A real proxy worker process whose hard open-file limit is `nofile`: (port, pid)."""
+
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rivetr_git.proxy.worker", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, preexec_fn=limit)
+        sys.executable,
+        "-m",
+        "rivetr_git.proxy.worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=limit,
+    )
     assert process.stdin is not None and process.stdout is not None
     upstream = Upstream(app="web", host="127.0.0.1", port=upstream_port, deployment_id=1)
-    for message in ({"host": "127.0.0.1", "port": 0, "base_domain": "localhost",
-                     "config": config_to_json(config)},
-                    {"routes": [["web.localhost", dataclasses.asdict(upstream)]], "table": 1}):
+    for message in (
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "base_domain": "localhost",
+            "config": config_to_json(config),
+        },
+        {"routes": [["web.localhost", dataclasses.asdict(upstream)]], "table": 1},
+    ):
         process.stdin.write(json.dumps(message).encode() + b"\n")
     try:
         ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
@@ -230,13 +250,14 @@ async def _worker_with_nofile(upstream_port: int, config: ProxyConfig, nofile: i
             await process.wait()
 
 
-async def test_a_worker_near_its_fd_limit_sheds_silent_connections_and_keeps_serving(
-) -> None:
+async def test_a_worker_near_its_fd_limit_sheds_silent_connections_and_keeps_serving() -> None:
     """A worker with 256 descriptors in all, and 600 silent connections from one address
     (no cap): the oldest silent ones make room, requests from elsewhere are served."""
     config = ProxyConfig(max_conns_per_ip=0, first_byte_timeout=30, header_timeout=30)
-    async with start_env() as env, _worker_with_nofile(env.upstream_port, config, 256) as (
-            port, pid):
+    async with (
+        start_env() as env,
+        _worker_with_nofile(env.upstream_port, config, 256) as (port, pid),
+    ):
         flood = _flood(port, 600)
         try:
             await asyncio.sleep(0.5)
@@ -296,15 +317,21 @@ def _nofile_of(pid: int) -> tuple[int, int]:
 
 def _proxy_workers_of(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children
-            if b"rivetr_git.proxy.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [
+        int(c)
+        for c in children
+        if b"rivetr_git.proxy.worker" in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
 
 
 @pytest.mark.docker
 async def test_the_daemon_raises_nofile_and_its_workers_apply_the_settings(
-        docker_engine: None, tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", {"RIVETR_PROXY_MAX_CONNS_PER_IP": "2",
-                                     "RIVETR_PROXY_FIRST_BYTE_TIMEOUT": "1"})
+    docker_engine: None, tmp_path: Path
+) -> None:
+    srv = Server(
+        tmp_path / "data",
+        {"RIVETR_PROXY_MAX_CONNS_PER_IP": "2", "RIVETR_PROXY_FIRST_BYTE_TIMEOUT": "1"},
+    )
     with _soft_nofile(1024):  # the daemon is born with the common default
         srv.start()
     try:
@@ -314,11 +341,14 @@ async def test_the_daemon_raises_nofile_and_its_workers_apply_the_settings(
         for pid in (srv.proc.pid, *workers):
             soft, hard = _nofile_of(pid)
             assert soft == hard, f"process {pid} kept a soft nofile of {soft} (hard {hard})"
-        held = [await asyncio.open_connection("127.0.0.1", srv.proxy_port,
-                                              local_addr=(FLOODER, 0)) for _ in range(2)]
+        held = [
+            await asyncio.open_connection("127.0.0.1", srv.proxy_port, local_addr=(FLOODER, 0))
+            for _ in range(2)
+        ]
         try:
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", srv.proxy_port, local_addr=(FLOODER, 0))
+                "127.0.0.1", srv.proxy_port, local_addr=(FLOODER, 0)
+            )
             answer = await asyncio.wait_for(reader.read(), 5)
             writer.close()
             assert answer.startswith(b"HTTP/1.1 429 "), answer[:60]

@@ -73,8 +73,13 @@ async def test_slow_but_complete_heads_and_keep_alive_still_work(backend: str) -
                     await asyncio.sleep(0.1)
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
                 assert head.startswith(b"HTTP/1.1 200")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 await reader.readexactly(length)
                 await asyncio.sleep(0.4)  # idle between requests: keep-alive, not the deadline
         finally:
@@ -119,11 +124,11 @@ def blackhole() -> Iterator[int]:
 @pytest.mark.builtin_only("nginx answers 504 when connecting to the app times out")
 async def test_upstream_connect_timeout_is_502(blackhole: int, backend: str) -> None:
     async with start_env(backend=backend, config=ProxyConfig(connect_timeout=0.5)) as env:
-        await env.set_route(
-            Upstream(app="hole", host="127.0.0.1", port=blackhole, deployment_id=9))
+        await env.set_route(Upstream(app="hole", host="127.0.0.1", port=blackhole, deployment_id=9))
         started = time.monotonic()
         resp = await raw_request(
-            env.proxy_port, b"GET / HTTP/1.1\r\nHost: hole.localhost\r\nConnection: close\r\n\r\n")
+            env.proxy_port, b"GET / HTTP/1.1\r\nHost: hole.localhost\r\nConnection: close\r\n\r\n"
+        )
         assert resp.status == 502
         assert time.monotonic() - started < 5
 
@@ -132,7 +137,8 @@ async def test_hanging_upstream_is_504(backend: str) -> None:
     async with start_env(backend=backend, config=ProxyConfig(read_timeout=0.5)) as env:
         resp = await raw_request(
             env.proxy_port,
-            b"GET /hang HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n")
+            b"GET /hang HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n",
+        )
         assert resp.status == 504
         assert b"took too long" in resp.body
 
@@ -140,9 +146,11 @@ async def test_hanging_upstream_is_504(backend: str) -> None:
 async def test_connect_refused_is_502_and_the_page_reveals_nothing(backend: str) -> None:
     async with start_env(backend=backend) as env:
         await env.set_route(
-            Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=3))
+            Upstream(app="down", host="127.0.0.1", port=free_port(), deployment_id=3)
+        )
         resp = await raw_request(
-            env.proxy_port, b"GET / HTTP/1.1\r\nHost: down.localhost\r\nConnection: close\r\n\r\n")
+            env.proxy_port, b"GET / HTTP/1.1\r\nHost: down.localhost\r\nConnection: close\r\n\r\n"
+        )
     assert resp.status == 502
     body = resp.body.decode()
     for leak in ("127.0.0.1", "Connect", "Errno", "Traceback", "aiohttp", "Python"):
@@ -163,12 +171,14 @@ async def test_content_length_over_max_body_size_is_413_without_reaching_the_app
         resp = await raw_request(
             env.proxy_port,
             b"POST /up HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 1001\r\n"
-            b"Connection: close\r\n\r\n" + b"x" * 1001)
+            b"Connection: close\r\n\r\n" + b"x" * 1001,
+        )
         assert resp.status == 413
         ok = await raw_request(
             env.proxy_port,
             b"POST /up HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 1000\r\n"
-            b"Connection: close\r\n\r\n" + b"x" * 1000)
+            b"Connection: close\r\n\r\n" + b"x" * 1000,
+        )
         assert ok.status == 200
     assert [r["body_length"] for r in env.seen.requests] == [1000]
 
@@ -178,8 +188,9 @@ async def test_streamed_body_over_max_body_size_is_413_while_streaming(backend: 
     async with start_env(backend=backend, config=ProxyConfig(max_body_size=limit)) as env:
         reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
         try:
-            writer.write(b"POST /up HTTP/1.1\r\nHost: web.localhost\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            writer.write(
+                b"POST /up HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"y" * 64 * 1024)
             for _ in range(8):  # twice the limit, never finished: the 413 comes mid-stream
                 writer.write(chunk)
@@ -197,8 +208,10 @@ async def test_expect_100_continue(backend: str) -> None:
     async with start_env(backend=backend, config=ProxyConfig(max_body_size=100)) as env:
         reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
         try:
-            writer.write(b"PUT /e HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 5\r\n"
-                         b"Expect: 100-continue\r\n\r\n")
+            writer.write(
+                b"PUT /e HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
             interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
             writer.write(b"hello")
@@ -209,8 +222,10 @@ async def test_expect_100_continue(backend: str) -> None:
         # Too large: refused at once, no 100 Continue, the body is never sent.
         reader, writer = await asyncio.open_connection("127.0.0.1", env.proxy_port)
         try:
-            writer.write(b"PUT /e HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 500\r\n"
-                         b"Expect: 100-continue\r\n\r\n")
+            writer.write(
+                b"PUT /e HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 500\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 413")
         finally:
@@ -228,8 +243,10 @@ async def test_oversized_header_is_431(backend: str) -> None:
     async with start_env(backend=backend, config=ProxyConfig(max_header_size=1024)) as env:
         resp = await raw_request(
             env.proxy_port,
-            b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: " + b"a" * 2000
-            + b"\r\nConnection: close\r\n\r\n")
+            b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: "
+            + b"a" * 2000
+            + b"\r\nConnection: close\r\n\r\n",
+        )
     assert resp.status == 431
     assert b"aaaa" not in resp.body  # nothing of the request is quoted back
     assert env.seen.requests == []
@@ -241,7 +258,8 @@ async def test_too_many_headers_is_431(backend: str) -> None:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(30))
         resp = await raw_request(
             env.proxy_port,
-            b"GET / HTTP/1.1\r\nHost: web.localhost\r\n" + many + b"Connection: close\r\n\r\n")
+            b"GET / HTTP/1.1\r\nHost: web.localhost\r\n" + many + b"Connection: close\r\n\r\n",
+        )
     assert resp.status == 431
     assert env.seen.requests == []
 
@@ -256,8 +274,12 @@ SMUGGLING = [
     b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked, identity\r\n"
     b"\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: web.localhost\r\nHost: other.localhost\r\n\r\n",
-    pytest.param(b"GET / HTTP/1.1\nHost: web.localhost\n\n", marks=pytest.mark.builtin_only(
-        "nginx takes bare-LF line endings (and reads this one unambiguously)")),
+    pytest.param(
+        b"GET / HTTP/1.1\nHost: web.localhost\n\n",
+        marks=pytest.mark.builtin_only(
+            "nginx takes bare-LF line endings (and reads this one unambiguously)"
+        ),
+    ),
     b"GET / HTTP/1.1\r\nHost: web.localhost\r\n Folded: x\r\n\r\n",
 ]
 
@@ -293,16 +315,19 @@ async def other_upstream() -> AsyncIterator[int]:
 
 @pytest.mark.builtin_only("per-app connection limits in nginx need a shared zone")
 async def test_a_slow_app_cannot_take_every_connection(
-    other_upstream: int, client: aiohttp.ClientSession
-, backend: str) -> None:
+    other_upstream: int, client: aiohttp.ClientSession, backend: str
+) -> None:
     config = ProxyConfig(upstream_connections=4)
     async with start_env(backend=backend, config=config) as env:
-        await env.set_route(Upstream(app="other", host="127.0.0.1", port=other_upstream,
-                                deployment_id=5))
+        await env.set_route(
+            Upstream(app="other", host="127.0.0.1", port=other_upstream, deployment_id=5)
+        )
 
         async def hang() -> None:
-            async with aiohttp.ClientSession() as s, s.get(
-                    env.base + "/hang", headers={"Host": "web.localhost"}) as resp:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(env.base + "/hang", headers={"Host": "web.localhost"}) as resp,
+            ):
                 await resp.read()
 
         hanging = [asyncio.create_task(hang()) for _ in range(12)]

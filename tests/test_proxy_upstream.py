@@ -52,8 +52,9 @@ async def raw_app() -> AsyncIterator[Callable[[bytes, bool], RawApp]]:
         await server.wait_closed()
 
 
-async def _route(env: Env, make: Callable[..., object], answer: bytes, close: bool = False
-                 ) -> RawApp:
+async def _route(
+    env: Env, make: Callable[..., object], answer: bytes, close: bool = False
+) -> RawApp:
     app: RawApp = await make(answer, close)  # type: ignore[misc]
     await env.set_route(Upstream(app="raw", host="127.0.0.1", port=app.port, deployment_id=11))
     return app
@@ -72,15 +73,20 @@ async def test_no_headers_are_invented(env: Env, raw_app: Callable[..., object])
 
 
 async def test_chunked_answer_is_relayed(env: Env, raw_app: Callable[..., object]) -> None:
-    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    await _route(
+        env,
+        raw_app,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
     resp = await raw_request(env.proxy_port, _get())
     assert resp.status == 200 and resp.body == b"hello world"
 
 
 async def test_body_until_close_is_relayed(env: Env, raw_app: Callable[..., object]) -> None:
-    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
-                 close=True)
+    await _route(
+        env, raw_app, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", close=True
+    )
     resp = await raw_request(env.proxy_port, _get())
     assert resp.status == 200 and resp.body == b"until the end"
 
@@ -89,8 +95,9 @@ async def test_bare_lf_header_lines_from_the_app_are_taken(
     env: Env, raw_app: Callable[..., object]
 ) -> None:
     """busybox httpd passes a CGI script's LF-only headers through."""
-    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n"
-                               b"Content-Length: 3\n\nCGI")
+    await _route(
+        env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\nContent-Length: 3\n\nCGI"
+    )
     resp = await raw_request(env.proxy_port, _get())
     assert resp.status == 200 and resp.body == b"CGI"
     assert resp.get("Content-Type") == "text/plain"
@@ -100,8 +107,9 @@ async def test_header_lines_ending_in_a_bare_lf_are_accepted(
     env: Env, raw_app: Callable[..., object]
 ) -> None:
     # What busybox httpd sends for a CGI script: its status line, then the script's headers.
-    await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\ncgi says hi\n",
-                 close=True)
+    await _route(
+        env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\ncgi says hi\n", close=True
+    )
     resp = await raw_request(env.proxy_port, _get())
     assert resp.status == 200 and resp.body == b"cgi says hi\n"
     assert resp.get("Content-Type") == "text/plain"
@@ -138,8 +146,7 @@ async def test_a_connection_the_app_closed_is_not_reused_for_an_error(
     env: Env, raw_app: Callable[..., object]
 ) -> None:
     """The app closes after each answer without saying so: the next GET is retried once."""
-    app = await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                       close=True)
+    app = await _route(env, raw_app, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
     for _ in range(3):
         resp = await raw_request(env.proxy_port, _get())
         assert resp.status == 200

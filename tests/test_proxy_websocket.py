@@ -15,8 +15,9 @@ from tests.proxy_env import Env, free_port, start_env
 
 
 async def test_websocket_echo_text_and_binary(env: Env, client: aiohttp.ClientSession) -> None:
-    async with client.ws_connect(env.base + "/ws", headers={"Host": "web.localhost"},
-                                 protocols=("chat",)) as ws:
+    async with client.ws_connect(
+        env.base + "/ws", headers={"Host": "web.localhost"}, protocols=("chat",)
+    ) as ws:
         assert ws.protocol == "chat"
         await ws.send_str("hello")
         assert (await ws.receive(timeout=5)).data == "echo:hello"
@@ -31,8 +32,9 @@ async def test_websocket_echo_text_and_binary(env: Env, client: aiohttp.ClientSe
 async def test_websocket_ping_reaches_the_app_and_pong_comes_back(
     env: Env, client: aiohttp.ClientSession
 ) -> None:
-    async with client.ws_connect(env.base + "/ws", headers={"Host": "web.localhost"},
-                                 autoping=False) as ws:
+    async with client.ws_connect(
+        env.base + "/ws", headers={"Host": "web.localhost"}, autoping=False
+    ) as ws:
         await ws.ping(b"are-you-there")
         msg = await ws.receive(timeout=5)
         assert msg.type is WSMsgType.PONG and msg.data == b"are-you-there"
@@ -62,8 +64,10 @@ async def test_websocket_upgrade_carries_forwarding_headers(
 
 
 async def test_websocket_idle_timeout_closes_both_sides(client: aiohttp.ClientSession) -> None:
-    async with start_env(ProxyConfig(websocket_idle_timeout=0.5)) as env, client.ws_connect(
-            env.base + "/ws", headers={"Host": "web.localhost"}) as ws:
+    async with (
+        start_env(ProxyConfig(websocket_idle_timeout=0.5)) as env,
+        client.ws_connect(env.base + "/ws", headers={"Host": "web.localhost"}) as ws,
+    ):
         await ws.send_str("once")
         assert (await ws.receive(timeout=5)).data == "echo:once"
         msg = await ws.receive(timeout=5)
@@ -86,9 +90,7 @@ async def test_websocket_to_an_app_that_refuses_is_502(
 
 
 @pytest.mark.builtin_only("nginx drains by its workers, not by counts in the route table")
-async def test_open_websockets_count_as_in_flight(
-    env: Env, client: aiohttp.ClientSession
-) -> None:
+async def test_open_websockets_count_as_in_flight(env: Env, client: aiohttp.ClientSession) -> None:
     upstream = env.routes.lookup("web.localhost")
     assert upstream is not None
     async with client.ws_connect(env.base + "/ws", headers={"Host": "web.localhost"}) as ws:

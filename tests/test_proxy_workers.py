@@ -34,12 +34,15 @@ class Farm:
         return f"http://127.0.0.1:{self.workers.bound_port}"
 
     def upstream(self, app: str, deployment_id: int = 1) -> Upstream:
-        return Upstream(app=app, host="127.0.0.1", port=self.upstream_port,
-                        deployment_id=deployment_id)
+        return Upstream(
+            app=app, host="127.0.0.1", port=self.upstream_port, deployment_id=deployment_id
+        )
 
     def log_lines(self) -> dict[str, list[dict[str, object]]]:
-        return {p.name: [json.loads(line) for line in p.read_text().splitlines()]
-                for p in sorted(self.log_dir.glob("access.*.log"))}
+        return {
+            p.name: [json.loads(line) for line in p.read_text().splitlines()]
+            for p in sorted(self.log_dir.glob("access.*.log"))
+        }
 
 
 @pytest.fixture
@@ -71,8 +74,10 @@ async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
 async def _get(base: str, host: str, path: str = "/") -> tuple[int, str]:
     # A fresh connection each time, so the kernel may pick any worker.
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as s, s.get(
-            base + path, headers={"Host": host}) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as s,
+        s.get(base + path, headers={"Host": host}) as resp,
+    ):
         return resp.status, await resp.text()
 
 
@@ -94,7 +99,8 @@ async def test_every_worker_serves_a_new_route(farm: Farm) -> None:
         lines = farm.log_lines()
         return len(lines) == WORKERS and all(
             any(line["host"] == "new.localhost" and line["status"] == 200 for line in ls)
-            for ls in lines.values())
+            for ls in lines.values()
+        )
 
     await _until(both_workers_logged)
     farm.routes.remove("new")

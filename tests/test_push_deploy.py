@@ -41,9 +41,16 @@ def test_first_push_creates_and_deploys_then_second_push_replaces(
     assert server.get("hello") == (200, "hello v1\n")
     [old_container] = docker_ids("ps", server.instance, "label=rivetr.app=hello")
     # --init (fast, clean stops) and published on loopback only.
-    inspect = run(["docker", "inspect", "-f",
-                   "{{.HostConfig.Init}} {{(index (index .NetworkSettings.Ports \"5000/tcp\") 0)"
-                   ".HostIp}} {{index .Config.Env}}", old_container]).stdout
+    inspect = run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            '{{.HostConfig.Init}} {{(index (index .NetworkSettings.Ports "5000/tcp") 0)'
+            ".HostIp}} {{index .Config.Env}}",
+            old_container,
+        ]
+    ).stdout
     assert inspect.startswith("true 127.0.0.1 ") and "PORT=5000" in inspect
 
     repo.write("www/index.html", "hello v2\n")
@@ -64,8 +71,14 @@ def test_first_push_creates_and_deploys_then_second_push_replaces(
     assert "step 1/" in log.lower()  # Docker: "Step 1/5", Podman: "STEP 1/5"
 
 
-def assert_failed_cleanly(server: Server, repo: AppRepo, app: str, good_sha: str,
-                          result: subprocess.CompletedProcess[str], reason: str) -> None:
+def assert_failed_cleanly(
+    server: Server,
+    repo: AppRepo,
+    app: str,
+    good_sha: str,
+    result: subprocess.CompletedProcess[str],
+    reason: str,
+) -> None:
     assert result.returncode != 0
     last_remote = [ln for ln in result.stderr.splitlines() if ln.startswith("remote:")][-1]
     assert "Deploy failed at" in last_remote and reason in last_remote, result.stderr
@@ -77,7 +90,8 @@ def assert_failed_cleanly(server: Server, repo: AppRepo, app: str, good_sha: str
     assert server.statuses(app)[0] == "failed"
     failed_id = server.cli("deploys", "list", app).stdout.splitlines()[1].split()[0][1:]
     assert f"rivetr-{server.instance}/{app}:{failed_id}" not in docker_ids(
-        "images", server.instance)
+        "images", server.instance
+    )
 
 
 def test_build_failure_keeps_old_release_and_restores_branch(
@@ -93,8 +107,9 @@ def test_build_failure_keeps_old_release_and_restores_branch(
     assert "about to fail" in result.stderr
     assert_failed_cleanly(server, repo, "buildfail", good, result, "at building")
     # The builder's own words: Docker's, or Podman's (tests/test_podman.py).
-    assert ("returned a non-zero code: 3" in result.stderr
-            or "exit status 3" in result.stderr), result.stderr
+    assert "returned a non-zero code: 3" in result.stderr or "exit status 3" in result.stderr, (
+        result.stderr
+    )
     assert set(docker_ids("images", server.instance)) <= images_before
     # Re-pushing after the fix deploys again.
     repo.git("revert", "--no-edit", "HEAD")
@@ -108,8 +123,10 @@ def test_never_healthy_app_fails_and_old_release_keeps_serving(
     assert repo.push(server.remote("unhealthy")).returncode == 0
     good = repo.head()
     # Runs forever, but listens on the wrong port.
-    repo.write("Dockerfile", repo.path.joinpath("Dockerfile").read_text().replace(
-        '"-p", "5000"', '"-p", "6000"'))
+    repo.write(
+        "Dockerfile",
+        repo.path.joinpath("Dockerfile").read_text().replace('"-p", "5000"', '"-p", "6000"'),
+    )
     repo.commit("listens on the wrong port")
     result = repo.push(server.remote("unhealthy"))
     assert_failed_cleanly(server, repo, "unhealthy", good, result, "health_check")
@@ -149,16 +166,25 @@ def test_build_output_streams_before_the_build_finishes(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
     repo = AppRepo(workdir / "app", keys["alice"])
-    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD
-               + f'RUN echo "marker-{time.time()}" && sleep 3 && echo "after sleep"\n'
-               + 'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n')
+    repo.write(
+        "Dockerfile",
+        SHELL_DOCKERFILE_HEAD
+        + f'RUN echo "marker-{time.time()}" && sleep 3 && echo "after sleep"\n'
+        + 'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]\n',
+    )
     repo.commit("slow build")
     proc = subprocess.Popen(
-        ["git", "push", server.remote("streamer"), "main"], cwd=repo.path,
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        env={**os.environ, **GIT_ENV,
-             "GIT_SSH_COMMAND": __import__("tests.helpers").helpers.ssh_command(
-                 keys["alice"].private)},
+        ["git", "push", server.remote("streamer"), "main"],
+        cwd=repo.path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            **GIT_ENV,
+            "GIT_SSH_COMMAND": __import__("tests.helpers").helpers.ssh_command(
+                keys["alice"].private
+            ),
+        },
     )
     assert proc.stderr is not None
     marker_at = None
@@ -231,14 +257,23 @@ def test_app_urls_accept_every_remote_form(
     repo.commit("again")
     # scp form, through an ssh config alias so the port can be given
     config = workdir / "ssh_config"
-    config.write_text(f"Host rivetr-test\n  HostName 127.0.0.1\n  Port {server.ssh_port}\n"
-                      f"  User git\n  IdentityFile {keys['alice'].private}\n")
+    config.write_text(
+        f"Host rivetr-test\n  HostName 127.0.0.1\n  Port {server.ssh_port}\n"
+        f"  User git\n  IdentityFile {keys['alice'].private}\n"
+    )
     scp = subprocess.run(
-        ["git", "push", "rivetr-test:forms", "main"], cwd=repo.path, capture_output=True,
-        text=True, env={**os.environ, **GIT_ENV,
-                        "GIT_SSH_COMMAND": f"ssh -F {config} -o IdentitiesOnly=yes "
-                        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                        "-o LogLevel=ERROR"}, timeout=120,
+        ["git", "push", "rivetr-test:forms", "main"],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            **GIT_ENV,
+            "GIT_SSH_COMMAND": f"ssh -F {config} -o IdentitiesOnly=yes "
+            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            "-o LogLevel=ERROR",
+        },
+        timeout=120,
     )
     assert scp.returncode == 0, scp.stderr
     assert server.statuses("forms") == ["running", "replaced"]
@@ -264,6 +299,9 @@ def test_proxy_answers_for_itself_and_404s_unknown_hosts(server: Server, path: s
     import urllib.request
 
     with urllib.request.urlopen(
-        urllib.request.Request(f"http://127.0.0.1:{server.proxy_port}{path}",
-                               headers={"Host": "localhost"}), timeout=5) as response:
+        urllib.request.Request(
+            f"http://127.0.0.1:{server.proxy_port}{path}", headers={"Host": "localhost"}
+        ),
+        timeout=5,
+    ) as response:
         assert response.status == 200

@@ -16,8 +16,10 @@ def test_a_submodule_is_reported_and_a_build_that_needs_it_says_why_it_failed(
     server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
     repo = AppRepo(workdir / "app", keys["alice"])
-    repo.write(".gitmodules", '[submodule "vendor/lib"]\n\tpath = vendor/lib\n'
-               "\turl = https://example.com/lib.git\n")
+    repo.write(
+        ".gitmodules",
+        '[submodule "vendor/lib"]\n\tpath = vendor/lib\n\turl = https://example.com/lib.git\n',
+    )
     repo.git("add", ".gitmodules")
     repo.git("update-index", "--add", "--cacheinfo", f"160000,{SUBMODULE_SHA},vendor/lib")
     repo.git("commit", "-q", "-m", "a submodule the build does not use")
@@ -25,8 +27,10 @@ def test_a_submodule_is_reported_and_a_build_that_needs_it_says_why_it_failed(
     assert first.returncode == 0, first.stderr  # not needed: deploys, and says so
     assert "submodules in a pushed tree are not fetched, so vendor/lib is empty" in first.stderr
 
-    repo.write("Dockerfile", HTTPD_DOCKERFILE.replace("COPY www /www",
-                                                      "COPY www /www\nCOPY vendor/lib /lib"))
+    repo.write(
+        "Dockerfile",
+        HTTPD_DOCKERFILE.replace("COPY www /www", "COPY www /www\nCOPY vendor/lib /lib"),
+    )
     repo.git("add", "Dockerfile")  # not `add -A`: that drops the gitlink (no checkout)
     repo.git("commit", "-q", "-m", "the build needs it")
     second = repo.push(server.remote("mxsubmod"))
@@ -48,11 +52,14 @@ def test_a_dockerfile_symlinked_out_of_a_narrowed_context_fails_clearly(
     ok(server, alice, "apps:create", "mxlink")
     ok(server, alice, "builds:set", "mxlink", "context=sub")
 
-    for target, why in (("/etc/hostname", "links to /etc/hostname, which is outside the "
-                                          "pushed tree"),
-                        ("../outside.Dockerfile", "is outside the pushed tree"),
-                        ("docker/missing.Dockerfile", "links to docker/missing.Dockerfile, "
-                                                      "which is not in the pushed commit")):
+    for target, why in (
+        ("/etc/hostname", "links to /etc/hostname, which is outside the pushed tree"),
+        ("../outside.Dockerfile", "is outside the pushed tree"),
+        (
+            "docker/missing.Dockerfile",
+            "links to docker/missing.Dockerfile, which is not in the pushed commit",
+        ),
+    ):
         os.remove(repo.path / "Dockerfile")
         os.symlink(target, repo.path / "Dockerfile")
         repo.commit(f"Dockerfile -> {target}")

@@ -26,8 +26,10 @@ from tests.helpers import run
     ("raw", "expected"),
     [
         ("ssh://git@example.com:2222/hello", RemoteUrl("example.com", 2222, "git", "/hello")),
-        ("ssh://git@Example.COM:2222/hello.git",
-         RemoteUrl("example.com", 2222, "git", "/hello.git")),
+        (
+            "ssh://git@Example.COM:2222/hello.git",
+            RemoteUrl("example.com", 2222, "git", "/hello.git"),
+        ),
         ("ssh://example.com/hello", RemoteUrl("example.com", None, None, "/hello")),
         ("git+ssh://git@10.0.0.1:22/hello", RemoteUrl("10.0.0.1", 22, "git", "/hello")),
         ("ssh://git@[::1]:2222/hello", RemoteUrl("::1", 2222, "git", "/hello")),
@@ -44,18 +46,26 @@ def test_ssh_remote_urls_are_parsed(raw: str, expected: RemoteUrl) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["/srv/git/hello.git", "./hello", "../a:b", "file:///srv/hello.git",
-     "https://example.com/hello.git", "C:/repos/hello", "ssh://git@host:99999999/hello",
-     "ssh:///hello"],
+    [
+        "/srv/git/hello.git",
+        "./hello",
+        "../a:b",
+        "file:///srv/hello.git",
+        "https://example.com/hello.git",
+        "C:/repos/hello",
+        "ssh://git@host:99999999/hello",
+        "ssh:///hello",
+    ],
 )
 def test_non_ssh_remotes_are_refused_with_an_example(raw: str) -> None:
     with pytest.raises(ValidationError, match=r"ssh://git@HOST:2222/APP|bad port"):
         parse_remote_url(raw)
 
 
-@pytest.mark.parametrize(("path", "app"),
-                         [("hello", "hello"), ("hello.git", "hello"), ("/my-api", "my-api"),
-                          ("/my-api.git", "my-api")])
+@pytest.mark.parametrize(
+    ("path", "app"),
+    [("hello", "hello"), ("hello.git", "hello"), ("/my-api", "my-api"), ("/my-api.git", "my-api")],
+)
 def test_app_comes_from_the_remote_path(path: str, app: str) -> None:
     assert app_from_path(path) == app
 
@@ -68,7 +78,11 @@ def test_remote_paths_that_name_no_app_are_refused(path: str) -> None:
 
 def test_per_app_verbs_get_the_app_right_after_the_verb() -> None:
     assert shape_argv(BY_NAME["config:set"], "hello", ["K=V", "--no-restart"]) == [
-        "config:set", "hello", "K=V", "--no-restart"]
+        "config:set",
+        "hello",
+        "K=V",
+        "--no-restart",
+    ]
     assert shape_argv(BY_NAME["releases"], "hello", []) == ["releases", "hello"]
     assert shape_argv(BY_NAME["keys:list"], "hello", []) == ["keys:list"]
     assert shape_argv(BY_NAME["access:grant"], None, ["bob", "x"]) == ["access:grant", "bob", "x"]
@@ -88,29 +102,61 @@ def test_exotic_values_survive_the_exec_command() -> None:
     ("argv", "verb", "args", "remote", "app", "local"),
     [
         (["config:set", "K=V"], "config:set", ("K=V",), None, None, False),
-        (["--remote", "prod", "config:set", "K=V", "--app", "x"], "config:set", ("K=V",),
-         "prod", "x", False),
-        (["--app=x", "logs", "-n", "5", "--remote=prod"], "logs", ("-n", "5"), "prod", "x",
-         False),
+        (
+            ["--remote", "prod", "config:set", "K=V", "--app", "x"],
+            "config:set",
+            ("K=V",),
+            "prod",
+            "x",
+            False,
+        ),
+        (["--app=x", "logs", "-n", "5", "--remote=prod"], "logs", ("-n", "5"), "prod", "x", False),
         (["--data-dir", "d", "releases", "hello"], "releases", ("hello",), None, None, True),
         (["releases", "hello", "--config=f.toml"], "releases", ("hello",), None, None, True),
         # run's command is passed as it is, even an --app of its own
-        (["run", "--app", "x", "sh", "-c", "echo --app y"], "run",
-         ("sh", "-c", "echo --app y"), None, "x", False),
+        (
+            ["run", "--app", "x", "sh", "-c", "echo --app y"],
+            "run",
+            ("sh", "-c", "echo --app y"),
+            None,
+            "x",
+            False,
+        ),
         (["config:set", "--", "--app"], "config:set", ("--", "--app"), None, None, False),
     ],
 )
-def test_verb_command_lines_are_split(argv: list[str], verb: str, args: tuple[str, ...],
-                                      remote: str | None, app: str | None, local: bool) -> None:
+def test_verb_command_lines_are_split(
+    argv: list[str],
+    verb: str,
+    args: tuple[str, ...],
+    remote: str | None,
+    app: str | None,
+    local: bool,
+) -> None:
     call = parse_verb_call(argv)
     assert call is not None
     assert (call.verb.name, call.args, call.remote, call.app, call.local) == (
-        verb, args, remote, app, local)
+        verb,
+        args,
+        remote,
+        app,
+        local,
+    )
 
 
-@pytest.mark.parametrize("argv", [[], ["serve"], ["keys", "list"], ["--help"], ["--version"],
-                                  ["--data-dir", "d", "apps", "list"], ["--", "releases"],
-                                  ["releasesx", "hello"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["serve"],
+        ["keys", "list"],
+        ["--help"],
+        ["--version"],
+        ["--data-dir", "d", "apps", "list"],
+        ["--", "releases"],
+        ["releasesx", "hello"],
+    ],
+)
 def test_other_command_lines_are_left_to_the_local_cli(argv: list[str]) -> None:
     assert parse_verb_call(argv) is None
 

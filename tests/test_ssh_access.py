@@ -11,13 +11,15 @@ import pytest
 from tests.helpers import GIT_ENV, AppRepo, Key, Server, make_key, ssh_command
 
 
-def ssh(server: Server, key_args: str, command: str | None, timeout: float = 30
-        ) -> subprocess.CompletedProcess[str]:
+def ssh(
+    server: Server, key_args: str, command: str | None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     argv = [*key_args.split(), "-p", str(server.ssh_port), "git@127.0.0.1"]
     if command is not None:
         argv.append(command)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def test_unknown_key_is_refused(server: Server, keys: dict[str, Key], workdir: Path) -> None:
@@ -39,8 +41,9 @@ def test_bad_app_names_are_rejected(server: Server, keys: dict[str, Key], name: 
     assert not (server.data_dir / "x.git").exists()
 
 
-@pytest.mark.parametrize("command", [None, "ls", "sh -c id", "git-upload-archive 'x'",
-                                     "scp -t /tmp", "git-receive-pack"])
+@pytest.mark.parametrize(
+    "command", [None, "ls", "sh -c id", "git-upload-archive 'x'", "scp -t /tmp", "git-receive-pack"]
+)
 def test_non_git_commands_and_shells_are_refused(
     server: Server, keys: dict[str, Key], command: str | None
 ) -> None:
@@ -50,13 +53,16 @@ def test_non_git_commands_and_shells_are_refused(
     assert "`help` lists them" in result.stderr
 
 
-@pytest.mark.parametrize(("command", "advice"), [
-    ("rollback", "usage: rollback [-h] APP [RELEASE]"),
-    ("releases a b", "unrecognized arguments: b"),
-    ("rollback a 2 3", "unrecognized arguments: 3"),
-    ("rollback a x", "'x' is not a release number"),
-    ("releases ../x", "invalid app name"),
-])
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [
+        ("rollback", "usage: rollback [-h] APP [RELEASE]"),
+        ("releases a b", "unrecognized arguments: b"),
+        ("rollback a 2 3", "unrecognized arguments: 3"),
+        ("rollback a x", "'x' is not a release number"),
+        ("releases ../x", "invalid app name"),
+    ],
+)
 def test_bad_admin_commands_answer_with_usage(
     server: Server, keys: dict[str, Key], command: str, advice: str
 ) -> None:
@@ -68,9 +74,13 @@ def test_bad_admin_commands_answer_with_usage(
 def test_subsystems_and_forwarding_are_refused(server: Server, keys: dict[str, Key]) -> None:
     sftp = ssh(server, ssh_command(keys["alice"].private) + " -s", "sftp")
     assert sftp.returncode != 0
-    forward = ssh(server, ssh_command(keys["alice"].private)
-                  + " -o ExitOnForwardFailure=yes -L 127.0.0.1:0:127.0.0.1:22 -N", None,
-                  timeout=30)
+    forward = ssh(
+        server,
+        ssh_command(keys["alice"].private)
+        + " -o ExitOnForwardFailure=yes -L 127.0.0.1:0:127.0.0.1:22 -N",
+        None,
+        timeout=30,
+    )
     assert forward.returncode != 0
 
 
@@ -86,10 +96,16 @@ def test_identity_is_the_key_that_signed_not_the_one_probed(
     pub_only.write_text(keys["alice"].public.read_text())
     repo = AppRepo(workdir / "app", keys["bob"])
     result = subprocess.run(
-        ["git", "push", server.remote("bobs-new-app"), "main"], cwd=repo.path,
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, **GIT_ENV,
-             "GIT_SSH_COMMAND": ssh_command(pub_only, keys["bob"].private) + " -v"},
+        ["git", "push", server.remote("bobs-new-app"), "main"],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            **GIT_ENV,
+            "GIT_SSH_COMMAND": ssh_command(pub_only, keys["bob"].private) + " -v",
+        },
     )
     # The probe really happened: the server said it would accept alice's key...
     assert f"Server accepts key: {pub_only}" in result.stderr
@@ -137,9 +153,12 @@ def test_removed_key_stops_working(server: Server, workdir: Path) -> None:
 
 
 def test_password_and_keyboard_interactive_auth_are_not_offered(server: Server) -> None:
-    result = ssh(server, "ssh -o PubkeyAuthentication=no -o BatchMode=yes "
-                 "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                 "-o LogLevel=ERROR -o PreferredAuthentications=password,keyboard-interactive",
-                 "git-upload-pack 'x'")
+    result = ssh(
+        server,
+        "ssh -o PubkeyAuthentication=no -o BatchMode=yes "
+        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+        "-o LogLevel=ERROR -o PreferredAuthentications=password,keyboard-interactive",
+        "git-upload-pack 'x'",
+    )
     assert result.returncode != 0
     assert "Permission denied (publickey)" in result.stderr

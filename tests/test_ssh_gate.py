@@ -10,10 +10,17 @@ import pytest
 from rivetr_git.receiver.gate import ConnectionGate, GateLimits, RefusalLog
 
 
-def gate(rate: float = 5.0, burst: int = 3, per_source: int = 5, overall: int = 8
-         ) -> tuple[ConnectionGate, list[float]]:
-    g = ConnectionGate(GateLimits(max_startups=overall, max_startups_per_source=per_source,
-                                  handshake_rate=rate, handshake_burst=burst))
+def gate(
+    rate: float = 5.0, burst: int = 3, per_source: int = 5, overall: int = 8
+) -> tuple[ConnectionGate, list[float]]:
+    g = ConnectionGate(
+        GateLimits(
+            max_startups=overall,
+            max_startups_per_source=per_source,
+            handshake_rate=rate,
+            handshake_burst=burst,
+        )
+    )
     now = [100.0]
     g._clock = lambda: now[0]  # a fake clock: pure-logic test
     return g, now
@@ -66,4 +73,5 @@ async def test_refusals_are_summed_not_logged_one_by_one(
     assert len(caplog.records) == 2
     assert caplog.records[1].getMessage() == (
         "refused 50 SSH connection(s) (49 over ssh_max_startups_per_source, 1 over "
-        "ssh_max_auth_tries); most from 10.0.0.9 (49)")
+        "ssh_max_auth_tries); most from 10.0.0.9 (49)"
+    )

@@ -93,8 +93,12 @@ async def test_newer_schema_is_refused_without_leaking_the_connection(db_path: P
         gc.collect()
     assert "upgrade" in message
     # The refused open must close its own connection, not leave it to the garbage collector.
-    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
-                and not any(net in str(w.message) for net in ("socket", "transport"))]
+    unclosed = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ResourceWarning)
+        and not any(net in str(w.message) for net in ("socket", "transport"))
+    ]
     assert unclosed == [], "Store.open leaked its aiosqlite connection"
 
 
@@ -220,8 +224,9 @@ async def test_deployment_lifecycle_and_promote(store: Store) -> None:
         await store.set_status(first.id, status)
         assert (await store.get_deployment(first.id)).status is status
         assert (await store.get_deployment(first.id)).finished_at is None
-    await store.set_status(first.id, Status.STARTING, image="img:1", container_id="c1",
-                           host_port=40001)
+    await store.set_status(
+        first.id, Status.STARTING, image="img:1", container_id="c1", host_port=40001
+    )
     await store.promote(first.id, web.id)
     live = await store.get_deployment(first.id)
     assert live.status is Status.RUNNING
@@ -280,9 +285,7 @@ async def test_failed_deployment_does_not_touch_running_one(store: Store) -> Non
         await store.set_status(broken.id, Status.FAILED, app_id=2)
 
 
-async def test_status_check_constraint_rejects_unknown_status(
-    store: Store, db_path: Path
-) -> None:
+async def test_status_check_constraint_rejects_unknown_status(store: Store, db_path: Path) -> None:
     web = await store.create_app("web")
     d = await store.create_deployment(web, SHA1, "m", None)
     raw = _raw(db_path)
@@ -314,10 +317,14 @@ async def test_logs_append_and_get_in_order(store: Store) -> None:
     d = await store.create_deployment(web, SHA1, "m", None)
     other = await store.create_deployment(web, SHA2, "m", None)
     assert await store.get_logs(d.id) == []
-    first = [LogLine(1.0, "cloning", "header", "-----> Cloning"),
-             LogLine(1.5, "building", "stdout", "Step 1/3")]
-    second = [LogLine(0.5, "building", "stderr", "earlier clock, later line"),
-              LogLine(2.0, "running", "header", "-----> Running")]
+    first = [
+        LogLine(1.0, "cloning", "header", "-----> Cloning"),
+        LogLine(1.5, "building", "stdout", "Step 1/3"),
+    ]
+    second = [
+        LogLine(0.5, "building", "stderr", "earlier clock, later line"),
+        LogLine(2.0, "running", "header", "-----> Running"),
+    ]
     await store.append_logs(d.id, first)
     await store.append_logs(other.id, [LogLine(9.0, "cloning", "stdout", "not mine")])
     await store.append_logs(d.id, [])

@@ -26,17 +26,19 @@ from tests.helpers import (
     wait_until,
 )
 
-CGI_APP = SHELL_DOCKERFILE_HEAD + """\
+CGI_APP = (
+    SHELL_DOCKERFILE_HEAD
+    + """\
 COPY www /www
 RUN chmod +x /www/cgi-bin/slow
 CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]
 """
+)
 SLOW_CGI = "#!/bin/sh\nsleep 3\necho 'Content-Type: text/plain'\necho\necho 'slow {version}'\n"
 
 
 @pytest.fixture
-def watched_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]
-                   ) -> Iterator[Server]:
+def watched_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Iterator[Server]:
     yield from running_server(tmp_path / "data", keys, env={"RIVETR_WATCH_WINDOW": "6"})
 
 
@@ -49,8 +51,10 @@ def cgi_repo(path: Path, key: Key, version: str) -> AppRepo:
     return repo
 
 
-DYING_V2 = SHELL_DOCKERFILE_HEAD + "COPY www /www\n" \
+DYING_V2 = (
+    SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
     'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]\n'
+)
 
 
 def live_then_dying(srv: Server, key: Key, path: Path, app: str) -> tuple[AppRepo, str]:
@@ -72,7 +76,8 @@ def test_slow_request_in_flight_across_the_switch_completes(
     assert repo.push(server.remote("drainer")).returncode == 0
     slow: dict[str, tuple[int, str]] = {}
     request = threading.Thread(
-        target=lambda: slow.__setitem__("r", server.get("drainer", "/cgi-bin/slow", timeout=20)))
+        target=lambda: slow.__setitem__("r", server.get("drainer", "/cgi-bin/slow", timeout=20))
+    )
     request.start()
     time.sleep(0.5)  # the request is now in the v1 container
     repo.write("www/index.html", "v2\n")
@@ -152,8 +157,11 @@ def test_webhook_gets_signed_deploy_events(
     docker_engine: None, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     receiver = WebhookReceiver()
-    servers = running_server(tmp_path / "data", keys, env={
-        "RIVETR_WEBHOOK_URL": receiver.url, "RIVETR_WEBHOOK_SECRET": "s3cret"})
+    servers = running_server(
+        tmp_path / "data",
+        keys,
+        env={"RIVETR_WEBHOOK_URL": receiver.url, "RIVETR_WEBHOOK_SECRET": "s3cret"},
+    )
     srv = next(servers)
     try:
         repo = AppRepo(tmp_path / "app", keys["alice"])
@@ -162,8 +170,12 @@ def test_webhook_gets_signed_deploy_events(
         repo.commit("broken")
         assert repo.push(srv.remote("hooked")).returncode != 0
         wait_until(lambda: len(receiver.received) >= 4, 10)
-        assert receiver.events() == ["deploy.started", "deploy.succeeded", "deploy.started",
-                                     "deploy.failed"]
+        assert receiver.events() == [
+            "deploy.started",
+            "deploy.succeeded",
+            "deploy.started",
+            "deploy.failed",
+        ]
         for headers, body in receiver.received:
             assert verify("s3cret", body, headers["X-Rivetr-Signature"])
             assert json.loads(body)["app"] == "hooked"
@@ -178,14 +190,21 @@ def test_crashing_live_app_is_restarted_with_backoff_then_marked_crashed(
     docker_engine: None, keys: dict[str, Key], tmp_path: Path
 ) -> None:
     receiver = WebhookReceiver()
-    servers = running_server(tmp_path / "data", keys, env={
-        "RIVETR_CRASH_RESTART_LIMIT": "2", "RIVETR_WEBHOOK_URL": receiver.url})
+    servers = running_server(
+        tmp_path / "data",
+        keys,
+        env={"RIVETR_CRASH_RESTART_LIMIT": "2", "RIVETR_WEBHOOK_URL": receiver.url},
+    )
     srv = next(servers)
     try:
         # Serves for a second and a half after every start, then dies.
-        repo = AppRepo(tmp_path / "app", keys["alice"], SHELL_DOCKERFILE_HEAD
-                       + "COPY www /www\n"
-                       + 'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 1.5; exit 4"]\n')
+        repo = AppRepo(
+            tmp_path / "app",
+            keys["alice"],
+            SHELL_DOCKERFILE_HEAD
+            + "COPY www /www\n"
+            + 'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 1.5; exit 4"]\n',
+        )
         assert repo.push(srv.remote("crashloop")).returncode == 0
         [container] = docker_ids("ps", srv.instance, "label=rivetr.app=crashloop")
         seen_up_again = False
@@ -221,8 +240,9 @@ def test_crashing_live_app_is_restarted_with_backoff_then_marked_crashed(
 
 def ssh_command_line(srv: Server, key: Key, command: str) -> subprocess.CompletedProcess[str]:
     argv = [*ssh_command(key.private).split(), "-p", str(srv.ssh_port), "git@127.0.0.1", command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def test_releases_and_rollback_over_ssh_and_cli(
@@ -233,8 +253,9 @@ def test_releases_and_rollback_over_ssh_and_cli(
     repo.write("www/index.html", "v2\n")
     repo.commit("v2")
     assert repo.push(server.remote("rewind")).returncode == 0
-    ids = [line.split()[0] for line in
-           server.cli("deploys", "list", "rewind").stdout.splitlines()[1:]]  # newest first
+    ids = [
+        line.split()[0] for line in server.cli("deploys", "list", "rewind").stdout.splitlines()[1:]
+    ]  # newest first
     v2, v1 = ids[0], ids[1]
 
     listed = ssh_command_line(server, keys["alice"], "releases rewind")
@@ -279,8 +300,7 @@ def test_rollback_starts_the_previous_release_from_its_image_when_its_container_
     rows = srv.cli("deploys", "list", "phoenix2").stdout.splitlines()[1:]
     assert rows[0].split()[1] == "running"  # the rollback, recorded as a deployment
     assert "rolling back to #1 from its image" in rows[1]
-    wait_until(lambda: len(docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")) == 1,
-               15)
+    wait_until(lambda: len(docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")) == 1, 15)
     [container] = docker_ids("ps", srv.instance, "label=rivetr.app=phoenix2")
     assert container != v1_container
 
@@ -308,8 +328,9 @@ def test_rollback_runs_the_release_with_the_port_it_had(
 ) -> None:
     repo = AppRepo(workdir / "app", keys["alice"])
     assert repo.push(server.remote("ported")).returncode == 0  # listens on 5000
-    repo.write("Dockerfile", HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "")
-               .replace('"5000"', '"7000"'))
+    repo.write(
+        "Dockerfile", HTTPD_DOCKERFILE.replace("EXPOSE 5000\n", "").replace('"5000"', '"7000"')
+    )
     repo.write("www/index.html", "v2\n")
     repo.commit("v2 on 7000")
     server.cli("apps", "set", "ported", "port=7000")
@@ -327,8 +348,11 @@ def test_health_failure_inside_the_watch_window_rolls_back(
     repo = AppRepo(tmp_path / "app", keys["alice"])
     assert repo.push(srv.remote("hangs")).returncode == 0
     # Answers for two seconds, then stops answering but keeps running.
-    repo.write("Dockerfile", SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
-               'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; kill $!; sleep 600"]\n')
+    repo.write(
+        "Dockerfile",
+        SHELL_DOCKERFILE_HEAD + "COPY www /www\n"
+        'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; kill $!; sleep 600"]\n',
+    )
     repo.write("www/index.html", "v2\n")
     repo.commit("v2 stops answering")
     assert repo.push(srv.remote("hangs")).returncode == 0

@@ -26,8 +26,7 @@ def test_neutralise_shows_controls_visibly_and_keeps_tab_newline_and_crlf() -> N
     assert neutralise(neutralise(f"x{TITLE}\x9b")) == neutralise(f"x{TITLE}\x9b")
     # The server's own colours stay only where asked for (text the server wrote).
     assert neutralise(red("failed")) == "^[[31mfailed^[[0m"
-    assert neutralise(red("failed") + TITLE, keep_style=True) == \
-        f"{RED}failed{RESET}^[]0;TITLE^G"
+    assert neutralise(red("failed") + TITLE, keep_style=True) == f"{RED}failed{RESET}^[]0;TITLE^G"
     assert "\x1b" not in table([("#1", f"msg{TITLE}")], ("ID", "MESSAGE"))
 
 
@@ -48,12 +47,15 @@ def test_escapes_from_build_app_commit_and_run_are_neutralised_everywhere(
 ) -> None:
     alice = keys["alice"]
     token = uuid.uuid4().hex  # a fresh RUN step: a cached one prints nothing
-    dockerfile = SHELL_DOCKERFILE_HEAD + f"""\
+    dockerfile = (
+        SHELL_DOCKERFILE_HEAD
+        + f"""\
 RUN printf '\\033]0;TITLE\\007 build-{token}\\n'
 COPY www /www
 EXPOSE 5000
 CMD printf '\\033]0;APP\\007 app-marker\\n'; exec httpd -f -p 5000 -h /www
 """
+    )
     repo = AppRepo(workdir / "app", alice, dockerfile)
     repo.git("commit", "-q", "--allow-empty", "-m", f"retitle {TITLE}")
     pushed = repo.push(server.remote("mxescape"))

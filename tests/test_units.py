@@ -121,7 +121,7 @@ def test_parse_command_accepts_git_services(command: str, expected: GitCommand) 
         "/usr/bin/git-receive-pack 'app'",
         "git receive-pack 'app'",
         "git-receive-pack 'app",
-        "git-receive-pack \"app",
+        'git-receive-pack "app',
         "git-receive-pack 'app\"",
         "git-receive-pack 'app\n'",
     ],
@@ -139,8 +139,19 @@ def test_git_protocol_accepts_plain_versions(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["version=2:foo", "x", "", None, "version=22", "version=3", "version=2\n", " version=2",
-     "version=2 ", "VERSION=2", "version=2;rm"],
+    [
+        "version=2:foo",
+        "x",
+        "",
+        None,
+        "version=22",
+        "version=3",
+        "version=2\n",
+        " version=2",
+        "version=2 ",
+        "VERSION=2",
+        "version=2;rm",
+    ],
 )
 def test_git_protocol_ignores_anything_else(value: str | None) -> None:
     assert git_protocol(value) is None
@@ -371,8 +382,16 @@ def test_env_overrides_toml(in_tmp: Path) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", True), ("true", True), ("YES", True), ("on", True),
-     ("0", False), ("false", False), ("No", False), ("off", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+    ],
 )
 def test_env_booleans(in_tmp: Path, raw: str, expected: bool) -> None:
     assert load_settings(env={"RIVETR_AUTO_CREATE_APPS": raw}).auto_create_apps is expected
@@ -436,15 +455,15 @@ def test_bad_env_values_are_refused_naming_the_setting(
 
 TOML_BAD = [
     ("ssh_port = 70000", "ssh_port"),
-    ("ssh_port = \"abc\"", "ssh_port"),
+    ('ssh_port = "abc"', "ssh_port"),
     ("ssh_port = 22.5", "ssh_port"),
     ("ssh_port = true", "ssh_port"),
     ("max_concurrent_deploys = 0", "max_concurrent_deploys"),
-    ("auto_create_apps = \"maybe\"", "auto_create_apps"),
+    ('auto_create_apps = "maybe"', "auto_create_apps"),
     ("auto_create_apps = 1", "auto_create_apps"),
-    ("base_domain = \"-bad\"", "base_domain"),
-    ("deploy_branch = \"a..b\"", "deploy_branch"),
-    ("health_path = \"health\"", "health_path"),
+    ('base_domain = "-bad"', "base_domain"),
+    ('deploy_branch = "a..b"', "deploy_branch"),
+    ('health_path = "health"', "health_path"),
     ("proxy_host = 5", "proxy_host"),
     ("data_dir = 5", "data_dir"),
     ("health_timeout = -1.0", "health_timeout"),
@@ -517,7 +536,9 @@ def _keygen(directory: Path, name: str = "id_ed25519") -> Path:
     private = directory / name
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@example", "-f", str(private)],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return private
 
@@ -525,7 +546,10 @@ def _keygen(directory: Path, name: str = "id_ed25519") -> Path:
 def _ssh_keygen_fingerprint(pub: Path) -> str:
     out = subprocess.run(
         ["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)],
-        check=True, capture_output=True, text=True, timeout=30,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
     field = out.split()[1]
     assert field.startswith("SHA256:")
@@ -565,8 +589,14 @@ def test_parse_public_key_rejects_two_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["garbage", "ssh-ed25519", "ssh-ed25519 AAAA", "ssh-ed25519 !!!not-base64!!!",
-     "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIA==", "-----BEGIN PUBLIC KEY-----"],
+    [
+        "garbage",
+        "ssh-ed25519",
+        "ssh-ed25519 AAAA",
+        "ssh-ed25519 !!!not-base64!!!",
+        "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIA==",
+        "-----BEGIN PUBLIC KEY-----",
+    ],
 )
 def test_parse_public_key_rejects_garbage(text: str) -> None:
     with pytest.raises(ValidationError) as info:

@@ -36,16 +36,19 @@ def _toml(key: str, literal: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("value", "ok"), [("10000", True), ("10001", False), ("0", False),
-                                           ("1", True), ("2.5", False), ("x", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("10000", True), ("10001", False), ("0", False), ("1", True), ("2.5", False), ("x", False)],
+)
 def test_health_retries_have_one_bound(value: str, ok: bool) -> None:
     assert _server("health_retries", value) is ok
     assert _app("retries", value, CHECKS) is ok
     assert _toml("retries", value if value != "x" else '"x"') is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("/health", True), ("/he alth", False),
-                                           ("health", False), ("/a\tb", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"), [("/health", True), ("/he alth", False), ("health", False), ("/a\tb", False)]
+)
 def test_health_paths_have_one_rule(value: str, ok: bool) -> None:
     assert _server("health_path", value) is ok
     assert _app("health_path", value) is ok
@@ -53,9 +56,18 @@ def test_health_paths_have_one_rule(value: str, ok: bool) -> None:
     assert _toml("path", f'"{value}"'.replace("\t", "\\t")) is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("5", True), ("0.25", True), ("0", False),
-                                           ("-1", False), ("nan", False), ("inf", False),
-                                           ("1e9", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("5", True),
+        ("0.25", True),
+        ("0", False),
+        ("-1", False),
+        ("nan", False),
+        ("inf", False),
+        ("1e9", False),
+    ],
+)
 def test_seconds_have_one_rule(value: str, ok: bool) -> None:
     assert _server("health_timeout", value) is ok
     assert _app("timeout", value, CHECKS) is ok
@@ -63,15 +75,18 @@ def test_seconds_have_one_rule(value: str, ok: bool) -> None:
         assert _toml("timeout", value) is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("8000", True), ("65535", True), ("65536", False),
-                                           ("http", False), ("-1", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("8000", True), ("65535", True), ("65536", False), ("http", False), ("-1", False)],
+)
 def test_ports_have_one_rule(value: str, ok: bool) -> None:
     assert _server("proxy_port", value) is ok
     assert _app("port", value) is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("https://h.example/x", True), ("ftp://h", False),
-                                           ("https://a b", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"), [("https://h.example/x", True), ("ftp://h", False), ("https://a b", False)]
+)
 def test_urls_have_one_rule(value: str, ok: bool) -> None:
     assert _server("webhook_url", value) is ok
     assert _app("webhook_url", value) is ok

@@ -18,18 +18,22 @@ from rivetr_git.errors import ValidationError
 T = TypeVar("T")
 
 
-def _field(key: str, check: Callable[[str], T], example: str, reset: str
-           ) -> Callable[[str], T | None]:
+def _field(
+    key: str, check: Callable[[str], T], example: str, reset: str
+) -> Callable[[str], T | None]:
     """An app setting checked by `validate`; '' resets it (None). The error names the key,
     says what to give with an example, and how to reset."""
+
     def parse(value: str) -> T | None:
         if value == "":
             return None
         try:
             return check(value)
         except ValueError as exc:
-            raise ValidationError(f"{key}={value!r}: {exc}; e.g. {key}={example} ({key}= "
-                                  f"{reset})") from None
+            raise ValidationError(
+                f"{key}={value!r}: {exc}; e.g. {key}={example} ({key}= {reset})"
+            ) from None
+
     return parse
 
 
@@ -39,13 +43,19 @@ def _required(parse: Callable[[str], T | None], key: str) -> Callable[[str], T]:
         if found is None:
             raise ValidationError(f"{key}= needs a value")
         return found
+
     return check
 
 
-_dockerfile = _required(_field("dockerfile", validate.repo_path, "docker/web.Dockerfile",
-                               "is not allowed: give the path"), "dockerfile")
-_context = _field("build_context", validate.repo_path, "services/web",
-                  "resets to the repository root")
+_dockerfile = _required(
+    _field(
+        "dockerfile", validate.repo_path, "docker/web.Dockerfile", "is not allowed: give the path"
+    ),
+    "dockerfile",
+)
+_context = _field(
+    "build_context", validate.repo_path, "services/web", "resets to the repository root"
+)
 _publish_dir = _field("publish_dir", validate.repo_path, "dist", "detects it again")
 
 
@@ -64,12 +74,14 @@ def _build_type(value: str) -> str | None:
 
 def _name(key: str, advice: str, max_len: int) -> Callable[[str], str | None]:
     """A validator for a name (a build stage, a compose service); '' resets it."""
+
     def check(value: str) -> str | None:
         if value == "":
             return None
         if not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{max_len - 1}}}", value):
             raise ValidationError(f"{key}={value!r}: give {advice}")
         return value
+
     return check
 
 
@@ -78,12 +90,13 @@ def _no_cache(value: str) -> bool:
 
 
 _port = _field("port", validate.port, "8000", "resets to the image's EXPOSE, else 5000")
-_health_path = _field("health_path", validate.http_path, "/health",
-                      "resets to the server default")
-_branch = _field("deploy_branch", validate.branch, "production",
-                 "resets to the server's deploy_branch")
-_webhook_url = _field("webhook_url", validate.http_url, "https://hooks.example.com/deploys",
-                      "removes it")
+_health_path = _field("health_path", validate.http_path, "/health", "resets to the server default")
+_branch = _field(
+    "deploy_branch", validate.branch, "production", "resets to the server's deploy_branch"
+)
+_webhook_url = _field(
+    "webhook_url", validate.http_url, "https://hooks.example.com/deploys", "removes it"
+)
 
 
 FIELDS: dict[str, Callable[[str], Any]] = {
@@ -94,12 +107,16 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "webhook_url": _webhook_url,
     "build_type": _build_type,
     "build_context": _build_context,
-    "build_target": _name("build_target", "the name of a build stage (FROM ... AS NAME), "
-                          "e.g. build_target=production", 128),
+    "build_target": _name(
+        "build_target",
+        "the name of a build stage (FROM ... AS NAME), e.g. build_target=production",
+        128,
+    ),
     "build_no_cache": _no_cache,
     "publish_dir": _publish_dir,
-    "compose_service": _name("compose_service", "the name of a service in the compose file, "
-                             "e.g. compose_service=web", 63),
+    "compose_service": _name(
+        "compose_service", "the name of a service in the compose file, e.g. compose_service=web", 63
+    ),
 }
 
 _memory = _field("memory", validate.memory, "512m", "removes the limit")
@@ -127,6 +144,7 @@ def _command(key: str) -> Callable[[str], str | None]:
         if "\0" in value or len(value) > 4096:
             raise ValidationError(f"{key}=...: a command of at most 4096 characters, no NUL")
         return value
+
     return parse
 
 
@@ -138,18 +156,24 @@ CHECKS: Fields = {
     "path": ("health_path", _health_path),
     "timeout": ("health_timeout", _seconds("timeout", "5")),
     "interval": ("health_interval", _seconds("interval", "1")),
-    "retries": ("health_retries", _field("retries", validate.retries, "10",
-                                         "resets to the default")),
+    "retries": (
+        "health_retries",
+        _field("retries", validate.retries, "10", "resets to the default"),
+    ),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
 }
+
+
 def _build_env(value: str) -> str | None:
     names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
         return None
     bad = [n for n in names if n == "PORT" or not _is_env_name(n)]
     if bad:
-        raise ValidationError(f"env={value!r}: give env var names separated by commas, e.g. "
-                              f"env=NPM_TOKEN,API_URL (not {', '.join(bad)}); env= clears it")
+        raise ValidationError(
+            f"env={value!r}: give env var names separated by commas, e.g. "
+            f"env=NPM_TOKEN,API_URL (not {', '.join(bad)}); env= clears it"
+        )
     return ",".join(dict.fromkeys(names))
 
 
@@ -171,19 +195,26 @@ BUILDS: Fields = {
     "publish_dir": ("publish_dir", _publish_dir),
     "compose_service": ("compose_service", FIELDS["compose_service"]),
 }
+
+
 def _binds(value: str) -> str | None:
     """Bind mounts HOST:CONTAINER[:ro], comma-separated: absolute, normalised paths only."""
     entries = [e.strip() for e in value.split(",") if e.strip()]
     for entry in entries:
         host, _, rest = entry.partition(":")
         container, _, mode = rest.partition(":")
-        if not all(p.startswith("/") and p == str(PurePosixPath(p)) and ".." not in p
-                   and not any(c.isspace() for c in p) for p in (host, container)) \
-                or mode not in ("", "ro"):
+        if not all(
+            p.startswith("/")
+            and p == str(PurePosixPath(p))
+            and ".." not in p
+            and not any(c.isspace() for c in p)
+            for p in (host, container)
+        ) or mode not in ("", "ro"):
             raise ValidationError(
                 f"binds={value!r}: give HOST:CONTAINER[:ro] pairs of absolute paths separated "
                 f"by commas, e.g. binds=/srv/shop-uploads:/uploads (not {entry!r}); binds= "
-                "removes them all")
+                "removes them all"
+            )
     return ",".join(dict.fromkeys(entries)) or None
 
 

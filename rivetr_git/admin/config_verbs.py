@@ -54,8 +54,7 @@ class ConfigVerbs:
         await out(f"removed {', '.join(names)} from {app.name}")
         return await self._apply(inv, app, out, restart, "config:unset")
 
-    async def _apply(self, inv: Invocation, app: App, out: Out, restart: Restart,
-                     why: str) -> int:
+    async def _apply(self, inv: Invocation, app: App, out: Out, restart: Restart, why: str) -> int:
         if inv.args.no_restart:
             await out("stored; the next deploy or ps:restart uses it")
             return 0

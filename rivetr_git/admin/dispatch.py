@@ -53,9 +53,14 @@ async def visible_app(store: Store, name: str, caller: Caller) -> App:
     return app
 
 
-async def dispatch(store: Store, handlers: Mapping[str, Handler],
-                   app_handlers: Mapping[str, AppHandler], argv: Sequence[str], caller: Caller,
-                   session: Session) -> int:
+async def dispatch(
+    store: Store,
+    handlers: Mapping[str, Handler],
+    app_handlers: Mapping[str, AppHandler],
+    argv: Sequence[str],
+    caller: Caller,
+    session: Session,
+) -> int:
     """Parse and run one command. Raises RivetrError (UsageHelp for help) for the edge."""
     invocation = verbs.parse(argv)
     verb = invocation.verb

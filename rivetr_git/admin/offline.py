@@ -23,9 +23,21 @@ from rivetr_git.settings import Settings
 from rivetr_git.store.data_dir import make_private
 from rivetr_git.store.database import Store
 
-RECORD_VERBS = frozenset(("apps:list", "apps:info", "apps:set", "deploys", "deploys:log",
-                          "keys:add", "keys:list", "keys:remove", "access:grant",
-                          "access:revoke", "help"))
+RECORD_VERBS = frozenset(
+    (
+        "apps:list",
+        "apps:info",
+        "apps:set",
+        "deploys",
+        "deploys:log",
+        "keys:add",
+        "keys:list",
+        "keys:remove",
+        "access:grant",
+        "access:revoke",
+        "help",
+    )
+)
 
 
 class StoredFacts:
@@ -54,10 +66,14 @@ class StoredFacts:
         repo = repo_config.RepoConfig()
         if current is not None:
             with contextlib.suppress(RivetrError):
-                repo = repo_config.parse(await Repos(self._settings.repos_dir).read_file(
-                    app.name, current.commit_sha, repo_config.FILE_NAME))
-        return app_policy.health(self._settings, app, repo,
-                                 current.build_type if current is not None else None)
+                repo = repo_config.parse(
+                    await Repos(self._settings.repos_dir).read_file(
+                        app.name, current.commit_sha, repo_config.FILE_NAME
+                    )
+                )
+        return app_policy.health(
+            self._settings, app, repo, current.build_type if current is not None else None
+        )
 
 
 async def run_offline(settings: Settings, argv: Sequence[str], session: Session) -> int:
@@ -70,16 +86,20 @@ async def run_offline(settings: Settings, argv: Sequence[str], session: Session)
     if verb.name not in RECORD_VERBS:
         raise ServerNotRunning(
             f"the rivetr-git server is not running with data dir {settings.data_dir} "
-            f"({verb.name} runs in it); start it with `rivetr-git serve`, or pass --data-dir")
+            f"({verb.name} runs in it); start it with `rivetr-git serve`, or pass --data-dir"
+        )
     if verb.name != "keys:add" and not settings.db_path.exists():
         # Only the first key may create the database: a typo'd data dir stays untouched.
-        raise NotFound(f"{settings.data_dir} holds no rivetr-git data (no server has run with "
-                       "it); pass the server's --data-dir, or start one with `rivetr-git serve`")
+        raise NotFound(
+            f"{settings.data_dir} holds no rivetr-git data (no server has run with "
+            "it); pass the server's --data-dir, or start one with `rivetr-git serve`"
+        )
     make_private(settings.data_dir)  # keys:add may create the database
     store = await Store.open(settings.db_path)
     try:
         records = Records(settings, store, StoredFacts(settings, store))
-        return await dispatch(store, records.handlers, records.app_handlers, argv,
-                              Caller(None), session)
+        return await dispatch(
+            store, records.handlers, records.app_handlers, argv, Caller(None), session
+        )
     finally:
         await store.close()

@@ -36,28 +36,40 @@ class Facts(Protocol):
 
 
 class Records:
-    def __init__(self, settings: Settings, store: Store, facts: Facts,
-                 repo_size: Callable[[str], Awaitable[int]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        facts: Facts,
+        repo_size: Callable[[str], Awaitable[int]] | None = None,
+    ) -> None:
         self._settings = settings
         self._repo_size = repo_size
         self._store = store
         self._facts = facts
         self.handlers: dict[str, Handler] = {
-            "apps:list": self._apps_list, "apps:set": self._apps_set,
+            "apps:list": self._apps_list,
+            "apps:set": self._apps_set,
             "deploys:log": self._deploy_log,
-            "keys:add": self._keys_add, "keys:list": self._keys_list,
+            "keys:add": self._keys_add,
+            "keys:list": self._keys_list,
             "keys:remove": self._keys_remove,
-            "access:grant": self._access_grant, "access:revoke": self._access_revoke,
+            "access:grant": self._access_grant,
+            "access:revoke": self._access_revoke,
         }
         self.app_handlers: dict[str, AppHandler] = {
-            "apps:info": self._apps_info, "deploys": self._deploys,
+            "apps:info": self._apps_info,
+            "deploys": self._deploys,
         }
 
     # --- apps --------------------------------------------------------------------------------
 
     async def _apps_list(self, inv: Invocation, caller: Caller, s: Session) -> int:
-        apps = (await self._store.list_apps() if caller.key is None
-                else await self._store.apps_visible_to(caller.key))
+        apps = (
+            await self._store.list_apps()
+            if caller.key is None
+            else await self._store.apps_visible_to(caller.key)
+        )
         if not apps:
             await s.out("no apps yet; `apps:create NAME` or an admin key's first push makes one")
             return 0
@@ -65,8 +77,9 @@ class Records:
         for a in apps:
             current = await self._store.current_deployment(a)
             live = f"#{current.id} {current.commit_sha[:7]}" if current else "-"
-            rows.append((a.name, live, state(a, current is not None)[0],
-                         self._facts.app_url(a.name)))
+            rows.append(
+                (a.name, live, state(a, current is not None)[0], self._facts.app_url(a.name))
+            )
         await s.out(render.table(rows, ("APP", "LIVE", "STATE", "URL")))
         return 0
 
@@ -81,12 +94,18 @@ class Records:
         word, why = state(app, current is not None)
         live = "nothing deployed"
         if current:
-            live = (f"#{current.id} {current.commit_sha[:7]} \"{current.commit_message[:50]}\" "
-                    f"on 127.0.0.1:{current.host_port}")
-        build = {"dockerfile": app.dockerfile if app.dockerfile != "Dockerfile" else None,
-                 "context": app.build_context, "target": app.build_target,
-                 "no_cache": "true" if app.build_no_cache else None,
-                 "publish_dir": app.publish_dir, "compose_service": app.compose_service}
+            live = (
+                f'#{current.id} {current.commit_sha[:7]} "{current.commit_message[:50]}" '
+                f"on 127.0.0.1:{current.host_port}"
+            )
+        build = {
+            "dockerfile": app.dockerfile if app.dockerfile != "Dockerfile" else None,
+            "context": app.build_context,
+            "target": app.build_target,
+            "no_cache": "true" if app.build_no_cache else None,
+            "publish_dir": app.publish_dir,
+            "compose_service": app.compose_service,
+        }
         size = render.approx_size(await self._repo_size(app.name)) if self._repo_size else "-"
         lines = [
             f"app:            {app.name}",
@@ -100,9 +119,10 @@ class Records:
             f"build:          {app.build_type or 'auto (detected on each push)'}"
             + "".join(f", {k} {v}" for k, v in build.items() if v),
             f"port:           {app.port if app.port is not None else 'image EXPOSE, else 5000'}",
-            "limits:         memory " + (render.size(app.memory_limit) if app.memory_limit
-                                         else "none") + ", cpu " +
-            (f"{app.cpu_limit:g}" if app.cpu_limit is not None else "none"),
+            "limits:         memory "
+            + (render.size(app.memory_limit) if app.memory_limit else "none")
+            + ", cpu "
+            + (f"{app.cpu_limit:g}" if app.cpu_limit is not None else "none"),
             "health check:   in force (app setting > rivetr.toml of the live commit > "
             "server default) [server default]",
             f"  path:         {used.path or repr('')} [{defaults.path or repr('')}]",
@@ -112,11 +132,11 @@ class Records:
             f"  start_period: {used.start_period:g}s [{defaults.start_period:g}s]",
             f"pre-deploy:     {app.pre_deploy or '-'}",
             f"post-deploy:    {app.post_deploy or '-'}",
-            "command timeout: " + shown(app.deploy_command_timeout,
-                                        self._settings.deploy_command_timeout, "s"),
+            "command timeout: "
+            + shown(app.deploy_command_timeout, self._settings.deploy_command_timeout, "s"),
             f"webhook:        {app.webhook_url or '-'}",
-            "compose binds:  " + (app.compose_binds or "- (an admin allows one with "
-                                                        "compose:allow)"),
+            "compose binds:  "
+            + (app.compose_binds or "- (an admin allows one with compose:allow)"),
         ]
         if app.crashed_reason:
             lines.append(f"crashed:        {app.crashed_reason}")
@@ -138,12 +158,23 @@ class Records:
     async def _deploys(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         limit = inv.args.lines if inv.args.lines is not None else 20
         rows = [
-            (f"#{d.id}", d.status.value, d.kind, d.commit_sha[:7], d.commit_message[:40],
-             d.created_at[:19], d.pushed_by or "", d.error_message or d.post_deploy_error or "")
+            (
+                f"#{d.id}",
+                d.status.value,
+                d.kind,
+                d.commit_sha[:7],
+                d.commit_message[:40],
+                d.created_at[:19],
+                d.pushed_by or "",
+                d.error_message or d.post_deploy_error or "",
+            )
             for d in await self._store.list_deployments(app, limit=max(limit, 1))
         ]
-        await s.out(render.table(rows, ("ID", "STATUS", "KIND", "COMMIT", "MESSAGE", "CREATED",
-                                        "BY", "ERROR")))
+        await s.out(
+            render.table(
+                rows, ("ID", "STATUS", "KIND", "COMMIT", "MESSAGE", "CREATED", "BY", "ERROR")
+            )
+        )
         return 0
 
     async def _deploy_log(self, inv: Invocation, caller: Caller, s: Session) -> int:
@@ -163,8 +194,9 @@ class Records:
         name = validate_key_name(inv.args.name)
         text = (await s.read_input(64 * 1024)).decode("utf-8", "replace")
         if not text.strip():
-            raise ValidationError(f"send the public key on stdin, e.g. "
-                                  f"ssh git@HOST keys:add {name} < {name}.pub")
+            raise ValidationError(
+                f"send the public key on stdin, e.g. ssh git@HOST keys:add {name} < {name}.pub"
+            )
         key = parse_public_key(text)
         role = Role.ADMIN if inv.args.admin else Role.DEVELOPER
         await self._store.add_key(name, key.fingerprint, key.openssh, role)
@@ -174,11 +206,16 @@ class Records:
     async def _keys_list(self, inv: Invocation, caller: Caller, s: Session) -> int:
         keys = await self._store.list_keys()
         if not keys:
-            await s.out("no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub "
-                        "--admin`")
+            await s.out(
+                "no keys; add one with `rivetr-git keys add NAME ~/.ssh/id_ed25519.pub --admin`"
+            )
             return 0
-        await s.out(render.table([(k.name, k.role.value, k.fingerprint, k.created_at[:19])
-                                  for k in keys], ("NAME", "ROLE", "FINGERPRINT", "ADDED")))
+        await s.out(
+            render.table(
+                [(k.name, k.role.value, k.fingerprint, k.created_at[:19]) for k in keys],
+                ("NAME", "ROLE", "FINGERPRINT", "ADDED"),
+            )
+        )
         return 0
 
     async def _keys_remove(self, inv: Invocation, caller: Caller, s: Session) -> int:

@@ -9,8 +9,9 @@ from rivetr_git.terminal import neutralise
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     """Cells may quote what pushers and apps wrote (commit messages, errors): neutralised."""
-    cells = [list(map(str, header))] + [[("" if c is None else neutralise(str(c))) for c in r]
-                                        for r in rows]
+    cells = [list(map(str, header))] + [
+        [("" if c is None else neutralise(str(c))) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells

@@ -38,10 +38,18 @@ __all__ = ["Admin", "Caller", "Session"]  # Caller and Session live in dispatch
 
 
 class Admin:
-    def __init__(self, settings: Settings, store: Store, deployer: Deployer,
-                 processes: Processes, releases: ReleaseCommands, routes: RouteTable,
-                 create_repo: Callable[[str], Awaitable[object]], env: EnvVars,
-                 repo_size: Callable[[str], Awaitable[int]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        deployer: Deployer,
+        processes: Processes,
+        releases: ReleaseCommands,
+        routes: RouteTable,
+        create_repo: Callable[[str], Awaitable[object]],
+        env: EnvVars,
+        repo_size: Callable[[str], Awaitable[int]] | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._deployer = deployer
@@ -51,57 +59,73 @@ class Admin:
         self._create_repo = create_repo
         self._config = ConfigVerbs(env)
         records = Records(settings, store, deployer, repo_size)
-        self._handlers: dict[str, Handler] = {"apps:create": self._apps_create,
-                                              **records.handlers}
+        self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
-            **records.app_handlers, "apps:destroy": self._apps_destroy,
-            "limits:set": self._settings_verb, "checks:set": self._settings_verb,
+            **records.app_handlers,
+            "apps:destroy": self._apps_destroy,
+            "limits:set": self._settings_verb,
+            "checks:set": self._settings_verb,
             "compose:allow": self._settings_verb,
-            "deploy:set": self._settings_verb, "builds:set": self._settings_verb,
-            "domains:add": self._domains_add, "domains:remove": self._domains_remove,
+            "deploy:set": self._settings_verb,
+            "builds:set": self._settings_verb,
+            "domains:add": self._domains_add,
+            "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
-            "ps:restart": self._ps_restart, "ps:stop": self._ps_stop, "ps:start": self._ps_start,
-            "logs": self._logs, "run": self._run,
-            "releases": self._release_verbs, "rollback": self._release_verbs,
-            "config": self._config_verbs, "config:get": self._config_verbs,
-            "config:set": self._config_verbs, "config:unset": self._config_verbs,
+            "ps:restart": self._ps_restart,
+            "ps:stop": self._ps_stop,
+            "ps:start": self._ps_start,
+            "logs": self._logs,
+            "run": self._run,
+            "releases": self._release_verbs,
+            "rollback": self._release_verbs,
+            "config": self._config_verbs,
+            "config:get": self._config_verbs,
+            "config:set": self._config_verbs,
+            "config:unset": self._config_verbs,
         }
-        missing = ({v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers)
-                   - {"help"})
+        missing = (
+            {v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers) - {"help"}
+        )
         if missing:
             raise RuntimeError(f"verbs without a handler: {sorted(missing)}")
 
     async def run(self, argv: Sequence[str], caller: Caller, session: Session) -> int:
         """Parse and run one command. Raises RivetrError (UsageHelp for help) for the edge."""
-        return await dispatch(self._store, self._handlers, self._app_handlers, argv, caller,
-                              session)
+        return await dispatch(
+            self._store, self._handlers, self._app_handlers, argv, caller, session
+        )
 
     # --- apps --------------------------------------------------------------------------------
 
-    async def _apps_create(self, inv: Invocation, caller: Caller,
-                           s: Session) -> int:
+    async def _apps_create(self, inv: Invocation, caller: Caller, s: Session) -> int:
         assert inv.app is not None
         created = await self._store.create_app(inv.app)
         await self._create_repo(created.name)
-        await s.out(f"created {created.name}; push to it: git remote add rivetr "
-                    f"ssh://git@HOST:{self._settings.ssh_port}/{created.name}")
+        await s.out(
+            f"created {created.name}; push to it: git remote add rivetr "
+            f"ssh://git@HOST:{self._settings.ssh_port}/{created.name}"
+        )
         return 0
 
-    async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller,
-                            s: Session) -> int:
+    async def _apps_destroy(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         if inv.args.confirm != app.name:
             raise ValidationError(
                 f"destroying {app.name} removes its containers, images, repository, settings "
-                f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}")
+                f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}"
+            )
         await self._deployer.destroy(app)
         await self._refresh_domains()
         await s.out(f"destroyed {app.name}")
         return 0
 
-    async def _settings_verb(self, inv: Invocation, app: App, caller: Caller,
-                             s: Session) -> int:
-        fields = {"limits:set": LIMITS, "checks:set": CHECKS, "deploy:set": DEPLOY_COMMANDS,
-                  "builds:set": BUILDS, "compose:allow": COMPOSE_ALLOW}
+    async def _settings_verb(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        fields = {
+            "limits:set": LIMITS,
+            "checks:set": CHECKS,
+            "deploy:set": DEPLOY_COMMANDS,
+            "builds:set": BUILDS,
+            "compose:allow": COMPOSE_ALLOW,
+        }
         values = parse_assignments(inv.args.assignments, fields[inv.verb.name])
         await self._store.update_app(app.name, **values)
         await s.out(f"{inv.verb.name.partition(':')[0]} of {app.name} updated")
@@ -111,8 +135,7 @@ class Admin:
         await s.out("takes effect on the next deploy or ps:restart")
         return 0
 
-    async def _config_verbs(self, inv: Invocation, app: App, caller: Caller,
-                            s: Session) -> int:
+    async def _config_verbs(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
 
         async def restart(target: App, why: str) -> int:
             return await self._restart(target, caller, s, why)
@@ -127,8 +150,7 @@ class Admin:
 
     # --- domains -----------------------------------------------------------------------------
 
-    async def _domains_add(self, inv: Invocation, app: App, caller: Caller,
-                           s: Session) -> int:
+    async def _domains_add(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         hosts = [validate_domain(h, self._routes.base_domain) for h in inv.args.hosts]
         await self._store.add_domains(app, hosts)
         await self._refresh_domains()
@@ -136,16 +158,14 @@ class Admin:
             await s.out(f"{app.name} is now served at {host}")
         return 0
 
-    async def _domains_remove(self, inv: Invocation, app: App, caller: Caller,
-                              s: Session) -> int:
+    async def _domains_remove(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         hosts = [normalize_host(h) for h in inv.args.hosts]
         await self._store.remove_domains(app, hosts)
         await self._refresh_domains()
         await s.out(f"removed {', '.join(hosts)} from {app.name}")
         return 0
 
-    async def _domains_list(self, inv: Invocation, app: App, caller: Caller,
-                            s: Session) -> int:
+    async def _domains_list(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         await s.out(self._routes.hostname(app.name) + "  (always)")
         for host in await self._store.domains(app):
             await s.out(host)
@@ -165,19 +185,16 @@ class Admin:
             return 0
         return await follow(job, s.out)
 
-    async def _ps_restart(self, inv: Invocation, app: App, caller: Caller,
-                          s: Session) -> int:
+    async def _ps_restart(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         if (await self._store.current_deployment(app)) is None:
             raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
         return await self._restart(app, caller, s, "ps:restart")
 
-    async def _ps_stop(self, inv: Invocation, app: App, caller: Caller,
-                       s: Session) -> int:
+    async def _ps_stop(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         await s.out(await self._processes.stop(app))
         return 0
 
-    async def _ps_start(self, inv: Invocation, app: App, caller: Caller,
-                        s: Session) -> int:
+    async def _ps_start(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         policy = await self._deployer.health_in_force(app)
         await s.out(await self._processes.start(app, self._routes.hostname(app.name), policy))
         return 0
@@ -192,8 +209,7 @@ class Admin:
     async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)
 
-    async def _release_verbs(self, inv: Invocation, app: App, caller: Caller,
-                             s: Session) -> int:
+    async def _release_verbs(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         if inv.verb.name == "releases":
             return await self._releases.releases(app, s.out)
         return await self._releases.rollback(app, inv.args.release, caller.name, s.out)

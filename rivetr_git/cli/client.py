@@ -60,8 +60,11 @@ def resolve_endpoint(url: RemoteUrl, ssh_dir: Path | None = None) -> Endpoint:
     ssh_dir = Path("~/.ssh").expanduser() if ssh_dir is None else ssh_dir
     config_file = ssh_dir / "config"
     try:
-        config = (paramiko.SSHConfig.from_path(str(config_file)) if config_file.is_file()
-                  else paramiko.SSHConfig())
+        config = (
+            paramiko.SSHConfig.from_path(str(config_file))
+            if config_file.is_file()
+            else paramiko.SSHConfig()
+        )
         entry = config.lookup(url.host)
         port = url.port or int(entry.get("port", 22))
     except (OSError, ValueError, paramiko.SSHException) as exc:
@@ -69,7 +72,8 @@ def resolve_endpoint(url: RemoteUrl, ssh_dir: Path | None = None) -> Endpoint:
     identities = [Path(p).expanduser() for p in entry.get("identityfile", [])]
     identities += [ssh_dir / name for name in DEFAULT_KEYS]
     return Endpoint(
-        host=entry.get("hostname", url.host), port=port,
+        host=entry.get("hostname", url.host),
+        port=port,
         user=url.user or entry.get("user") or getpass.getuser(),
         identity_files=tuple(dict.fromkeys(identities)),
     )
@@ -93,8 +97,7 @@ def known_host_keys(ssh_dir: Path | None = None) -> paramiko.HostKeys:
     return keys
 
 
-def check_host_key(endpoint: Endpoint, offered: paramiko.PKey, known: paramiko.HostKeys
-                   ) -> None:
+def check_host_key(endpoint: Endpoint, offered: paramiko.PKey, known: paramiko.HostKeys) -> None:
     """Raise unless known_hosts holds exactly `offered` for this server."""
     name = endpoint.known_hosts_name
     entries = known.lookup(name)
@@ -117,8 +120,9 @@ def check_host_key(endpoint: Endpoint, offered: paramiko.PKey, known: paramiko.H
         )
 
 
-def _prefer_known_key_types(transport: paramiko.Transport, endpoint: Endpoint,
-                            known: paramiko.HostKeys) -> None:
+def _prefer_known_key_types(
+    transport: paramiko.Transport, endpoint: Endpoint, known: paramiko.HostKeys
+) -> None:
     # As OpenSSH does: ask for the key type we can check, not one we have never seen.
     entries = known.lookup(endpoint.known_hosts_name)
     if not entries:
@@ -136,8 +140,10 @@ def connect(endpoint: Endpoint, known: paramiko.HostKeys) -> Iterator[paramiko.T
     try:
         sock = socket.create_connection((endpoint.host, endpoint.port), CONNECT_TIMEOUT)
     except OSError as exc:
-        raise ClientError(f"cannot connect to {where}: {exc.strerror or exc}; is the "
-                          "rivetr-git server running there?") from None
+        raise ClientError(
+            f"cannot connect to {where}: {exc.strerror or exc}; is the "
+            "rivetr-git server running there?"
+        ) from None
     transport = paramiko.Transport(sock)
     try:
         _prefer_known_key_types(transport, endpoint, known)
@@ -190,8 +196,9 @@ def _authenticate(transport: paramiko.Transport, endpoint: Endpoint) -> None:
             tried.append(label)
             continue
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ClientError(f"SSH login to {endpoint.host}:{endpoint.port} failed: {exc}"
-                              ) from None
+            raise ClientError(
+                f"SSH login to {endpoint.host}:{endpoint.port} failed: {exc}"
+            ) from None
         if transport.is_authenticated():
             return
         tried.append(label)
@@ -200,16 +207,22 @@ def _authenticate(transport: paramiko.Transport, endpoint: Endpoint) -> None:
         raise ClientError(
             f"no SSH key to log in with: no ssh-agent keys and none of "
             f"{', '.join(map(str, endpoint.identity_files))} exists{notes}. Create one with "
-            "`ssh-keygen -t ed25519` and ask the server's admin to register its .pub")
+            "`ssh-keygen -t ed25519` and ask the server's admin to register its .pub"
+        )
     raise ClientError(
         f"the server {endpoint.host}:{endpoint.port} does not know your SSH key (tried "
         f"{', '.join(tried)}{notes}). Ask its admin to register your public key: "
         "`rivetr-git keys add NAME KEY.pub` on the server, or `rivetr-git keys:add NAME "
-        "< KEY.pub` from an admin's checkout")
+        "< KEY.pub` from an admin's checkout"
+    )
 
 
-def run_remote(target: Target, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None,
-               stderr: BinaryIO | None = None) -> int:
+def run_remote(
+    target: Target,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> int:
     """Run `target.command` on its server; stream its output; return its exit status.
 
     stdin is forwarded when it is not a terminal (keys:add reads a key from it); else the
@@ -220,8 +233,9 @@ def run_remote(target: Target, stdin: BinaryIO | None = None, stdout: BinaryIO |
         channel = transport.open_session(timeout=CONNECT_TIMEOUT)
         try:
             channel.exec_command(target.command)
-            status = _relay(channel, stdin or _stdin(), stdout or sys.stdout.buffer,
-                            stderr or sys.stderr.buffer)
+            status = _relay(
+                channel, stdin or _stdin(), stdout or sys.stdout.buffer, stderr or sys.stderr.buffer
+            )
         except BrokenPipeError:
             # Our reader left (`rivetr-git logs -f | head`): stop as a pipeline's writer would.
             _silence_stdout()
@@ -229,8 +243,9 @@ def run_remote(target: Target, stdin: BinaryIO | None = None, stdout: BinaryIO |
         finally:
             channel.close()
     if status < 0:
-        raise ClientError(f"the server {endpoint.host}:{endpoint.port} closed the session "
-                          "without an exit status")
+        raise ClientError(
+            f"the server {endpoint.host}:{endpoint.port} closed the session without an exit status"
+        )
     return status
 
 
@@ -248,8 +263,9 @@ def _stdin() -> BinaryIO | None:
     return stream.buffer
 
 
-def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
-           stderr: BinaryIO) -> int:
+def _relay(
+    channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO, stderr: BinaryIO
+) -> int:
     """Copy the channel's output out as it arrives and stdin in; the remote exit status.
 
     The server neutralises what apps and builds print; so does this side for a terminal,
@@ -277,11 +293,12 @@ def _relay(channel: paramiko.Channel, stdin: BinaryIO | None, stdout: BinaryIO,
                 in_fd = None
         if pending and channel.send_ready():
             try:
-                pending = pending[channel.send(pending):]
+                pending = pending[channel.send(pending) :]
             except OSError:  # the command ended without reading all of its input
                 pending, in_fd = b"", None
-        if channel.exit_status_ready() and not (channel.recv_ready()
-                                                or channel.recv_stderr_ready()):
+        if channel.exit_status_ready() and not (
+            channel.recv_ready() or channel.recv_stderr_ready()
+        ):
             _emit(stdout, out(b"", True))
             _emit(stderr, err(b"", True))
             return channel.recv_exit_status()

@@ -41,7 +41,10 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(
-        args, ssh_host=args.ssh_host, ssh_port=args.ssh_port, proxy_host=args.proxy_host,
+        args,
+        ssh_host=args.ssh_host,
+        ssh_port=args.ssh_port,
+        proxy_host=args.proxy_host,
         proxy_port=args.proxy_port,
     )
     logging.basicConfig(
@@ -111,10 +114,11 @@ class _Terminal:
 
 def run_local(call: VerbCall) -> int:
     """A verb on this machine's server, or in-process while it is down (record verbs)."""
-    settings = load_settings(config_file=Path(call.config) if call.config else None,
-                             overrides={"data_dir": call.data_dir})
-    argv = shape_argv(call.verb, call.app, call.args) if call.app else [call.verb.name,
-                                                                          *call.args]
+    settings = load_settings(
+        config_file=Path(call.config) if call.config else None,
+        overrides={"data_dir": call.data_dir},
+    )
+    argv = shape_argv(call.verb, call.app, call.args) if call.app else [call.verb.name, *call.args]
     parse_verb(argv)  # usage errors and --help need no server
     stdin = _stdin_of(call)
     try:
@@ -145,9 +149,11 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     make_private(settings.data_dir)
     count = asyncio.run(rotate(settings.data_dir, settings.db_path))
-    print(f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
-          f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "
-          "backup of the key file with the new one")
+    print(
+        f"re-encrypted {count} env var value{'' if count == 1 else 's'} under a new master "
+        f"key ({settings.data_dir / 'master.key'}); the old key is gone: replace any "
+        "backup of the key file with the new one"
+    )
     return 0
 
 
@@ -157,10 +163,19 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a sub-command's copy of an option must not reset what came before it.
-    common.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
-                        help="TOML settings file (default: none)")
-    common.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
-                        help="data directory (default: ./data, or RIVETR_DATA_DIR)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML settings file (default: none)",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="data directory (default: ./data, or RIVETR_DATA_DIR)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="rivetr-git",
@@ -172,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`ssh -p PORT git@HOST COMMAND`):\n"
         + help_text().partition("\n")[2]
         + "\n\nOlder spellings of some of them (always this machine's data dir):\n"
-        + alias_help() + "\n\n" + CLIENT_MODE_HELP,
+        + alias_help()
+        + "\n\n"
+        + CLIENT_MODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rivetr-git {__version__}")
@@ -188,7 +205,9 @@ Subparsers = Any  # argparse's _SubParsersAction is private
 
 def _add_serve(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser(
-        "serve", parents=[common], help="run the SSH receiver, pipeline and proxy",
+        "serve",
+        parents=[common],
+        help="run the SSH receiver, pipeline and proxy",
         description="Run the SSH receiver, deploy pipeline and reverse proxy in one process. "
         "Ctrl-C or SIGTERM stops it; app containers keep running.",
         epilog=settings_help()
@@ -203,16 +222,22 @@ def _add_serve(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_secrets(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    secrets = sub.add_parser("secrets", help="manage the master key of the env vars",
-                             description="The master key that encrypts env var values "
-                             "(AES-256-GCM), DATA_DIR/master.key.")
+    secrets = sub.add_parser(
+        "secrets",
+        help="manage the master key of the env vars",
+        description="The master key that encrypts env var values "
+        "(AES-256-GCM), DATA_DIR/master.key.",
+    )
     secrets_sub = secrets.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
     rotate = secrets_sub.add_parser(
-        "rotate", parents=[common], help="re-encrypt every env var under a new master key",
+        "rotate",
+        parents=[common],
+        help="re-encrypt every env var under a new master key",
         description="Generate a new master key, re-encrypt every env var value (apps' and "
         "the copies kept by each release) in one transaction, then replace "
         "DATA_DIR/master.key. Safe to interrupt: the next start or rotation keeps whichever "
-        "key the database matches. The server must be stopped (this refuses otherwise).")
+        "key the database matches. The server must be stopped (this refuses otherwise).",
+    )
     rotate.set_defaults(fn=cmd_secrets_rotate)
 
 

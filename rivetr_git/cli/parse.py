@@ -53,9 +53,11 @@ class Alias:
         return " ".join(self.words).removesuffix(" -")
 
     def help(self) -> str:
-        return (f"usage: rivetr-git {self.spelling} {self.usage}\n\nThe older spelling of "
-                f"`rivetr-git {self.verb}`: the same action, the same output.\n\n"
-                + verb_parser(BY_NAME[self.verb], "rivetr-git").format_help().rstrip())
+        return (
+            f"usage: rivetr-git {self.spelling} {self.usage}\n\nThe older spelling of "
+            f"`rivetr-git {self.verb}`: the same action, the same output.\n\n"
+            + verb_parser(BY_NAME[self.verb], "rivetr-git").format_help().rstrip()
+        )
 
 
 @dataclass(frozen=True)
@@ -76,21 +78,23 @@ class VerbCall:
 def _keys_add(args: list[str]) -> tuple[list[str], str | None]:
     words = [a for a in args if a == "-" or not a.startswith("-")]
     if len(words) != 2:
-        raise ValidationError(f"usage: rivetr-git keys add {ALIASES[0].usage}\n"
-                              "`rivetr-git keys add --help` explains it")
+        raise ValidationError(
+            f"usage: rivetr-git keys add {ALIASES[0].usage}\n"
+            "`rivetr-git keys add --help` explains it"
+        )
     name, path = words
     return [name, *(a for a in args if a not in words)], path
 
 
 def _deploys_list(args: list[str]) -> tuple[list[str], str | None]:
     # The older spelling's --limit is the verb's -n/--lines.
-    return [("--lines" + a.removeprefix("--limit")) if a.startswith("--limit") else a
-            for a in args], None
+    return [
+        ("--lines" + a.removeprefix("--limit")) if a.startswith("--limit") else a for a in args
+    ], None
 
 
 ALIASES: tuple[Alias, ...] = (
-    Alias(("keys", "add"), "keys:add", "NAME PUBKEY_FILE [--admin]   ('-' reads stdin)",
-          _keys_add),
+    Alias(("keys", "add"), "keys:add", "NAME PUBKEY_FILE [--admin]   ('-' reads stdin)", _keys_add),
     Alias(("keys", "list"), "keys:list", ""),
     Alias(("keys", "remove"), "keys:remove", "NAME"),
     Alias(("access", "grant"), "access:grant", "KEY APP"),
@@ -105,8 +109,9 @@ _GROUPS = {a.words[0] for a in ALIASES} - {"logs"}
 
 
 def alias_help() -> str:
-    return "\n".join(f"  rivetr-git {a.spelling} {a.usage}".rstrip() + f"\n      = {a.verb}"
-                     for a in ALIASES)
+    return "\n".join(
+        f"  rivetr-git {a.spelling} {a.usage}".rstrip() + f"\n      = {a.verb}" for a in ALIASES
+    )
 
 
 def parse_command_line(argv: Sequence[str]) -> VerbCall | None:
@@ -145,15 +150,21 @@ def parse_command_line(argv: Sequence[str]) -> VerbCall | None:
     alias = _alias_of(words)
     args, stdin_file = words[1:], None
     if alias is not None:
-        args = words[len(alias.words):] if alias.words[1] != "-" else words[1:]
+        args = words[len(alias.words) :] if alias.words[1] != "-" else words[1:]
         if "-h" in args or "--help" in args:
             raise UsageHelp(alias.help())
         args, stdin_file = alias.rewrite(args)
-    return VerbCall(verb=BY_NAME[alias.verb if alias else words[0]], args=tuple(args),
-                    remote=found.get("--remote"), app=found.get("--app"),
-                    local=bool(found.keys() & set(LOCAL_OPTIONS)),
-                    data_dir=found.get("--data-dir"), config=found.get("--config"),
-                    alias=alias, stdin_file=stdin_file)
+    return VerbCall(
+        verb=BY_NAME[alias.verb if alias else words[0]],
+        args=tuple(args),
+        remote=found.get("--remote"),
+        app=found.get("--app"),
+        local=bool(found.keys() & set(LOCAL_OPTIONS)),
+        data_dir=found.get("--data-dir"),
+        config=found.get("--config"),
+        alias=alias,
+        stdin_file=stdin_file,
+    )
 
 
 def _alias_of(words: list[str]) -> Alias | None:
@@ -167,8 +178,9 @@ def _alias_of(words: list[str]) -> Alias | None:
 
 
 def _group_help(group: str, rest: list[str]) -> NoReturn:
-    choices = "\n".join(f"  rivetr-git {a.spelling} {a.usage}".rstrip() for a in ALIASES
-                        if a.words[0] == group)
+    choices = "\n".join(
+        f"  rivetr-git {a.spelling} {a.usage}".rstrip() for a in ALIASES if a.words[0] == group
+    )
     if rest[:1] in (["-h"], ["--help"]):
         raise UsageHelp(f"usage:\n{choices}")
     what = f"unknown action {rest[0]!r}" if rest else "an action is missing"

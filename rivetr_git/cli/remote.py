@@ -55,8 +55,9 @@ class Target:
     command: str  # the exec request, e.g. "config:set hello 'K=a b'"
 
 
-def client_target(argv: Sequence[str], env: Mapping[str, str],
-                  cwd: str | None = None) -> Target | None:
+def client_target(
+    argv: Sequence[str], env: Mapping[str, str], cwd: str | None = None
+) -> Target | None:
     """The server command `argv` asks for, or None for local mode.
 
     Client mode: the first non-option word is a verb, and either `--remote NAME` is given,
@@ -67,8 +68,10 @@ def client_target(argv: Sequence[str], env: Mapping[str, str],
     if call is None:
         return None
     if call.remote is not None and call.local:
-        raise ValidationError("--remote sends the command to a server; --data-dir and --config "
-                              "are for this machine's server: give one or the other")
+        raise ValidationError(
+            "--remote sends the command to a server; --data-dir and --config "
+            "are for this machine's server: give one or the other"
+        )
     if call.remote is None and (call.local or env.get("RIVETR_DATA_DIR")):
         return None
     name = call.remote or DEFAULT_REMOTE
@@ -104,8 +107,14 @@ def git_remote_url(name: str, cwd: str | None = None, required: bool = False) ->
     """The URL of git remote `name` of the checkout around `cwd`. None when there is no
     checkout or no such remote, unless `required`: then ValidationError says which."""
     try:
-        result = subprocess.run(["git", "remote", "get-url", "--", name], cwd=cwd,
-                                capture_output=True, text=True, timeout=30, check=False)
+        result = subprocess.run(
+            ["git", "remote", "get-url", "--", name],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         if required:
             raise ValidationError(f"cannot run git to read remote {name!r}: {exc}") from None
@@ -114,8 +123,10 @@ def git_remote_url(name: str, cwd: str | None = None, required: bool = False) ->
         return result.stdout.strip()
     if required:
         why = result.stderr.strip().removeprefix("fatal: ").removeprefix("error: ")
-        raise ValidationError(f"--remote {name}: {why or 'no such git remote'} "
-                              "(`git remote -v` lists this checkout's remotes)")
+        raise ValidationError(
+            f"--remote {name}: {why or 'no such git remote'} "
+            "(`git remote -v` lists this checkout's remotes)"
+        )
     return None
 
 
@@ -129,8 +140,9 @@ def parse_remote_url(raw: str, remote: str = DEFAULT_REMOTE) -> RemoteUrl:
             except ValueError:
                 raise ValidationError(f"git remote {remote!r} ({raw}) has a bad port") from None
             user = urllib.parse.unquote(parts.username) if parts.username else None
-            return RemoteUrl(host=parts.hostname, port=port, user=user,
-                             path=urllib.parse.unquote(parts.path))
+            return RemoteUrl(
+                host=parts.hostname, port=port, user=user, path=urllib.parse.unquote(parts.path)
+            )
     else:
         match = _SCP.fullmatch(raw)
         # git reads "C:/x" or "./a:b" as a local path, not as a host.
@@ -139,8 +151,9 @@ def parse_remote_url(raw: str, remote: str = DEFAULT_REMOTE) -> RemoteUrl:
             if host.startswith("[") and host.count(":") == 1:  # git's [host:port]:path
                 host, _, number = host.partition(":")
                 port = int(number[:-1]) if number[:-1].isdigit() else None
-            return RemoteUrl(host=host.strip("[]"), port=port, user=match["user"],
-                             path=match["path"])
+            return RemoteUrl(
+                host=host.strip("[]"), port=port, user=match["user"], path=match["path"]
+            )
     raise ValidationError(
         f"git remote {remote!r} is {raw!r}, not an SSH URL; client mode needs one like "
         "ssh://git@HOST:2222/APP or git@HOST:APP"
@@ -150,4 +163,3 @@ def parse_remote_url(raw: str, remote: str = DEFAULT_REMOTE) -> RemoteUrl:
 def app_from_path(path: str) -> str:
     """The app a remote path names: APP, APP.git, /APP or /APP.git (as the server reads it)."""
     return validate_app_name(path.removeprefix("/").removesuffix(".git"))
-

@@ -20,8 +20,9 @@ def _pick(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-def health(settings: Settings, app: App, repo: RepoConfig, build_type: str | None = None
-           ) -> health_check.HealthPolicy:
+def health(
+    settings: Settings, app: App, repo: RepoConfig, build_type: str | None = None
+) -> health_check.HealthPolicy:
     """A static site's path defaults to the endpoint its generated server always has."""
     s = settings
     default_path = static_site.HEALTH_PATH if build_type == "static" else s.health_path
@@ -30,16 +31,21 @@ def health(settings: Settings, app: App, repo: RepoConfig, build_type: str | Non
         interval=_pick(app.health_interval, repo.health_interval, s.health_interval),
         timeout=_pick(app.health_timeout, repo.health_timeout, s.health_timeout),
         retries=_pick(app.health_retries, repo.health_retries, s.health_retries),
-        start_period=_pick(app.health_start_period, repo.health_start_period,
-                           s.health_start_period),
+        start_period=_pick(
+            app.health_start_period, repo.health_start_period, s.health_start_period
+        ),
     )
 
 
 def health_defaults(s: Settings) -> health_check.HealthPolicy:
     """The server-wide health check, for `apps:info`."""
-    return health_check.HealthPolicy(path=s.health_path, interval=s.health_interval,
-                                     timeout=s.health_timeout, retries=s.health_retries,
-                                     start_period=s.health_start_period)
+    return health_check.HealthPolicy(
+        path=s.health_path,
+        interval=s.health_interval,
+        timeout=s.health_timeout,
+        retries=s.health_retries,
+        start_period=s.health_start_period,
+    )
 
 
 def command_timeout(settings: Settings, app: App) -> float:
@@ -57,8 +63,9 @@ def limits_note(app: App) -> str:
     return f" (limits: {', '.join(parts)})" if parts else ""
 
 
-async def build_env(env_vars: EnvVars, app: App, deployment_id: int, out: DeployLog
-                    ) -> dict[str, str]:
+async def build_env(
+    env_vars: EnvVars, app: App, deployment_id: int, out: DeployLog
+) -> dict[str, str]:
     """The env vars the app marked for its builds (`builds:set APP env=A,B`), decrypted
     from the deployment's copy. A name that is not set is reported and skipped."""
     names = app.build_env_names
@@ -70,6 +77,8 @@ async def build_env(env_vars: EnvVars, app: App, deployment_id: int, out: Deploy
         raise BuildFailed(f"{exc}; nothing was built") from None
     missing = [n for n in names if n not in env]
     if missing:
-        out.info(f"build env {', '.join(missing)} not set (config:set {app.name} "
-                 "NAME=VALUE); building without")
+        out.info(
+            f"build env {', '.join(missing)} not set (config:set {app.name} "
+            "NAME=VALUE); building without"
+        )
     return {n: env[n] for n in names if n in env}

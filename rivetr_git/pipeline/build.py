@@ -56,10 +56,12 @@ class BuildOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BuildOptions:
-        return cls(limits=BuildLimits.from_settings(settings),
-                   buildpack_builder=settings.buildpack_builder,
-                   static_server_image=settings.static_server_image,
-                   pack_builder=settings.pack_builder)
+        return cls(
+            limits=BuildLimits.from_settings(settings),
+            buildpack_builder=settings.buildpack_builder,
+            static_server_image=settings.static_server_image,
+            pack_builder=settings.pack_builder,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,75 +89,132 @@ async def build(
     is `[build] type` of the repo's rivetr.toml (None: not set). Raises BuildFailed.
     """
     tree = await asyncio.to_thread(read_tree, context_tar)
-    found = choose(tree, app.build_type, repo_build_type, dockerfile=app.dockerfile,
-                   publish_dir=app.publish_dir, builder=options.buildpack_builder)
+    found = choose(
+        tree,
+        app.build_type,
+        repo_build_type,
+        dockerfile=app.dockerfile,
+        publish_dir=app.publish_dir,
+        builder=options.buildpack_builder,
+    )
     log.info(f"build type: {found.build_type} ({found.reason})")
     tag = image_tag(instance, app.name, deployment_id)
     if found.build_type == "compose":
         assert found.compose_file is not None
-        group = await compose.build(runtime, context_tar, context_tar.parent / "src",
-                                    found.compose_file, instance, app.name, deployment_id,
-                                    app.compose_service, log, options.limits.timeout,
-                                    app.compose_bind_list)
+        group = await compose.build(
+            runtime,
+            context_tar,
+            context_tar.parent / "src",
+            found.compose_file,
+            instance,
+            app.name,
+            deployment_id,
+            app.compose_service,
+            log,
+            options.limits.timeout,
+            app.compose_bind_list,
+        )
         return Built(image=group.image, detection=found, group=group)
     await _build_image(runtime, app, found, context_tar, tag, log, options, build_env)
     return Built(image=tag, detection=found)
 
 
-async def _build_image(runtime: Runtime, app: App, found: Detection, context_tar: Path,
-                       tag: str, log: DeployLog, options: BuildOptions,
-                       build_env: Mapping[str, str]) -> None:
+async def _build_image(
+    runtime: Runtime,
+    app: App,
+    found: Detection,
+    context_tar: Path,
+    tag: str,
+    log: DeployLog,
+    options: BuildOptions,
+    build_env: Mapping[str, str],
+) -> None:
     """The image `tag`, built the way the (non-compose) build type `found` says."""
     if found.build_type == "dockerfile":
         assert found.dockerfile is not None  # detection names the file it found
-        await _build_dockerfile(runtime, app, context_tar, found.dockerfile, tag, log,
-                                options, build_env)
+        await _build_dockerfile(
+            runtime, app, context_tar, found.dockerfile, tag, log, options, build_env
+        )
     elif found.build_type == "static":
         assert found.publish_dir is not None
         await _build_static(runtime, app, context_tar, found.publish_dir, tag, log, options)
     elif found.build_type in cli_build.TOOLS:
         await cli_build.build(
-            runtime, found.build_type, context_tar, context_tar.parent / "src", tag, log,
-            build_env=build_env, timeout=options.limits.timeout, no_cache=app.build_no_cache,
-            pack_builder=options.pack_builder)
+            runtime,
+            found.build_type,
+            context_tar,
+            context_tar.parent / "src",
+            tag,
+            log,
+            build_env=build_env,
+            timeout=options.limits.timeout,
+            no_cache=app.build_no_cache,
+            pack_builder=options.pack_builder,
+        )
     else:
         raise BuildFailed(f"build type {found.build_type} cannot build here yet")
 
 
-async def _build_dockerfile(runtime: Runtime, app: App, context_tar: Path, dockerfile: str,
-                            tag: str, log: DeployLog, options: BuildOptions,
-                            build_env: Mapping[str, str]) -> None:
+async def _build_dockerfile(
+    runtime: Runtime,
+    app: App,
+    context_tar: Path,
+    dockerfile: str,
+    tag: str,
+    log: DeployLog,
+    options: BuildOptions,
+    build_env: Mapping[str, str],
+) -> None:
     """Build type *dockerfile*: the pushed tree (or the app's build_context of it)."""
     context = context_tar
     if app.build_context:
-        context, dockerfile = await _narrow(context_tar, context_tar.parent, app.build_context,
-                                            dockerfile)
-    await docker_build(runtime, context, tag, dockerfile, log, limits=options.limits,
-                       target=app.build_target, no_cache=app.build_no_cache,
-                       build_args=build_env)
+        context, dockerfile = await _narrow(
+            context_tar, context_tar.parent, app.build_context, dockerfile
+        )
+    await docker_build(
+        runtime,
+        context,
+        tag,
+        dockerfile,
+        log,
+        limits=options.limits,
+        target=app.build_target,
+        no_cache=app.build_no_cache,
+        build_args=build_env,
+    )
 
 
-async def _build_static(runtime: Runtime, app: App, context_tar: Path, publish_dir: str,
-                        tag: str, log: DeployLog, options: BuildOptions) -> None:
+async def _build_static(
+    runtime: Runtime,
+    app: App,
+    context_tar: Path,
+    publish_dir: str,
+    tag: str,
+    log: DeployLog,
+    options: BuildOptions,
+) -> None:
     """Build type *static*: `publish_dir` of the tree served by the static server image."""
     context = context_tar.parent / "static-context.tar"
-    files = await static_site.prepare(context_tar, context, publish_dir,
-                                      options.static_server_image)
+    files = await static_site.prepare(
+        context_tar, context, publish_dir, options.static_server_image
+    )
     log.info(f"serving {files} files of {publish_dir}/ with {options.static_server_image}")
     # No build args: env vars never enter a static image, only the running container.
-    await docker_build(runtime, context, tag, "Dockerfile", log, limits=options.limits,
-                       no_cache=app.build_no_cache)
+    await docker_build(
+        runtime, context, tag, "Dockerfile", log, limits=options.limits, no_cache=app.build_no_cache
+    )
 
 
-async def _narrow(context_tar: Path, work: Path, directory: str, dockerfile: str
-                  ) -> tuple[Path, str]:
+async def _narrow(
+    context_tar: Path, work: Path, directory: str, dockerfile: str
+) -> tuple[Path, str]:
     """The build context cut down to `directory`; a Dockerfile outside it (or a symlink to
     one) comes along under a name of its own (as `docker build -f` does)."""
     prefix = directory.rstrip("/") + "/"
     real, content = await asyncio.to_thread(_read_dockerfile, context_tar, dockerfile)
     extra: dict[str, bytes] = {}
     if real.startswith(prefix):
-        inside = real[len(prefix):]
+        inside = real[len(prefix) :]
     else:
         inside = ".rivetr.Dockerfile"
         extra[inside] = content
@@ -186,14 +245,17 @@ def _read_dockerfile(tar: Path, name: str) -> tuple[str, bytes]:
             path = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
             if link.startswith("/") or path == ".." or path.startswith("../"):
                 raise BuildFailed(_unreadable(name, link, "is outside the pushed tree"))
-    raise BuildFailed(f"{name} is a chain of more than {_MAX_LINKS} symlinks; commit the "
-                      "Dockerfile itself")
+    raise BuildFailed(
+        f"{name} is a chain of more than {_MAX_LINKS} symlinks; commit the Dockerfile itself"
+    )
 
 
 def _unreadable(name: str, path: str, why: str) -> str:
     via = "" if path == name else f"links to {path}, which "
-    return (f"the Dockerfile {name} {via}{why}; commit the Dockerfile itself (or a symlink "
-            "to a file in the repository), or set the app's dockerfile")
+    return (
+        f"the Dockerfile {name} {via}{why}; commit the Dockerfile itself (or a symlink "
+        "to a file in the repository), or set the app's dockerfile"
+    )
 
 
 async def docker_build(
@@ -213,10 +275,14 @@ async def docker_build(
     # No build labels: the legacy builder turns each into a LABEL step, a container and
     # a layer on every push. The tag's repository (rivetr-<instance>/<app>) identifies it.
     spec = BuildSpec(
-        context_tar=context_tar, tag=tag, dockerfile=dockerfile,
+        context_tar=context_tar,
+        tag=tag,
+        dockerfile=dockerfile,
         timeout=limits.timeout if limits else None,
         cpus=limits.cpus if limits else None,
         memory=limits.memory if limits else None,
-        target=target, no_cache=no_cache, build_args=dict(build_args or {}),
+        target=target,
+        no_cache=no_cache,
+        build_args=dict(build_args or {}),
     )
     await runtime.build(spec, lambda line: log.output(line, "build"))

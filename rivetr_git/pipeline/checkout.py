@@ -9,8 +9,7 @@ from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.store.repos import Export, Repos
 
 
-async def checkout(repos: Repos, app: str, sha: str, build_dir: Path, log: DeployLog
-                   ) -> Export:
+async def checkout(repos: Repos, app: str, sha: str, build_dir: Path, log: DeployLog) -> Export:
     """Export the commit's tree as a tar (the build context, at `.path`), saying which
     submodules it leaves out."""
     export = await repos.export(app, sha, build_dir / "context.tar")
@@ -23,10 +22,12 @@ async def checkout(repos: Repos, app: str, sha: str, build_dir: Path, log: Deplo
 def submodules_note(paths: tuple[str, ...]) -> str:
     """What happened to a pushed tree's submodules, and what to do about it."""
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    return (f"submodules in a pushed tree are not fetched, so {shown} "
-            f"{'is' if len(paths) == 1 else 'are'} empty in the build: vendor the code "
-            f"(git rm --cached {paths[0]}, then commit its files), or fetch it in the "
-            "Dockerfile if it is public (e.g. RUN git clone URL)")
+    return (
+        f"submodules in a pushed tree are not fetched, so {shown} "
+        f"{'is' if len(paths) == 1 else 'are'} empty in the build: vendor the code "
+        f"(git rm --cached {paths[0]}, then commit its files), or fetch it in the "
+        "Dockerfile if it is public (e.g. RUN git clone URL)"
+    )
 
 
 def explain_build_failure(exc: BuildFailed, export: Export) -> BuildFailed:

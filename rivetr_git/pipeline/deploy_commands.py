@@ -31,8 +31,9 @@ class LineSplitter:
         return [rest.decode("utf-8", "replace")] if rest else []
 
 
-async def run(runtime: Runtime, container_id: str, which: str, command: str, timeout: float,
-              out: DeployLog) -> str | None:
+async def run(
+    runtime: Runtime, container_id: str, which: str, command: str, timeout: float, out: DeployLog
+) -> str | None:
     """Run one deploy command; None if it succeeded, else why it failed (with its last
     output lines)."""
     out.header(f"Running {which}-deploy command: {command}")

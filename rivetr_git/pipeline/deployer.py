@@ -59,13 +59,34 @@ class Deployer:
         self._background: set[asyncio.Task[None]] = set()
         self._gate = cleanup.BuildGate()
         self._compose_dir = settings.data_dir / "compose"
-        self._watch = AutoRollback(settings, store, runtime, routes, notifier, self._spawn,
-                                   self.app_url, self._queue_rollback)
-        failures = FailureCleanup(store, repos, runtime, instance, self._compose_dir,
-                                  settings.deploy_branch, self._gate)
-        runner = Runner(settings, store, repos, runtime, routes, instance, notifier, env_vars,
-                        gate=self._gate, failures=failures, spawn=self._spawn,
-                        on_live=self._watch.watch, app_url=self.app_url)
+        self._watch = AutoRollback(
+            settings,
+            store,
+            runtime,
+            routes,
+            notifier,
+            self._spawn,
+            self.app_url,
+            self._queue_rollback,
+        )
+        failures = FailureCleanup(
+            store, repos, runtime, instance, self._compose_dir, settings.deploy_branch, self._gate
+        )
+        runner = Runner(
+            settings,
+            store,
+            repos,
+            runtime,
+            routes,
+            instance,
+            notifier,
+            env_vars,
+            gate=self._gate,
+            failures=failures,
+            spawn=self._spawn,
+            on_live=self._watch.watch,
+            app_url=self.app_url,
+        )
         self._queue = DeployQueue(store, runner.run, settings.max_concurrent_deploys)
 
     def app_url(self, app: str) -> str:
@@ -100,20 +121,28 @@ class Deployer:
         else:
             found = [r for r in releases if r.id == release_id]
             if not found:
-                raise NotFound(f"{app.name} has no release #{release_id}; "
-                               f"`releases {app.name}` lists them")
+                raise NotFound(
+                    f"{app.name} has no release #{release_id}; `releases {app.name}` lists them"
+                )
             target = found[0]
             if current is not None and target.id == current.id:
                 raise ValidationError(f"release #{target.id} is already live")
         assert target.image is not None  # releases() only returns deployments with an image
         repository = target.image.rpartition(":")[0]
         if target.image not in await self._runtime.list_images(repository):
-            raise NotFound(f"the image of release #{target.id} was pruned "
-                           f"(keep_releases = {self._settings.keep_releases}); pick a newer "
-                           f"one from `releases {app.name}`")
+            raise NotFound(
+                f"the image of release #{target.id} was pruned "
+                f"(keep_releases = {self._settings.keep_releases}); pick a newer "
+                f"one from `releases {app.name}`"
+            )
         deployment = await self._store.create_deployment(
-            app, target.commit_sha, target.commit_message, requested_by, rollback_of=target,
-            kind="rollback")
+            app,
+            target.commit_sha,
+            target.commit_message,
+            requested_by,
+            rollback_of=target,
+            kind="rollback",
+        )
         return await self._queue.enqueue(app, deployment, by=f"a rollback to #{target.id}")
 
     async def restart(self, app: App, requested_by: str | None, why: str) -> Job | None:
@@ -123,8 +152,13 @@ class Deployer:
         if current is None or current.image is None:
             return None
         deployment = await self._store.create_deployment(
-            app, current.commit_sha, current.commit_message, requested_by, rollback_of=current,
-            kind="restart")
+            app,
+            current.commit_sha,
+            current.commit_message,
+            requested_by,
+            rollback_of=current,
+            kind="restart",
+        )
         return await self._queue.enqueue(app, deployment, by=f"a restart ({why})")
 
     async def destroy(self, app: App) -> None:
@@ -132,8 +166,10 @@ class Deployer:
 
         Refused while one of its deploys runs (it would leave a container behind)."""
         if self._queue.busy(app.name):
-            raise ValidationError(f"a deploy of {app.name} is running; destroy it once that "
-                                  "has finished (deploys shows it)")
+            raise ValidationError(
+                f"a deploy of {app.name} is running; destroy it once that "
+                "has finished (deploys shows it)"
+            )
         self._watch.end(app.name)  # nothing is left to roll back to
         self._routes.remove(app.name)
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
@@ -143,7 +179,8 @@ class Deployer:
         await compose.remove_all(self._compose_dir, self._runtime, self._instance, app.name)
         async with self._gate.removing():
             for image in await self._runtime.list_images(
-                    image_repository(self._instance, app.name)):
+                image_repository(self._instance, app.name)
+            ):
                 await self._runtime.remove_image(image)
         await self._store.delete_app(app)
         await self._repos.delete(app.name)
@@ -155,10 +192,12 @@ class Deployer:
         repo = repo_config.RepoConfig()
         if current is not None:
             with contextlib.suppress(RivetrError):
-                repo = repo_config.parse(await self._repos.read_file(
-                    app.name, current.commit_sha, repo_config.FILE_NAME))
-        return app_policy.health(self._settings, app, repo,
-                             current.build_type if current is not None else None)
+                repo = repo_config.parse(
+                    await self._repos.read_file(app.name, current.commit_sha, repo_config.FILE_NAME)
+                )
+        return app_policy.health(
+            self._settings, app, repo, current.build_type if current is not None else None
+        )
 
     def health_defaults(self) -> health.HealthPolicy:
         """The server-wide health check, for `apps:info`."""

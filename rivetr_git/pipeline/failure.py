@@ -35,8 +35,16 @@ class FailureCleanup:
     """Removes a failed deployment's container(s), compose group and built image, records
     it failed and puts the deploy branch back at the live release's commit."""
 
-    def __init__(self, store: Store, repos: Repos, runtime: Runtime, instance: str,
-                 compose_dir: Path, default_branch: str, gate: BuildGate) -> None:
+    def __init__(
+        self,
+        store: Store,
+        repos: Repos,
+        runtime: Runtime,
+        instance: str,
+        compose_dir: Path,
+        default_branch: str,
+        gate: BuildGate,
+    ) -> None:
         self._store = store
         self._repos = repos
         self._runtime = runtime
@@ -54,7 +62,9 @@ class FailureCleanup:
         branch = app.deploy_branch or self._default_branch
         # A rollback or restart moved no branch, so it has none to put back.
         moved = d.rollback_of is None and await self._repos.reset_branch(
-            app.name, branch, expected=d.commit_sha,
+            app.name,
+            branch,
+            expected=d.commit_sha,
             to=current.commit_sha if current else None,
         )
         return Undone(current=current, branch=branch, moved=moved)
@@ -65,8 +75,9 @@ class FailureCleanup:
                 labels(self._instance, app.name, d.id)
             ):
                 await self._runtime.remove(container.id)
-            await compose.down(self._runtime, self._compose_dir,
-                               container_name(self._instance, app.name, d.id))
+            await compose.down(
+                self._runtime, self._compose_dir, container_name(self._instance, app.name, d.id)
+            )
             if image is not None:
                 async with self._gate.removing():
                     await self._runtime.remove_image(image)

@@ -27,8 +27,16 @@ EnvOf = Callable[[Deployment], Awaitable[dict[str, str]]]
 
 
 class Processes:
-    def __init__(self, store: Store, runtime: Runtime, routes: RouteTable, instance: str,
-                 env_of: EnvOf, stop_timeout: int, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        routes: RouteTable,
+        instance: str,
+        env_of: EnvOf,
+        stop_timeout: int,
+        drain_timeout: float,
+    ) -> None:
         self._store = store
         self._runtime = runtime
         self._routes = routes
@@ -63,13 +71,17 @@ class Processes:
         assert current.container_id is not None
         info = await self._runtime.inspect(current.container_id)
         if info is None:
-            raise NotFound(f"the container of release #{current.id} is gone; "
-                           f"ps:restart {app.name} starts a fresh one")
+            raise NotFound(
+                f"the container of release #{current.id} is gone; "
+                f"ps:restart {app.name} starts a fresh one"
+            )
         if not info.running:
             info = await self._runtime.start(current.container_id)
         if info.host_port is None:
-            raise RivetrError(f"{app.name}'s container did not come up; ps:restart {app.name} "
-                              "starts a fresh one, logs shows its output")
+            raise RivetrError(
+                f"{app.name}'s container did not come up; ps:restart {app.name} "
+                "starts a fresh one, logs shows its output"
+            )
         await health.wait_healthy(self._runtime, info.id, info.host_port, host_header, policy)
         await self._store.set_status(current.id, current.status, host_port=info.host_port)
         await self._store.update_app(app.name, stopped=False)
@@ -78,8 +90,7 @@ class Processes:
         await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
         return f"started {app.name} (release #{current.id})"
 
-    async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput
-                   ) -> None:
+    async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput) -> None:
         current = await self._live(app)
         assert current.container_id is not None
         async with _neutralised(on_output) as safe:
@@ -94,9 +105,12 @@ class Processes:
         env = await self._env_of(current)
         spec = ContainerSpec(
             name=f"rivetr-{self._instance}-{app.name}-run-{secrets.token_hex(4)}",
-            image=current.image, port=0, env=env,
+            image=current.image,
+            port=0,
+            env=env,
             labels={**labels(self._instance, app.name), LABEL_ONEOFF: "1"},
-            cpus=app.cpu_limit, memory=app.memory_limit,
+            cpus=app.cpu_limit,
+            memory=app.memory_limit,
             network=network_name(self._instance, app.name),
         )
         async with _neutralised(on_output) as safe:

@@ -17,13 +17,23 @@ SWITCH_TIMEOUT = 10.0  # seconds every proxy gets to apply a route switch
 _RELEASE_LABELS = (LABEL_INSTANCE, LABEL_APP, LABEL_DEPLOYMENT)
 
 
-def upstream_of(deployment: Deployment, host_port: int | None = None, crashed: bool = False,
-                stopped: bool = False) -> Upstream:
+def upstream_of(
+    deployment: Deployment,
+    host_port: int | None = None,
+    crashed: bool = False,
+    stopped: bool = False,
+) -> Upstream:
     port = host_port if host_port is not None else deployment.host_port
     if port is None:
         raise RivetrError(f"deployment #{deployment.id} has no published port")
-    return Upstream(app=deployment.app_name, host="127.0.0.1", port=port,
-                    deployment_id=deployment.id, crashed=crashed, stopped=stopped)
+    return Upstream(
+        app=deployment.app_name,
+        host="127.0.0.1",
+        port=port,
+        deployment_id=deployment.id,
+        crashed=crashed,
+        stopped=stopped,
+    )
 
 
 async def promote(
@@ -38,13 +48,19 @@ async def promote(
     # ... and, with proxies in other processes (workers, nginx), the wait until they all
     # serve it, so "live" is true when the push says so.
     if not await routes.wait_applied(SWITCH_TIMEOUT):
-        log.warning("a proxy did not apply the switch to deployment #%s within %gs",
-                    deployment.id, SWITCH_TIMEOUT)
+        log.warning(
+            "a proxy did not apply the switch to deployment #%s within %gs",
+            deployment.id,
+            SWITCH_TIMEOUT,
+        )
     return previous
 
 
 async def retire(
-    runtime: Runtime, routes: RouteTable, deployment: Deployment, drain_timeout: float,
+    runtime: Runtime,
+    routes: RouteTable,
+    deployment: Deployment,
+    drain_timeout: float,
     stop_timeout: int,
 ) -> None:
     """Let a replaced release finish its in-flight requests, then stop and remove it.
@@ -58,8 +74,11 @@ async def retire(
     if deployment.host_port is not None:
         drained = await routes.wait_drained(upstream_of(deployment), drain_timeout)
         if not drained:
-            log.warning("deployment #%s still had requests in flight after %gs; stopping it",
-                        deployment.id, drain_timeout)
+            log.warning(
+                "deployment #%s still had requests in flight after %gs; stopping it",
+                deployment.id,
+                drain_timeout,
+            )
     try:
         info = await runtime.inspect(deployment.container_id)
         await runtime.stop(deployment.container_id, stop_timeout)

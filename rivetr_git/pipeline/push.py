@@ -40,9 +40,11 @@ class PushHandler:
                 kind = "tag" if update.ref.startswith("refs/tags/") else "ref"
                 name = update.ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
                 verb = "deleted" if update.new == ZERO_SHA else "stored"
-                await writer(f"{HEADER}{kind if kind == 'tag' else 'branch'} {name} {verb}, "
-                             f"not deployed (pushes to {deploy_ref.removeprefix('refs/heads/')} "
-                             "deploy)")
+                await writer(
+                    f"{HEADER}{kind if kind == 'tag' else 'branch'} {name} {verb}, "
+                    f"not deployed (pushes to {deploy_ref.removeprefix('refs/heads/')} "
+                    "deploy)"
+                )
                 continue
             if update.new == ZERO_SHA:  # the pre-receive hook refuses this; belt and braces
                 await writer(f"{ERROR}the deploy branch cannot be deleted")

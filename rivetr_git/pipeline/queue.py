@@ -66,8 +66,10 @@ class DeployQueue:
     async def _supersede(self, job: Job, by: str) -> None:
         reason = f"superseded by {by}"
         await self._store.set_status(job.deployment.id, Status.FAILED, error_message=reason)
-        job.log.error(f"Deploy of {job.deployment.commit_sha[:7]} cancelled: {reason}, pushed "
-                      "while it was waiting")
+        job.log.error(
+            f"Deploy of {job.deployment.commit_sha[:7]} cancelled: {reason}, pushed "
+            "while it was waiting"
+        )
         await job.log.close()
         job.result.set_result(await self._store.get_deployment(job.deployment.id))
 
@@ -76,8 +78,10 @@ class DeployQueue:
         while queue:
             job = queue.popleft()
             if self._slots.locked():
-                job.log.header("Waiting for a free deploy slot (max_concurrent_deploys = "
-                               f"{self._max_concurrent})")
+                job.log.header(
+                    "Waiting for a free deploy slot (max_concurrent_deploys = "
+                    f"{self._max_concurrent})"
+                )
             try:
                 async with self._slots:
                     final = await self._run(job)

@@ -26,8 +26,10 @@ def release_table(releases: list[Deployment], live: Deployment | None) -> list[s
         again = ""
         if r.rollback_of is not None:
             again = f" ({'restart of' if r.kind == 'restart' else 'rollback to'} #{r.rollback_of})"
-        lines.append(f"{mark} #{r.id:<5} {r.commit_sha[:7]}  {(r.finished_at or '')[:19]}  "
-                     f"{neutralise(r.commit_message[:50])}{again}")
+        lines.append(
+            f"{mark} #{r.id:<5} {r.commit_sha[:7]}  {(r.finished_at or '')[:19]}  "
+            f"{neutralise(r.commit_message[:50])}{again}"
+        )
     return lines
 
 
@@ -42,8 +44,7 @@ class ReleaseCommands:
             await write(line)
         return 0
 
-    async def rollback(self, app: App, release: int | None, by: str | None, write: Write
-                       ) -> int:
+    async def rollback(self, app: App, release: int | None, by: str | None, write: Write) -> int:
         """Run an earlier release again (start, health check, switch, drain); 0 if live."""
         return await follow(await self._deployer.rollback(app, release, by), write)
 
@@ -61,4 +62,3 @@ async def follow(job: Job, write: Write) -> int:
         job.log.unwatch(lines)
     final = await job.result
     return 0 if final.status is Status.RUNNING else 1
-

@@ -50,36 +50,44 @@ def parse(text: bytes | None) -> RepoConfig:
         raise CheckoutFailed(f"{FILE_NAME} is not valid TOML: {exc}") from None
     unknown = set(data) - {"healthcheck", "build"}
     if unknown:
-        raise CheckoutFailed(f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
-                             "this version knows [healthcheck] and [build]")
+        raise CheckoutFailed(
+            f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
+            "this version knows [healthcheck] and [build]"
+        )
     health = data.get("healthcheck", {})
     if not isinstance(health, dict):
         raise CheckoutFailed(f"{FILE_NAME}: healthcheck must be a table, [healthcheck]")
     unknown = set(health) - _HEALTH_KEYS
     if unknown:
-        raise CheckoutFailed(f"{FILE_NAME}: unknown [healthcheck] key(s) "
-                             f"{', '.join(sorted(unknown))}; known: "
-                             f"{', '.join(sorted(_HEALTH_KEYS))}")
+        raise CheckoutFailed(
+            f"{FILE_NAME}: unknown [healthcheck] key(s) "
+            f"{', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(_HEALTH_KEYS))}"
+        )
     path = health.get("path")
-    if path is not None and (not isinstance(path, str) or not path.startswith("/")
-                             or any(c.isspace() for c in path)):
-        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] path = {path!r}: give an HTTP path "
-                             "such as \"/health\"")
+    if path is not None and (
+        not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path)
+    ):
+        raise CheckoutFailed(
+            f'{FILE_NAME}: [healthcheck] path = {path!r}: give an HTTP path such as "/health"'
+        )
     return RepoConfig(
         build_type=_build_type(data.get("build", {})),
         health_path=_value(health, "path", validate.http_path, '"/health"'),
         health_timeout=_value(health, "timeout", validate.seconds, "5"),
         health_interval=_value(health, "interval", validate.seconds, "1"),
         health_retries=_value(health, "retries", validate.retries, "10"),
-        health_start_period=_value(health, "start_period",
-                                   lambda v: validate.seconds(v, zero_ok=True), "0"),
+        health_start_period=_value(
+            health, "start_period", lambda v: validate.seconds(v, zero_ok=True), "0"
+        ),
     )
 
 
 def _build_type(table: object) -> str | None:
     if not isinstance(table, dict) or set(table) - {"type"}:
-        raise CheckoutFailed(f"{FILE_NAME}: [build] takes one key, type = \"static\" (or "
-                             "another build type)")
+        raise CheckoutFailed(
+            f'{FILE_NAME}: [build] takes one key, type = "static" (or another build type)'
+        )
     value = table.get("type")
     if value is None:
         return None
@@ -90,8 +98,7 @@ def _build_type(table: object) -> str | None:
     return checked if checked not in ("", "auto") else None
 
 
-def _value(table: dict[str, Any], key: str, check: Callable[[object], T], example: str
-           ) -> T | None:
+def _value(table: dict[str, Any], key: str, check: Callable[[object], T], example: str) -> T | None:
     """[healthcheck] `key`, checked by the same rule as the server and app settings."""
     value = table.get(key)
     if value is None:
@@ -99,5 +106,6 @@ def _value(table: dict[str, Any], key: str, check: Callable[[object], T], exampl
     try:
         return check(value)
     except ValueError as exc:
-        raise CheckoutFailed(f"{FILE_NAME}: [healthcheck] {key} = {value!r}: {exc}; e.g. "
-                             f"{key} = {example}") from None
+        raise CheckoutFailed(
+            f"{FILE_NAME}: [healthcheck] {key} = {value!r}: {exc}; e.g. {key} = {example}"
+        ) from None

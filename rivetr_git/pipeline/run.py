@@ -81,11 +81,23 @@ class _Run:
 class Runner:
     """Takes one queued deployment through every stage."""
 
-    def __init__(self, settings: Settings, store: Store, repos: Repos, runtime: Runtime,
-                 routes: RouteTable, instance: str, notifier: Notifier, env_vars: EnvVars, *,
-                 gate: cleanup.BuildGate, failures: FailureCleanup, spawn: Spawn,
-                 on_live: Callable[[watch.Switch], None], app_url: Callable[[str], str]
-                 ) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        repos: Repos,
+        runtime: Runtime,
+        routes: RouteTable,
+        instance: str,
+        notifier: Notifier,
+        env_vars: EnvVars,
+        *,
+        gate: cleanup.BuildGate,
+        failures: FailureCleanup,
+        spawn: Spawn,
+        on_live: Callable[[watch.Switch], None],
+        app_url: Callable[[str], str],
+    ) -> None:
         self._settings = settings
         self._store = store
         self._repos = repos
@@ -108,8 +120,9 @@ class Runner:
         # Settings as they are now, not when the job was queued.
         app = job.app = await self._store.get_app(job.app.name)
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        build_dir = Path(tempfile.mkdtemp(prefix=f"build-{app.name}-{job.deployment.id}-",
-                                          dir=self._work_dir))
+        build_dir = Path(
+            tempfile.mkdtemp(prefix=f"build-{app.name}-{job.deployment.id}-", dir=self._work_dir)
+        )
         r = _Run(job=job, app=app, build_dir=build_dir, started=time.monotonic())
         self._announce(r)
         try:
@@ -131,15 +144,20 @@ class Runner:
 
     def _announce(self, r: _Run) -> None:
         d, app = r.d, r.app
-        what = f"{d.commit_sha[:7]} \"{d.commit_message}\" (deployment #{d.id})"
+        what = f'{d.commit_sha[:7]} "{d.commit_message}" (deployment #{d.id})'
         if d.kind == "restart":
             r.out.header(f"Restarting {app.name} (release #{d.rollback_of}): {what}")
         elif d.rollback_of is not None:
             r.out.header(f"Rolling back {app.name} to release #{d.rollback_of}: {what}")
         else:
             r.out.header(f"Deploying {app.name} {what}")
-        self._notifier.notify("deploy.started", app, deployment_id=d.id, commit=d.commit_sha,
-                              rollback_of=d.rollback_of)
+        self._notifier.notify(
+            "deploy.started",
+            app,
+            deployment_id=d.id,
+            commit=d.commit_sha,
+            rollback_of=d.rollback_of,
+        )
 
     async def _stages(self, r: _Run) -> None:
         if r.d.image is not None:
@@ -150,8 +168,9 @@ class Runner:
         await self._check_health(r)
         await self._go_live(r)
         await self._post_deploy(r)
-        r.out.header(f"Running: {self._app_url(r.app.name)} (live in "
-                     f"{time.monotonic() - r.started:.2f}s)")
+        r.out.header(
+            f"Running: {self._app_url(r.app.name)} (live in {time.monotonic() - r.started:.2f}s)"
+        )
 
     async def _reuse_image(self, r: _Run, image: str) -> None:
         """A rollback or restart: the release's image is built, as the release was built."""
@@ -159,31 +178,41 @@ class Runner:
         if r.build_type == "compose":
             # Only the routed service would run, and retiring the live group would
             # remove its other services.
-            raise DeployFailed("starting", "a compose group cannot be restarted or "
-                               "rolled back yet (only its routed service would run); "
-                               "push a commit to deploy the group again")
+            raise DeployFailed(
+                "starting",
+                "a compose group cannot be restarted or "
+                "rolled back yet (only its routed service would run); "
+                "push a commit to deploy the group again",
+            )
         r.repo = await self._repo_config(r)
 
     async def _build(self, r: _Run) -> None:
         """Stages cloning and building."""
         app, d = r.app, r.d
         async with self._stage(r.job, Status.CLONING):
-            export = await checkout.checkout(self._repos, app.name, d.commit_sha,
-                                             r.build_dir, r.out)
+            export = await checkout.checkout(
+                self._repos, app.name, d.commit_sha, r.build_dir, r.out
+            )
             r.repo = await self._repo_config(r)
         build_env = await app_policy.build_env(self._env_vars, app, d.id, r.out)
         async with self._stage(r.job, Status.BUILDING), self._gate.building():
             try:
                 r.result = await build.build(
-                    self._runtime, app, d.id, self._instance, export.path, r.out,
-                    self._build_options, build_env=build_env,
-                    repo_build_type=r.repo.build_type)
+                    self._runtime,
+                    app,
+                    d.id,
+                    self._instance,
+                    export.path,
+                    r.out,
+                    self._build_options,
+                    build_env=build_env,
+                    repo_build_type=r.repo.build_type,
+                )
             except BuildFailed as exc:
                 raise checkout.explain_build_failure(exc, export) from None
             r.image = r.built = r.result.image
             r.build_type = r.result.detection.build_type
-        await self._store.set_status(d.id, Status.BUILDING, image=r.image,
-                                     build_type=r.build_type)
+        await self._store.set_status(d.id, Status.BUILDING, image=r.image, build_type=r.build_type)
 
     async def _start(self, r: _Run) -> None:
         """Stage starting, the pre-deploy command included."""
@@ -196,14 +225,26 @@ class Runner:
             env = await start.release_env(self._env_vars, d.id)
             container = await self._run_container(r, port, env)
             r.container = container
-            r.out.info(f"container {container.id[:12]} listening on port {port}"
-                       f"{app_policy.limits_note(app)}")
-            await self._store.set_status(d.id, Status.STARTING, container_id=container.id,
-                                         host_port=container.host_port, app_port=port)
+            r.out.info(
+                f"container {container.id[:12]} listening on port {port}"
+                f"{app_policy.limits_note(app)}"
+            )
+            await self._store.set_status(
+                d.id,
+                Status.STARTING,
+                container_id=container.id,
+                host_port=container.host_port,
+                app_port=port,
+            )
             if app.pre_deploy:
                 failed = await deploy_commands.run(
-                    self._runtime, container.id, "pre", app.pre_deploy,
-                    app_policy.command_timeout(self._settings, app), r.out)
+                    self._runtime,
+                    container.id,
+                    "pre",
+                    app.pre_deploy,
+                    app_policy.command_timeout(self._settings, app),
+                    r.out,
+                )
                 if failed:
                     raise DeployFailed("pre_deploy", failed)
 
@@ -211,16 +252,37 @@ class Runner:
         """The release's container: a compose group's routed service, or the one image."""
         app, d = r.app, r.d
         if r.result is None or r.result.group is None:
-            return await start.start(self._runtime, self._instance, app.name, d.id, r.image,
-                                     port, env, cpus=app.cpu_limit, memory=app.memory_limit)
+            return await start.start(
+                self._runtime,
+                self._instance,
+                app.name,
+                d.id,
+                r.image,
+                port,
+                env,
+                cpus=app.cpu_limit,
+                memory=app.memory_limit,
+            )
         compose_file = r.result.detection.compose_file
         assert compose_file is not None  # detection names the file it found
-        limits = compose.Limits(cpus=app.cpu_limit, memory=app.memory_limit,
-                                ulimits=self._runtime.container_ulimits)
+        limits = compose.Limits(
+            cpus=app.cpu_limit, memory=app.memory_limit, ulimits=self._runtime.container_ulimits
+        )
         return await compose.up(
-            self._runtime, r.build_dir / "src", compose_file, self._instance, app.name, d.id,
-            app.compose_service, port, env, r.out, self._compose_dir, limits,
-            app.compose_bind_list)
+            self._runtime,
+            r.build_dir / "src",
+            compose_file,
+            self._instance,
+            app.name,
+            d.id,
+            app.compose_service,
+            port,
+            env,
+            r.out,
+            self._compose_dir,
+            limits,
+            app.compose_bind_list,
+        )
 
     async def _check_health(self, r: _Run) -> None:
         container, repo = r.container, r.repo
@@ -229,8 +291,11 @@ class Runner:
         async with self._stage(r.job, Status.HEALTH_CHECK):
             r.policy = policy = app_policy.health(self._settings, r.app, repo, r.build_type)
             attempts, _ = await health.wait_healthy(
-                self._runtime, container.id, container.host_port,
-                self._routes.hostname(r.app.name), policy,
+                self._runtime,
+                container.id,
+                container.host_port,
+                self._routes.hostname(r.app.name),
+                policy,
             )
             what = f"GET {policy.path}" if policy.path else "answered"
             r.out.info(f"{what} ok after {attempts} attempt{'s' if attempts > 1 else ''}")
@@ -242,22 +307,38 @@ class Runner:
         assert policy is not None
         fresh = await self._store.get_deployment(d.id)
         previous = await promote.promote(self._store, self._routes, fresh, container.host_port)
-        self._on_live(watch.Switch(new=fresh, previous=previous,
-                                   host_header=self._routes.hostname(app.name), policy=policy))
+        self._on_live(
+            watch.Switch(
+                new=fresh,
+                previous=previous,
+                host_header=self._routes.hostname(app.name),
+                policy=policy,
+            )
+        )
         if previous is not None and self._settings.auto_rollback:
-            r.out.info(f"watching it for {self._settings.watch_window:g}s: if it fails in "
-                       f"that time, #{previous.id} takes over again")
+            r.out.info(
+                f"watching it for {self._settings.watch_window:g}s: if it fails in "
+                f"that time, #{previous.id} takes over again"
+            )
         keep: set[str] = set()  # the images of the newest keep_releases releases
         for release in await self._store.releases(app):
             if len(keep) == self._settings.keep_releases:
                 break
             keep.add(release.image or "")
-        self._spawn(cleanup.prune_release_images(
-            self._runtime, self._gate, image_repository(self._instance, app.name), keep))
+        self._spawn(
+            cleanup.prune_release_images(
+                self._runtime, self._gate, image_repository(self._instance, app.name), keep
+            )
+        )
         # Networks of compose groups retired since the app's last deploy.
         await compose.sweep(self._compose_dir, self._runtime, self._instance, app.name)
-        self._notifier.notify("deploy.succeeded", app, deployment_id=d.id,
-                              commit=d.commit_sha, url=self._app_url(app.name))
+        self._notifier.notify(
+            "deploy.succeeded",
+            app,
+            deployment_id=d.id,
+            commit=d.commit_sha,
+            url=self._app_url(app.name),
+        )
         r.out.stage = Status.RUNNING.value
 
     async def _post_deploy(self, r: _Run) -> None:
@@ -267,8 +348,13 @@ class Runner:
             return
         assert container is not None
         failed = await deploy_commands.run(
-            self._runtime, container.id, "post", app.post_deploy,
-            app_policy.command_timeout(self._settings, app), r.out)
+            self._runtime,
+            container.id,
+            "post",
+            app.post_deploy,
+            app_policy.command_timeout(self._settings, app),
+            r.out,
+        )
         if failed:
             await self._store.set_status(r.d.id, Status.RUNNING, post_deploy_error=failed)
             r.out.error(f"{failed}; the release stays live", in_red=True)
@@ -295,12 +381,20 @@ class Runner:
         undone = await self._failures.undo(r.app, d, r.built, f"{stage}: {reason}")
         current = undone.current
         if current is not None:
-            out.error(f"The previous release (#{current.id}, {current.commit_sha[:7]}) keeps "
-                      "serving.")
+            out.error(
+                f"The previous release (#{current.id}, {current.commit_sha[:7]}) keeps serving."
+            )
         if undone.moved:
             where = current.commit_sha[:7] if current else "its state before this push"
-            out.error(f"Branch {undone.branch} on the server is back at {where}; push again "
-                      "to retry.")
+            out.error(
+                f"Branch {undone.branch} on the server is back at {where}; push again to retry."
+            )
         out.error(f"Deploy failed at {stage}: {reason}")
-        self._notifier.notify("deploy.failed", r.app, deployment_id=d.id, commit=d.commit_sha,
-                              stage=stage, reason=reason)
+        self._notifier.notify(
+            "deploy.failed",
+            r.app,
+            deployment_id=d.id,
+            commit=d.commit_sha,
+            stage=stage,
+            reason=reason,
+        )

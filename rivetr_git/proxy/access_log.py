@@ -31,14 +31,21 @@ class AccessLog:
         self._size = path.stat().st_size if path.exists() else 0
 
     def record(
-        self, host: str, method: str, path: str, status: int, sent: int, started: float,
+        self,
+        host: str,
+        method: str,
+        path: str,
+        status: int,
+        sent: int,
+        started: float,
         upstream: str,
     ) -> None:
         duration = (time.monotonic() - started) * 1000
         self._lines.append(
             f'{{"time":{time.time():.3f},"host":{_quote(host)},"method":{_quote(method)},'
             f'"path":{_quote(path)},"status":{status},"bytes":{sent},'
-            f'"duration_ms":{duration:.2f},"upstream":{_quote(upstream)}}}\n'.encode())
+            f'"duration_ms":{duration:.2f},"upstream":{_quote(upstream)}}}\n'.encode()
+        )
         if self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().call_later(_FLUSH_EVERY, self.flush)
 
@@ -49,8 +56,7 @@ class AccessLog:
             self._append(lines)
         except OSError as exc:
             # A full disk must not take the proxy down: the lines are dropped, and said so.
-            log.warning("access log %s: %d line(s) lost: %s", self._path, len(lines),
-                        exc.strerror)
+            log.warning("access log %s: %d line(s) lost: %s", self._path, len(lines), exc.strerror)
 
     def _append(self, lines: list[bytes]) -> None:
         batch: list[bytes] = []

@@ -49,8 +49,9 @@ def high_water(max_connections: int) -> int:
 class Admission:
     """Counts client connections by address and by state (silent, idle, busy)."""
 
-    def __init__(self, max_per_ip: int, max_connections: int,
-                 exempt: tuple[Network, ...] = ()) -> None:
+    def __init__(
+        self, max_per_ip: int, max_connections: int, exempt: tuple[Network, ...] = ()
+    ) -> None:
         self.max_per_ip = max_per_ip
         self._exempt = exempt
         self.high_water = high_water(max_connections)
@@ -69,8 +70,11 @@ class Admission:
     def admit(self, conn: Connection) -> int:
         """Count a new connection; or the status to refuse it with: 429 when its address
         is over the cap, 503 when the process is full of busy connections."""
-        if (self.max_per_ip and self._per_ip.get(conn.peer, 0) >= self.max_per_ip
-                and not self._is_exempt(conn.peer)):
+        if (
+            self.max_per_ip
+            and self._per_ip.get(conn.peer, 0) >= self.max_per_ip
+            and not self._is_exempt(conn.peer)
+        ):
             self._note_refused(f"{conn.peer} already holds {self.max_per_ip} connections")
             return 429
         if len(self._open) >= self.high_water and not self._shed():
@@ -124,8 +128,10 @@ class Admission:
             conn.close()
         if victims:
             self.shed += len(victims)
-            self._note(f"{len(self._open)} connections open (high-water {self.high_water}): "
-                       f"closed {len(victims)} idle ones")
+            self._note(
+                f"{len(self._open)} connections open (high-water {self.high_water}): "
+                f"closed {len(victims)} idle ones"
+            )
         return bool(victims)
 
     def _note_refused(self, why: str) -> None:
@@ -137,5 +143,4 @@ class Admission:
         now = time.monotonic()
         if now - self._logged >= _LOG_EVERY:
             self._logged = now
-            log.warning("proxy: %s (%d refused, %d shed so far)", message, self.refused,
-                        self.shed)
+            log.warning("proxy: %s (%d refused, %d shed so far)", message, self.refused, self.shed)

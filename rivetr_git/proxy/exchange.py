@@ -24,8 +24,9 @@ _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CLOSE = b"Connection: close\r\n"
 
 
-async def _send_body(client: ClientConnection, request: Request, conn: UpstreamConnection,
-                     timeout: float) -> None:
+async def _send_body(
+    client: ClientConnection, request: Request, conn: UpstreamConnection, timeout: float
+) -> None:
     assert request.body is not None
     if request.expect_continue:
         client.write(_CONTINUE)
@@ -37,8 +38,9 @@ async def _send_body(client: ClientConnection, request: Request, conn: UpstreamC
 
 def _sent_all(sender: asyncio.Future[None] | None) -> bool:
     """The request body (if any) went out whole, so the connection may carry another."""
-    return sender is None or (sender.done() and not sender.cancelled()
-                              and sender.exception() is None)
+    return sender is None or (
+        sender.done() and not sender.cancelled() and sender.exception() is None
+    )
 
 
 def _abort_on_failure(conn: UpstreamConnection, sender: asyncio.Future[None]) -> None:
@@ -58,8 +60,14 @@ class Outcome:
         self.keep_alive = False
 
 
-async def exchange(client: ClientConnection, request: Request, pool: UpstreamPool, head: bytes,
-                   read_timeout: float, out: Outcome) -> None:
+async def exchange(
+    client: ClientConnection,
+    request: Request,
+    pool: UpstreamPool,
+    head: bytes,
+    read_timeout: float,
+    out: Outcome,
+) -> None:
     """Send the request, relay the answer. Raises UpstreamError (502), UpstreamTimeout
     (504) or BodyTooLarge (413) while nothing has been sent to the client yet."""
     for attempt in (1, 2):
@@ -74,8 +82,12 @@ async def exchange(client: ClientConnection, request: Request, pool: UpstreamPoo
             try:
                 status, raw_headers = await conn.read_head(read_timeout)
             except UpstreamError:
-                if (sender is not None and sender.done() and not sender.cancelled()
-                        and isinstance(sender.exception(), BodyTooLarge)):
+                if (
+                    sender is not None
+                    and sender.done()
+                    and not sender.cancelled()
+                    and isinstance(sender.exception(), BodyTooLarge)
+                ):
                     raise BodyTooLarge() from None
                 # A kept-alive connection the app closed just as we reused it: once more.
                 if attempt == 1 and conn.reused and not conn.received_any and sender is None:
@@ -92,9 +104,15 @@ async def exchange(client: ClientConnection, request: Request, pool: UpstreamPoo
             pool.release(conn, keep and request.method != b"HEAD")
 
 
-async def _relay(client: ClientConnection, request: Request, conn: UpstreamConnection,
-                 status: int, raw_headers: list[tuple[bytes, bytes, bytes]],
-                 read_timeout: float, out: Outcome) -> None:
+async def _relay(
+    client: ClientConnection,
+    request: Request,
+    conn: UpstreamConnection,
+    status: int,
+    raw_headers: list[tuple[bytes, bytes, bytes]],
+    read_timeout: float,
+    out: Outcome,
+) -> None:
     out.status = status
     lines = end_to_end_lines(raw_headers)
     keep_alive = request.keep_alive
@@ -104,8 +122,15 @@ async def _relay(client: ClientConnection, request: Request, conn: UpstreamConne
     if not framed and not chunk:
         keep_alive = False  # an HTTP/1.0 client learns the end by the close
     version = b"HTTP/1.1" if request.version == "1.1" else b"HTTP/1.0"
-    head = b"".join((b"%s %d %s\r\n" % (version, status, conn.reason or reason(status)),
-                     *lines, _CHUNKED if chunk else b"", b"" if keep_alive else _CLOSE, b"\r\n"))
+    head = b"".join(
+        (
+            b"%s %d %s\r\n" % (version, status, conn.reason or reason(status)),
+            *lines,
+            _CHUNKED if chunk else b"",
+            b"" if keep_alive else _CLOSE,
+            b"\r\n",
+        )
+    )
     out.keep_alive = keep_alive
     if no_body:
         client.write(head)
@@ -115,8 +140,9 @@ async def _relay(client: ClientConnection, request: Request, conn: UpstreamConne
         body = conn.take_body()
         out.sent = len(body)
         if chunk:
-            client.write(b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(body), body) if body
-                         else head + _LAST_CHUNK)
+            client.write(
+                b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(body), body) if body else head + _LAST_CHUNK
+            )
         else:
             client.write(head + body)
         return

@@ -21,8 +21,7 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
         except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel caps
-            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard,
-                        exc)
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
     return nofile_limit()
 
 

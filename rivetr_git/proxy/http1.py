@@ -26,9 +26,10 @@ from rivetr_git.proxy.pages import page
 
 _HIGH_WATER = 256 * 1024  # buffered request body bytes before reading from the client pauses
 # Rendered once: a flood's refused connections should cost as little as possible.
-_REFUSED = {429: page(429, "This address has too many connections open; close some and "
-                           "retry.", close=True),
-            503: page(503, "The server is busy; retry shortly.", close=True)}
+_REFUSED = {
+    429: page(429, "This address has too many connections open; close some and retry.", close=True),
+    503: page(503, "The server is busy; retry shortly.", close=True),
+}
 
 
 class BodyTooLarge(Exception):
@@ -113,11 +114,28 @@ class RequestBody:
 class Request:
     """One parsed request head, and its body if it has one."""
 
-    __slots__ = ("body", "chunked", "expect_continue", "headers", "host", "keep_alive", "method",
-                 "target", "upgrade", "version")
+    __slots__ = (
+        "body",
+        "chunked",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "target",
+        "upgrade",
+        "version",
+    )
 
-    def __init__(self, method: bytes, target: bytes, version: str, headers: list[Header],
-                 keep_alive: bool, upgrade: bool) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[Header],
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version
@@ -142,8 +160,9 @@ Handler = Callable[["ClientConnection", Request], Awaitable[bool]]
 class ClientConnection(FlowControl):
     """One client connection: parses requests, hands each to `handler`, in order."""
 
-    def __init__(self, handler: Handler, config: ProxyConfig,
-                 admission: Admission | None = None) -> None:
+    def __init__(
+        self, handler: Handler, config: ProxyConfig, admission: Admission | None = None
+    ) -> None:
         super().__init__()
         self._handler = handler
         self._config = config
@@ -185,8 +204,9 @@ class ClientConnection(FlowControl):
                 return
         self._start_head()  # a connection that never sends a complete head is cut too
         if self._config.first_byte_timeout > 0:
-            self._first_byte = self._loop.call_later(self._config.first_byte_timeout,
-                                                     self._first_byte_expired)
+            self._first_byte = self._loop.call_later(
+                self._config.first_byte_timeout, self._first_byte_expired
+            )
 
     def data_received(self, data: bytes) -> None:
         if self.sink is not None:
@@ -201,7 +221,7 @@ class ClientConnection(FlowControl):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.upgrade_tail = data[exc.args[0]:]
+            self.upgrade_tail = data[exc.args[0] :]
             self.pause_reading(body=False)  # the tunnel takes over from here
         except (_HeadRefused, httptools.HttpParserError) as exc:
             # httptools may wrap what a callback raised: look underneath.
@@ -268,8 +288,14 @@ class ClientConnection(FlowControl):
             self._deadline.cancel()
             self._deadline = None
         parser = self._parser
-        request = Request(parser.get_method(), b"".join(self._url), parser.get_http_version(),
-                          self._headers, parser.should_keep_alive(), parser.should_upgrade())
+        request = Request(
+            parser.get_method(),
+            b"".join(self._url),
+            parser.get_http_version(),
+            self._headers,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
         hosts = [v for low, _, v in self._headers if low == b"host"]
         if len(hosts) > 1 or (not hosts and request.version == "1.1"):
             raise _HeadRefused(400, "The request must carry exactly one Host header.")
@@ -301,8 +327,13 @@ class ClientConnection(FlowControl):
                 request = self._queue.popleft()
                 keep = await self._handler(self, request)
                 unread = request.body is not None and not request.body.done
-                if (not keep or not request.keep_alive or unread or request.upgrade
-                        or self._close_after):
+                if (
+                    not keep
+                    or not request.keep_alive
+                    or unread
+                    or request.upgrade
+                    or self._close_after
+                ):
                     self.close()
                     return
         finally:
@@ -334,8 +365,7 @@ class ClientConnection(FlowControl):
             self._idle.cancel()
             self._idle = None
         if self._deadline is None and self._config.header_timeout > 0:
-            self._deadline = self._loop.call_later(self._config.header_timeout,
-                                                   self._head_expired)
+            self._deadline = self._loop.call_later(self._config.header_timeout, self._head_expired)
 
     def _head_limit(self) -> int:
         return self._config.max_header_size * (self._config.max_headers + 2)

@@ -55,25 +55,38 @@ def _alive(pid: int) -> bool:
 
 
 # ProxyConfig fields nginx has no counterpart for, and the settings that set them.
-NOT_IN_NGINX = {"upstream_connections": "proxy_upstream_connections",
-                "max_headers": "proxy_max_headers",
-                "websocket_idle_timeout": "websocket_idle_timeout",
-                "access_log_max_bytes": "access_log_max_size",
-                "access_log_backups": "access_log_backups"}
+NOT_IN_NGINX = {
+    "upstream_connections": "proxy_upstream_connections",
+    "max_headers": "proxy_max_headers",
+    "websocket_idle_timeout": "websocket_idle_timeout",
+    "access_log_max_bytes": "access_log_max_size",
+    "access_log_backups": "access_log_backups",
+}
 
 
 def ignored_settings(config: ProxyConfig) -> list[str]:
     """The settings this config sets away from their defaults that nginx cannot apply."""
     default = ProxyConfig()
-    return [name for field, name in NOT_IN_NGINX.items()
-            if getattr(config, field) != getattr(default, field)]
+    return [
+        name
+        for field, name in NOT_IN_NGINX.items()
+        if getattr(config, field) != getattr(default, field)
+    ]
 
 
 class NginxProxy:
     """Same face as ProxyServer (start, close, bound_port, wait_synced), run by nginx."""
 
-    def __init__(self, routes: RouteTable, host: str, port: int, config: ProxyConfig,
-                 workers: int, state_dir: Path, drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        host: str,
+        port: int,
+        config: ProxyConfig,
+        workers: int,
+        state_dir: Path,
+        drain_timeout: float = 30.0,
+    ) -> None:
         self._routes = routes
         self._host = host
         self._config = config
@@ -102,14 +115,19 @@ class NginxProxy:
     async def start(self) -> None:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(nginx).exists():
-            raise RivetrError("proxy_backend is 'nginx' but nginx is not installed; "
-                              "apt-get install nginx, or set proxy_backend = 'builtin'")
+            raise RivetrError(
+                "proxy_backend is 'nginx' but nginx is not installed; "
+                "apt-get install nginx, or set proxy_backend = 'builtin'"
+            )
         self._nginx = nginx
         ignored = ignored_settings(self._config)
         if ignored:
-            log.warning("proxy_backend = nginx ignores %s: nginx has no such limit (its own "
-                        "defaults apply, and its access log is not rotated by size); use "
-                        "proxy_backend = builtin to have them", ", ".join(ignored))
+            log.warning(
+                "proxy_backend = nginx ignores %s: nginx has no such limit (its own "
+                "defaults apply, and its access log is not rotated by size); use "
+                "proxy_backend = builtin to have them",
+                ", ".join(ignored),
+            )
         for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self._state / sub).mkdir(parents=True, exist_ok=True)
         if self._config.access_log is not None:
@@ -125,8 +143,15 @@ class NginxProxy:
         self.conf.write_text(text)
         self._live = routes
         self._process = await asyncio.create_subprocess_exec(
-            self._nginx, "-p", str(self._state), "-c", str(self.conf),
-            "-e", str(self._state / "error.log"), stdin=asyncio.subprocess.DEVNULL)
+            self._nginx,
+            "-p",
+            str(self._state),
+            "-c",
+            str(self.conf),
+            "-e",
+            str(self._state / "error.log"),
+            stdin=asyncio.subprocess.DEVNULL,
+        )
         if not await self._wait_listening(10):
             await self.close()
             raise RivetrError(f"nginx did not start; see {self._state}/error.log")
@@ -167,9 +192,18 @@ class NginxProxy:
         candidate = self._state / "nginx.conf.new"
         candidate.write_text(text)
         proc = await asyncio.create_subprocess_exec(
-            self._nginx, "-t", "-q", "-p", str(self._state), "-c", str(candidate),
-            "-e", str(self._state / "error.log"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            self._nginx,
+            "-t",
+            "-q",
+            "-p",
+            str(self._state),
+            "-c",
+            str(candidate),
+            "-e",
+            str(self._state / "error.log"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await proc.communicate()
         if proc.returncode != 0:
             log.error("nginx rejected a configuration: %s", err.decode(errors="replace").strip())
@@ -185,14 +219,22 @@ class NginxProxy:
             if await self._check(self._render({host: upstream})):
                 good[host] = upstream
             else:
-                log.error("app %s left out of nginx's configuration: nginx rejects it",
-                          upstream.app)
+                log.error(
+                    "app %s left out of nginx's configuration: nginx rejects it", upstream.app
+                )
         text = self._render(good)
         return text if await self._check(text) else None
 
     def _render(self, routes: Mapping[str, Upstream]) -> str:
-        return render(routes, self._routes.base_domain, self._listen(), self._config,
-                      self._workers, self._state, self._drain_timeout)
+        return render(
+            routes,
+            self._routes.base_domain,
+            self._listen(),
+            self._config,
+            self._workers,
+            self._state,
+            self._drain_timeout,
+        )
 
     async def _apply(self, text: str, routes: Mapping[str, Upstream]) -> None:
         process = self._process
@@ -210,8 +252,9 @@ class NginxProxy:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while loop.time() < deadline and (
-                not (_children(process.pid) - old_workers)
-                or any(_accepting(pid) for pid in old_workers)):
+            not (_children(process.pid) - old_workers)
+            or any(_accepting(pid) for pid in old_workers)
+        ):
             await asyncio.sleep(0.005)
 
     async def wait_synced(self, timeout: float) -> bool:

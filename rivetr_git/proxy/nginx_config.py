@@ -15,11 +15,12 @@ from rivetr_git.proxy.routes import Upstream
 _PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"
 _ERRORS = {
     413: ("Content Too Large", "The request body is larger than this server accepts."),
-    429: ("Too Many Requests", "This address has too many connections open; close some and "
-                               "retry."),
+    429: ("Too Many Requests", "This address has too many connections open; close some and retry."),
     502: ("Bad Gateway", "The app is not answering right now."),
-    503: ("Service Unavailable", "The app keeps crashing and has been stopped; its owner "
-                                 "has been told."),
+    503: (
+        "Service Unavailable",
+        "The app keeps crashing and has been stopped; its owner has been told.",
+    ),
     -503: ("Service Unavailable", "The app is stopped by its owner."),
     504: ("Gateway Timeout", "The app took too long to answer."),
     404: ("Not Found", "No app is served at this address."),
@@ -38,8 +39,9 @@ def _seconds(value: float) -> str:
 
 def _error_locations() -> str:
     return "".join(
-        f"        location @rivetr_{s} {{ default_type text/html; "
-        f"return {s} '{_page(s)}'; }}\n" for s in (413, 429, 502, 504))
+        f"        location @rivetr_{s} {{ default_type text/html; return {s} '{_page(s)}'; }}\n"
+        for s in (413, 429, 502, 504)
+    )
 
 
 def _files() -> tuple[int, int]:
@@ -56,9 +58,11 @@ def _conn_limits(config: ProxyConfig) -> str:
     when it runs out of connections)."""
     if not config.max_conns_per_ip:
         return ""
-    return ("    limit_conn_zone $binary_remote_addr zone=rivetr_conn:10m;\n"
-            f"    limit_conn rivetr_conn {config.max_conns_per_ip};\n"
-            "    limit_conn_status 429;\n    limit_conn_log_level warn;\n")
+    return (
+        "    limit_conn_zone $binary_remote_addr zone=rivetr_conn:10m;\n"
+        f"    limit_conn rivetr_conn {config.max_conns_per_ip};\n"
+        "    limit_conn_status 429;\n    limit_conn_log_level warn;\n"
+    )
 
 
 def _header_timeout(config: ProxyConfig) -> float:
@@ -68,8 +72,11 @@ def _header_timeout(config: ProxyConfig) -> float:
 
 
 def _head(config: ProxyConfig, workers: int, state: Path, drain_timeout: float) -> str:
-    access = (f"    access_log {config.access_log} rivetr;\n" if config.access_log
-              else "    access_log off;\n")
+    access = (
+        f"    access_log {config.access_log} rivetr;\n"
+        if config.access_log
+        else "    access_log off;\n"
+    )
     header_k = max(1, math.ceil(config.max_header_size / 1024))
     # Workers run as the daemon's own user (nginx would pick 'nobody' for a root master,
     # who cannot write the access log or temp files in the data dir).
@@ -147,7 +154,6 @@ def _forwarding(config: ProxyConfig) -> str:
 """
 
 
-
 def _proxy_block(name: str) -> str:
     return f"""\
         location / {{
@@ -171,27 +177,40 @@ def upstream_name(upstream: Upstream) -> str:
 
 
 def upstream_block(upstream: Upstream) -> str:
-    return (f"    upstream {upstream_name(upstream)} {{\n        server {upstream.host}:"
-            f"{upstream.port} max_fails=0;\n        keepalive 64;\n    }}\n")
+    return (
+        f"    upstream {upstream_name(upstream)} {{\n        server {upstream.host}:"
+        f"{upstream.port} max_fails=0;\n        keepalive 64;\n    }}\n"
+    )
 
 
 def app_server(host: str, upstream: Upstream, listen: str) -> str:
     """The server block of one hostname (an app's own, or a custom domain of it)."""
     if upstream.crashed or upstream.stopped:
         page = _page(503 if upstream.crashed else -503)
-        return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
-                f"        default_type text/html;\n"
-                f"        location / {{ return 503 '{page}'; }}\n    }}\n")
+        return (
+            f"    server {{\n        listen {listen};\n        server_name {host};\n"
+            f"        default_type text/html;\n"
+            f"        location / {{ return 503 '{page}'; }}\n    }}\n"
+        )
     name = upstream_name(upstream)
-    return (f"    server {{\n        listen {listen};\n        server_name {host};\n"
-            f"        error_page 413 @rivetr_413;\n        error_page 429 @rivetr_429;\n"
-            f"        error_page 502 @rivetr_502;\n"
-            f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
-            f"    }}\n")
+    return (
+        f"    server {{\n        listen {listen};\n        server_name {host};\n"
+        f"        error_page 413 @rivetr_413;\n        error_page 429 @rivetr_429;\n"
+        f"        error_page 502 @rivetr_502;\n"
+        f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
+        f"    }}\n"
+    )
 
 
-def render(routes: Mapping[str, Upstream], base_domain: str, listen: str, config: ProxyConfig,
-           workers: int, state: Path, drain_timeout: float) -> str:
+def render(
+    routes: Mapping[str, Upstream],
+    base_domain: str,
+    listen: str,
+    config: ProxyConfig,
+    workers: int,
+    state: Path,
+    drain_timeout: float,
+) -> str:
     """The whole nginx.conf for this table."""
     # One upstream block per release, however many hostnames (custom domains) point at it.
     proxied = {upstream_name(u): u for u in routes.values() if not (u.crashed or u.stopped)}

@@ -21,8 +21,9 @@ class Upstream:
         # Looked up several times per proxied request (in-flight counts, pools): hash once.
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
-            cached = hash((self.app, self.host, self.port, self.deployment_id, self.crashed,
-                           self.stopped))
+            cached = hash(
+                (self.app, self.host, self.port, self.deployment_id, self.crashed, self.stopped)
+            )
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -138,8 +139,7 @@ class RouteTable:
                 routes[host] = self._apps[app]
         self._publish(routes)
 
-    def replace(self, upstreams: list[Upstream], domains: Mapping[str, str] | None = None
-                ) -> None:
+    def replace(self, upstreams: list[Upstream], domains: Mapping[str, str] | None = None) -> None:
         """Everything at once: upstreams, and custom hostnames (host -> app) if given."""
         self._apps = {u.app: u for u in upstreams}
         if domains is not None:

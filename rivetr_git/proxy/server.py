@@ -50,7 +50,11 @@ class ProxyServer:
     """Forwards each request to the upstream its Host header names."""
 
     def __init__(
-        self, routes: RouteTable, host: str, port: int, config: ProxyConfig | None = None,
+        self,
+        routes: RouteTable,
+        host: str,
+        port: int,
+        config: ProxyConfig | None = None,
         reuse_port: bool = False,
     ) -> None:
         self._routes = routes
@@ -59,8 +63,11 @@ class ProxyServer:
         self._reuse_port = reuse_port
         self.config = config = config or ProxyConfig()
         self._forwarding = Forwarding(config.trusted_proxies)
-        self._access = (AccessLog(config.access_log, config.access_log_max_bytes,
-                                  config.access_log_backups) if config.access_log else None)
+        self._access = (
+            AccessLog(config.access_log, config.access_log_max_bytes, config.access_log_backups)
+            if config.access_log
+            else None
+        )
         self._server: asyncio.Server | None = None
         self.admission: Admission | None = None  # made at start: it reads the fd limit
         self._connections: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
@@ -75,8 +82,11 @@ class ProxyServer:
         pool = self._pools.get(upstream)
         if pool is None:
             pool = self._pools[upstream] = UpstreamPool(
-                upstream.host, upstream.port, self.config.upstream_connections,
-                self.config.connect_timeout)
+                upstream.host,
+                upstream.port,
+                self.config.upstream_connections,
+                self.config.connect_timeout,
+            )
         return pool
 
     async def _sweep(self) -> None:
@@ -95,12 +105,18 @@ class ProxyServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.admission = Admission(self.config.max_conns_per_ip, self.config.max_connections,
-                                   self.config.trusted_proxies)
+        self.admission = Admission(
+            self.config.max_conns_per_ip, self.config.max_connections, self.config.trusted_proxies
+        )
         self._sweeper = asyncio.create_task(self._sweep())
         self._server = await loop.create_server(
-            self._connection, self._host, self._port, reuse_address=True,
-            reuse_port=self._reuse_port or None, backlog=1024)
+            self._connection,
+            self._host,
+            self._port,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+            backlog=1024,
+        )
         sock = self._server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.bound_port = int(sock.getsockname()[1])
@@ -135,29 +151,45 @@ class ProxyServer:
                 self._access.record(
                     normalize_host(request.host.decode("latin-1")),
                     request.method.decode("latin-1"),
-                    request.target.decode("utf-8", "replace"), out.status, out.sent, started,
-                    f"{upstream.host}:{upstream.port}" if upstream else "-")
+                    request.target.decode("utf-8", "replace"),
+                    out.status,
+                    out.sent,
+                    started,
+                    f"{upstream.host}:{upstream.port}" if upstream else "-",
+                )
         return out.keep_alive
 
-    def _page(self, client: ClientConnection, request: Request, out: Outcome, status: int,
-              detail: str, close: bool = False) -> None:
+    def _page(
+        self,
+        client: ClientConnection,
+        request: Request,
+        out: Outcome,
+        status: int,
+        detail: str,
+        close: bool = False,
+    ) -> None:
         out.status = status
         out.keep_alive = not close
         client.write(page(status, detail, close=close, head_only=request.method == b"HEAD"))
 
-    async def _respond(self, client: ClientConnection, request: Request,
-                       upstream: Upstream | None, out: Outcome) -> None:
+    async def _respond(
+        self, client: ClientConnection, request: Request, upstream: Upstream | None, out: Outcome
+    ) -> None:
         if upstream is None:
             return self._own_page(client, request, out)
         if upstream.stopped:
             return self._page(client, request, out, 503, "The app is stopped by its owner.")
         if upstream.crashed:
-            return self._page(client, request, out, 503, "The app keeps crashing and has been "
-                              "stopped; its owner has been told.")
+            return self._page(
+                client,
+                request,
+                out,
+                503,
+                "The app keeps crashing and has been stopped; its owner has been told.",
+            )
         target = origin_form(request.target, request.method)
         if target is None:
-            return self._page(client, request, out, 400, "This request target cannot be "
-                              "proxied.")
+            return self._page(client, request, out, 400, "This request target cannot be proxied.")
         limit = self.config.max_body_size
         length = request.header(b"content-length")
         if limit and length is not None and length.strip().isdigit() and int(length) > limit:
@@ -167,11 +199,17 @@ class ProxyServer:
             lines = self._forwarding.lines(request.headers, client.peer, b"http", request.host)
             if request.upgrade:
                 return await self._tunnel(client, request, upstream, target, lines, out)
-            head = b"".join((b"%s %s HTTP/1.1\r\n" % (request.method, target), *lines,
-                             b"Transfer-Encoding: chunked\r\n" if request.chunked else b"",
-                             b"\r\n"))
-            await exchange(client, request, self._pool_for(upstream), head,
-                           self.config.read_timeout, out)
+            head = b"".join(
+                (
+                    b"%s %s HTTP/1.1\r\n" % (request.method, target),
+                    *lines,
+                    b"Transfer-Encoding: chunked\r\n" if request.chunked else b"",
+                    b"\r\n",
+                )
+            )
+            await exchange(
+                client, request, self._pool_for(upstream), head, self.config.read_timeout, out
+            )
         except BodyTooLarge:
             self._page(client, request, out, 413, _TOO_LARGE, close=True)
         except UpstreamTimeout:
@@ -179,24 +217,36 @@ class ProxyServer:
         except UpstreamError as exc:
             self._page(client, request, out, 502, f"{str(exc).capitalize()}.")
         except TimeoutError:  # the client stopped sending its body
-            self._page(client, request, out, 408, "The request body stopped arriving.",
-                       close=True)
+            self._page(client, request, out, 408, "The request body stopped arriving.", close=True)
         finally:
             self._routes.in_flight.leave(upstream)
 
-    async def _tunnel(self, client: ClientConnection, request: Request, upstream: Upstream,
-                      target: bytes, lines: list[bytes], out: Outcome) -> None:
+    async def _tunnel(
+        self,
+        client: ClientConnection,
+        request: Request,
+        upstream: Upstream,
+        target: bytes,
+        lines: list[bytes],
+        out: Outcome,
+    ) -> None:
         """An Upgrade (WebSocket): the app must answer 101, then bytes flow both ways."""
         upgrade = request.header(b"upgrade") or b"websocket"
-        head = b"".join((b"%s %s HTTP/1.1\r\n" % (request.method, target), *lines,
-                         b"Connection: Upgrade\r\nUpgrade: %s\r\n\r\n" % upgrade))
+        head = b"".join(
+            (
+                b"%s %s HTTP/1.1\r\n" % (request.method, target),
+                *lines,
+                b"Connection: Upgrade\r\nUpgrade: %s\r\n\r\n" % upgrade,
+            )
+        )
         app = await self._pool_for(upstream).connect()
         try:
             await app.write(head)
             status, _ = await app.read_head(self.config.read_timeout)
             if status != 101 or not app.upgraded:
-                return self._page(client, request, out, 502, "The app refused the upgrade.",
-                                  close=True)
+                return self._page(
+                    client, request, out, 502, "The app refused the upgrade.", close=True
+                )
             out.status = 101
             client.write(switching_head(app))
             sent, _ = await splice(client, app, self.config.websocket_idle_timeout)
@@ -213,8 +263,14 @@ class ProxyServer:
             if path in (b"/healthz", b"/"):
                 out.status = 200
                 out.keep_alive = True
-                client.write(text(f"ok\nroutes: {len(self._routes)}\n" if path == b"/healthz"
-                                  else f"rivetr-git proxy: {len(self._routes)} app(s) at "
-                                       f"*.{self._routes.base_domain}\n", head_only))
+                client.write(
+                    text(
+                        f"ok\nroutes: {len(self._routes)}\n"
+                        if path == b"/healthz"
+                        else f"rivetr-git proxy: {len(self._routes)} app(s) at "
+                        f"*.{self._routes.base_domain}\n",
+                        head_only,
+                    )
+                )
                 return
         self._page(client, request, out, 404, "No app is served at this address.")

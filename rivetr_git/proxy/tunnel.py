@@ -22,12 +22,18 @@ _KEEP_ON_101 = HOP_BY_HOP - {b"connection", b"upgrade"}
 def switching_head(conn: UpstreamConnection) -> bytes:
     """The app's 101 for the client, with the Connection and Upgrade it needs."""
     _, headers = conn.status, conn.head_headers
-    return b"".join((b"HTTP/1.1 101 %s\r\n" % (conn.reason or b"Switching Protocols"),
-                     *header_lines(headers, _KEEP_ON_101), b"\r\n"))
+    return b"".join(
+        (
+            b"HTTP/1.1 101 %s\r\n" % (conn.reason or b"Switching Protocols"),
+            *header_lines(headers, _KEEP_ON_101),
+            b"\r\n",
+        )
+    )
 
 
-async def splice(client: ClientConnection, app: UpstreamConnection, idle_timeout: float
-                 ) -> tuple[int, int]:
+async def splice(
+    client: ClientConnection, app: UpstreamConnection, idle_timeout: float
+) -> tuple[int, int]:
     """Relay until either side closes; returns bytes (to the client, to the app)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()

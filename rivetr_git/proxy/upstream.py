@@ -83,7 +83,7 @@ class UpstreamConnection(FlowControl):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = True
-            self.upgrade_tail = data[exc.args[0]:]
+            self.upgrade_tail = data[exc.args[0] :]
             if self.transport is not None:
                 self.transport.pause_reading()  # until the tunnel is in place
         except httptools.HttpParserError:
@@ -206,8 +206,7 @@ class UpstreamConnection(FlowControl):
         return body
 
     def reusable(self) -> bool:
-        return (self.complete and not self.closed and self.error is None
-                and self._keep_alive)
+        return self.complete and not self.closed and self.error is None and self._keep_alive
 
     def reset(self) -> None:
         """Ready for the next exchange on the same connection."""
@@ -256,7 +255,8 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(loop), self._host, self._port)
+                    lambda: UpstreamConnection(loop), self._host, self._port
+                )
         except TimeoutError:
             raise UpstreamError("the app did not accept the connection in time") from None
         except OSError:

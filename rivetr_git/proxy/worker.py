@@ -39,8 +39,9 @@ async def serve() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     start = json.loads(await reader.readline())
     routes = RouteTable(start["base_domain"])
-    proxy = ProxyServer(routes, start["host"], start["port"], config_from_json(start["config"]),
-                        reuse_port=True)
+    proxy = ProxyServer(
+        routes, start["host"], start["port"], config_from_json(start["config"]), reuse_port=True
+    )
     await proxy.start()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

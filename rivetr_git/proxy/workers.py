@@ -86,8 +86,10 @@ class ProxyWorkers:
             placeholder.bind((self._host, self._port))
         except OSError as exc:
             placeholder.close()
-            raise RivetrError(f"cannot listen on {self._host}:{self._port} for the proxy: "
-                              f"{exc.strerror}; choose another proxy_port") from None
+            raise RivetrError(
+                f"cannot listen on {self._host}:{self._port} for the proxy: "
+                f"{exc.strerror}; choose another proxy_port"
+            ) from None
         self._placeholder = placeholder
         self.bound_port = int(placeholder.getsockname()[1])
         self._routes.subscribe(self._publish)
@@ -105,14 +107,22 @@ class ProxyWorkers:
             # One file per worker: size-based rotation cannot be shared between processes.
             log_path = config.access_log
             config = dataclasses.replace(
-                config, access_log=log_path.with_name(f"{log_path.stem}.{index}{log_path.suffix}"))
-        return {"host": self._host, "port": self.bound_port,
-                "base_domain": self._routes.base_domain, "config": config_to_json(config)}
+                config, access_log=log_path.with_name(f"{log_path.stem}.{index}{log_path.suffix}")
+            )
+        return {
+            "host": self._host,
+            "port": self.bound_port,
+            "base_domain": self._routes.base_domain,
+            "config": config_to_json(config),
+        }
 
     async def _spawn(self, index: int) -> _Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rivetr_git.proxy.worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "rivetr_git.proxy.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             cwd=str(Path.cwd()),
         )
         worker = _Worker(index, process)
@@ -130,16 +140,20 @@ class ProxyWorkers:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            raise RivetrError(f"proxy worker {index} did not start (exit status "
-                              f"{process.returncode}); see the log above")
+            raise RivetrError(
+                f"proxy worker {index} did not start (exit status "
+                f"{process.returncode}); see the log above"
+            )
         worker.reader = asyncio.create_task(self._read(worker))
         self._by_index[index] = worker  # in the same step as leaving _starting
         return worker
 
     def _routes_message(self, routes: Mapping[str, Upstream]) -> dict[str, Any]:
         # Host by host: custom domains are hostnames too, not only APP.<base_domain>.
-        return {"routes": [[host, dataclasses.asdict(u)] for host, u in routes.items()],
-                "table": self._table_no}
+        return {
+            "routes": [[host, dataclasses.asdict(u)] for host, u in routes.items()],
+            "table": self._table_no,
+        }
 
     def _publish(self, routes: Mapping[str, Upstream]) -> None:
         self._table_no += 1
@@ -149,10 +163,12 @@ class ProxyWorkers:
 
     async def wait_synced(self, timeout: float) -> bool:
         """Wait until every worker has applied the newest route table; False on timeout."""
+
         async def synced() -> None:
             async with self._synced:
                 await self._synced.wait_for(
-                    lambda: all(w.applied >= self._table_no for w in self._workers))
+                    lambda: all(w.applied >= self._table_no for w in self._workers)
+                )
 
         try:
             await asyncio.wait_for(synced(), timeout)
@@ -183,8 +199,11 @@ class ProxyWorkers:
         worker.pending.clear()
         if self._closing:
             return
-        log.error("proxy worker %d exited with status %s; starting a new one",
-                  worker.index, worker.process.returncode)
+        log.error(
+            "proxy worker %d exited with status %s; starting a new one",
+            worker.index,
+            worker.process.returncode,
+        )
         try:
             await self._spawn(worker.index)
         except RivetrError as exc:
@@ -197,8 +216,9 @@ class ProxyWorkers:
             drain_id = next(self._drain_ids)
             future: asyncio.Future[bool] = loop.create_future()
             worker.pending[drain_id] = future
-            worker.send({"drain": drain_id, "upstream": dataclasses.asdict(upstream),
-                         "timeout": timeout})
+            worker.send(
+                {"drain": drain_id, "upstream": dataclasses.asdict(upstream), "timeout": timeout}
+            )
             futures.append(future)
         try:
             # The workers time out on their own; the margin covers a stuck pipe.

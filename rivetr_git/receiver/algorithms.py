@@ -27,8 +27,12 @@ class Algorithms:
 
     def as_options(self) -> dict[str, list[str]]:
         """Keyword arguments for asyncssh's connection options."""
-        return {"kex_algs": self.kex, "encryption_algs": self.ciphers,
-                "mac_algs": self.macs, "compression_algs": self.compression}
+        return {
+            "kex_algs": self.kex,
+            "encryption_algs": self.ciphers,
+            "mac_algs": self.macs,
+            "compression_algs": self.compression,
+        }
 
 
 def _names(setting: str, value: str, supported: list[bytes]) -> list[str]:
@@ -40,7 +44,8 @@ def _names(setting: str, value: str, supported: list[bytes]) -> list[str]:
     if unknown:
         raise ConfigError(
             f"setting '{setting}': unknown algorithm(s) {', '.join(unknown)}; this server "
-            f"supports: {', '.join(known)}")
+            f"supports: {', '.join(known)}"
+        )
     return names
 
 

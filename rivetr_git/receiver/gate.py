@@ -68,8 +68,13 @@ class RefusalLog:
             return
         reasons = ", ".join(f"{n} {reason}" for reason, n in self._counts.most_common())
         top, n = self._sources.most_common(1)[0]
-        log.warning("refused %d SSH connection(s) (%s); most from %s (%d)",
-                    sum(self._counts.values()), reasons, top, n)
+        log.warning(
+            "refused %d SSH connection(s) (%s); most from %s (%d)",
+            sum(self._counts.values()),
+            reasons,
+            top,
+            n,
+        )
         self._counts.clear()
         self._sources.clear()
 
@@ -164,8 +169,9 @@ class ConnectionGate:
 class GatedProtocol(asyncio.Protocol):
     """Stands in front of one asyncssh connection; creates it only once the gate admits."""
 
-    def __init__(self, gate: ConnectionGate,
-                 make_conn: Callable[[GatedProtocol], asyncio.Protocol]) -> None:
+    def __init__(
+        self, gate: ConnectionGate, make_conn: Callable[[GatedProtocol], asyncio.Protocol]
+    ) -> None:
         self._gate = gate
         self._make_conn = make_conn
         self._conn: asyncio.Protocol | None = None
@@ -246,7 +252,8 @@ class GatedProtocol(asyncio.Protocol):
             self._conn.connection_lost(exc)
 
 
-def gated_factory(gate: ConnectionGate, make_conn: Callable[[GatedProtocol], Any]
-                  ) -> Callable[[], GatedProtocol]:
+def gated_factory(
+    gate: ConnectionGate, make_conn: Callable[[GatedProtocol], Any]
+) -> Callable[[], GatedProtocol]:
     """A protocol factory for loop.create_server; `make_conn(gated)` makes the SSH side."""
     return lambda: GatedProtocol(gate, make_conn)

@@ -13,8 +13,12 @@ _COMMAND_FORMAT = "  Command: %s"  # asyncssh/channel.py, after its "[conn=N, ch
 
 class HideCommandArguments(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if (isinstance(record.msg, str) and record.msg.endswith(_COMMAND_FORMAT)
-                and isinstance(record.args, tuple) and len(record.args) == 1):
+        if (
+            isinstance(record.msg, str)
+            and record.msg.endswith(_COMMAND_FORMAT)
+            and isinstance(record.args, tuple)
+            and len(record.args) == 1
+        ):
             record.args = (shown_command(str(record.args[0])),)
         return True
 

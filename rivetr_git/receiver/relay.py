@@ -34,7 +34,7 @@ class Traffic:
         if not self.marked:
             window = self._tail + data
             self.marked = self._mark in window
-            self._tail = window[-len(self._mark):]
+            self._tail = window[-len(self._mark) :]
 
 
 async def wait_until_idle(seen: Traffic, timeout: float, busy: Callable[[], bool]) -> None:
@@ -51,8 +51,7 @@ async def wait_until_idle(seen: Traffic, timeout: float, busy: Callable[[], bool
         await asyncio.sleep(left)
 
 
-async def pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter,
-                  seen: Traffic) -> None:
+async def pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter, seen: Traffic) -> None:
     """The client's bytes to git's stdin; git's stdin is closed when the client is done."""
     try:
         while data := await src.read(CHUNK):
@@ -66,8 +65,9 @@ async def pump_in(src: asyncssh.SSHReader[bytes], dst: asyncio.StreamWriter,
             dst.close()
 
 
-async def pump_out(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes],
-                   seen: Traffic) -> None:
+async def pump_out(
+    src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes], seen: Traffic
+) -> None:
     """git's output to the client, read to the end even once the client is gone."""
     gone = False
     while data := await src.read(CHUNK):

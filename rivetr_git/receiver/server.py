@@ -127,12 +127,12 @@ class _Auth(asyncssh.SSHServer):
         if self._conn is None:
             return
         gated: GatedProtocol | None = self._conn.get_extra_info(_EXTRA_GATE)
-        self._gate.refusals.refused("over ssh_max_auth_tries",
-                                    gated.source if gated else "unknown")
+        self._gate.refusals.refused("over ssh_max_auth_tries", gated.source if gated else "unknown")
         self._conn.disconnect(
             asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
             f"too many authentication attempts (more than {self._max_tries} keys offered); "
-            "use -o IdentitiesOnly=yes -i KEY")
+            "use -o IdentitiesOnly=yes -i KEY",
+        )
 
     def auth_completed(self) -> None:
         if self._conn is not None:
@@ -147,7 +147,12 @@ class Receiver:
     """Listens for SSH, authorizes each git command, runs git with the hooks pointed at us."""
 
     def __init__(
-        self, settings: Settings, store: Store, repos: Repos, hooks: HookSocket, hooks_dir: Path,
+        self,
+        settings: Settings,
+        store: Store,
+        repos: Repos,
+        hooks: HookSocket,
+        hooks_dir: Path,
         admin: Admin,
     ) -> None:
         self._settings = settings
@@ -161,12 +166,14 @@ class Receiver:
         # Checked here, so an unknown algorithm name stops start-up before anything runs.
         self._algorithms = algorithms(settings)
         self._max_push = validate.size(settings.max_push_size) if settings.max_push_size else 0
-        self.gate = ConnectionGate(GateLimits(
-            max_startups=settings.ssh_max_startups,
-            max_startups_per_source=settings.ssh_max_startups_per_source,
-            handshake_rate=settings.ssh_handshake_rate,
-            handshake_burst=settings.ssh_handshake_burst,
-        ))
+        self.gate = ConnectionGate(
+            GateLimits(
+                max_startups=settings.ssh_max_startups,
+                max_startups_per_source=settings.ssh_max_startups_per_source,
+                handshake_rate=settings.ssh_handshake_rate,
+                handshake_burst=settings.ssh_handshake_burst,
+            )
+        )
 
     async def start(self) -> None:
         hide_command_arguments()
@@ -194,7 +201,8 @@ class Receiver:
 
         # Our own listener instead of asyncssh.listen: the gate sees each connection first.
         self._server = await loop.create_server(
-            gated_factory(self.gate, make_conn), s.ssh_host, s.ssh_port, backlog=1024)
+            gated_factory(self.gate, make_conn), s.ssh_host, s.ssh_port, backlog=1024
+        )
         self.bound_port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -248,8 +256,9 @@ class Receiver:
         if command.is_push:
             token, context = self._hooks.register(app, key.name)
             try:
-                code = await self._run_git(process, command, app, token,
-                                           busy=lambda: context.deploying)
+                code = await self._run_git(
+                    process, command, app, token, busy=lambda: context.deploying
+                )
             finally:
                 self._hooks.unregister(token)
             if code == 0 and context.ok is False:
@@ -257,8 +266,9 @@ class Receiver:
             return code
         return await self._run_git(process, command, app, None)
 
-    async def _run_admin(self, process: asyncssh.SSHServerProcess[bytes],
-                         command: AdminCommand, key: SshKey) -> int:
+    async def _run_admin(
+        self, process: asyncssh.SSHServerProcess[bytes], command: AdminCommand, key: SshKey
+    ) -> int:
         """Run an admin verb; stop it when the client goes away (Ctrl-C on `logs -f`)."""
         session = _SshSession(process)
         task = asyncio.create_task(self._admin.run(command.argv, Caller(key), session))
@@ -279,8 +289,9 @@ class Receiver:
             await session.out(str(exc))
             return 0
 
-    def _git_env(self, process: asyncssh.SSHServerProcess[bytes], app: App, token: str | None
-                 ) -> dict[str, str]:
+    def _git_env(
+        self, process: asyncssh.SSHServerProcess[bytes], app: App, token: str | None
+    ) -> dict[str, str]:
         # Nothing the client sent reaches git except a validated GIT_PROTOCOL.
         bindir = os.path.dirname(sys.executable)
         env = {
@@ -301,8 +312,12 @@ class Receiver:
         return env
 
     async def _run_git(
-        self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
-        token: str | None, busy: Callable[[], bool] = lambda: False,
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        command: GitCommand,
+        app: App,
+        token: str | None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> int:
         git = await self._start_git(process, command, app, token)
         seen = Traffic(_TOO_BIG)
@@ -310,23 +325,36 @@ class Receiver:
         if code is None:
             return 1
         if seen.marked:
-            _say(process, f"rivetr: this push is larger than the server's max_push_size "
-                 f"({self._settings.max_push_size}); nothing was stored. Push less (large "
-                 "files do not belong in the repository), or ask an admin to raise "
-                 "max_push_size (RIVETR_MAX_PUSH_SIZE; 0: no limit) and restart the server")
+            _say(
+                process,
+                f"rivetr: this push is larger than the server's max_push_size "
+                f"({self._settings.max_push_size}); nothing was stored. Push less (large "
+                "files do not belong in the repository), or ask an admin to raise "
+                "max_push_size (RIVETR_MAX_PUSH_SIZE; 0: no limit) and restart the server",
+            )
             return code or 1
         return code
 
     async def _start_git(
-        self, process: asyncssh.SSHServerProcess[bytes], command: GitCommand, app: App,
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        command: GitCommand,
+        app: App,
         token: str | None,
     ) -> asyncio.subprocess.Process:
         """git receive-pack / upload-pack on the app's repository, with the server's hooks."""
         service = command.service.removeprefix("git-")
-        limit = ["-c", f"receive.maxInputSize={self._max_push}"] if (
-            command.is_push and self._max_push) else []
+        limit = (
+            ["-c", f"receive.maxInputSize={self._max_push}"]
+            if (command.is_push and self._max_push)
+            else []
+        )
         return await asyncio.create_subprocess_exec(
-            "git", "-c", f"core.hooksPath={self._hooks_dir}", *limit, service,
+            "git",
+            "-c",
+            f"core.hooksPath={self._hooks_dir}",
+            *limit,
+            service,
             str(self._repos.path(app.name)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -335,8 +363,12 @@ class Receiver:
         )
 
     async def _relay(
-        self, process: asyncssh.SSHServerProcess[bytes], git: asyncio.subprocess.Process,
-        seen: Traffic, app: App, busy: Callable[[], bool],
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        git: asyncio.subprocess.Process,
+        seen: Traffic,
+        app: App,
+        busy: Callable[[], bool],
     ) -> int | None:
         """Bytes between the session and `git` until git exits: its exit code, or None when
         the session was closed for silence (the client was told). git never outlives this."""
@@ -351,10 +383,16 @@ class Receiver:
         try:
             await asyncio.wait({waiter, idle}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
-                log.warning("closing a silent git session for %s after %gs", app.name,
-                            self._settings.ssh_idle_timeout)
-                _say(process, f"rivetr: no data for {self._settings.ssh_idle_timeout:g}s; "
-                     "closing this session (setting ssh_idle_timeout)")
+                log.warning(
+                    "closing a silent git session for %s after %gs",
+                    app.name,
+                    self._settings.ssh_idle_timeout,
+                )
+                _say(
+                    process,
+                    f"rivetr: no data for {self._settings.ssh_idle_timeout:g}s; "
+                    "closing this session (setting ssh_idle_timeout)",
+                )
                 return None
             code = waiter.result()
             await asyncio.gather(*tasks[1:])

@@ -123,20 +123,21 @@ class Runtime(Protocol):
         """Run a command in a running container; return exit code and combined output."""
         ...
 
-    async def follow_logs(self, container_id: str, tail: int | None, follow: bool,
-                          on_output: OnOutput) -> None:
+    async def follow_logs(
+        self, container_id: str, tail: int | None, follow: bool, on_output: OnOutput
+    ) -> None:
         """Feed the container's output (last `tail` lines, None: all) to `on_output`; with
         `follow`, keep going until the container stops or the caller is cancelled."""
         ...
 
-    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput
-                       ) -> int:
+    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput) -> int:
         """Run `command` in a new container (no published port), stream its output, remove
         it (also when cancelled) and return its exit code."""
         ...
 
-    async def exec_stream(self, container_id: str, command: list[str], on_output: OnOutput,
-                          timeout: float) -> int | None:
+    async def exec_stream(
+        self, container_id: str, command: list[str], on_output: OnOutput, timeout: float
+    ) -> int | None:
         """Run a command in a running container, streaming its output; its exit code, or
         None if it ran past `timeout` seconds (it is then killed)."""
         ...

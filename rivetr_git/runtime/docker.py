@@ -42,6 +42,7 @@ def _limits(spec: ContainerSpec) -> dict[str, Any]:
         limits["memswap_limit"] = spec.memory  # no swap on top: the limit means what it says
     return limits
 
+
 def _info(container: Any) -> ContainerInfo:
     return _info_from(container.attrs)
 
@@ -91,9 +92,13 @@ class DockerRuntime:
     async def client_for(url: str | None) -> Any:
         """A docker-py client for the engine API at `url` (None: DOCKER_HOST or the default
         socket) that has answered a ping. Raises RuntimeUnavailable."""
+
         def _connect() -> Any:
-            client = (docker.from_env(timeout=120) if url is None
-                      else docker.DockerClient(base_url=url, timeout=120))
+            client = (
+                docker.from_env(timeout=120)
+                if url is None
+                else docker.DockerClient(base_url=url, timeout=120)
+            )
             try:
                 client.ping()
             except BaseException:
@@ -135,12 +140,20 @@ class DockerRuntime:
             # grace period (10 s measured here without it).
             api = self._client.api
             host_config = api.create_host_config(
-                port_bindings={spec.port: ("127.0.0.1",)}, init=True, **_limits(spec),
-                **self._host_options(), **self._network_of(spec),
+                port_bindings={spec.port: ("127.0.0.1",)},
+                init=True,
+                **_limits(spec),
+                **self._host_options(),
+                **self._network_of(spec),
             )
             created = api.create_container(
-                spec.image, name=spec.name, environment=dict(spec.env), labels=dict(spec.labels),
-                ports=[spec.port], host_config=host_config, detach=True,
+                spec.image,
+                name=spec.name,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                ports=[spec.port],
+                host_config=host_config,
+                detach=True,
             )
             api.start(created["Id"])
             return dict(api.inspect_container(created["Id"]))
@@ -174,12 +187,20 @@ class DockerRuntime:
         labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
         for attempt in range(_NETWORK_TRIES):
             subnet = self._free_subnet()
-            ipam = (docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
-                    if subnet else None)
+            ipam = (
+                docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+                if subnet
+                else None
+            )
             try:
-                api.create_network(spec.network, driver="bridge", labels=labels, ipam=ipam,
-                                   options=self._network_options() or None,
-                                   check_duplicate=True)
+                api.create_network(
+                    spec.network,
+                    driver="bridge",
+                    labels=labels,
+                    ipam=ipam,
+                    options=self._network_options() or None,
+                    check_duplicate=True,
+                )
                 return
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:  # made meanwhile by a concurrent start
@@ -190,7 +211,8 @@ class DockerRuntime:
                     raise RuntimeOperationError(
                         f"cannot create network {spec.network}: the engine has no address "
                         "range left (each app has a network of its own); set app_networks "
-                        "to a private range, e.g. 10.213.0.0/16") from None
+                        "to a private range, e.g. 10.213.0.0/16"
+                    ) from None
                 raise
 
     def host_routes(self) -> list[ipaddress.IPv4Network]:
@@ -203,10 +225,12 @@ class DockerRuntime:
         pool = self.network_pool
         if pool is None:
             return None
-        used = [ipaddress.ip_network(config["Subnet"], strict=False)
-                for network in self._client.api.networks()
-                for config in ((network.get("IPAM") or {}).get("Config") or [])
-                if config.get("Subnet")]
+        used = [
+            ipaddress.ip_network(config["Subnet"], strict=False)
+            for network in self._client.api.networks()
+            for config in ((network.get("IPAM") or {}).get("Config") or [])
+            if config.get("Subnet")
+        ]
         # Also what the host routes already: another engine's bridges (Docker's next to
         # Podman's share the host), which Podman refuses to overlap ("subnet ... is already
         # used on the host").
@@ -216,7 +240,8 @@ class DockerRuntime:
                 return str(candidate)
         raise RuntimeOperationError(
             f"app_networks {pool} is full ({len(used4)} networks on the engine); destroy "
-            "unused apps or set app_networks to a larger private range")
+            "unused apps or set app_networks to a larger private range"
+        )
 
     async def start(self, container_id: str) -> ContainerInfo:
         def _start() -> Any:
@@ -276,11 +301,13 @@ class DockerRuntime:
 
         return await self._call("exec", _exec)
 
-    async def follow_logs(self, container_id: str, tail: int | None, follow: bool,
-                          on_output: OnOutput) -> None:
+    async def follow_logs(
+        self, container_id: str, tail: int | None, follow: bool, on_output: OnOutput
+    ) -> None:
         def _open() -> Any:
-            return self._client.api.logs(container_id, stream=True, follow=follow,
-                                         tail="all" if tail is None else tail)
+            return self._client.api.logs(
+                container_id, stream=True, follow=follow, tail="all" if tail is None else tail
+            )
 
         try:
             await pump(_open, on_output)
@@ -289,17 +316,22 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"docker logs failed: {exc.explanation or exc}") from None
 
-    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput
-                       ) -> int:
+    async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput) -> int:
         api = self._client.api
 
         def _create() -> str:
-            host_config = api.create_host_config(init=True, **_limits(spec),
-                                                 **self._host_options(),
-                                                 **self._network_of(spec))
+            host_config = api.create_host_config(
+                init=True, **_limits(spec), **self._host_options(), **self._network_of(spec)
+            )
             created = api.create_container(
-                spec.image, command=command, name=spec.name, environment=dict(spec.env),
-                labels=dict(spec.labels), host_config=host_config, detach=True)
+                spec.image,
+                command=command,
+                name=spec.name,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                host_config=host_config,
+                detach=True,
+            )
             api.start(created["Id"])
             return str(created["Id"])
 
@@ -312,14 +344,18 @@ class DockerRuntime:
         finally:
             await asyncio.shield(self.remove(container_id))
 
-    async def exec_stream(self, container_id: str, command: list[str], on_output: OnOutput,
-                          timeout: float) -> int | None:
+    async def exec_stream(
+        self, container_id: str, command: list[str], on_output: OnOutput, timeout: float
+    ) -> int | None:
         api = self._client.api
         exec_id = await self._call("exec", lambda: api.exec_create(container_id, command)["Id"])
         try:
             async with asyncio.timeout(timeout):
-                await pump(lambda: api.exec_start(exec_id, stream=True), on_output,
-                           close=lambda stream: None)
+                await pump(
+                    lambda: api.exec_start(exec_id, stream=True),
+                    on_output,
+                    close=lambda stream: None,
+                )
         except TimeoutError:
             # Docker cannot kill an exec'd process; its host PID can be (the engine is local).
             pid = (await self._call("exec", lambda: api.exec_inspect(exec_id))).get("Pid")
@@ -336,7 +372,8 @@ class DockerRuntime:
             # ignore_removed: a container removed between the list and its inspect is skipped,
             # not an error that aborts the whole listing.
             found = self._client.containers.list(
-                all=True, filters={"label": _label_filter(labels)}, ignore_removed=True)
+                all=True, filters={"label": _label_filter(labels)}, ignore_removed=True
+            )
             return [_info(c) for c in found]
 
         return await self._call("list containers", _list)
@@ -376,7 +413,9 @@ def host_routes(table: Path) -> list[ipaddress.IPv4Network]:
         if len(fields) < 8 or fields[1] == "00000000":
             continue  # the default route is not a network of ours to avoid
         with contextlib.suppress(ValueError):
-            dest, mask = (ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little"))
-                          for f in (fields[1], fields[7]))
+            dest, mask = (
+                ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little"))
+                for f in (fields[1], fields[7])
+            )
             found.append(ipaddress.IPv4Network(f"{dest}/{mask}", strict=False))
     return found

@@ -57,12 +57,20 @@ async def build_image(api: Any, spec: BuildSpec, on_line: Callable[[str], None])
     if spec.build_args:
         on_line("keeping build-time values out of the image's history")
         try:
-            image_id = await asyncio.to_thread(scrub_image, api, spec.tag, spec.build_args,
-                                               spec.context_tar.parent)
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError, tarfile.TarError, ValueError, KeyError) as exc:
-            with contextlib.suppress(docker.errors.DockerException,
-                                     requests.exceptions.RequestException):
+            image_id = await asyncio.to_thread(
+                scrub_image, api, spec.tag, spec.build_args, spec.context_tar.parent
+            )
+        except (
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            OSError,
+            tarfile.TarError,
+            ValueError,
+            KeyError,
+        ) as exc:
+            with contextlib.suppress(
+                docker.errors.DockerException, requests.exceptions.RequestException
+            ):
                 await asyncio.to_thread(api.remove_image, spec.tag, force=True)
             raise BuildFailed(f"cannot rewrite the image's history: {exc}") from None
     return image_id
@@ -71,7 +79,10 @@ async def build_image(api: Any, spec: BuildSpec, on_line: Callable[[str], None])
 def _build_params(spec: BuildSpec) -> dict[str, Any]:
     """The query of the Engine's /build request, limits included."""
     params: dict[str, Any] = {
-        "t": spec.tag, "dockerfile": spec.dockerfile, "rm": True, "forcerm": True,
+        "t": spec.tag,
+        "dockerfile": spec.dockerfile,
+        "rm": True,
+        "forcerm": True,
     }
     if spec.memory is not None:
         # memswap = memory: a step cannot swap its way past the limit.
@@ -130,8 +141,14 @@ class _Pump:
         headers = {"Content-Type": "application/tar"}
         api._set_auth_headers(headers)  # registry credentials for FROM, as api.build does
         with open(self._spec.context_tar, "rb") as context:
-            response = api._post(api._url("/build"), data=context, params=self._params,
-                                 headers=headers, stream=True, timeout=None)
+            response = api._post(
+                api._url("/build"),
+                data=context,
+                params=self._params,
+                headers=headers,
+                stream=True,
+                timeout=None,
+            )
         self._responses.append(response)
         try:
             if self._cancelled.is_set():  # the deadline passed while the context was uploading
@@ -215,8 +232,11 @@ async def _failure(api: Any, spec: BuildSpec, outcome: _Outcome, started: float)
 def _memory_text(size: int) -> str:
     """A byte count as build_memory_limit would be written: 512m, 2g, or in bytes."""
     return next(
-        (f"{size // f}{unit}" for unit, f in
-         (("g", 1024**3), ("m", 1024**2), ("k", 1024)) if size % f == 0),
+        (
+            f"{size // f}{unit}"
+            for unit, f in (("g", 1024**3), ("m", 1024**2), ("k", 1024))
+            if size % f == 0
+        ),
         f"{size} bytes",
     )
 
@@ -237,8 +257,7 @@ def _remove_container(api: Any, container_id: str) -> None:
 async def _reap(api: Any, container_id: str) -> None:
     """Make sure a cancelled build's step container is gone: the daemon kills and
     removes it when the connection closes; remove it by force if it has not."""
-    with contextlib.suppress(docker.errors.DockerException,
-                             requests.exceptions.RequestException):
+    with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
         for _ in range(50):
             if await asyncio.to_thread(_container_gone, api, container_id):
                 return
@@ -248,10 +267,16 @@ async def _reap(api: Any, container_id: str) -> None:
 
 def _oom_events(api: Any, container_id: str, since: float) -> bool:
     # With `until`, the stream ends by itself: read it to the end.
-    return bool(list(api.events(
-        since=int(since) - 1, until=f"{time.time():.9f}", decode=True,
-        filters={"container": container_id, "event": "oom"},
-    )))
+    return bool(
+        list(
+            api.events(
+                since=int(since) - 1,
+                until=f"{time.time():.9f}",
+                decode=True,
+                filters={"container": container_id, "event": "oom"},
+            )
+        )
+    )
 
 
 async def _oom_killed(api: Any, container_id: str, since: float) -> bool:

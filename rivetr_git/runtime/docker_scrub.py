@@ -92,8 +92,12 @@ def _rewrite(saved: Path, target: Path, build_args: Mapping[str, str]) -> None:
         settings = config.get("config") or {}
         whole = {e.partition("=")[2] for e in settings.get("Env") or []}
         whole.update((settings.get("Labels") or {}).values())
-        _check("\0".join(sorted(whole)), {n: v for n, v in build_args.items() if v in whole},
-               where, min_len=1)
+        _check(
+            "\0".join(sorted(whole)),
+            {n: v for n, v in build_args.items() if v in whole},
+            where,
+            min_len=1,
+        )
         new_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
         manifest[0]["Config"] = new_name
         with tarfile.open(target, "w") as out:
@@ -103,15 +107,18 @@ def _rewrite(saved: Path, target: Path, build_args: Mapping[str, str]) -> None:
                 handle = src.extractfile(member) if member.isfile() else None
                 if handle is not None and member.name.endswith("/json"):
                     # The legacy format's per-layer metadata holds the step's command too.
-                    data = json.dumps(_redact_json(json.loads(handle.read()), build_args),
-                                      separators=(",", ":")).encode()
+                    data = json.dumps(
+                        _redact_json(json.loads(handle.read()), build_args), separators=(",", ":")
+                    ).encode()
                     member.size, handle = len(data), io.BytesIO(data)
                 elif handle is not None and member.name != "repositories":
                     _scan_layer(src, member, build_args)  # layers (named by the format)
                     handle = src.extractfile(member)
                 out.addfile(member, handle)
-            for name, data in ((new_name, config_bytes),
-                               ("manifest.json", json.dumps(manifest).encode())):
+            for name, data in (
+                (new_name, config_bytes),
+                ("manifest.json", json.dumps(manifest).encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o644
                 out.addfile(info, io.BytesIO(data))
@@ -127,15 +134,17 @@ def _read(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
 def _check(text: str, build_args: Mapping[str, str], where: str, min_len: int) -> None:
     for name, value in build_args.items():
         if len(value) >= min_len and value in text:
-            raise BuildFailed(f"the value of build-time variable {name} ended up in {where}; "
-                              "build-time values must not be stored in the image: use them "
-                              "only in RUN steps, and never write them to files, ENV or LABEL")
+            raise BuildFailed(
+                f"the value of build-time variable {name} ended up in {where}; "
+                "build-time values must not be stored in the image: use them "
+                "only in RUN steps, and never write them to files, ENV or LABEL"
+            )
 
 
-def _scan_layer(archive: tarfile.TarFile, member: tarfile.TarInfo,
-                build_args: Mapping[str, str]) -> None:
-    needles = {name: value.encode() for name, value in build_args.items()
-               if len(value) >= MIN_SCAN}
+def _scan_layer(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, build_args: Mapping[str, str]
+) -> None:
+    needles = {name: value.encode() for name, value in build_args.items() if len(value) >= MIN_SCAN}
     if not needles:
         return
     overlap = max(len(v) for v in needles.values())
@@ -149,5 +158,6 @@ def _scan_layer(archive: tarfile.TarFile, member: tarfile.TarInfo,
                 raise BuildFailed(
                     f"the value of build-time variable {name} was written into the image's "
                     "files by a build step; build-time values must not be stored in the "
-                    "image: use them in RUN steps without writing them to files")
+                    "image: use them in RUN steps without writing them to files"
+                )
         tail = window[-overlap:]

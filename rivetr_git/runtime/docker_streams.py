@@ -17,8 +17,11 @@ OnOutput = Callable[[bytes], Awaitable[None]]
 _WINDOW = 64  # chunks in flight between the thread and the coroutine (back-pressure)
 
 
-async def pump(open_stream: Callable[[], Iterable[bytes]], on_output: OnOutput,
-               close: Callable[[Any], None] | None = None) -> None:
+async def pump(
+    open_stream: Callable[[], Iterable[bytes]],
+    on_output: OnOutput,
+    close: Callable[[Any], None] | None = None,
+) -> None:
     """Feed every chunk of the stream `open_stream()` returns to `on_output`, in order.
 
     Returns at the end of the stream; re-raises what opening or reading raised. When the

@@ -50,8 +50,9 @@ class PodmanRuntime(DockerRuntime):
 
     name = "podman"
 
-    def __init__(self, client: Any, url: str,
-                 service: asyncio.subprocess.Process | None = None) -> None:
+    def __init__(
+        self, client: Any, url: str, service: asyncio.subprocess.Process | None = None
+    ) -> None:
         super().__init__(client)
         self.engine_env = {"DOCKER_HOST": url}
         self.container_ulimits = host_ulimits()
@@ -70,18 +71,27 @@ class PodmanRuntime(DockerRuntime):
             return cls(await _client(url, str(path), quiet=True), url)  # left running earlier
         executable = shutil.which("podman")
         if executable is None:
-            raise RuntimeUnavailable("runtime podman: the podman command is not installed "
-                                     "(apt-get install podman catatonit)")
+            raise RuntimeUnavailable(
+                "runtime podman: the podman command is not installed "
+                "(apt-get install podman catatonit)"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         conf = run_dir / "containers.conf"
         conf.write_text(containers_conf())
         path.unlink(missing_ok=True)
         service = await asyncio.create_subprocess_exec(
-            executable, "system", "service", "--time=0", url,
+            executable,
+            "system",
+            "service",
+            "--time=0",
+            url,
             env={"CONTAINERS_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            umask=0o022)  # its storage, not our data dir: the usual modes
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o022,
+        )  # its storage, not our data dir: the usual modes
         for _ in range(100):
             await asyncio.sleep(0.1)
             if service.returncode is not None:
@@ -93,8 +103,10 @@ class PodmanRuntime(DockerRuntime):
         with contextlib.suppress(ProcessLookupError):
             service.kill()
         await service.wait()
-        raise RuntimeUnavailable(f"runtime podman: `podman system service` did not answer on "
-                                 f"{path}; try it by hand to see why")
+        raise RuntimeUnavailable(
+            f"runtime podman: `podman system service` did not answer on "
+            f"{path}; try it by hand to see why"
+        )
 
     async def close(self) -> None:
         await super().close()
@@ -109,8 +121,12 @@ class PodmanRuntime(DockerRuntime):
 
     def _host_options(self) -> dict[str, Any]:
         # Also when the service is not ours (podman_socket) and has no default_ulimits.
-        return {"ulimits": [{"Name": name, "Soft": value, "Hard": value}
-                            for name, value in self.container_ulimits.items()]}
+        return {
+            "ulimits": [
+                {"Name": name, "Soft": value, "Hard": value}
+                for name, value in self.container_ulimits.items()
+            ]
+        }
 
     def _network_options(self) -> dict[str, str]:
         # Podman's bridge networks can reach each other unless told otherwise.
@@ -121,16 +137,18 @@ class PodmanRuntime(DockerRuntime):
         # Podman keeps the parent layers Docker removes with the image: prune what no
         # image or container uses any more (callers hold the BuildGate, so no build is
         # taking one of them from its cache).
-        await self._call("prune images",
-                         lambda: self._client.images.prune(filters={"dangling": True}))
+        await self._call(
+            "prune images", lambda: self._client.images.prune(filters={"dangling": True})
+        )
 
     async def list_images(self, repository: str) -> list[str]:
         # Podman's compatible API names images docker.io/NAME (localhost/NAME when made
         # with the podman CLI); callers use the names they built with.
         found = []
         for prefix in _PREFIXES:
-            found += [tag.removeprefix(prefix)
-                      for tag in await super().list_images(prefix + repository)]
+            found += [
+                tag.removeprefix(prefix) for tag in await super().list_images(prefix + repository)
+            ]
         return sorted(set(found))
 
 
@@ -140,5 +158,7 @@ async def _client(url: str, where: str, quiet: bool = False) -> Any:
     except RuntimeUnavailable:
         if quiet:
             raise
-        raise RuntimeUnavailable(f"runtime podman: nothing answers on {where}; start it "
-                                 "(podman system service --time=0 unix://PATH)") from None
+        raise RuntimeUnavailable(
+            f"runtime podman: nothing answers on {where}; start it "
+            "(podman system service --time=0 unix://PATH)"
+        ) from None

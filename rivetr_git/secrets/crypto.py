@@ -59,12 +59,13 @@ class Cipher:
         """Raises DecryptionFailed (naming app and variable, never the value)."""
         if len(blob) < 1 + NONCE_SIZE + 16 or blob[0] != FORMAT_V1:
             raise DecryptionFailed(app, name, "unknown format")
-        nonce, sealed = blob[1:1 + NONCE_SIZE], blob[1 + NONCE_SIZE:]
+        nonce, sealed = blob[1 : 1 + NONCE_SIZE], blob[1 + NONCE_SIZE :]
         try:
             plain = self._aead.decrypt(nonce, sealed, associated_data(app, name))
         except InvalidTag:
             raise DecryptionFailed(
-                app, name, "wrong master key, or the value was moved or altered") from None
+                app, name, "wrong master key, or the value was moved or altered"
+            ) from None
         return plain.decode()
 
     def can_decrypt(self, app: str, name: str, blob: bytes) -> bool:
@@ -89,8 +90,10 @@ def read_key(path: Path) -> Cipher:
     except FileNotFoundError:
         raise ConfigError(f"master key {path} is missing") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read master key {path}: {exc.strerror}; it must be a "
-                          "regular file readable by the user running rivetr-git") from None
+        raise ConfigError(
+            f"cannot read master key {path}: {exc.strerror}; it must be a "
+            "regular file readable by the user running rivetr-git"
+        ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -99,17 +102,21 @@ def read_key(path: Path) -> Cipher:
             raise ConfigError(
                 f"master key {path} is open to other users (mode "
                 f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` and check who "
-                "may have copied it (if in doubt, `rivetr-git secrets rotate`)")
+                "may have copied it (if in doubt, `rivetr-git secrets rotate`)"
+            )
         if info.st_uid != os.geteuid():
-            raise ConfigError(f"master key {path} belongs to another user (uid {info.st_uid}); "
-                              "run rivetr-git as its owner or `chown` the file")
+            raise ConfigError(
+                f"master key {path} belongs to another user (uid {info.st_uid}); "
+                "run rivetr-git as its owner or `chown` the file"
+            )
         key = os.read(fd, KEY_SIZE + 1)
     finally:
         os.close(fd)
     if len(key) != KEY_SIZE:
         raise ConfigError(
             f"master key {path} holds {len(key)} bytes, not {KEY_SIZE}; it is damaged or not "
-            "a rivetr-git key: restore it from a backup")
+            "a rivetr-git key: restore it from a backup"
+        )
     return Cipher(key)
 
 
@@ -165,10 +172,12 @@ def open_master_key(data_dir: Path, sample: tuple[str, str, bytes] | None) -> Ci
     elif not os.path.lexists(path):
         raise ConfigError(
             f"master key {path} is missing but the database holds encrypted env vars; "
-            "restore the key file from your backup: without it they cannot be decrypted")
+            "restore the key file from your backup: without it they cannot be decrypted"
+        )
     cipher = read_key(path)
     if sample is not None and not cipher.can_decrypt(*sample):
         raise ConfigError(
             f"master key {path} does not decrypt the stored env vars (the key file was "
-            "replaced, or the database comes from another server); restore the right key")
+            "replaced, or the database comes from another server); restore the right key"
+        )
     return cipher

@@ -22,10 +22,13 @@ def _check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise ValidationError(
             f"{name!r} is not a valid env var name: use letters, digits and _, not starting "
-            "with a digit (e.g. DATABASE_URL)")
+            "with a digit (e.g. DATABASE_URL)"
+        )
     if name in RESERVED:
-        raise ValidationError(f"{name} is set by the platform (the port your app must listen "
-                              "on); it cannot be configured")
+        raise ValidationError(
+            f"{name} is set by the platform (the port your app must listen "
+            "on); it cannot be configured"
+        )
     return name
 
 
@@ -52,11 +55,14 @@ def parse_assignments(args: list[str]) -> dict[str, str]:
 
 def _check_value(name: str, value: str) -> str:
     if "\0" in value:
-        raise ValidationError(f"the value of {name} holds a NUL character, which no "
-                              "process environment can carry")
+        raise ValidationError(
+            f"the value of {name} holds a NUL character, which no process environment can carry"
+        )
     if len(value.encode()) > MAX_VALUE_BYTES:
-        raise ValidationError(f"the value of {name} is longer than {MAX_VALUE_BYTES} bytes; "
-                              "store large data in a file or a volume instead")
+        raise ValidationError(
+            f"the value of {name} is longer than {MAX_VALUE_BYTES} bytes; "
+            "store large data in a file or a volume instead"
+        )
     return value
 
 
@@ -80,9 +86,13 @@ class EnvVars:
         found = await self._store.get_app(app)
         if not values:
             raise ValidationError(f"give at least one NAME=VALUE ({_EXAMPLE})")
-        await self._store.set_env_values(found, {
-            _check_name(name): self._cipher.encrypt(app, name, _check_value(name, value))
-            for name, value in values.items()})
+        await self._store.set_env_values(
+            found,
+            {
+                _check_name(name): self._cipher.encrypt(app, name, _check_value(name, value))
+                for name, value in values.items()
+            },
+        )
 
     async def unset(self, app: str, names: list[str]) -> None:
         """Remove these vars (all or none); NotFound if the app lacks any of them."""
@@ -104,8 +114,10 @@ class EnvVars:
     async def reveal(self, app: str) -> dict[str, str]:
         """Every var of the app, decrypted (for `config APP --reveal` and `run`)."""
         found = await self._store.get_app(app)
-        return {name: self._cipher.decrypt(app, name, blob)
-                for name, blob in await self._store.env_values(found)}
+        return {
+            name: self._cipher.decrypt(app, name, blob)
+            for name, blob in await self._store.env_values(found)
+        }
 
     async def snapshot(self, app: str, deployment_id: int) -> None:
         """Give a deployment the app's current env (a new deployment gets it when created)."""

@@ -56,10 +56,12 @@ def lock_master_key(data_dir: Path, *, exclusive: bool) -> IO[bytes]:
             raise RivetrError(
                 "the rivetr-git server (or another rivetr-git command) is using this data "
                 "dir's master key; stop the server first (Ctrl-C or SIGTERM: app containers "
-                "keep running), rotate, then start it again") from None
+                "keep running), rotate, then start it again"
+            ) from None
         raise ConfigError(
             "a master key rotation (`rivetr-git secrets rotate`) is running on this data "
-            "dir; try again when it has finished") from None
+            "dir; try again when it has finished"
+        ) from None
     return f
 
 

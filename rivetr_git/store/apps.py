@@ -19,13 +19,33 @@ log = logging.getLogger(__name__)
 
 _APP_COLUMNS = columns(App)
 # Columns `update_app` may change (the others are managed by the pipeline).
-APP_FIELDS = frozenset({
-    "deploy_branch", "dockerfile", "port", "health_path", "webhook_url", "memory_limit",
-    "cpu_limit", "health_timeout", "health_interval", "health_retries", "health_start_period",
-    "pre_deploy", "post_deploy", "deploy_command_timeout", "stopped",
-    "build_type", "build_context", "build_target", "build_no_cache", "publish_dir",
-    "compose_service", "build_env", "compose_binds",
-})
+APP_FIELDS = frozenset(
+    {
+        "deploy_branch",
+        "dockerfile",
+        "port",
+        "health_path",
+        "webhook_url",
+        "memory_limit",
+        "cpu_limit",
+        "health_timeout",
+        "health_interval",
+        "health_retries",
+        "health_start_period",
+        "pre_deploy",
+        "post_deploy",
+        "deploy_command_timeout",
+        "stopped",
+        "build_type",
+        "build_context",
+        "build_target",
+        "build_no_cache",
+        "publish_dir",
+        "compose_service",
+        "build_env",
+        "compose_binds",
+    }
+)
 
 
 def _app(row: Sequence[Any]) -> App:
@@ -93,8 +113,7 @@ class AppTables:
 
     async def set_crashed(self, app_id: int, reason: str | None) -> None:
         """Record that the app's live release keeps crashing (None: it no longer does)."""
-        await self._db.execute("UPDATE apps SET crashed_reason = ? WHERE id = ?",
-                               (reason, app_id))
+        await self._db.execute("UPDATE apps SET crashed_reason = ? WHERE id = ?", (reason, app_id))
 
     async def add_domains(self, app: App, hosts: Sequence[str]) -> None:
         """Attach hostnames to `app`, all or none. A hostname belongs to one app at most."""
@@ -102,27 +121,34 @@ class AppTables:
             for host in hosts:
                 async with self._db.execute(
                     "SELECT a.name FROM app_domains d JOIN apps a ON a.id = d.app_id "
-                    "WHERE d.host = ?", (host,)) as cur:
+                    "WHERE d.host = ?",
+                    (host,),
+                ) as cur:
                     row = await cur.fetchone()
                 if row is not None and row[0] != app.name:
-                    raise AlreadyExists(f"{host} is already a domain of another app; remove it "
-                                        "there first (domains:remove)")
+                    raise AlreadyExists(
+                        f"{host} is already a domain of another app; remove it "
+                        "there first (domains:remove)"
+                    )
                 await self._db.execute(
-                    "INSERT OR IGNORE INTO app_domains (host, app_id) VALUES (?, ?)",
-                    (host, app.id))
+                    "INSERT OR IGNORE INTO app_domains (host, app_id) VALUES (?, ?)", (host, app.id)
+                )
 
     async def remove_domains(self, app: App, hosts: Sequence[str]) -> None:
         async with self._transaction():
             for host in hosts:
                 cur = await self._db.execute(
-                    "DELETE FROM app_domains WHERE host = ? AND app_id = ?", (host, app.id))
+                    "DELETE FROM app_domains WHERE host = ? AND app_id = ?", (host, app.id)
+                )
                 if cur.rowcount == 0:
-                    raise NotFound(f"{host} is not a domain of {app.name}; domains:list "
-                                   f"{app.name} shows them")
+                    raise NotFound(
+                        f"{host} is not a domain of {app.name}; domains:list {app.name} shows them"
+                    )
 
     async def domains(self, app: App) -> list[str]:
         async with self._db.execute(
-            "SELECT host FROM app_domains WHERE app_id = ? ORDER BY host", (app.id,)) as cur:
+            "SELECT host FROM app_domains WHERE app_id = ? ORDER BY host", (app.id,)
+        ) as cur:
             return [r[0] for r in await cur.fetchall()]
 
     async def all_domains(self) -> dict[str, str]:
@@ -130,13 +156,20 @@ class AppTables:
         names that older versions accepted: they are not served (they would take over
         requests sent to the server by address), only logged until removed."""
         async with self._db.execute(
-            "SELECT d.host, a.name FROM app_domains d JOIN apps a ON a.id = d.app_id") as cur:
+            "SELECT d.host, a.name FROM app_domains d JOIN apps a ON a.id = d.app_id"
+        ) as cur:
             rows = await cur.fetchall()
         served = {}
         for host, app in rows:
             if is_address(host) or is_localhost(host):
-                log.warning("domain %s of %s is not served (an address or localhost name); "
-                            "domains:remove %s %s", host, app, app, host)
+                log.warning(
+                    "domain %s of %s is not served (an address or localhost name); "
+                    "domains:remove %s %s",
+                    host,
+                    app,
+                    app,
+                    host,
+                )
             else:
                 served[host] = app
         return served

@@ -44,8 +44,12 @@ def make_private(data_dir: Path) -> None:
                     if not entry.is_symlink() and entry.name not in _CHECKED_ELSEWHERE:
                         _restrict(Path(entry.path), None)
     except PermissionError as exc:
-        log.warning("cannot make the data dir %s private (%s); run as its owner, or "
-                    "chmod -R go-rwx %s", data_dir, exc.strerror, data_dir)
+        log.warning(
+            "cannot make the data dir %s private (%s); run as its owner, or chmod -R go-rwx %s",
+            data_dir,
+            exc.strerror,
+            data_dir,
+        )
 
 
 def _restrict(path: Path, mode: int | None) -> None:

@@ -16,7 +16,8 @@ from rivetr_git.store.schema import columns, from_row, now
 
 # Deployments are selected joined with their app (`d`, `a`): the app's name comes along.
 _DEPLOYMENT_COLUMNS = columns(
-    Deployment, **{**{f.name: f"d.{f.name}" for f in fields(Deployment)}, "app_name": "a.name"})
+    Deployment, **{**{f.name: f"d.{f.name}" for f in fields(Deployment)}, "app_name": "a.name"}
+)
 
 
 def _deployment(row: Sequence[Any]) -> Deployment:
@@ -31,11 +32,17 @@ class DeploymentTables:
     _transaction: Callable[[], AbstractAsyncContextManager[None]]
 
     if TYPE_CHECKING:  # provided by EnvTables, which needs get_deployment from here
+
         async def _copy_env(self, app_id: int, deployment_id: int) -> None: ...
 
     async def create_deployment(
-        self, app: App, commit_sha: str, commit_message: str, pushed_by: str | None,
-        rollback_of: Deployment | None = None, kind: str | None = None,
+        self,
+        app: App,
+        commit_sha: str,
+        commit_message: str,
+        pushed_by: str | None,
+        rollback_of: Deployment | None = None,
+        kind: str | None = None,
     ) -> Deployment:
         """A pending deployment with a copy of the env it runs with. A rollback or restart
         (`kind`) starts with the image of the release it runs again (`rollback_of`); a
@@ -47,18 +54,27 @@ class DeploymentTables:
                 "INSERT INTO deployments (app_id, status, commit_sha, commit_message, pushed_by, "
                 "created_at, image, rollback_of, app_port, kind, build_type) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (app.id, Status.PENDING.value, commit_sha, commit_message, pushed_by, now(),
-                 rollback_of.image if rollback_of else None,
-                 rollback_of.id if rollback_of else None,
-                 rollback_of.app_port if rollback_of else None, kind,
-                 rollback_of.build_type if rollback_of else None),
+                (
+                    app.id,
+                    Status.PENDING.value,
+                    commit_sha,
+                    commit_message,
+                    pushed_by,
+                    now(),
+                    rollback_of.image if rollback_of else None,
+                    rollback_of.id if rollback_of else None,
+                    rollback_of.app_port if rollback_of else None,
+                    kind,
+                    rollback_of.build_type if rollback_of else None,
+                ),
             )
             assert cur.lastrowid is not None  # sqlite always sets it after an INSERT
             if rollback_of is not None and kind == "rollback":
                 await self._db.execute(
                     "INSERT INTO deployment_env (deployment_id, name, value) "
                     "SELECT ?, name, value FROM deployment_env WHERE deployment_id = ?",
-                    (cur.lastrowid, rollback_of.id))
+                    (cur.lastrowid, rollback_of.id),
+                )
             else:
                 await self._copy_env(app.id, cur.lastrowid)
         return await self.get_deployment(cur.lastrowid)
@@ -113,8 +129,15 @@ class DeploymentTables:
         return _deployment(row) if row else None
 
     async def set_status(self, deployment_id: int, status: Status, **fields: Any) -> None:
-        allowed = {"image", "container_id", "host_port", "error_message", "app_port",
-                   "post_deploy_error", "build_type"}
+        allowed = {
+            "image",
+            "container_id",
+            "host_port",
+            "error_message",
+            "app_port",
+            "post_deploy_error",
+            "build_type",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise RivetrError(f"unknown deployment fields: {sorted(unknown)}")
@@ -140,7 +163,8 @@ class DeploymentTables:
             )
             # A new live release starts with a clean slate.
             await self._db.execute(
-                "UPDATE apps SET crashed_reason = NULL, stopped = 0 WHERE id = ?", (app_id,))
+                "UPDATE apps SET crashed_reason = NULL, stopped = 0 WHERE id = ?", (app_id,)
+            )
 
     async def append_logs(self, deployment_id: int, lines: Sequence[LogLine]) -> None:
         if not lines:

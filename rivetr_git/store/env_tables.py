@@ -24,11 +24,14 @@ class EnvTables:
     get_deployment: Callable[[int], Awaitable[Deployment]]
 
     async def _copy_env(self, app_id: int, deployment_id: int) -> None:
-        await self._db.execute("DELETE FROM deployment_env WHERE deployment_id = ?",
-                               (deployment_id,))
+        await self._db.execute(
+            "DELETE FROM deployment_env WHERE deployment_id = ?", (deployment_id,)
+        )
         await self._db.execute(
             "INSERT INTO deployment_env (deployment_id, name, value) "
-            "SELECT ?, name, value FROM env_vars WHERE app_id = ?", (deployment_id, app_id))
+            "SELECT ?, name, value FROM env_vars WHERE app_id = ?",
+            (deployment_id, app_id),
+        )
 
     async def env_values(self, app: App) -> list[tuple[str, bytes]]:
         """(name, blob) of the app's env vars, by name."""
@@ -43,7 +46,8 @@ class EnvTables:
             await self._db.executemany(
                 "INSERT INTO env_vars (app_id, name, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (app_id, name) DO UPDATE SET value = excluded.value",
-                [(app.id, n, v) for n, v in blobs.items()])
+                [(app.id, n, v) for n, v in blobs.items()],
+            )
 
     async def unset_env_values(self, app: App, names: Sequence[str]) -> None:
         """Remove these env vars, all or none; NotFound names the ones the app lacks."""
@@ -56,11 +60,13 @@ class EnvTables:
                 present = {r[0] for r in await cur.fetchall()}
             missing = [n for n in names if n not in present]
             if missing:
-                raise NotFound(f"{app.name} has no env var {', '.join(missing)}; "
-                               f"`config {app.name}` lists its names")
+                raise NotFound(
+                    f"{app.name} has no env var {', '.join(missing)}; "
+                    f"`config {app.name}` lists its names"
+                )
             await self._db.execute(
-                f"DELETE FROM env_vars WHERE app_id = ? AND name IN ({marks})",
-                (app.id, *names))
+                f"DELETE FROM env_vars WHERE app_id = ? AND name IN ({marks})", (app.id, *names)
+            )
 
     async def snapshot_env(self, app: App, deployment_id: int) -> None:
         """Make the deployment's env a copy of the app's env as it is now."""
@@ -70,8 +76,9 @@ class EnvTables:
         async with self._transaction():
             await self._copy_env(app.id, deployment_id)
 
-    async def deployment_env_values(self, deployment_id: int
-                                    ) -> tuple[str, list[tuple[str, bytes]]]:
+    async def deployment_env_values(
+        self, deployment_id: int
+    ) -> tuple[str, list[tuple[str, bytes]]]:
         """The deployment's app name and (name, blob) of the env it runs with."""
         deployment = await self.get_deployment(deployment_id)
         async with self._db.execute(
@@ -100,9 +107,11 @@ class EnvTables:
             async with self._db.execute(self._ALL_ENV) as cur:
                 rows = list(await cur.fetchall())
             for kind, owner, app, name, blob in rows:
-                table, column = (("env_vars", "app_id") if kind == "app"
-                                 else ("deployment_env", "deployment_id"))
+                table, column = (
+                    ("env_vars", "app_id") if kind == "app" else ("deployment_env", "deployment_id")
+                )
                 await self._db.execute(
                     f"UPDATE {table} SET value = ? WHERE {column} = ? AND name = ?",
-                    (transform(app, name, bytes(blob)), owner, name))
+                    (transform(app, name, bytes(blob)), owner, name),
+                )
         return len(rows)

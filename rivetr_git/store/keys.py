@@ -88,6 +88,7 @@ class KeyTables:
         key = await self.get_key(key_name)
         app = await self.get_app(app_name)
         cur = await self._db.execute(
-            "DELETE FROM app_access WHERE key_id = ? AND app_id = ?", (key.id, app.id))
+            "DELETE FROM app_access WHERE key_id = ? AND app_id = ?", (key.id, app.id)
+        )
         if cur.rowcount == 0:
             raise NotFound(f"key '{key_name}' has no grant for '{app_name}'")

@@ -73,8 +73,7 @@ async def prune_release_images(
     chosen by the caller from the database: a rollback runs an old tag again). A tag
     `<release>-<service>` (a compose group's other images) goes with its release."""
     try:
-        doomed = [t for t in await runtime.list_images(repository)
-                  if _release_of(t) not in keep]
+        doomed = [t for t in await runtime.list_images(repository) if _release_of(t) not in keep]
         if not doomed:
             return
         async with gate.removing():
@@ -85,16 +84,15 @@ async def prune_release_images(
         log.warning("could not prune old images of %s: %s", repository, exc)
 
 
-async def sweep(store: Store, runtime: Runtime, instance: str, tmp_dir: Path,
-                max_age: float) -> None:
+async def sweep(
+    store: Store, runtime: Runtime, instance: str, tmp_dir: Path, max_age: float
+) -> None:
     """Periodic clean-up of what no live or in-flight deployment uses: stopped containers of
     failed and replaced deployments, and build dirs older than `max_age` seconds."""
-    finished = {d.id for d in await store.deployments_with_status([Status.FAILED,
-                                                                    Status.REPLACED])}
+    finished = {d.id for d in await store.deployments_with_status([Status.FAILED, Status.REPLACED])}
     for container in await runtime.list_containers(labels(instance)):
         deployment = container.labels.get(LABEL_DEPLOYMENT, "")
-        if (not container.running and deployment.isdigit()
-                and int(deployment) in finished):
+        if not container.running and deployment.isdigit() and int(deployment) in finished:
             log.info("removing stopped container %s", container.name)
             await runtime.remove(container.id)
     if tmp_dir.is_dir():

@@ -48,8 +48,14 @@ def backoff(count: int, longest: float) -> float:
 
 class Monitor:
     def __init__(
-        self, settings: Settings, store: Store, runtime: Runtime, routes: RouteTable,
-        instance: str, notifier: Notifier, is_watched: Callable[[int], bool],
+        self,
+        settings: Settings,
+        store: Store,
+        runtime: Runtime,
+        routes: RouteTable,
+        instance: str,
+        notifier: Notifier,
+        is_watched: Callable[[int], bool],
     ) -> None:
         self._settings = settings
         self._store = store
@@ -69,9 +75,13 @@ class Monitor:
                 await self.check()
                 if checks % SWEEP_EVERY == 0:
                     # Builds never run longer than build_timeout: older build dirs are strays.
-                    await cleanup.sweep(self._store, self._runtime, self._instance,
-                                        self._settings.data_dir / "tmp",
-                                        max_age=self._settings.build_timeout + 60)
+                    await cleanup.sweep(
+                        self._store,
+                        self._runtime,
+                        self._instance,
+                        self._settings.data_dir / "tmp",
+                        max_age=self._settings.build_timeout + 60,
+                    )
             except RivetrError as exc:
                 log.warning("container monitor: %s", exc)
 
@@ -127,5 +137,6 @@ class Monitor:
         if d.host_port is not None:
             self._routes.set(upstream_of(d, crashed=True))
         self._crashes.pop(d.id, None)
-        self._notifier.notify("container.crashed", app, deployment_id=d.id,
-                              commit=d.commit_sha, reason=reason)
+        self._notifier.notify(
+            "container.crashed", app, deployment_id=d.id, commit=d.commit_sha, reason=reason
+        )

@@ -33,9 +33,17 @@ QueueRollback = Callable[[App, int, str], Awaitable[Job]]
 class AutoRollback:
     """Watches each release after its switch and rolls back the ones that fail."""
 
-    def __init__(self, settings: Settings, store: Store, runtime: Runtime, routes: RouteTable,
-                 notifier: Notifier, spawn: Spawn, app_url: Callable[[str], str],
-                 queue_rollback: QueueRollback) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        runtime: Runtime,
+        routes: RouteTable,
+        notifier: Notifier,
+        spawn: Spawn,
+        app_url: Callable[[str], str],
+        queue_rollback: QueueRollback,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._runtime = runtime
@@ -58,10 +66,17 @@ class AutoRollback:
         async def watched() -> None:
             try:
                 await after_switch(
-                    self._store, self._routes, self._runtime, switch, window=s.watch_window,
-                    auto_rollback=s.auto_rollback, drain_timeout=s.drain_timeout,
-                    stop_timeout=s.stop_timeout, superseded=superseded,
-                    on_rollback=self._rolled_back, restart_previous=self._restart_previous,
+                    self._store,
+                    self._routes,
+                    self._runtime,
+                    switch,
+                    window=s.watch_window,
+                    auto_rollback=s.auto_rollback,
+                    drain_timeout=s.drain_timeout,
+                    stop_timeout=s.stop_timeout,
+                    superseded=superseded,
+                    on_rollback=self._rolled_back,
+                    restart_previous=self._restart_previous,
                 )
             finally:
                 self._watched.discard(switch.new.id)
@@ -84,10 +99,18 @@ class AutoRollback:
         previous, new = switch.previous, switch.new
         assert previous is not None
         app = await self._store.get_app(new.app_name)
-        await self._store.set_status(new.id, Status.FAILED, error_message=(
-            f"{reason}; rolling back to #{previous.id} from its image"))
-        log.warning("%s: deployment #%s failed in its watch window (%s); starting #%s again "
-                    "from its image", app.name, new.id, reason, previous.id)
+        await self._store.set_status(
+            new.id,
+            Status.FAILED,
+            error_message=(f"{reason}; rolling back to #{previous.id} from its image"),
+        )
+        log.warning(
+            "%s: deployment #%s failed in its watch window (%s); starting #%s again from its image",
+            app.name,
+            new.id,
+            reason,
+            previous.id,
+        )
         try:
             job = await self._queue_rollback(app, previous.id, "auto-rollback")
             final = await job.result
@@ -95,10 +118,19 @@ class AutoRollback:
         except RivetrError as exc:
             failure = str(exc)
         if failure is None:
-            self._rolled_back(Switch(new=new, previous=final, host_header=switch.host_header,
-                                           policy=switch.policy), reason)
-            await promote.retire(self._runtime, self._routes, new, self._settings.drain_timeout,
-                                 self._settings.stop_timeout)
+            self._rolled_back(
+                Switch(
+                    new=new, previous=final, host_header=switch.host_header, policy=switch.policy
+                ),
+                reason,
+            )
+            await promote.retire(
+                self._runtime,
+                self._routes,
+                new,
+                self._settings.drain_timeout,
+                self._settings.stop_timeout,
+            )
             return
         # Nothing works: say so (503 and a crashed state that survives restarts) rather than
         # keep routing to the failed release, which would answer 502 with no explanation.
@@ -107,8 +139,9 @@ class AutoRollback:
         await self._store.set_status(new.id, Status.RUNNING, error_message=why)
         await self._store.set_crashed(app.id, why)
         self._routes.set(promote.upstream_of(new, crashed=True))
-        self._notifier.notify("container.crashed", app, deployment_id=new.id,
-                              commit=new.commit_sha, reason=why)
+        self._notifier.notify(
+            "container.crashed", app, deployment_id=new.id, commit=new.commit_sha, reason=why
+        )
 
     def _rolled_back(self, switch: Switch, reason: str) -> None:
         assert switch.previous is not None  # only then is a rollback possible
@@ -118,6 +151,12 @@ class AutoRollback:
         app = await self._store.get_app(switch.new.app_name)
         back = switch.previous
         assert back is not None
-        self._notifier.notify("deploy.rolled_back", app, deployment_id=back.id,
-                              commit=back.commit_sha, failed_deployment_id=switch.new.id,
-                              reason=reason, url=self._app_url(app.name))
+        self._notifier.notify(
+            "deploy.rolled_back",
+            app,
+            deployment_id=back.id,
+            commit=back.commit_sha,
+            failed_deployment_id=switch.new.id,
+            reason=reason,
+            url=self._app_url(app.name),
+        )

@@ -33,8 +33,9 @@ class Switch:
     policy: health.HealthPolicy
 
 
-async def first_failure(runtime: Runtime, switch: Switch, window: float,
-                        superseded: asyncio.Event) -> str | None:
+async def first_failure(
+    runtime: Runtime, switch: Switch, window: float, superseded: asyncio.Event
+) -> str | None:
     """Watch the new release for `window` seconds; return why it failed, or None."""
     new = switch.new
     assert new.container_id is not None and new.host_port is not None
@@ -51,16 +52,22 @@ async def first_failure(runtime: Runtime, switch: Switch, window: float,
         if info is None or not info.running:
             code = info.exit_code if info else "?"
             return f"container exited (exit code {code}) within the watch window"
-        problem = await health.probe("127.0.0.1", new.host_port, switch.policy.path,
-                                     switch.host_header, switch.policy.timeout)
+        problem = await health.probe(
+            "127.0.0.1",
+            new.host_port,
+            switch.policy.path,
+            switch.host_header,
+            switch.policy.timeout,
+        )
         failed_probes = failed_probes + 1 if problem else 0
         if failed_probes >= _FAILED_PROBES:
             return f"health check failed within the watch window ({problem})"
     return None
 
 
-async def roll_back(store: Store, routes: RouteTable, runtime: Runtime, switch: Switch,
-                    reason: str) -> bool:
+async def roll_back(
+    store: Store, routes: RouteTable, runtime: Runtime, switch: Switch, reason: str
+) -> bool:
     """Route back to the previous release if its container is still up. True if done."""
     previous = switch.previous
     if previous is None or not previous.container_id:
@@ -71,15 +78,24 @@ async def roll_back(store: Store, routes: RouteTable, runtime: Runtime, switch: 
     routes.set(promote.upstream_of(previous, info.host_port))
     await routes.wait_applied(promote.SWITCH_TIMEOUT)
     await store.promote(previous.id, previous.app_id)
-    await store.set_status(switch.new.id, Status.FAILED,
-                           error_message=f"rolled back to #{previous.id}: {reason}")
+    await store.set_status(
+        switch.new.id, Status.FAILED, error_message=f"rolled back to #{previous.id}: {reason}"
+    )
     return True
 
 
 async def after_switch(
-    store: Store, routes: RouteTable, runtime: Runtime, switch: Switch, *, window: float,
-    auto_rollback: bool, drain_timeout: float, stop_timeout: int,
-    superseded: asyncio.Event, on_rollback: Callable[[Switch, str], None],
+    store: Store,
+    routes: RouteTable,
+    runtime: Runtime,
+    switch: Switch,
+    *,
+    window: float,
+    auto_rollback: bool,
+    drain_timeout: float,
+    stop_timeout: int,
+    superseded: asyncio.Event,
+    on_rollback: Callable[[Switch, str], None],
     restart_previous: Callable[[Switch, str], Awaitable[None]],
 ) -> None:
     """Watch, then either roll back (retiring the new release) or retire the previous one.
@@ -89,8 +105,13 @@ async def after_switch(
     """
     reason = await first_failure(runtime, switch, window, superseded) if auto_rollback else None
     if reason is not None and await roll_back(store, routes, runtime, switch, reason):
-        log.warning("%s: deployment #%s rolled back to #%s: %s", switch.new.app_name,
-                    switch.new.id, switch.previous.id if switch.previous else "?", reason)
+        log.warning(
+            "%s: deployment #%s rolled back to #%s: %s",
+            switch.new.app_name,
+            switch.new.id,
+            switch.previous.id if switch.previous else "?",
+            reason,
+        )
         on_rollback(switch, reason)
         await promote.retire(runtime, routes, switch.new, drain_timeout, stop_timeout)
         return
@@ -98,8 +119,12 @@ async def after_switch(
         await restart_previous(switch, reason)
         return
     if reason is not None:
-        log.warning("%s: deployment #%s failed after going live (%s) and there is no "
-                    "previous release to roll back to", switch.new.app_name, switch.new.id,
-                    reason)
+        log.warning(
+            "%s: deployment #%s failed after going live (%s) and there is no "
+            "previous release to roll back to",
+            switch.new.app_name,
+            switch.new.id,
+            reason,
+        )
     if switch.previous is not None:
         await promote.retire(runtime, routes, switch.previous, drain_timeout, stop_timeout)

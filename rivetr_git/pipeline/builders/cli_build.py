@@ -32,44 +32,84 @@ class Tool:
 
 TOOLS: dict[str, Tool] = {
     "nixpacks": Tool("curl -sSL https://nixpacks.com/install.sh | bash (see nixpacks.com)", True),
-    "railpack": Tool("curl -sSL https://railpack.com/install.sh | sh, with a BuildKit "
-                     "reachable through BUILDKIT_HOST (see railpack.com)", False),
+    "railpack": Tool(
+        "curl -sSL https://railpack.com/install.sh | sh, with a BuildKit "
+        "reachable through BUILDKIT_HOST (see railpack.com)",
+        False,
+    ),
     "pack": Tool("see buildpacks.io/docs/for-platform-operators/how-to/integrate-ci/pack/", True),
 }
 
 
-def command(tool: str, source: Path, tag: str, env_names: list[str], build_env: Mapping[str, str],
-            *, no_cache: bool, pack_builder: str) -> list[str]:
+def command(
+    tool: str,
+    source: Path,
+    tag: str,
+    env_names: list[str],
+    build_env: Mapping[str, str],
+    *,
+    no_cache: bool,
+    pack_builder: str,
+) -> list[str]:
     """The documented invocation of `tool` building `source` into the image `tag`."""
     by_name = TOOLS[tool].env_by_name
-    env_args = [a for name in env_names
-                for a in ("--env", name if by_name else f"{name}={build_env[name]}")]
+    env_args = [
+        a for name in env_names for a in ("--env", name if by_name else f"{name}={build_env[name]}")
+    ]
     if tool == "nixpacks":
-        return ["nixpacks", "build", str(source), "--name", tag, *env_args,
-                *(["--no-cache"] if no_cache else [])]
+        return [
+            "nixpacks",
+            "build",
+            str(source),
+            "--name",
+            tag,
+            *env_args,
+            *(["--no-cache"] if no_cache else []),
+        ]
     if tool == "railpack":
-        return ["railpack", "build", "--name", tag, "--progress", "plain", *env_args,
-                str(source)]
-    return ["pack", "build", tag, "--path", str(source), "--builder", pack_builder,
-            "--pull-policy", "if-not-present", *env_args,
-            *(["--clear-cache"] if no_cache else [])]
+        return ["railpack", "build", "--name", tag, "--progress", "plain", *env_args, str(source)]
+    return [
+        "pack",
+        "build",
+        tag,
+        "--path",
+        str(source),
+        "--builder",
+        pack_builder,
+        "--pull-policy",
+        "if-not-present",
+        *env_args,
+        *(["--clear-cache"] if no_cache else []),
+    ]
 
 
 async def build(
-    runtime: Runtime, tool: str, context_tar: Path, source: Path, tag: str, log: DeployLog, *,
-    build_env: Mapping[str, str], timeout: float, no_cache: bool, pack_builder: str,
+    runtime: Runtime,
+    tool: str,
+    context_tar: Path,
+    source: Path,
+    tag: str,
+    log: DeployLog,
+    *,
+    build_env: Mapping[str, str],
+    timeout: float,
+    no_cache: bool,
+    pack_builder: str,
 ) -> None:
     """Run `tool` on the commit (extracted to `source`), streaming its output. Raises
     BuildFailed when the CLI is missing, fails, runs past `timeout` or makes no image."""
     executable = shutil.which(tool)
     if executable is None:
-        raise BuildFailed(f"build type {tool} needs the {tool} CLI, which is not installed on "
-                          f"this server; install it ({TOOLS[tool].install}), or set the app's "
-                          "build_type (e.g. dockerfile with a Dockerfile in the repo)")
+        raise BuildFailed(
+            f"build type {tool} needs the {tool} CLI, which is not installed on "
+            f"this server; install it ({TOOLS[tool].install}), or set the app's "
+            "build_type (e.g. dockerfile with a Dockerfile in the repo)"
+        )
     await asyncio.to_thread(extract, context_tar, source)
     names = sorted(build_env)
-    argv = command(tool, source, tag, names, build_env, no_cache=no_cache,
-                   pack_builder=pack_builder)
+    argv = command(
+        tool, source, tag, names, build_env, no_cache=no_cache, pack_builder=pack_builder
+    )
     log.info(f"running {' '.join(_redact(argv, build_env))}")
     env = {**os.environ, **runtime.engine_env, **build_env}
     code, last = await stream(executable, argv[1:], source, env, log, timeout, tool, build_env)
@@ -80,16 +120,30 @@ async def build(
         raise BuildFailed(f"{tool} finished but made no image {tag}")
 
 
-async def stream(executable: str, args: list[str], cwd: Path, env: Mapping[str, str],
-                 log: DeployLog, timeout: float, tool: str,
-                 secrets: Mapping[str, str]) -> tuple[int, str]:
+async def stream(
+    executable: str,
+    args: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    log: DeployLog,
+    timeout: float,
+    tool: str,
+    secrets: Mapping[str, str],
+) -> tuple[int, str]:
     """Run a build tool, streaming its output (stdout and stderr) to `log` line by line,
     with the values of `secrets` masked. Returns the exit code and the last line. Raises
     BuildFailed once it runs past `timeout` (its whole process group is killed)."""
     proc = await asyncio.create_subprocess_exec(
-        executable, *args, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True, umask=0o022)  # what it writes may go into the image
+        executable,
+        *args,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        umask=0o022,
+    )  # what it writes may go into the image
     last = ""
     try:
         async with asyncio.timeout(timeout):
@@ -100,8 +154,10 @@ async def stream(executable: str, args: list[str], cwd: Path, env: Mapping[str, 
                 log.output(line, "build")
             code = await proc.wait()
     except TimeoutError:
-        raise BuildFailed(f"{tool} took longer than build_timeout ({timeout:g} s); raise "
-                          "build_timeout or speed up the build") from None
+        raise BuildFailed(
+            f"{tool} took longer than build_timeout ({timeout:g} s); raise "
+            "build_timeout or speed up the build"
+        ) from None
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -55,15 +55,22 @@ class Group:
 def cli() -> list[str]:
     """`docker compose` when the plugin is there, else `docker-compose`. Raises BuildFailed."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=30).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy:
         return [legacy]
-    raise BuildFailed("build type compose needs `docker compose` or `docker-compose`, and "
-                      "neither is installed on this server; install one (e.g. apt-get "
-                      "install docker-compose)")
+    raise BuildFailed(
+        "build type compose needs `docker compose` or `docker-compose`, and "
+        "neither is installed on this server; install one (e.g. apt-get "
+        "install docker-compose)"
+    )
 
 
 BASICS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")  # all compose gets of our environment
@@ -78,22 +85,26 @@ class Limits:
     ulimits: Mapping[str, int] = field(default_factory=dict)  # Podman needs explicit ones
 
 
-def routed_service(services: Mapping[str, Mapping[str, Any]], setting: str | None,
-                   name: str) -> str:
+def routed_service(
+    services: Mapping[str, Mapping[str, Any]], setting: str | None, name: str
+) -> str:
     """The service that gets traffic: the setting, else the one publishing a port, else web."""
     if setting:
         if setting not in services:
-            raise BuildFailed(f"compose_service {setting!r} is not a service of {name} "
-                              f"({', '.join(services)})")
+            raise BuildFailed(
+                f"compose_service {setting!r} is not a service of {name} ({', '.join(services)})"
+            )
         return setting
     publishing = [s for s, spec in services.items() if spec and spec.get("ports")]
     if len(publishing) == 1:
         return publishing[0]
     if "web" in services:
         return "web"
-    raise BuildFailed(f"cannot tell which service of {name} to route: "
-                      f"{'several publish ports' if publishing else 'none publishes a port'} "
-                      "and none is called web; set the app's compose_service")
+    raise BuildFailed(
+        f"cannot tell which service of {name} to route: "
+        f"{'several publish ports' if publishing else 'none publishes a port'} "
+        "and none is called web; set the app's compose_service"
+    )
 
 
 def _escaped(value: Any) -> Any:
@@ -105,9 +116,17 @@ def _escaped(value: Any) -> Any:
     return value.replace("$", "$$") if isinstance(value, str) else value
 
 
-def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, deployment_id: int,
-            setting: str | None, port: int | None = None, env_names: Collection[str] = (),
-            limits: Limits = Limits()) -> tuple[dict[str, Any], Group]:
+def rewrite(
+    checked: Mapping[str, Any],
+    name: str,
+    instance: str,
+    app: str,
+    deployment_id: int,
+    setting: str | None,
+    port: int | None = None,
+    env_names: Collection[str] = (),
+    limits: Limits = Limits(),
+) -> tuple[dict[str, Any], Group]:
     """The compose file as this deployment runs it: `checked` (normalised by compose_normalise
     and allowed by compose_policy) with the server's settings on top (see the module docstring).
     The app's env appears by name only; compose takes the values from its own environment."""
@@ -117,8 +136,10 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
     services: dict[str, dict[str, Any]] = data["services"]
     routed = routed_service(services, setting, name)
     if not (services[routed] or {}).get("build"):
-        raise BuildFailed(f"the routed service {routed} of {name} has no build: section; "
-                          "rivetr builds the routed service from the pushed commit")
+        raise BuildFailed(
+            f"the routed service {routed} of {name} has no build: section; "
+            "rivetr builds the routed service from the pushed commit"
+        )
     project = container_name(instance, app, deployment_id)
     tag = image_tag(instance, app, deployment_id)
     for service, spec in services.items():
@@ -128,9 +149,13 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
         spec["restart"] = "no"  # the server's monitor decides what happens to a dead service
         spec.setdefault("init", True)  # as for any app: a PID 1 that ignores SIGTERM
         _only_app_names(spec, env_names if service == routed or port is None else ())
-        spec["labels"] = {**{k: "" if v is None else v for k, v in
-                             compose_normalise.as_dict(spec.get("labels")).items()},
-                          **labels(instance, app, deployment_id)}
+        spec["labels"] = {
+            **{
+                k: "" if v is None else v
+                for k, v in compose_normalise.as_dict(spec.get("labels")).items()
+            },
+            **labels(instance, app, deployment_id),
+        }
         if limits.memory is not None:
             spec["mem_limit"] = spec["memswap_limit"] = limits.memory
         if limits.cpus is not None:
@@ -142,8 +167,11 @@ def rewrite(checked: Mapping[str, Any], name: str, instance: str, app: str, depl
             spec["image"] = tag if service == routed else f"{tag}-{service.lower()}"
         if service == routed and port is not None:
             spec["ports"] = [f"127.0.0.1::{port}"]
-            spec["environment"] = {**compose_normalise.as_dict(spec.get("environment")),
-                                   **dict.fromkeys(env_names), "PORT": str(port)}
+            spec["environment"] = {
+                **compose_normalise.as_dict(spec.get("environment")),
+                **dict.fromkeys(env_names),
+                "PORT": str(port),
+            }
     group = Group(project=project, service=routed, image=tag, services=tuple(services))
     return _escaped(data), group
 
@@ -153,12 +181,16 @@ def _only_app_names(spec: dict[str, Any], env_names: Collection[str]) -> None:
     app's variables may come from there, never the server's."""
     for holder, key in ((spec, "environment"), (spec.get("build"), "args")):
         if isinstance(holder, dict) and key in holder:
-            holder[key] = {k: v for k, v in compose_normalise.as_dict(holder[key]).items()
-                           if v is not None or k in env_names}
+            holder[key] = {
+                k: v
+                for k, v in compose_normalise.as_dict(holder[key]).items()
+                if v is not None or k in env_names
+            }
 
 
-async def checked(source: Path, compose_file: str, allowed_binds: Collection[str]
-                  ) -> dict[str, Any]:
+async def checked(
+    source: Path, compose_file: str, allowed_binds: Collection[str]
+) -> dict[str, Any]:
     """The pushed file normalised and checked (compose_normalise, compose_policy). Raises
     BuildFailed."""
     data = await asyncio.to_thread(compose_normalise.normalise, source, compose_file)
@@ -179,76 +211,142 @@ def process_env(runtime: Runtime, env: Mapping[str, str]) -> dict[str, str]:
     """Compose's environment: a few basics, the engine's, the app's values; never the
     server's own (its settings and whatever else the daemon was started with). Raises
     StartFailed for an app variable compose would read as its own setting."""
-    clash = sorted(n for n in env if n in BASICS or n in runtime.engine_env
-                   or n.startswith(("DOCKER_", "COMPOSE_")))
+    clash = sorted(
+        n
+        for n in env
+        if n in BASICS or n in runtime.engine_env or n.startswith(("DOCKER_", "COMPOSE_"))
+    )
     if clash:
-        raise StartFailed(f"env var {', '.join(clash)} cannot reach a compose app: "
-                          "docker-compose would read it as its own setting; rename it "
-                          "(config:unset, config:set)")
+        raise StartFailed(
+            f"env var {', '.join(clash)} cannot reach a compose app: "
+            "docker-compose would read it as its own setting; rename it "
+            "(config:unset, config:set)"
+        )
     basics = {k: os.environ[k] for k in BASICS if k in os.environ}
     return {**basics, **runtime.engine_env, **env}
 
 
-def _argv(command: list[str], empty: Path, project: str, file: str | Path, *args: str
-          ) -> list[str]:
+def _argv(command: list[str], empty: Path, project: str, file: str | Path, *args: str) -> list[str]:
     """`--env-file` an empty file of ours: compose would read the project dir's .env (the
     pushed one) for its own settings (DOCKER_HOST, COMPOSE_FILE, ...). /dev/null is refused
     ("not a file")."""
     empty.mkdir(parents=True, exist_ok=True)
     (empty / "empty.env").write_text("")
-    return [*command[1:], "--env-file", str(empty / "empty.env"), "-p", project, "-f",
-            str(file), *args]
+    return [
+        *command[1:],
+        "--env-file",
+        str(empty / "empty.env"),
+        "-p",
+        project,
+        "-f",
+        str(file),
+        *args,
+    ]
 
 
-async def build(runtime: Runtime, context_tar: Path, source: Path, compose_file: str,
-                instance: str, app: str, deployment_id: int, setting: str | None,
-                log: DeployLog, timeout: float, allowed_binds: Collection[str] = ()) -> Group:
+async def build(
+    runtime: Runtime,
+    context_tar: Path,
+    source: Path,
+    compose_file: str,
+    instance: str,
+    app: str,
+    deployment_id: int,
+    setting: str | None,
+    log: DeployLog,
+    timeout: float,
+    allowed_binds: Collection[str] = (),
+) -> Group:
     """Extract the commit, check the file and build the group's images, streaming. Raises
     BuildFailed (a refused file before anything is built or started)."""
     command = await asyncio.to_thread(cli)
     await asyncio.to_thread(extract, context_tar, source)
-    data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
-                          instance, app, deployment_id, setting)
+    data, group = rewrite(
+        await checked(source, compose_file, allowed_binds),
+        compose_file,
+        instance,
+        app,
+        deployment_id,
+        setting,
+    )
     write_file(source, data)
-    log.info(f"compose project {group.project}: services {', '.join(group.services)}; "
-             f"routing {group.service}")
-    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
-                                                    "build"), source,
-                              process_env(runtime, {}), log, timeout, "compose build", {})
+    log.info(
+        f"compose project {group.project}: services {', '.join(group.services)}; "
+        f"routing {group.service}"
+    )
+    code, last = await stream(
+        command[0],
+        _argv(command, source.parent, group.project, FILE, "build"),
+        source,
+        process_env(runtime, {}),
+        log,
+        timeout,
+        "compose build",
+        {},
+    )
     if code != 0:
         raise BuildFailed(f"compose build exited with code {code}" + (f": {last}" if last else ""))
     return group
 
 
-async def up(runtime: Runtime, source: Path, compose_file: str, instance: str, app: str,
-             deployment_id: int, setting: str | None, port: int, env: Mapping[str, str],
-             log: DeployLog, state_dir: Path, limits: Limits = Limits(),
-             allowed_binds: Collection[str] = ()) -> ContainerInfo:
+async def up(
+    runtime: Runtime,
+    source: Path,
+    compose_file: str,
+    instance: str,
+    app: str,
+    deployment_id: int,
+    setting: str | None,
+    port: int,
+    env: Mapping[str, str],
+    log: DeployLog,
+    state_dir: Path,
+    limits: Limits = Limits(),
+    allowed_binds: Collection[str] = (),
+) -> ContainerInfo:
     """Start the group; return the routed service's container. Raises StartFailed."""
     child_env = process_env(runtime, env)
     try:
-        data, group = rewrite(await checked(source, compose_file, allowed_binds), compose_file,
-                              instance, app, deployment_id, setting, port, sorted(env), limits)
+        data, group = rewrite(
+            await checked(source, compose_file, allowed_binds),
+            compose_file,
+            instance,
+            app,
+            deployment_id,
+            setting,
+            port,
+            sorted(env),
+            limits,
+        )
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
     write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)
-    code, last = await stream(command[0], _argv(command, source.parent, group.project, FILE,
-                                                "up", "-d", "--no-build"),
-                              source, child_env, log, 300, "compose up", env)
+    code, last = await stream(
+        command[0],
+        _argv(command, source.parent, group.project, FILE, "up", "-d", "--no-build"),
+        source,
+        child_env,
+        log,
+        300,
+        "compose up",
+        env,
+    )
     if code != 0:
         raise StartFailed(f"compose up exited with code {code}" + (f": {last}" if last else ""))
-    found = await runtime.list_containers({PROJECT_LABEL: group.project,
-                                           SERVICE_LABEL: group.service})
+    found = await runtime.list_containers(
+        {PROJECT_LABEL: group.project, SERVICE_LABEL: group.service}
+    )
     if not found:
         raise StartFailed(f"compose up started no container for service {group.service}")
     info = found[0]
     if not info.running or info.host_port is None:
         output = (await runtime.logs(info.id, tail=5)).strip()
         detail = f"; last output: {output.splitlines()[-1]}" if output else ""
-        raise StartFailed(f"service {group.service} exited at once (exit code "
-                          f"{info.exit_code}){detail}")
+        raise StartFailed(
+            f"service {group.service} exited at once (exit code {info.exit_code}){detail}"
+        )
     return info
 
 
@@ -256,9 +354,13 @@ def _remember(state_dir: Path, project: str, data: dict[str, Any]) -> None:
     """Keep what `down` needs (service and network names; no build contexts, which are
     gone by then) until the group is removed."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    services = {name: {"image": spec.get("image") or "none",
-                       **({"networks": spec["networks"]} if spec.get("networks") else {})}
-                for name, spec in data["services"].items()}
+    services = {
+        name: {
+            "image": spec.get("image") or "none",
+            **({"networks": spec["networks"]} if spec.get("networks") else {}),
+        }
+        for name, spec in data["services"].items()
+    }
     kept: dict[str, Any] = {"services": services}
     for section in ("networks", "volumes"):  # `down -v` removes the group's named volumes
         if isinstance(data.get(section), dict):
@@ -278,10 +380,12 @@ async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
         log.warning("cannot remove compose project %s: %s", project, exc)
         return
     proc = await asyncio.create_subprocess_exec(
-        command[0], *_argv(command, state_dir, project, path, "down", "--remove-orphans", "-v",
-                          "-t", "5"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env=process_env(runtime, {}))
+        command[0],
+        *_argv(command, state_dir, project, path, "down", "--remove-orphans", "-v", "-t", "5"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=process_env(runtime, {}),
+    )
     _, err = await proc.communicate()
     if proc.returncode == 0:
         path.unlink(missing_ok=True)
@@ -294,9 +398,12 @@ def _remembered(state_dir: Path, instance: str, app: str) -> list[str]:
     if not state_dir.is_dir():
         return []
     prefix = container_name(instance, app, 0)[:-1]  # rivetr-<instance>-<app>-
-    return [path.stem for path in sorted(state_dir.glob(f"{prefix}*.json"))
-            # not another app whose name starts with this one's
-            if path.stem[len(prefix):].isdigit()]
+    return [
+        path.stem
+        for path in sorted(state_dir.glob(f"{prefix}*.json"))
+        # not another app whose name starts with this one's
+        if path.stem[len(prefix) :].isdigit()
+    ]
 
 
 async def sweep(state_dir: Path, runtime: Runtime, instance: str, app: str) -> None:
@@ -304,8 +411,9 @@ async def sweep(state_dir: Path, runtime: Runtime, instance: str, app: str) -> N
     failed, or removed at start-up). Called between the app's deploys, which never overlap."""
     for project in _remembered(state_dir, instance, app):
         with contextlib.suppress(RivetrError):
-            running = [c for c in await runtime.list_containers({PROJECT_LABEL: project})
-                       if c.running]
+            running = [
+                c for c in await runtime.list_containers({PROJECT_LABEL: project}) if c.running
+            ]
             if not running:
                 await down(runtime, state_dir, project)
 
@@ -317,7 +425,12 @@ async def remove_all(state_dir: Path, runtime: Runtime, instance: str, app: str)
         await down(runtime, state_dir, project)
         leftover = state_dir / f"{project}.json"
         if leftover.exists():
-            log.warning("compose project %s of destroyed app %s may have left networks "
-                        "behind (docker network ls --filter label=%s=%s)", project, app,
-                        PROJECT_LABEL, project)
+            log.warning(
+                "compose project %s of destroyed app %s may have left networks "
+                "behind (docker network ls --filter label=%s=%s)",
+                project,
+                app,
+                PROJECT_LABEL,
+                project,
+            )
             leftover.unlink()

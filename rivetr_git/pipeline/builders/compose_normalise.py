@@ -32,14 +32,22 @@ def inside(root: Path, base: Path, path: Any, what: str) -> Path:
     """`path` (relative to `base`) resolved, if it stays inside `root`. Raises BuildFailed."""
     if not isinstance(path, str) or not path:
         raise BuildFailed(f"{what} must be a relative path inside the pushed tree")
-    if path.startswith(("/", "~", "\\")) or "://" in path or path.startswith("git@") \
-            or re.match(r"[A-Za-z]:", path):
-        raise BuildFailed(f"{what} {path!r} is outside the pushed tree; {HOST}: name a path "
-                          "relative to the compose file, inside the repository")
+    if (
+        path.startswith(("/", "~", "\\"))
+        or "://" in path
+        or path.startswith("git@")
+        or re.match(r"[A-Za-z]:", path)
+    ):
+        raise BuildFailed(
+            f"{what} {path!r} is outside the pushed tree; {HOST}: name a path "
+            "relative to the compose file, inside the repository"
+        )
     resolved = (base / path).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise BuildFailed(f"{what} {path!r} leads outside the pushed tree (through '..' or a "
-                          f"symlink); {HOST}: name a path inside the repository")
+        raise BuildFailed(
+            f"{what} {path!r} leads outside the pushed tree (through '..' or a "
+            f"symlink); {HOST}: name a path inside the repository"
+        )
     return resolved
 
 
@@ -78,15 +86,19 @@ def interpolate(value: Any, variables: Mapping[str, str], name: str) -> Any:
             return variables.get(match.group(3), "")
         braced = _BRACED.fullmatch(match.group(2))
         if braced is None:
-            raise BuildFailed(f"{name}: invalid interpolation {match.group(0)!r}; write "
-                              "${NAME}, ${NAME:-default} or $$ for a literal $")
+            raise BuildFailed(
+                f"{name}: invalid interpolation {match.group(0)!r}; write "
+                "${NAME}, ${NAME:-default} or $$ for a literal $"
+            )
         var, op, arg = braced.groups()
         present = var in variables and (variables[var] != "" or op is None or ":" not in op)
         if present:
             return variables[var]
         if op in (":?", "?"):
-            raise BuildFailed(f"{name}: variable {var} is required: {arg or 'not set'} (only "
-                              "the pushed .env is read; the server's environment is not)")
+            raise BuildFailed(
+                f"{name}: variable {var} is required: {arg or 'not set'} (only "
+                "the pushed .env is read; the server's environment is not)"
+            )
         return (arg or "") if op else ""
 
     return _VAR.sub(one, value)
@@ -103,8 +115,10 @@ def _within_budget(data: Any, file: str) -> None:
         node = stack.pop()
         seen += 1
         if seen > MAX_NODES:
-            raise BuildFailed(f"{file} expands to more than {MAX_NODES} values (through YAML "
-                              "anchors?); write it out plainly")
+            raise BuildFailed(
+                f"{file} expands to more than {MAX_NODES} values (through YAML "
+                "anchors?); write it out plainly"
+            )
         if isinstance(node, dict):
             stack.extend(node.values())
         elif isinstance(node, list):
@@ -120,14 +134,19 @@ def load(root: Path, base: Path, file: str, variables: Mapping[str, str]) -> dic
         data = yaml.safe_load(path.read_text(errors="replace"))
     except yaml.YAMLError as exc:
         raise BuildFailed(f"{file} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("services"), dict) \
-            or not data["services"]:
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("services"), dict)
+        or not data["services"]
+    ):
         raise BuildFailed(f"{file} defines no services")
     _within_budget(data, file)
     if "include" in data:
-        raise BuildFailed(f"{file}: \"include\" is not supported here (docker-compose 1.29); "
-                          "put the services in this file, or use extends: with a file inside "
-                          "the repository")
+        raise BuildFailed(
+            f'{file}: "include" is not supported here (docker-compose 1.29); '
+            "put the services in this file, or use extends: with a file inside "
+            "the repository"
+        )
     result: dict[str, Any] = interpolate(data, variables, file)
     return result
 
@@ -150,8 +169,11 @@ def _merge(base: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
             merged[key] = {**as_dict(old), **as_dict(value)}
         elif key == "build" and isinstance(old, dict) and isinstance(value, dict):
             merged[key] = {**old, **value}
-        elif key in ("volumes", "expose", "tmpfs", "dns", "cap_drop") \
-                and isinstance(old, list) and isinstance(value, list):
+        elif (
+            key in ("volumes", "expose", "tmpfs", "dns", "cap_drop")
+            and isinstance(old, list)
+            and isinstance(value, list)
+        ):
             merged[key] = old + [v for v in value if v not in old]
         else:
             merged[key] = value
@@ -171,13 +193,21 @@ def _rebase(spec: dict[str, Any], root: Path, base: Path) -> dict[str, Any]:
         spec["build"] = build
     if isinstance(spec.get("env_file"), str | list):
         files = [spec["env_file"]] if isinstance(spec["env_file"], str) else spec["env_file"]
-        spec["env_file"] = [str(inside(root, base, f, "env_file").relative_to(root.resolve()))
-                            for f in files]
+        spec["env_file"] = [
+            str(inside(root, base, f, "env_file").relative_to(root.resolve())) for f in files
+        ]
     return spec
 
 
-def _extended(root: Path, base: Path, file: str, services: dict[str, Any], name: str,
-              variables: Mapping[str, str], seen: tuple[str, ...]) -> dict[str, Any]:
+def _extended(
+    root: Path,
+    base: Path,
+    file: str,
+    services: dict[str, Any],
+    name: str,
+    variables: Mapping[str, str],
+    seen: tuple[str, ...],
+) -> dict[str, Any]:
     """Service `name` of `services` (from `file` in `base`), its extends resolved."""
     spec = services[name]
     if not isinstance(spec, dict):
@@ -189,8 +219,11 @@ def _extended(root: Path, base: Path, file: str, services: dict[str, Any], name:
         raise BuildFailed(f"service {name}: extends loops ({' -> '.join((*seen, where))})")
     ext = spec["extends"]
     ext = {"service": ext} if isinstance(ext, str) else ext
-    if not isinstance(ext, dict) or not isinstance(ext.get("service"), str) \
-            or set(ext) - {"service", "file"}:
+    if (
+        not isinstance(ext, dict)
+        or not isinstance(ext.get("service"), str)
+        or set(ext) - {"service", "file"}
+    ):
         raise BuildFailed(f"service {name}: extends needs service: (and optionally file:)")
     other_base, other_file, other = base, file, services
     if "file" in ext:
@@ -198,10 +231,13 @@ def _extended(root: Path, base: Path, file: str, services: dict[str, Any], name:
         other_base, other_file = path.parent, path.name
         other = load(root, other_base, other_file, variables)["services"]
     if ext["service"] not in other:
-        raise BuildFailed(f"service {name}: extends names {ext['service']!r}, which is not a "
-                          f"service of {other_file}")
-    parent = _extended(root, other_base, other_file, other, ext["service"], variables,
-                       (*seen, where))
+        raise BuildFailed(
+            f"service {name}: extends names {ext['service']!r}, which is not a "
+            f"service of {other_file}"
+        )
+    parent = _extended(
+        root, other_base, other_file, other, ext["service"], variables, (*seen, where)
+    )
     local = _rebase({k: v for k, v in spec.items() if k != "extends"}, root, base)
     return _merge(parent, local)
 
@@ -212,6 +248,7 @@ def normalise(root: Path, file: str) -> dict[str, Any]:
     variables = dotenv(root)
     data = load(root, root, file, variables)
     services = data["services"]
-    data["services"] = {name: _extended(root, root, file, services, name, variables, ())
-                        for name in services}
+    data["services"] = {
+        name: _extended(root, root, file, services, name, variables, ()) for name in services
+    }
     return {k: v for k, v in data.items() if not str(k).startswith("x-")}

@@ -30,8 +30,13 @@ def read_tree(context_tar: Path) -> Tree:
     return Tree(frozenset(paths), contents)
 
 
-def subtree(source: Path, target: Path, directory: str, prefix: str = "",
-            extra: Mapping[str, bytes] | None = None) -> int:
+def subtree(
+    source: Path,
+    target: Path,
+    directory: str,
+    prefix: str = "",
+    extra: Mapping[str, bytes] | None = None,
+) -> int:
     """Write to `target` a tar of the files under `directory` of `source` (re-rooted under
     `prefix`), plus the `extra` files. Returns how many files came from `source`. Raises
     BuildFailed when `directory` holds no file."""
@@ -43,7 +48,7 @@ def subtree(source: Path, target: Path, directory: str, prefix: str = "",
             name = str(PurePosixPath(member.name))
             if strip and not name.startswith(strip):
                 continue
-            member.name = prefix + name[len(strip):]
+            member.name = prefix + name[len(strip) :]
             out.addfile(member, src.extractfile(member) if member.isfile() else None)
             copied += 1
         for name, data in (extra or {}).items():
@@ -52,8 +57,10 @@ def subtree(source: Path, target: Path, directory: str, prefix: str = "",
             out.addfile(info, io.BytesIO(data))
     if copied == 0:
         target.unlink(missing_ok=True)
-        raise BuildFailed(f"{directory}/ is not in the pushed commit (or is empty); "
-                          "fix the path setting or commit the directory")
+        raise BuildFailed(
+            f"{directory}/ is not in the pushed commit (or is empty); "
+            "fix the path setting or commit the directory"
+        )
     return copied
 
 
@@ -66,6 +73,5 @@ def extract(source: Path, target: Path) -> None:
     # Files keep the modes git gave them; the dirs git does not store were made under the
     # server's private umask (0700) and would reach images so: a non-root app could not
     # read its own files. They stay private on the host, inside the 0700 data dir.
-    for directory in (target, *(p for p in target.rglob("*") if p.is_dir()
-                                and not p.is_symlink())):
+    for directory in (target, *(p for p in target.rglob("*") if p.is_dir() and not p.is_symlink())):
         directory.chmod(0o755)

@@ -20,9 +20,21 @@ BUILDERS = ("nixpacks", "railpack", "pack")  # what language manifests are built
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 # Files that mean "this is a program to build", not a site to serve as it is.
 MANIFESTS = (
-    "package.json", "requirements.txt", "pyproject.toml", "Pipfile", "setup.py", "go.mod",
-    "Gemfile", "composer.json", "Cargo.toml", "pom.xml", "build.gradle", "build.gradle.kts",
-    "mix.exs", "deno.json", "Procfile",
+    "package.json",
+    "requirements.txt",
+    "pyproject.toml",
+    "Pipfile",
+    "setup.py",
+    "go.mod",
+    "Gemfile",
+    "composer.json",
+    "Cargo.toml",
+    "pom.xml",
+    "build.gradle",
+    "build.gradle.kts",
+    "mix.exs",
+    "deno.json",
+    "Procfile",
 )
 # Static-export frameworks: a config file and the directory its build writes the site to.
 FRAMEWORKS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -85,16 +97,23 @@ def choose(
     detected. `dockerfile` is the configured Dockerfile path, `publish_dir` the configured
     static directory, `builder` what language manifests build with. Raises BuildFailed when
     nothing fits, or an explicit type cannot build this tree."""
-    for value, source in ((app_setting, "the app's build_type setting"),
-                          (repo_setting, "[build] type in rivetr.toml")):
+    for value, source in (
+        (app_setting, "the app's build_type setting"),
+        (repo_setting, "[build] type in rivetr.toml"),
+    ):
         if value and value != "auto":
             validate_build_type(value, source)
             return _explicit(tree, value, source, dockerfile, publish_dir)
     return detect(tree, dockerfile=dockerfile, publish_dir=publish_dir, builder=builder)
 
 
-def detect(tree: Tree, *, dockerfile: str = "Dockerfile", publish_dir: str | None = None,
-           builder: str = "nixpacks") -> Detection:
+def detect(
+    tree: Tree,
+    *,
+    dockerfile: str = "Dockerfile",
+    publish_dir: str | None = None,
+    builder: str = "nixpacks",
+) -> Detection:
     """Apply the rules in their documented order; the first that matches wins."""
     found = _dockerfile(tree, dockerfile)
     if found:
@@ -102,9 +121,13 @@ def detect(tree: Tree, *, dockerfile: str = "Dockerfile", publish_dir: str | Non
     compose = _compose_file(tree)
     if compose:
         return Detection("compose", f"found {compose}", compose_file=compose)
-    for name, build_type in (("railpack.toml", "railpack"), ("railpack.json", "railpack"),
-                             ("project.toml", "pack"), ("nixpacks.toml", "nixpacks"),
-                             ("nixpacks.json", "nixpacks")):
+    for name, build_type in (
+        ("railpack.toml", "railpack"),
+        ("railpack.json", "railpack"),
+        ("project.toml", "pack"),
+        ("nixpacks.toml", "nixpacks"),
+        ("nixpacks.json", "nixpacks"),
+    ):
         if tree.has(name):
             return Detection(build_type, f"found {name}")
     static = _static(tree, publish_dir)
@@ -114,8 +137,11 @@ def detect(tree: Tree, *, dockerfile: str = "Dockerfile", publish_dir: str | Non
     if manifests:
         if builder not in BUILDERS:
             raise BuildFailed(f"buildpack_builder = {builder!r}; use one of {', '.join(BUILDERS)}")
-        return Detection(builder, f"found {', '.join(manifests)}; language projects build with "
-                         f"{builder} (the buildpack_builder setting)")
+        return Detection(
+            builder,
+            f"found {', '.join(manifests)}; language projects build with "
+            f"{builder} (the buildpack_builder setting)",
+        )
     raise BuildFailed(
         "cannot tell how to build this commit: no Dockerfile or Containerfile, compose file, "
         "railpack.toml, project.toml, nixpacks.toml, index.html or language manifest "
@@ -124,20 +150,25 @@ def detect(tree: Tree, *, dockerfile: str = "Dockerfile", publish_dir: str | Non
     )
 
 
-def _explicit(tree: Tree, build_type: str, source: str, dockerfile: str,
-              publish_dir: str | None) -> Detection:
+def _explicit(
+    tree: Tree, build_type: str, source: str, dockerfile: str, publish_dir: str | None
+) -> Detection:
     reason = f"set by {source}"
     if build_type == "dockerfile":
         found = _dockerfile(tree, dockerfile)
         if not found:
-            raise BuildFailed(f"build_type is dockerfile ({reason}) but {dockerfile} is not in "
-                              "the pushed commit; add it or set the app's dockerfile path")
+            raise BuildFailed(
+                f"build_type is dockerfile ({reason}) but {dockerfile} is not in "
+                "the pushed commit; add it or set the app's dockerfile path"
+            )
         return Detection("dockerfile", f"{reason}; using {found}", dockerfile=found)
     if build_type == "compose":
         compose = _compose_file(tree)
         if not compose:
-            raise BuildFailed(f"build_type is compose ({reason}) but the commit has none of "
-                              f"{', '.join(COMPOSE_FILES)}")
+            raise BuildFailed(
+                f"build_type is compose ({reason}) but the commit has none of "
+                f"{', '.join(COMPOSE_FILES)}"
+            )
         return Detection("compose", f"{reason}; using {compose}", compose_file=compose)
     if build_type == "static":
         # Never fall through to another build type: a static app serves files or fails.
@@ -146,7 +177,8 @@ def _explicit(tree: Tree, build_type: str, source: str, dockerfile: str,
         if not tree.has(f"{directory}/index.html"):
             raise BuildFailed(
                 f"build_type is static ({reason}) but {directory}/index.html is not in the "
-                "pushed commit; commit the built site or set the app's publish_dir")
+                "pushed commit; commit the built site or set the app's publish_dir"
+            )
         return Detection("static", f"{reason}; serving {directory}/", publish_dir=directory)
     return Detection(build_type, reason)
 
@@ -164,39 +196,52 @@ def _compose_file(tree: Tree) -> str | None:
     return next((name for name in COMPOSE_FILES if tree.has(name)), None)
 
 
-def _static(tree: Tree, publish_dir: str | None, require_site: bool = True
-            ) -> Detection | None:
+def _static(tree: Tree, publish_dir: str | None, require_site: bool = True) -> Detection | None:
     """A site to serve as it is: a configured publish dir, a static-export framework whose
     output is committed, or index.html with no server-side project files."""
     if publish_dir:
         if tree.has(f"{publish_dir}/index.html") or not require_site:
-            return Detection("static", f"{publish_dir}/index.html (the app's publish_dir)",
-                             publish_dir=_norm(publish_dir))
+            return Detection(
+                "static",
+                f"{publish_dir}/index.html (the app's publish_dir)",
+                publish_dir=_norm(publish_dir),
+            )
         return None
     for framework, configs, directory in FRAMEWORKS:
         config = next((c for c in configs if tree.has(c)), None)
         if config is None:
             continue
         if tree.has(f"{directory}/index.html"):
-            return Detection("static", f"found {config} ({framework}) and its built site in "
-                             f"{directory}/", publish_dir=directory)
+            return Detection(
+                "static",
+                f"found {config} ({framework}) and its built site in {directory}/",
+                publish_dir=directory,
+            )
         if not require_site:
             return Detection("static", f"{framework} site", publish_dir=directory)
         # Its output is not committed: a builder must build it (the manifest rule).
     if b'"react-scripts"' in tree.contents.get("package.json", b"") and (
-            tree.has("build/index.html") or not require_site):
-        return Detection("static", "package.json uses react-scripts (Create React App)"
-                         + (" and its built site is in build/" if require_site else ""),
-                         publish_dir="build")
+        tree.has("build/index.html") or not require_site
+    ):
+        return Detection(
+            "static",
+            "package.json uses react-scripts (Create React App)"
+            + (" and its built site is in build/" if require_site else ""),
+            publish_dir="build",
+        )
     if any(tree.has(m) for m in MANIFESTS):
         return None
     if tree.has("index.html"):
-        return Detection("static", "found index.html and no server-side project files",
-                         publish_dir=".")
+        return Detection(
+            "static", "found index.html and no server-side project files", publish_dir="."
+        )
     for directory in STATIC_DIRS:
         if tree.has(f"{directory}/index.html"):
-            return Detection("static", f"found {directory}/index.html and no server-side "
-                             "project files", publish_dir=directory)
+            return Detection(
+                "static",
+                f"found {directory}/index.html and no server-side project files",
+                publish_dir=directory,
+            )
     return None
 
 

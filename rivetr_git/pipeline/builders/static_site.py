@@ -58,6 +58,8 @@ async def prepare(context_tar: Path, target: Path, publish_dir: str, server_imag
     """Write the static build's context to `target`: the generated Dockerfile, the nginx
     server block and the publish dir under site/. Returns how many site files it holds.
     Raises BuildFailed when the publish dir holds nothing."""
-    extra = {"Dockerfile": dockerfile(server_image).encode(),
-             "rivetr-static.conf": server_config().encode()}
+    extra = {
+        "Dockerfile": dockerfile(server_image).encode(),
+        "rivetr-static.conf": server_config().encode(),
+    }
     return await asyncio.to_thread(subtree, context_tar, target, publish_dir, "site/", extra)
