@@ -105,7 +105,8 @@ async def _relay(client: ClientConnection, request: Request, conn: UpstreamConne
         keep_alive = False  # an HTTP/1.0 client learns the end by the close
     version = b"HTTP/1.1" if request.version == "1.1" else b"HTTP/1.0"
     head = b"".join((b"%s %d %s\r\n" % (version, status, conn.reason or reason(status)),
-                     *lines, _CHUNKED if chunk else b"", b"" if keep_alive else _CLOSE, b"\r\n"))
+                     *lines, client.extra_head, _CHUNKED if chunk else b"",
+                     b"" if keep_alive else _CLOSE, b"\r\n"))
     out.keep_alive = keep_alive
     if no_body:
         client.write(head)
