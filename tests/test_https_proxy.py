@@ -108,7 +108,8 @@ def _get(conn: ssl.SSLSocket, host: str, path: str = "/") -> bytes:
 def _peer_names(conn: ssl.SSLSocket) -> list[str]:
     cert = conn.getpeercert()
     assert cert
-    return [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    alt: tuple[tuple[str, str], ...] = cert.get("subjectAltName", ())  # type: ignore[assignment]
+    return [value for kind, value in alt if kind == "DNS"]
 
 
 async def test_sni_picks_each_apps_certificate_and_the_request_is_forwarded_as_https(
