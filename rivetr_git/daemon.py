@@ -12,7 +12,10 @@ import signal
 from pathlib import Path
 
 from rivetr_git import validate
+from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.certificates.manager import Certificates
+from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.crypto import open_master_key
 from rivetr_git.env_vars import EnvVars
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
@@ -151,6 +154,7 @@ def proxy_config(s: Settings) -> ProxyConfig:
         trusted_proxies=validate.networks(s.trusted_proxies), access_log=access_log,
         access_log_max_bytes=validate.size(s.access_log_max_size),
         access_log_backups=s.access_log_backups,
+        tls_dir=s.data_dir / "tls" if s.https_port else None, https_port=s.https_port,
     )
 
 
@@ -195,9 +199,11 @@ class Daemon:
             raise
         runtime: Runtime | None = None
         closers: list[object] = []
+        tasks: list[asyncio.Task[None]] = []
         try:
             # A bad key stops start-up here, before anything could need a value.
-            env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
+            cipher = open_master_key(s.data_dir, await store.any_env_value())
+            env_vars = EnvVars(store, cipher)
             runtime = await connect_runtime(s)
             instance = instance_id(s.data_dir)
             repos = Repos(s.repos_dir)
@@ -216,15 +222,24 @@ class Daemon:
 
             processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout,
                                   s.drain_timeout)
+            proxy: ProxyServer | ProxyWorkers | NginxProxy
+
+            async def reload_tls() -> None:
+                proxy.reload_tls()
+                await proxy.wait_synced(10)
+
+            certs = (Certificates(s, store, cipher, routes, s.data_dir / "tls", reload_tls,
+                                  notifier) if s.https_port else None)
+            renewal = Renewal(certs, store) if certs is not None else None
             admin = Admin(s, store, deployer, processes, releases, routes,
                           lambda app: repos.create(app, s.deploy_branch), env_vars,
-                          repo_size=repos.size)
+                          repo_size=repos.size,
+                          certs=CertVerbs(certs, renewal, s.https_redirect))
 
             async def local_command(argv: list[str], session: Session) -> int:
                 return await admin.run(argv, Caller(None), session)
 
             hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-            proxy: ProxyServer | ProxyWorkers | NginxProxy
             if s.proxy_backend == "nginx":
                 proxy = NginxProxy(routes, s.proxy_host, s.proxy_port, proxy_config(s),
                                    s.proxy_workers or 1, s.data_dir / "nginx", s.drain_timeout)
@@ -238,11 +253,15 @@ class Daemon:
             closers.append(hooks)
             await proxy.start()
             closers.append(proxy)
+            if certs is not None and renewal is not None:
+                await certs.publish()  # what is stored serves from the first request on
+                tasks.append(asyncio.create_task(renewal.run()))
             deployer.set_public_port(proxy.bound_port)
             await receiver.start()
             closers.append(receiver)
             closers.append(deployer)
-            self._write_state(receiver.bound_port, proxy.bound_port)
+            self._write_state(receiver.bound_port, proxy.bound_port,
+                              proxy.https_port if s.https_port else 0)
             log.info("rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, "
                      "runtime %s", s.ssh_host, receiver.bound_port, s.proxy_host,
                      proxy.bound_port, len(routes), runtime.name)
@@ -253,6 +272,8 @@ class Daemon:
             await stop.wait()
             log.info("shutting down; app containers keep running")
             monitor.cancel()
+            for task in tasks:
+                task.cancel()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 (s.data_dir / STATE_FILE).unlink()
@@ -264,9 +285,10 @@ class Daemon:
             await store.close()
             key_lock.close()
 
-    def _write_state(self, ssh_port: int, proxy_port: int) -> None:
+    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""
-        state = {"pid": os.getpid(), "ssh_port": ssh_port, "proxy_port": proxy_port}
+        state = {"pid": os.getpid(), "ssh_port": ssh_port, "proxy_port": proxy_port,
+                 "https_port": https_port}
         path = self.settings.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))

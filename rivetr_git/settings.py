@@ -81,6 +81,21 @@ def _alg_list(value: object) -> str:
     return ",".join(names)
 
 
+def _email(value: object) -> str:
+    found = validate.text(value).strip()
+    if found and (found.count("@") != 1 or any(c.isspace() for c in found)):
+        raise ValueError("expected an email address such as admin@example.com ('': none)")
+    return found
+
+
+def _ca_file(value: object) -> str:
+    found = validate.text(value)
+    if found and not Path(found).expanduser().is_file():
+        raise ValueError("expected the path of a PEM file of CA certificates ('': the "
+                         "system's)")
+    return found
+
+
 def _health_path(value: object) -> str:
     found = validate.text(value)
     return validate.http_path(found) if found else ""
@@ -349,6 +364,18 @@ class Settings:
     max_push_size: str = setting(
         "100m", "largest pack one push may send, e.g. 100m or 1g (git's receive.maxInputSize; "
         "'' or 0: no limit)", keeps(validate.size))
+    https_port: int = setting(
+        8443, "HTTPS port of the proxy, next to proxy_port (0: no HTTPS)", _port)
+    https_redirect: bool = setting(
+        True, "plain HTTP to an app with a valid certificate gets 308 to HTTPS, unless the "
+        "app says otherwise (certs:set APP redirect=false)", validate.boolean)
+    acme_directory: str = setting(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "ACME directory certs:auto:enable gets certificates from (HTTP-01)", validate.http_url)
+    acme_email: str = setting(
+        "", "contact address the ACME account is registered with ('': none)", _email)
+    acme_ca_bundle: str = setting(
+        "", "CA file trusted for the ACME server's HTTPS ('': the system's)", _ca_file)
 
     @property
     def db_path(self) -> Path:

@@ -19,6 +19,7 @@ from rivetr_git.errors import AlreadyExists, NotFound, RivetrError
 from rivetr_git.models import App, Deployment, LogLine, Role, SshKey, Status
 from rivetr_git.store_env import EnvTables
 from rivetr_git.store_schema import MIGRATIONS
+from rivetr_git.store_tls import TlsTables
 
 __all__ = ["MIGRATIONS", "Store", "now"]
 
@@ -81,7 +82,7 @@ APP_FIELDS = frozenset({
 _KEY_COLUMNS = "id, name, fingerprint, public_key, role, created_at"
 
 
-class Store(EnvTables):
+class Store(EnvTables, TlsTables):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rivetr_git.admin import render, verbs
+from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.app_config import (
@@ -67,7 +68,8 @@ class Admin:
     def __init__(self, settings: Settings, store: Store, deployer: Deployer,
                  processes: Processes, releases: ReleaseCommands, routes: RouteTable,
                  create_repo: Callable[[str], Awaitable[object]], env: EnvVars,
-                 repo_size: Callable[[str], Awaitable[int]] | None = None) -> None:
+                 repo_size: Callable[[str], Awaitable[int]] | None = None,
+                 certs: CertVerbs | None = None) -> None:
         self._settings = settings
         self._store = store
         self._deployer = deployer
@@ -96,6 +98,8 @@ class Admin:
             "config": self._config_verbs, "config:get": self._config_verbs,
             "config:set": self._config_verbs, "config:unset": self._config_verbs,
         }
+        self._certs = certs or CertVerbs(None, None, settings.https_redirect)
+        self._app_handlers.update(self._certs.handlers())
         missing = ({v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers)
                    - {"help"})
         if missing:
@@ -244,6 +248,7 @@ class Admin:
         await self._refresh_domains()
         for host in hosts:
             await s.out(f"{app.name} is now served at {host}")
+        await self._certs.domains_changed(app, s.out)
         return 0
 
     async def _domains_remove(self, inv: Invocation, app: App, caller: Caller,
@@ -251,6 +256,7 @@ class Admin:
         hosts = [normalize_host(h) for h in inv.args.hosts]
         await self._store.remove_domains(app, hosts)
         await self._refresh_domains()
+        await self._certs.domains_changed(app, s.out)
         await s.out(f"removed {', '.join(hosts)} from {app.name}")
         return 0
 
