@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rivetr_git import validate
 from rivetr_git.admin import render
@@ -17,8 +17,13 @@ from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.proxy.tls.pem import chain_info, utcnow
 
-if TYPE_CHECKING:  # service.py imports this module
-    from rivetr_git.admin.service import Caller, Session
+
+class Session(Protocol):
+    """The part of admin.service.Session these verbs use (that module imports this one)."""
+
+    async def out(self, line: str) -> None: ...
+
+    async def read_input(self, limit: int) -> bytes: ...
 
 Out = Callable[[str], Awaitable[None]]
 _MAX_BUNDLE = 256 * 1024
@@ -65,7 +70,7 @@ class CertVerbs:
             raise ValidationError(_OFF)
         return self._certs, self._renewal
 
-    async def show(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def show(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, _ = self._on()
         out: Out = s.out
         record = await certs.store.tls_of(app)
@@ -103,7 +108,7 @@ class CertVerbs:
             await out(f"not covered (served with the fallback): "
                       f"{', '.join(installed.uncovered)}")
 
-    async def add(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def add(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, _ = self._on()
         data = await s.read_input(_MAX_BUNDLE)
         if not data.strip():
@@ -114,7 +119,7 @@ class CertVerbs:
         await self._say_installed(app, installed, s.out)
         return 0
 
-    async def remove(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def remove(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, _ = self._on()
         if not await certs.remove(app):
             raise NotFound(f"{app.name} has no certificate")
@@ -122,7 +127,7 @@ class CertVerbs:
                     "plain HTTP only (HTTPS gets the fallback)")
         return 0
 
-    async def auto_enable(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def auto_enable(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, renewal = self._on()
         out: Out = s.out
         await certs.store.set_tls_policy(app, auto=1)
@@ -142,14 +147,14 @@ class CertVerbs:
                       "UTC); it is renewed automatically")
         return 0
 
-    async def auto_disable(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def auto_disable(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, _ = self._on()
         await certs.store.set_tls_policy(app, auto=0)
         await s.out(f"automatic certificates off for {app.name}; the current certificate "
                     "serves until it expires (certs:remove removes it now)")
         return 0
 
-    async def set(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+    async def set(self, inv: Invocation, app: App, caller: object, s: Session) -> int:
         certs, _ = self._on()
         fields = parse_assignments(list(inv.args.assignments), POLICY)
         await certs.store.set_tls_policy(app, **fields)
