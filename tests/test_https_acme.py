@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, wait_until
 from tests.pebble import Pebble
-from tests.tls_helpers import fails, free_port, https_get, ok, same_cert, served_cert
 from tests.test_https_certs import _http_status
+from tests.tls_helpers import fails, free_port, https_get, ok, same_cert, served_cert
 
 
 class Hooks:
@@ -31,7 +31,7 @@ class Hooks:
         events: list[dict[str, Any]] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 events.append(json.loads(body))
                 self.send_response(204)
