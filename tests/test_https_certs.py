@@ -27,9 +27,12 @@ from tests.tls_helpers import (
 
 
 @pytest.fixture
-def tls_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Iterator[Server]:
+def tls_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key],
+               request: pytest.FixtureRequest) -> Iterator[Server]:
+    backend = getattr(request, "param", "builtin")
     yield from running_server(tmp_path / "data", keys, with_bob=True,
-                              env={"RIVETR_HTTPS_PORT": str(free_port())})
+                              env={"RIVETR_HTTPS_PORT": str(free_port()),
+                                   "RIVETR_PROXY_BACKEND": backend})
 
 
 def _http_status(server: Server, host: str, path: str = "/") -> tuple[int, str]:
@@ -47,6 +50,7 @@ def _http_status(server: Server, host: str, path: str = "/") -> tuple[int, str]:
         return exc.code, exc.headers.get("Location") or ""
 
 
+@pytest.mark.parametrize("tls_server", ["builtin", "nginx"], indirect=True)
 def test_uploaded_certificates_sni_redirect_hsts_and_removal(
     tls_server: Server, keys: dict[str, Key], tmp_path: Path
 ) -> None:
@@ -97,6 +101,8 @@ def test_uploaded_certificates_sni_redirect_hsts_and_removal(
     assert "has no certificate" in ok(srv, alice, "certs", "tl-a")
     assert same_cert(served_cert(srv.https_port, "tl-b.localhost"), cert_b)
     assert "has no certificate" in fails(srv, alice, "certs:remove", "tl-a")
+    ok(srv, alice, "apps:destroy", "tl-b", "--confirm", "tl-b")
+    assert not same_cert(served_cert(srv.https_port, "tl-b.localhost"), cert_b)
 
 
 def test_refused_bundles_say_why_and_change_nothing(

@@ -380,7 +380,7 @@ def test_unknown_events_and_reserved_fields_raise() -> None:
     with pytest.raises(ValueError, match="overwrite"):
         notifier.notify("deploy.started", _app(), id=1)
     assert {"deploy.started", "deploy.succeeded", "deploy.failed", "deploy.rolled_back",
-            "container.crashed"} == EVENTS
+            "container.crashed", "cert.renewed", "cert.failed"} == EVENTS
 
 
 def test_attempts_must_be_positive() -> None:

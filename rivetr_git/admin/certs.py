@@ -162,6 +162,11 @@ class CertVerbs:
         await s.out(f"set {', '.join(sorted(fields))} for {app.name}")
         return 0
 
+    async def forget(self) -> None:
+        """After apps:destroy: its certificate (gone with the app) leaves the data planes."""
+        if self._certs is not None:
+            await self._certs.publish()
+
     async def domains_changed(self, app: App, out: Out) -> None:
         """After domains:add/remove: republish, and order a new certificate if automatic."""
         if self._certs is None or self._renewal is None:

@@ -209,6 +209,7 @@ class Admin:
                 f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}")
         await self._deployer.destroy(app)
         await self._refresh_domains()
+        await self._certs.forget()
         await s.out(f"destroyed {app.name}")
         return 0
 

@@ -226,12 +226,19 @@ def _https_servers(routes: Mapping[str, Upstream], listen: str, https_port: int,
     """Plain-HTTP servers (redirecting where a certificate allows), HTTPS servers for the
     hosts with a certificate, and the HTTPS fallback (proxy/tls/nginx_tls.py)."""
     policies = read_index(tls_dir)
-    redirect = nginx_tls.redirecting(routes, policies)
     challenge = nginx_tls.challenge_location(tls_dir)
     listen_https = f"{listen.rsplit(':', 1)[0]}:{https_port}"
-    out = [nginx_tls.redirect_server(h, listen, https_port, tls_dir) if h in redirect
-           else app_server(h, up, listen, challenge) for h, up in sorted(routes.items())]
-    out += [app_server(h, up, f"{listen_https} ssl", nginx_tls.https_extra(tls_dir, policies[h]))
-            for h, up in sorted(routes.items()) if h in policies]
+    out = []
+    for host in sorted(set(routes) | set(policies)):
+        up, policy = routes.get(host), policies.get(host)
+        if policy is not None and policy.redirect:
+            out.append(nginx_tls.redirect_server(host, listen, https_port, tls_dir))
+        elif up is not None:
+            out.append(app_server(host, up, listen, challenge))
+        if policy is None:
+            continue
+        extra = nginx_tls.https_extra(tls_dir, policy)
+        out.append(app_server(host, up, f"{listen_https} ssl", extra) if up is not None else
+                   nginx_tls.no_app_server(host, listen_https, extra, _page(404)))
     out.append(nginx_tls.fallback_server(listen_https, tls_dir, _page(404)))
     return "".join(out)

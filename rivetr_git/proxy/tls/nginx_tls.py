@@ -10,10 +10,8 @@ handshake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-from rivetr_git.proxy.routes import Upstream
 from rivetr_git.proxy.tls.contexts import CIPHERS_TLS12
 from rivetr_git.proxy.tls.files import FALLBACK, HostPolicy
 
@@ -59,7 +57,8 @@ def fallback_server(listen_https: str, tls_dir: Path, page: str) -> str:
             "    }\n")
 
 
-def redirecting(routes: Mapping[str, Upstream], policies: Mapping[str, HostPolicy]
-                ) -> set[str]:
-    """Routed hosts whose plain-HTTP requests are redirected."""
-    return {h for h in routes if (p := policies.get(h)) is not None and p.redirect}
+def no_app_server(host: str, listen_https: str, extra: str, page: str) -> str:
+    """A host with a certificate but no running app: its certificate, then the 404 page."""
+    return (f"    server {{\n        listen {listen_https} ssl;\n        server_name {host};\n"
+            f"{extra}        default_type text/html;\n"
+            f"        location / {{ return 404 '{page}'; }}\n    }}\n")
