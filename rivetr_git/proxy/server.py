@@ -176,6 +176,11 @@ class ProxyServer:
         """Challenges and redirects on plain HTTP, HSTS over HTTPS; True if answered."""
         assert self._tls is not None
         if client.scheme == b"https":
+            # A name without a certificate is not served over HTTPS: the same 404 as an
+            # unknown name (nginx, choosing its server by name, does the same).
+            if not self._tls.covered(request.host):
+                self._page(client, request, out, 404, "No app is served at this address.")
+                return True
             client.extra_head = sts_line(self._tls, request.host)
             return False
         answer = plain_answer(self._tls, request.host, request.target, request.method,

@@ -17,6 +17,7 @@ import logging
 import ssl
 from pathlib import Path
 
+from rivetr_git.proxy.routes import normalize_host
 from rivetr_git.proxy.tls.files import FALLBACK, HostPolicy, prepare, read_index
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class TlsContexts:
             context = self._by_host.get(name.lower().rstrip("."))
             if context is not None:
                 ssl_object.context = context
+
+    def covered(self, host_header: bytes) -> bool:
+        """A valid certificate covers the request's Host (port and case ignored)."""
+        return normalize_host(host_header.decode("latin-1")) in self._policies
 
     def policy(self, host: str) -> HostPolicy | None:
         """The host's HTTPS policy when a valid certificate covers it, else None."""
