@@ -254,7 +254,7 @@ class Daemon:
             await proxy.start()
             closers.append(proxy)
             if certs is not None and renewal is not None:
-                await certs.publish()  # what is stored serves from the first request on
+                await certs.publish(force=True)  # what is stored serves from the start
                 tasks.append(asyncio.create_task(renewal.run()))
             deployer.set_public_port(proxy.bound_port)
             await receiver.start()

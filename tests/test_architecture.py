@@ -202,6 +202,8 @@ def test_allowed_paths_match_strictly() -> None:
         ("pygit2", ["rivetr_git/repos.py"]),
         ("asyncssh", ["rivetr_git/receiver/", "rivetr_git/keys.py"]),
         ("paramiko", ["rivetr_git/client.py"]),
+        # certbot's ACME library (blocking, on requests): one module, run in a thread.
+        ("acme", ["rivetr_git/certificates/acme_client.py"]),
     ],
 )
 def test_blocking_and_heavy_libraries_stay_in_their_wrappers(

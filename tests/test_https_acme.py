@@ -65,10 +65,11 @@ def pebble(tmp_path: Path) -> Iterator[Pebble]:
 
 @pytest.fixture
 def acme_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key], pebble: Pebble,
-                hooks: Hooks) -> Iterator[Server]:
+                hooks: Hooks, request: pytest.FixtureRequest) -> Iterator[Server]:
     proxy_port = free_port()  # fixed, so pebble validates against it across restarts
     pebble.start(proxy_port)
     yield from running_server(tmp_path / "data", keys, env={
+        "RIVETR_PROXY_BACKEND": getattr(request, "param", "builtin"),
         "RIVETR_PROXY_PORT": str(proxy_port), "RIVETR_HTTPS_PORT": str(free_port()),
         "RIVETR_ACME_DIRECTORY": pebble.directory,
         "RIVETR_ACME_CA_BUNDLE": str(pebble.ca_file),
@@ -90,6 +91,7 @@ def _expire_soon(server: Server, app: str) -> None:
                    "WHERE name = ?)", (soon, app))
 
 
+@pytest.mark.parametrize("acme_server", ["builtin", "nginx"], indirect=True)
 def test_issuance_custom_domain_redirect_and_restart(
     acme_server: Server, pebble: Pebble, keys: dict[str, Key], tmp_path: Path
 ) -> None:

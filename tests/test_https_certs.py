@@ -154,3 +154,21 @@ def test_keys_are_encrypted_at_rest_private_on_disk_and_rotated(
     pem.unlink()  # the start publishes again, from the database, under the new key
     srv.start()
     assert same_cert(served_cert(srv.https_port, "tl-d.localhost"), cert)
+
+
+def test_https_redirect_false_keeps_plain_http_unless_an_app_asks(
+    docker_engine: None, tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    alice = keys["alice"]
+    for srv in running_server(tmp_path / "data", keys, env={
+            "RIVETR_HTTPS_PORT": str(free_port()), "RIVETR_HTTPS_REDIRECT": "false"}):
+        ok(srv, alice, "apps:create", "tl-e")
+        cert, key = openssl_cert(tmp_path / "pki", "e", "tl-e.localhost")
+        ok(srv, alice, "certs:add", "tl-e", stdin=cert + key)
+        assert "redirect: off" in ok(srv, alice, "certs", "tl-e")
+        assert _http_status(srv, "tl-e.localhost")[0] == 404  # not deployed: no redirect
+        ok(srv, alice, "certs:set", "tl-e", "redirect=true")
+        assert _http_status(srv, "tl-e.localhost") == (
+            308, f"https://tl-e.localhost:{srv.https_port}/")
+        ok(srv, alice, "certs:set", "tl-e", "redirect=")  # back to the server's default
+        assert _http_status(srv, "tl-e.localhost")[0] == 404

@@ -66,8 +66,9 @@ class Certificates:
     async def hostnames(self, app: App) -> list[str]:
         return [self._routes.hostname(app.name), *await self._store.domains(app)]
 
-    async def publish(self) -> None:
-        """Write the valid certificates and policies for the data planes, then reload them."""
+    async def publish(self, force: bool = False) -> None:
+        """Write the valid certificates and policies for the data planes; reload them if
+        anything changed (or `force`: at start-up, the data planes may have older files)."""
         async with self._publishing:
             entries = []
             moment = utcnow()
@@ -86,8 +87,8 @@ class Certificates:
                             else record.redirect)
                 entries.append(files.AppCert(record.app, record.chain_pem.encode(), key, hosts,
                                              redirect, record.hsts))
-            await asyncio.to_thread(files.publish, self.tls_dir, entries)
-            await self._reload()
+            if await asyncio.to_thread(files.publish, self.tls_dir, entries) or force:
+                await self._reload()
 
     async def _install(self, app: App, source: str, chain_pem: bytes, key_pem: bytes,
                        info: CertInfo) -> Installed:

@@ -77,9 +77,11 @@ def prepare(directory: Path) -> None:
         write_private(fallback, cert + key)
 
 
-def publish(directory: Path, certs: list[AppCert]) -> None:
-    """Write every app's certificate and a new index; remove certificates no longer used."""
+def publish(directory: Path, certs: list[AppCert]) -> bool:
+    """Write every app's certificate and a new index; remove certificates no longer used.
+    Returns whether anything changed (so the data planes reload only then)."""
     prepare(directory)
+    changed = False
     hosts: dict[str, dict[str, Any]] = {}
     wanted = set()
     for cert in certs:
@@ -89,12 +91,19 @@ def publish(directory: Path, certs: list[AppCert]) -> None:
         data = cert.chain_pem + cert.key_pem
         if not path.exists() or path.read_bytes() != data:
             write_private(path, data)
+            changed = True
         for host in cert.hosts:
             hosts[host] = {"cert": name, "redirect": cert.redirect, "hsts": cert.hsts}
-    write_private(directory / INDEX, json.dumps({"hosts": hosts}, sort_keys=True).encode())
+    index = json.dumps({"hosts": hosts}, sort_keys=True).encode()
+    path = directory / INDEX
+    if not path.exists() or path.read_bytes() != index:
+        write_private(path, index)
+        changed = True
     for old in (directory / "certs").glob("*.pem"):
         if f"certs/{old.name}" not in wanted:
             old.unlink(missing_ok=True)
+            changed = True
+    return changed
 
 
 def read_index(directory: Path) -> dict[str, HostPolicy]:
