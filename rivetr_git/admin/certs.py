@@ -74,23 +74,20 @@ class CertVerbs:
         certs, _ = self._on()
         out: Out = s.out
         record = await certs.store.tls_of(app)
-        rows = []
         if record is not None and record.chain_pem is not None:
             info = chain_info(record.chain_pem.encode())
-            rows.append((", ".join(info.names), info.issuer,
-                         info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
-                         "automatic" if record.source == "acme" else "uploaded"))
-        if rows:
-            await out(render.table(rows, ("HOSTNAMES", "ISSUER", "NOT AFTER", "SOURCE")))
-            info = chain_info(record.chain_pem.encode())  # type: ignore[union-attr]
+            row = (", ".join(info.names), info.issuer,
+                   info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
+                   "automatic" if record.source == "acme" else "uploaded")
+            await out(render.table([row], ("HOSTNAMES", "ISSUER", "NOT AFTER", "SOURCE")))
             missing = [h for h in await certs.hostnames(app) if not info.covers(h)]
             if missing:
                 await out(f"not covered (served with the fallback): {', '.join(missing)}")
         else:
             await out(f"{app.name} has no certificate (certs:auto:enable {app.name} gets one, "
                       f"certs:add {app.name} < bundle.pem installs yours)")
-        redirect = self._default_redirect if record is None or record.redirect is None \
-            else record.redirect
+        redirect = (self._default_redirect if record is None or record.redirect is None
+                    else record.redirect)
         await out(f"automatic: {'on' if record is not None and record.auto else 'off'}; "
                   f"redirect: {'on' if redirect else 'off'}; "
                   f"hsts: {record.hsts if record is not None else 0} s")

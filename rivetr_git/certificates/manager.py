@@ -50,7 +50,6 @@ class Certificates:
                  tls_dir: Path, reload: Callable[[], Awaitable[object]],
                  notifier: Notifier | None = None) -> None:
         self._settings = settings
-        self._store = store
         self.store = store  # the verbs read the TLS tables too
         self._cipher = cipher
         self._routes = routes
@@ -64,7 +63,7 @@ class Certificates:
         return self._locks.setdefault(app.id, asyncio.Lock())
 
     async def hostnames(self, app: App) -> list[str]:
-        return [self._routes.hostname(app.name), *await self._store.domains(app)]
+        return [self._routes.hostname(app.name), *await self.store.domains(app)]
 
     async def publish(self, force: bool = False) -> None:
         """Write the valid certificates and policies for the data planes; reload them if
@@ -72,13 +71,13 @@ class Certificates:
         async with self._publishing:
             entries = []
             moment = utcnow()
-            for record in await self._store.all_tls():
+            for record in await self.store.all_tls():
                 if record.chain_pem is None or record.key is None:
                     continue
                 info = chain_info(record.chain_pem.encode())
                 if not info.valid_at(moment):
                     continue
-                app = await self._store.get_app(record.app)
+                app = await self.store.get_app(record.app)
                 hosts = tuple(h for h in await self.hostnames(app) if info.covers(h))
                 if not hosts:
                     continue
@@ -93,7 +92,7 @@ class Certificates:
     async def _install(self, app: App, source: str, chain_pem: bytes, key_pem: bytes,
                        info: CertInfo) -> Installed:
         blob = self._cipher.encrypt(app.name, KEY_NAME, key_pem.decode())
-        await self._store.put_certificate(app, source, chain_pem.decode(), blob,
+        await self.store.put_certificate(app, source, chain_pem.decode(), blob,
                                           info.not_after.isoformat(), now())
         await self.publish()
         hosts = await self.hostnames(app)
@@ -112,13 +111,13 @@ class Certificates:
                 f"of {app.name}'s hostnames ({', '.join(hosts)}); add the domain first "
                 f"(domains:add {app.name} HOST)")
         async with self.lock(app):
-            await self._store.set_tls_policy(app, auto=0)
+            await self.store.set_tls_policy(app, auto=0)
             return await self._install(app, "uploaded", bundle.chain_pem, bundle.key_pem,
                                        bundle.info)
 
     async def remove(self, app: App) -> bool:
         async with self.lock(app):
-            removed = await self._store.remove_certificate(app)
+            removed = await self.store.remove_certificate(app)
         await self.publish()
         return removed
 
@@ -127,7 +126,7 @@ class Certificates:
         s = self._settings
         async with self.lock(app):
             names = await self.hostnames(app)
-            stored = await self._store.acme_account(s.acme_directory)
+            stored = await self.store.acme_account(s.acme_directory)
             account_key = (self._cipher.decrypt(s.acme_directory, ACCOUNT_NAME,
                                                 stored[0]).encode() if stored else None)
             issued = await asyncio.to_thread(
@@ -136,7 +135,7 @@ class Certificates:
                 lambda token, text: files.put_challenge(self.tls_dir, token, text),
                 lambda token: files.drop_challenge(self.tls_dir, token))
             if stored is None or stored[1] != issued.account_uri:
-                await self._store.save_acme_account(
+                await self.store.save_acme_account(
                     s.acme_directory,
                     self._cipher.encrypt(s.acme_directory, ACCOUNT_NAME,
                                          issued.account_key_pem.decode()),
@@ -146,7 +145,7 @@ class Certificates:
 
     async def failed(self, app: App, error: str, retry_in: float) -> int:
         """Record a failed order (the current certificate stays); failures in a row."""
-        count = await self._store.record_tls_failure(app, error, now(), time.time() + retry_in)
+        count = await self.store.record_tls_failure(app, error, now(), time.time() + retry_in)
         if self._notifier is not None:
             self._notifier.notify("cert.failed", app, reason=error, failures=count)
         return count
@@ -170,5 +169,5 @@ class Certificates:
         jitter = datetime.timedelta(minutes=spread % 720)
         if min(stored_end, info.not_after) - moment < RENEW_BEFORE + jitter:
             return True
-        app = await self._store.get_app(record.app)
+        app = await self.store.get_app(record.app)
         return not all(info.covers(h) for h in await self.hostnames(app))
