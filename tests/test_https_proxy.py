@@ -290,10 +290,17 @@ async def test_a_new_certificate_replaces_the_old_one_without_a_restart(tls: Tls
     assert await asyncio.to_thread(names_with, cert) == ["web.localhost"]
     with pytest.raises(ssl.SSLCertVerificationError):
         await asyncio.to_thread(names_with, tls.certs["web.localhost"])
-    # 'other' was left out of this index: it gets the fallback now, and no redirect.
+    # 'other' was left out of this index: no redirect, and over HTTPS the fallback and the
+    # 404 page, although it is routed (a name without a certificate is not served there).
     answer = await raw_request(tls.env.proxy_port, b"GET / HTTP/1.1\r\nHost: other.localhost"
                                                    b"\r\nConnection: close\r\n\r\n")
     assert answer.status == 200
+
+    def other_over_tls() -> bytes:
+        with _handshake(tls.port, _client(), "other.localhost") as conn:
+            return _get(conn, "other.localhost")
+
+    assert (await asyncio.to_thread(other_over_tls)).startswith(b"HTTP/1.1 404")
 
 
 def test_state_files_are_private(tmp_path: Path) -> None:
