@@ -240,8 +240,9 @@ class Server:
         run([RIVETR, "--data-dir", self.data_dir, "keys", "add", "bench",
              self.key.with_suffix(".pub"), "--admin"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("RIVETR_")}
+        # HTTPS off (https_port 0): a fixed default port would clash between runs.
         env.update(RIVETR_SSH_PORT="0", RIVETR_PROXY_PORT="0", RIVETR_SSH_HOST="127.0.0.1",
-                   RIVETR_PROXY_HOST="127.0.0.1")
+                   RIVETR_PROXY_HOST="127.0.0.1", RIVETR_HTTPS_PORT="0")
         env.update(settings or {})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
