@@ -271,6 +271,8 @@ class Server:
             RIVETR_PROXY_PORT="0",
             RIVETR_SSH_HOST="127.0.0.1",
             RIVETR_PROXY_HOST="127.0.0.1",
+            # HTTPS off (https_port 0): a fixed default port would clash between runs.
+            RIVETR_HTTPS_PORT="0",
         )
         env.update(settings or {})
         with open(self.log_path, "wb") as log:

@@ -1,14 +1,17 @@
 """bench/proxy.py's rivetr side: the real ProxyWorkers, supervised as the daemon would.
 
-Usage: proxy_rivetr.py UPSTREAM_PORT WORKERS WORKDIR [builtin|nginx]. Routes
+Usage: proxy_rivetr.py UPSTREAM_PORT WORKERS WORKDIR [builtin|nginx] [tls]. Routes
 bench.localhost to the upstream with the default settings (access log on), times how long
 20 route changes take to be applied by every worker (or nginx reload), prints {"port",
-"pids", "sync_ms"} and serves until SIGTERM.
+"https_port", "pids", "sync_ms"} and serves until SIGTERM. With `tls`, HTTPS is on too, on a
+free port, from the TLS state dir WORKDIR/../tls (shared, so runs serve the same
+certificates).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import statistics
@@ -26,11 +29,15 @@ from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.settings import Settings
 
 
-async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: str) -> None:
+async def serve_rivetr(
+    upstream_port: int, count: int, workdir: Path, backend: str, tls: bool = False
+) -> None:
     raise_nofile_limit()  # as the daemon does at start-up
     routes = RouteTable("localhost")
     routes.set(Upstream(app="bench", host="127.0.0.1", port=upstream_port, deployment_id=1))
-    config = proxy_config(Settings(data_dir=workdir))
+    config = proxy_config(Settings(data_dir=workdir, https_port=0))
+    if tls:
+        config = dataclasses.replace(config, tls_dir=workdir.parent / "tls", https_port=0)
     workers: ProxyWorkers | NginxProxy
     if backend == "nginx":
         workers = NginxProxy(routes, "127.0.0.1", 0, config, count, workdir / "nginx")
@@ -49,6 +56,7 @@ async def serve_rivetr(upstream_port: int, count: int, workdir: Path, backend: s
         json.dumps(
             {
                 "port": workers.bound_port,
+                "https_port": workers.https_port,
                 "pids": pids,
                 "sync_ms": [statistics.median(sync_ms), max(sync_ms)],
             }
@@ -68,5 +76,6 @@ if __name__ == "__main__":
             int(sys.argv[2]),
             Path(sys.argv[3]),
             sys.argv[4] if len(sys.argv) > 4 else "builtin",
+            len(sys.argv) > 5 and sys.argv[5] == "tls",
         )
     )

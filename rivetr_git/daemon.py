@@ -13,7 +13,10 @@ import signal
 from pathlib import Path
 
 from rivetr_git import validate
+from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.certificates.manager import Certificates
+from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
 from rivetr_git.notify import Notifier
@@ -37,7 +40,7 @@ from rivetr_git.receiver.server import Receiver
 from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
-from rivetr_git.secrets.crypto import open_master_key
+from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.master_key import lock_master_key
 from rivetr_git.settings import Settings
@@ -206,6 +209,8 @@ def proxy_config(s: Settings) -> ProxyConfig:
         access_log=access_log,
         access_log_max_bytes=validate.size(s.access_log_max_size),
         access_log_backups=s.access_log_backups,
+        tls_dir=s.data_dir / "tls" if s.https_port else None,
+        https_port=s.https_port,
     )
 
 
@@ -262,12 +267,13 @@ class Daemon:
         closers: list[object] = []
         try:
             # A bad key stops start-up here, before anything could need a value.
-            env_vars = EnvVars(store, open_master_key(s.data_dir, await store.any_env_value()))
+            cipher = open_master_key(s.data_dir, await store.any_env_value())
             runtime = await connect_runtime(s)
-            monitor = await self._start(store, env_vars, runtime, closers)
+            tasks = await self._start(store, cipher, runtime, closers)
             await _until(stop)
             log.info("shutting down; app containers keep running")
-            monitor.cancel()
+            for task in tasks:
+                task.cancel()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 (s.data_dir / STATE_FILE).unlink()
@@ -280,10 +286,10 @@ class Daemon:
             key_lock.close()
 
     async def _start(
-        self, store: Store, env_vars: EnvVars, runtime: Runtime, closers: list[object]
-    ) -> asyncio.Task[None]:
+        self, store: Store, cipher: Cipher, runtime: Runtime, closers: list[object]
+    ) -> list[asyncio.Task[None]]:
         """Reconcile, then start every part; each started part goes on `closers`. Returns
-        the crash monitor's task."""
+        the background tasks (crash monitor, certificate renewal)."""
         s = self.settings
         instance = instance_id(s.data_dir)
         repos = Repos(s.repos_dir)
@@ -291,42 +297,76 @@ class Daemon:
         await reconcile(s, store, repos, runtime, routes, instance)
         notifier = Notifier(s)
         closers.append(notifier)
+        env_vars = EnvVars(store, cipher)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
         monitor = asyncio.create_task(
             Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched).run()
         )
-        admin = _admin(s, store, repos, runtime, routes, instance, deployer, env_vars)
+        proxy = _proxy(s, routes)
+        certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
+        admin = _admin(
+            s,
+            store,
+            repos,
+            runtime,
+            routes,
+            instance,
+            deployer,
+            env_vars,
+            CertVerbs(certs, renewal, s.https_redirect),
+        )
 
         async def local_command(argv: list[str], session: Session) -> int:
             return await admin.run(argv, Caller(None), session)
 
         pushes = PushHandler(deployer, s.deploy_branch)
         hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
-        proxy = _proxy(s, routes)
         receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
         await hooks.start()
         closers.append(hooks)
         await proxy.start()
         closers.append(proxy)
         deployer.set_public_port(proxy.bound_port)
+        tasks = [monitor]
+        if certs is not None and renewal is not None:
+            await certs.publish(force=True)  # what is stored serves from the start
+            tasks.append(asyncio.create_task(renewal.run()))
         await receiver.start()
         closers.append(receiver)
         closers.append(deployer)
-        self._write_state(receiver.bound_port, proxy.bound_port)
+        self._ready(receiver, proxy, len(routes), runtime.name)
+        return tasks
+
+    def _ready(
+        self,
+        receiver: Receiver,
+        proxy: ProxyServer | ProxyWorkers | NginxProxy,
+        routed: int,
+        runtime: str,
+    ) -> None:
+        s = self.settings
+        https = proxy.https_port if s.https_port else 0
+        self._write_state(receiver.bound_port, proxy.bound_port, https)
         log.info(
-            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, runtime %s",
+            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s (https %s), %d app(s) routed, "
+            "runtime %s",
             s.ssh_host,
             receiver.bound_port,
             s.proxy_host,
             proxy.bound_port,
-            len(routes),
-            runtime.name,
+            https or "off",
+            routed,
+            runtime,
         )
-        return monitor
 
-    def _write_state(self, ssh_port: int, proxy_port: int) -> None:
+    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""
-        state = {"pid": os.getpid(), "ssh_port": ssh_port, "proxy_port": proxy_port}
+        state = {
+            "pid": os.getpid(),
+            "ssh_port": ssh_port,
+            "proxy_port": proxy_port,
+            "https_port": https_port,
+        }
         path = self.settings.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -368,6 +408,7 @@ def _admin(
     instance: str,
     deployer: Deployer,
     env_vars: EnvVars,
+    certs: CertVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
 
@@ -385,4 +426,25 @@ def _admin(
         lambda app: repos.create(app, s.deploy_branch),
         env_vars,
         repo_size=repos.size,
+        certs=certs,
     )
+
+
+def _certificates(
+    s: Settings,
+    store: Store,
+    cipher: Cipher,
+    routes: RouteTable,
+    proxy: ProxyServer | ProxyWorkers | NginxProxy,
+    notifier: Notifier,
+) -> tuple[Certificates | None, Renewal | None]:
+    """HTTPS certificates and their renewal (None, None with https_port 0)."""
+    if not s.https_port:
+        return None, None
+
+    async def reload_tls() -> None:
+        proxy.reload_tls()
+        await proxy.wait_synced(10)
+
+    certs = Certificates(s, store, cipher, routes, s.data_dir / "tls", reload_tls, notifier)
+    return certs, Renewal(certs, store)

@@ -37,6 +37,8 @@ EVENTS = frozenset(
         "deploy.failed",
         "deploy.rolled_back",
         "container.crashed",
+        "cert.renewed",
+        "cert.failed",
     }
 )
 RESERVED_FIELDS = frozenset({"event", "app", "time", "id"})
@@ -86,6 +88,13 @@ def render_text(event: str, app_name: str, fields: Mapping[str, object]) -> str:
         line = f"rolled back to {release}{reason}"
     elif event == "container.crashed":
         line = f"container of {release} crashed{reason}"
+    elif event == "cert.renewed":
+        line = (
+            f"new certificate for {fields.get('names', '')}, valid until "
+            f"{fields.get('not_after', '?')}"
+        )
+    elif event == "cert.failed":
+        line = f"certificate order failed{reason}"
     else:
         raise ValueError(f"unknown event {event!r}; expected one of {sorted(EVENTS)}")
     return f"{app_name}: {line}"

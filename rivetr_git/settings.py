@@ -40,7 +40,12 @@ def setting(default: T, help: str, parse: Callable[[object], T]) -> T:
     return field(default=default, metadata={"help": help, "parse": parse})
 
 
-# Checks with their settings' bounds ("or off": 0 means off).
+# Checks with their settings' bounds ("or off": 0 means off), and short names for the
+# common ones so that declarations stay one line.
+_seconds = validate.seconds
+_count = validate.count
+_bool = validate.boolean
+_algs = validate.algorithm_list
 _port = partial(validate.port, zero_ok=True)
 _seconds_or_off = partial(validate.seconds, zero_ok=True)
 _count_or_off = partial(validate.count, minimum=0)
@@ -75,9 +80,7 @@ class Settings:
         "localhost", "app NAME is served at NAME.<base_domain>", validate.domain
     )
     deploy_branch: str = setting("main", "branch whose pushes deploy", validate.branch)
-    max_concurrent_deploys: int = setting(
-        2, "different apps deploy in parallel up to this", validate.count
-    )
+    max_concurrent_deploys: int = setting(2, "different apps deploy in parallel up to this", _count)
     runtime: str = setting(
         "docker",
         "container runtime: docker, podman, or auto (Docker if it answers, else Podman)",
@@ -90,19 +93,15 @@ class Settings:
         validate.text,
     )
     auto_create_apps: bool = setting(
-        True, "an admin key's first push to a new name creates it", validate.boolean
+        True, "an admin key's first push to a new name creates it", _bool
     )
     health_path: str = setting(
         "",
         "default HTTP health path ('' : the app must answer at all)",
         validate.kept(validate.http_path),
     )
-    health_interval: float = setting(
-        0.5, "longest pause between health check attempts", validate.seconds
-    )
-    health_timeout: float = setting(
-        2.0, "seconds one health check attempt may take", validate.seconds
-    )
+    health_interval: float = setting(0.5, "longest pause between health check attempts", _seconds)
+    health_timeout: float = setting(2.0, "seconds one health check attempt may take", _seconds)
     health_retries: int = setting(
         60, "health check attempts before a deploy fails", validate.retries
     )
@@ -110,49 +109,47 @@ class Settings:
         0.0, "seconds after start during which failed health checks do not count", _seconds_or_off
     )
     deploy_command_timeout: float = setting(
-        300.0, "seconds an app's pre/post-deploy command may run", validate.seconds
+        300.0, "seconds an app's pre/post-deploy command may run", _seconds
     )
     stop_timeout: int = setting(
-        10, "seconds a replaced container gets to exit before SIGKILL", validate.count
+        10, "seconds a replaced container gets to exit before SIGKILL", _count
     )
-    keep_releases: int = setting(
-        3, "images of this many newest releases are kept per app", validate.count
-    )
+    keep_releases: int = setting(3, "images of this many newest releases are kept per app", _count)
     auto_rollback: bool = setting(
         True,
         "roll back to the previous release when a new one crashes or fails its health"
         " check within watch_window of going live",
-        validate.boolean,
+        _bool,
     )
     watch_window: float = setting(
         10.0,
         "seconds a new release is watched after the switch; the previous one keeps "
         "running until then",
-        validate.seconds,
+        _seconds,
     )
     crash_restart_limit: int = setting(
         5,
         "quick crashes in a row after which a live app is marked crashed (503) "
         "instead of restarted",
-        validate.count,
+        _count,
     )
     crash_backoff_max: float = setting(
         300.0,
         "longest wait before restarting a crashed container (the wait starts at 1 s and doubles)",
-        validate.seconds,
+        _seconds,
     )
     crash_stable_after: float = setting(
         60.0,
         "seconds of running that count as stable and reset the crash counter",
-        validate.seconds,
+        _seconds,
     )
     drain_timeout: float = setting(
         30.0,
         "seconds in-flight requests to a replaced release may take before it is stopped anyway",
-        validate.seconds,
+        _seconds,
     )
     build_timeout: int = setting(
-        900, "seconds a build may take before it is stopped and fails", validate.count
+        900, "seconds a build may take before it is stopped and fails", _count
     )
     build_cpu_limit: str = setting(
         "", "CPUs a build may use, e.g. 1.5 ('': no limit)", validate.kept(validate.cpus)
@@ -240,30 +237,28 @@ class Settings:
     proxy_keepalive_timeout: float = setting(
         75.0,
         "idle client keep-alive connections are closed after this many seconds",
-        validate.seconds,
+        _seconds,
     )
-    proxy_connect_timeout: float = setting(
-        5.0, "seconds to connect to an app before 502", validate.seconds
-    )
+    proxy_connect_timeout: float = setting(5.0, "seconds to connect to an app before 502", _seconds)
     proxy_read_timeout: float = setting(
-        60.0, "seconds an app may stay silent while answering before 504", validate.seconds
+        60.0, "seconds an app may stay silent while answering before 504", _seconds
     )
     proxy_upstream_connections: int = setting(
         256,
         "most connections to one app at once (others queue), so one slow app cannot "
         "starve the rest",
-        validate.count,
+        _count,
     )
     proxy_max_header_size: int = setting(
         8190,
         "longest request line or header line (bytes); longer: 431 (414 for the request line)",
-        validate.count,
+        _count,
     )
-    proxy_max_headers: int = setting(100, "most request headers; more: 431", validate.count)
+    proxy_max_headers: int = setting(100, "most request headers; more: 431", _count)
     websocket_idle_timeout: float = setting(
         300.0,
         "a WebSocket with no message either way for this many seconds is closed",
-        validate.seconds,
+        _seconds,
     )
     access_log: str = setting(
         "logs/access.log",
@@ -273,18 +268,18 @@ class Settings:
     access_log_max_size: str = setting(
         "10m", "the access log rotates at this size", validate.kept(validate.size)
     )
-    access_log_backups: int = setting(5, "rotated access logs kept", validate.count)
+    access_log_backups: int = setting(5, "rotated access logs kept", _count)
     ssh_max_startups: int = setting(
         100,
         "SSH connections not yet authenticated, from everyone; more are dropped before "
         "the key exchange",
-        validate.count,
+        _count,
     )
     ssh_max_startups_per_source: int = setting(
         20,
         "SSH connections not yet authenticated from one address; more are dropped before "
         "the key exchange",
-        validate.count,
+        _count,
     )
     ssh_handshake_rate: float = setting(
         5.0,
@@ -295,18 +290,18 @@ class Settings:
     ssh_handshake_burst: int = setting(
         10,
         "SSH handshakes one address may start at once before ssh_handshake_rate applies",
-        validate.count,
+        _count,
     )
     ssh_login_grace_time: float = setting(
         30.0,
         "seconds an SSH client has to authenticate before it is disconnected",
-        validate.seconds,
+        _seconds,
     )
     ssh_max_auth_tries: int = setting(
         10,
         "public keys one SSH connection may offer (probes count; the key that signs "
         "counts twice) before it is disconnected",
-        validate.count,
+        _count,
     )
     ssh_idle_timeout: float = setting(
         300.0,
@@ -314,16 +309,12 @@ class Settings:
         "runs) is closed and its git ended (0: never)",
         _seconds_or_off,
     )
-    ssh_kex_algs: str = setting(
-        SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated", validate.algorithm_list
-    )
-    ssh_ciphers: str = setting(
-        SSH_CIPHERS, "SSH ciphers offered, comma-separated", validate.algorithm_list
-    )
+    ssh_kex_algs: str = setting(SSH_KEX_ALGS, "SSH key exchanges offered, comma-separated", _algs)
+    ssh_ciphers: str = setting(SSH_CIPHERS, "SSH ciphers offered, comma-separated", _algs)
     ssh_macs: str = setting(
         SSH_MACS,
         "SSH MACs offered, comma-separated (AEAD ciphers need none)",
-        validate.algorithm_list,
+        _algs,
     )
     max_push_size: str = setting(
         "100m",
@@ -337,6 +328,20 @@ class Settings:
         "the engine's default pools, about 30 networks)",
         validate.private_ipv4_range,
     )
+    https_port: int = setting(8443, "HTTPS port of the proxy (0: no HTTPS)", _port)
+    https_redirect: bool = setting(
+        True,
+        "plain HTTP to an app with a valid certificate gets 308 to HTTPS, unless the "
+        "app says otherwise (certs:set APP redirect=false)",
+        _bool,
+    )
+    acme_directory: str = setting(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "ACME directory certs:auto:enable gets certificates from (HTTP-01)",
+        validate.http_url,
+    )
+    acme_email: str = setting("", "ACME account contact address ('': none)", validate.email)
+    acme_ca_bundle: str = setting("", "CA file for ACME ('': the system's)", validate.ca_file)
 
     @property
     def db_path(self) -> Path:

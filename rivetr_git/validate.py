@@ -321,3 +321,19 @@ def private_ipv4_range(value: object) -> str:
                 "10.213.0.0/16 (each app takes a /26)"
             )
     return found
+
+
+def email(value: object) -> str:
+    """An email address ('' : none)."""
+    found = text(value).strip()
+    if found and (found.count("@") != 1 or any(c.isspace() for c in found)):
+        raise ValueError("expected an email address such as admin@example.com ('': none)")
+    return found
+
+
+def ca_file(value: object) -> str:
+    """The path of an existing file of CA certificates ('': the system's)."""
+    found = text(value)
+    if found and not Path(found).expanduser().is_file():
+        raise ValueError("expected the path of a PEM file of CA certificates ('': the system's)")
+    return found

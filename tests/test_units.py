@@ -439,6 +439,11 @@ ENV_BAD = [
     ("RIVETR_SSH_HOST", "not a host", "ssh_host"),
     ("RIVETR_LOG_LEVEL", "loud", "log_level"),
     ("RIVETR_DATA_DIR", "", "data_dir"),
+    ("RIVETR_HTTPS_PORT", "70000", "https_port"),
+    ("RIVETR_HTTPS_REDIRECT", "maybe", "https_redirect"),
+    ("RIVETR_ACME_DIRECTORY", "ftp://acme.test/dir", "acme_directory"),
+    ("RIVETR_ACME_EMAIL", "not an address", "acme_email"),
+    ("RIVETR_ACME_CA_BUNDLE", "/nonexistent/ca.pem", "acme_ca_bundle"),
 ]
 
 

@@ -19,6 +19,7 @@ from rivetr_git.admin.app_settings import (
     LIMITS,
     parse_assignments,
 )
+from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.records import Records
@@ -49,6 +50,7 @@ class Admin:
         create_repo: Callable[[str], Awaitable[object]],
         env: EnvVars,
         repo_size: Callable[[str], Awaitable[int]] | None = None,
+        certs: CertVerbs | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -83,6 +85,8 @@ class Admin:
             "config:set": self._config_verbs,
             "config:unset": self._config_verbs,
         }
+        self._certs = certs or CertVerbs(None, None, settings.https_redirect)
+        self._app_handlers.update(self._certs.handlers())
         missing = (
             {v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers) - {"help"}
         )
@@ -115,6 +119,7 @@ class Admin:
             )
         await self._deployer.destroy(app)
         await self._refresh_domains()
+        await self._certs.forget()
         await s.out(f"destroyed {app.name}")
         return 0
 
@@ -156,12 +161,14 @@ class Admin:
         await self._refresh_domains()
         for host in hosts:
             await s.out(f"{app.name} is now served at {host}")
+        await self._certs.domains_changed(app, s.out)
         return 0
 
     async def _domains_remove(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         hosts = [normalize_host(h) for h in inv.args.hosts]
         await self._store.remove_domains(app, hosts)
         await self._refresh_domains()
+        await self._certs.domains_changed(app, s.out)
         await s.out(f"removed {', '.join(hosts)} from {app.name}")
         return 0
 

@@ -280,6 +280,41 @@ VERBS: tuple[Verb, ...] = (
     Verb("domains:add", "serve the app on more hostnames", per_app=True, add_arguments=_hosts),
     Verb("domains:remove", "stop serving the app on hostnames", per_app=True, add_arguments=_hosts),
     Verb("domains:list", "hostnames the app is served on", per_app=True),
+    Verb(
+        "certs",
+        "the app's certificate: hostnames, issuer, expiry, source, last error",
+        per_app=True,
+    ),
+    Verb(
+        "certs:add",
+        "install your own certificate: chain and key as one PEM on stdin",
+        per_app=True,
+    ),
+    Verb(
+        "certs:remove",
+        "remove the app's certificate (and stop automatic renewal)",
+        per_app=True,
+    ),
+    Verb(
+        "certs:auto:enable",
+        "get (now) and renew a certificate for all the app's hostnames from the ACME server",
+        per_app=True,
+    ),
+    Verb(
+        "certs:auto:disable",
+        "stop renewing; the current certificate serves until it expires",
+        per_app=True,
+    ),
+    Verb(
+        "certs:set",
+        "HTTPS policy of the app",
+        per_app=True,
+        add_arguments=_assignments(
+            "redirect (308 from http:// to https://), hsts (Strict-Transport-Security "
+            "max-age, seconds); '' resets",
+            "redirect=false hsts=31536000",
+        ),
+    ),
     Verb("ps:restart", "start a fresh container of the live release (zero downtime)", per_app=True),
     Verb("ps:stop", "stop the app (the proxy answers 503 until ps:start)", per_app=True),
     Verb("ps:start", "start a stopped app again", per_app=True),

@@ -29,6 +29,8 @@ class ProxyConfig:
     access_log: Path | None = None
     access_log_max_bytes: int = 10 * 1024 * 1024
     access_log_backups: int = 5
+    tls_dir: Path | None = None  # HTTPS on: certificates published here (proxy/tls/files.py)
+    https_port: int = 0  # with tls_dir; 0: pick a free one
 
 
 def config_to_json(config: ProxyConfig) -> dict[str, Any]:
@@ -36,6 +38,7 @@ def config_to_json(config: ProxyConfig) -> dict[str, Any]:
     data = {f.name: getattr(config, f.name) for f in fields(config)}
     data["trusted_proxies"] = [str(n) for n in config.trusted_proxies]
     data["access_log"] = str(config.access_log) if config.access_log else None
+    data["tls_dir"] = str(config.tls_dir) if config.tls_dir else None
     return data
 
 
@@ -43,4 +46,5 @@ def config_from_json(data: dict[str, Any]) -> ProxyConfig:
     values = dict(data)
     values["trusted_proxies"] = networks(",".join(data["trusted_proxies"]))
     values["access_log"] = Path(data["access_log"]) if data["access_log"] else None
+    values["tls_dir"] = Path(data["tls_dir"]) if data.get("tls_dir") else None
     return ProxyConfig(**values)

@@ -126,6 +126,7 @@ async def _relay(
         (
             b"%s %d %s\r\n" % (version, status, conn.reason or reason(status)),
             *lines,
+            client.extra_head,
             _CHUNKED if chunk else b"",
             b"" if keep_alive else _CLOSE,
             b"\r\n",

@@ -161,9 +161,15 @@ class ClientConnection(FlowControl):
     """One client connection: parses requests, hands each to `handler`, in order."""
 
     def __init__(
-        self, handler: Handler, config: ProxyConfig, admission: Admission | None = None
+        self,
+        handler: Handler,
+        config: ProxyConfig,
+        admission: Admission | None = None,
+        scheme: bytes = b"http",
     ) -> None:
         super().__init__()
+        self.scheme = scheme  # b"https" on the TLS listener
+        self.extra_head = b""  # header lines the proxy adds to the current answer (HSTS)
         self._handler = handler
         self._config = config
         self._admission = admission

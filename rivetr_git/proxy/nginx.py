@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.nginx_config import render
 from rivetr_git.proxy.routes import RouteTable, Upstream
+from rivetr_git.proxy.tls.files import prepare
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class NginxProxy:
         self._state = state_dir
         self._drain_timeout = drain_timeout
         self.bound_port = port
+        self.https_port = config.https_port
         self._process: asyncio.subprocess.Process | None = None
         self._wanted = itertools.count(1)
         self._want = 0
@@ -133,9 +136,12 @@ class NginxProxy:
         if self._config.access_log is not None:
             self._config.access_log.parent.mkdir(parents=True, exist_ok=True)
         if self.bound_port == 0:
-            with socket.socket() as s:  # nginx cannot pick a port itself
-                s.bind((self._host, 0))
-                self.bound_port = int(s.getsockname()[1])
+            self.bound_port = self._free_port()
+        if self._config.tls_dir is not None:
+            prepare(self._config.tls_dir)
+            if self.https_port == 0:
+                self.https_port = self._free_port()
+            self._config = dataclasses.replace(self._config, https_port=self.https_port)
         routes = self._routes.snapshot()
         text = await self._checked(routes)
         if text is None:
@@ -158,6 +164,15 @@ class NginxProxy:
         self._routes.subscribe(self._changed)
         self._routes.add_drain_waiter(self._wait_drained)
         self._routes.add_sync_waiter(self.wait_synced)
+
+    def _free_port(self) -> int:
+        with socket.socket() as s:  # nginx cannot pick a port itself
+            s.bind((self._host, 0))
+            return int(s.getsockname()[1])
+
+    def reload_tls(self) -> None:
+        """Certificates were published: render and reload (wait_synced waits for it)."""
+        self._changed(self._routes.snapshot())
 
     async def _wait_listening(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()

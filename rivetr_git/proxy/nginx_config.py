@@ -11,6 +11,8 @@ from pathlib import Path
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.fdlimit import nofile_limit
 from rivetr_git.proxy.routes import Upstream
+from rivetr_git.proxy.tls import nginx_tls
+from rivetr_git.proxy.tls.files import read_index
 
 _PAGE = "<!doctype html><title>{s} {t}</title><h1>{t}</h1><p>{d}</p>\\n"
 _ERRORS = {
@@ -183,18 +185,19 @@ def upstream_block(upstream: Upstream) -> str:
     )
 
 
-def app_server(host: str, upstream: Upstream, listen: str) -> str:
-    """The server block of one hostname (an app's own, or a custom domain of it)."""
+def app_server(host: str, upstream: Upstream, listen: str, extra: str = "") -> str:
+    """The server block of one hostname (an app's own, or a custom domain of it); `extra`
+    adds directives (a certificate, HSTS, the ACME challenge location)."""
     if upstream.crashed or upstream.stopped:
         page = _page(503 if upstream.crashed else -503)
         return (
-            f"    server {{\n        listen {listen};\n        server_name {host};\n"
+            f"    server {{\n        listen {listen};\n        server_name {host};\n{extra}"
             f"        default_type text/html;\n"
             f"        location / {{ return 503 '{page}'; }}\n    }}\n"
         )
     name = upstream_name(upstream)
     return (
-        f"    server {{\n        listen {listen};\n        server_name {host};\n"
+        f"    server {{\n        listen {listen};\n        server_name {host};\n{extra}"
         f"        error_page 413 @rivetr_413;\n        error_page 429 @rivetr_429;\n"
         f"        error_page 502 @rivetr_502;\n"
         f"        error_page 504 @rivetr_504;\n{_error_locations()}{_proxy_block(name)}"
@@ -215,13 +218,19 @@ def render(
     # One upstream block per release, however many hostnames (custom domains) point at it.
     proxied = {upstream_name(u): u for u in routes.values() if not (u.crashed or u.stopped)}
     apps = "".join(upstream_block(u) for _, u in sorted(proxied.items()))
-    apps += "".join(app_server(host, up, listen) for host, up in sorted(routes.items()))
+    challenge = ""
+    if config.tls_dir is None:
+        apps += "".join(app_server(host, up, listen) for host, up in sorted(routes.items()))
+    else:
+        apps += _https_servers(routes, listen, config.https_port, config.tls_dir)
+        challenge = nginx_tls.challenge_location(config.tls_dir)
     status = f"rivetr-git proxy: {len(routes)} app(s) at *.{base_domain}\\n"
     own = f"""\
     server {{
         listen {listen} default_server reuseport;
         server_name _;
         default_type text/html;
+{challenge}\
         location / {{ return 404 '{_page(404)}'; }}
     }}
     server {{
@@ -233,4 +242,34 @@ def render(
         location / {{ default_type text/html; return 404 '{_page(404)}'; }}
     }}
 """
-    return _head(config, workers, state, drain_timeout) + own + apps + "}\n"
+    head = _head(config, workers, state, drain_timeout)
+    if config.tls_dir is not None:
+        head += nginx_tls.tls_head()
+    return head + own + apps + "}\n"
+
+
+def _https_servers(
+    routes: Mapping[str, Upstream], listen: str, https_port: int, tls_dir: Path
+) -> str:
+    """Plain-HTTP servers (redirecting where a certificate allows), HTTPS servers for the
+    hosts with a certificate, and the HTTPS fallback (proxy/tls/nginx_tls.py)."""
+    policies = read_index(tls_dir)
+    challenge = nginx_tls.challenge_location(tls_dir)
+    listen_https = f"{listen.rsplit(':', 1)[0]}:{https_port}"
+    out = []
+    for host in sorted(set(routes) | set(policies)):
+        up, policy = routes.get(host), policies.get(host)
+        if policy is not None and policy.redirect:
+            out.append(nginx_tls.redirect_server(host, listen, https_port, tls_dir))
+        elif up is not None:
+            out.append(app_server(host, up, listen, challenge))
+        if policy is None:
+            continue
+        extra = nginx_tls.https_extra(tls_dir, policy)
+        out.append(
+            app_server(host, up, f"{listen_https} ssl", extra)
+            if up is not None
+            else nginx_tls.no_app_server(host, listen_https, extra, _page(404))
+        )
+    out.append(nginx_tls.fallback_server(listen_https, tls_dir, _page(404)))
+    return "".join(out)

@@ -16,6 +16,8 @@ from rivetr_git.proxy.headers import Forwarding
 from rivetr_git.proxy.http1 import BodyTooLarge, ClientConnection, Request
 from rivetr_git.proxy.pages import page, text
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
+from rivetr_git.proxy.tls.contexts import TlsContexts
+from rivetr_git.proxy.tls.http_rules import plain_answer, sts_line
 from rivetr_git.proxy.tunnel import splice, switching_head
 from rivetr_git.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
@@ -77,6 +79,9 @@ class ProxyServer:
         self._pools: dict[Upstream, UpstreamPool] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
+        self._tls = TlsContexts(config.tls_dir) if config.tls_dir else None
+        self._https: asyncio.Server | None = None
+        self.https_port: int = config.https_port
 
     def _pool_for(self, upstream: Upstream) -> UpstreamPool:
         pool = self._pools.get(upstream)
@@ -98,8 +103,8 @@ class ProxyServer:
                 if upstream not in live and not self._routes.in_flight.count(upstream):
                     self._pools.pop(upstream).close()
 
-    def _connection(self) -> ClientConnection:
-        conn = ClientConnection(self._handle, self.config, self.admission)
+    def _connection(self, scheme: bytes = b"http") -> ClientConnection:
+        conn = ClientConnection(self._handle, self.config, self.admission, scheme)
         self._connections.add(conn)
         return conn
 
@@ -120,6 +125,30 @@ class ProxyServer:
         sock = self._server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.bound_port = int(sock.getsockname()[1])
+        if self._tls is not None:
+            await self._start_https(loop, self._tls)
+
+    async def _start_https(self, loop: asyncio.AbstractEventLoop, tls: TlsContexts) -> None:
+        tls.load()
+        # A handshake that never finishes is cut like a slowloris head.
+        self._https = await loop.create_server(
+            lambda: self._connection(b"https"),
+            self._host,
+            self.https_port,
+            ssl=tls.default,
+            ssl_handshake_timeout=self.config.header_timeout or None,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+            backlog=1024,
+        )
+        sock = self._https.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.https_port = int(sock.getsockname()[1])
+
+    def reload_tls(self) -> None:
+        """Take the certificates the daemon published since the last load."""
+        if self._tls is not None:
+            self._tls.load()
 
     async def wait_synced(self, timeout: float) -> bool:
         """Route changes apply in this process at once (the same face as the others)."""
@@ -128,11 +157,15 @@ class ProxyServer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._https is not None:
+            self._https.close()
         if self._server is not None:
             self._server.close()
             for conn in list(self._connections):
                 conn.close()
             await self._server.wait_closed()
+        if self._https is not None:
+            await self._https.wait_closed()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -172,9 +205,31 @@ class ProxyServer:
         out.keep_alive = not close
         client.write(page(status, detail, close=close, head_only=request.method == b"HEAD"))
 
+    def _https_rules(self, client: ClientConnection, request: Request, out: Outcome) -> bool:
+        """Challenges and redirects on plain HTTP, HSTS over HTTPS; True if answered."""
+        assert self._tls is not None
+        if client.scheme == b"https":
+            # A name without a certificate is not served over HTTPS: the same 404 as an
+            # unknown name (nginx, choosing its server by name, does the same).
+            if not self._tls.covered(request.host):
+                self._page(client, request, out, 404, "No app is served at this address.")
+                return True
+            client.extra_head = sts_line(self._tls, request.host)
+            return False
+        answer = plain_answer(
+            self._tls, request.host, request.target, request.method, self.https_port
+        )
+        if answer is None:
+            return False
+        out.status, out.keep_alive = int(answer[9:12]), True
+        client.write(answer)
+        return True
+
     async def _respond(
         self, client: ClientConnection, request: Request, upstream: Upstream | None, out: Outcome
     ) -> None:
+        if self._tls is not None and self._https_rules(client, request, out):
+            return
         if upstream is None:
             return self._own_page(client, request, out)
         if upstream.stopped:
@@ -196,7 +251,9 @@ class ProxyServer:
             return self._page(client, request, out, 413, _TOO_LARGE, close=True)
         self._routes.in_flight.enter(upstream)
         try:
-            lines = self._forwarding.lines(request.headers, client.peer, b"http", request.host)
+            lines = self._forwarding.lines(
+                request.headers, client.peer, client.scheme, request.host
+            )
             if request.upgrade:
                 return await self._tunnel(client, request, upstream, target, lines, out)
             head = b"".join(

@@ -4,7 +4,8 @@ The daemon (proxy/workers.py) sends the start-up line {"host", "port", "base_dom
 "config"}, then {"routes": [...]} whenever the table changes and {"drain": N, "upstream":
 {...}, "timeout": T} when a replaced release must finish its requests. The worker answers
 {"ready": PORT} once listening, {"applied": TABLE_NO} after each table and
-{"drained": N, "ok": BOOL}. EOF on stdin (the daemon
+{"drained": N, "ok": BOOL}; {"tls": TABLE_NO} (new certificates in the TLS state dir) is
+answered like a table. EOF on stdin (the daemon
 closed it, or died) stops the worker. It runs on uvloop when that is installed.
 """
 
@@ -53,6 +54,9 @@ async def serve() -> None:
             if "routes" in message:
                 routes.install({host: Upstream(**u) for host, u in message["routes"]})
                 _say({"applied": message["table"]})
+            elif "tls" in message:  # the daemon published certificates
+                proxy.reload_tls()
+                _say({"applied": message["tls"]})
             elif "drain" in message:
                 task = asyncio.create_task(_drain(routes, message))
                 drains.add(task)

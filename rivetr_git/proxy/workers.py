@@ -25,6 +25,7 @@ from typing import Any
 from rivetr_git.errors import RivetrError
 from rivetr_git.proxy.config import ProxyConfig, config_to_json
 from rivetr_git.proxy.routes import RouteTable, Upstream
+from rivetr_git.proxy.tls.files import prepare
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ class ProxyWorkers:
         self._drain_ids = itertools.count(1)
         self._table_no = 0
         self._synced = asyncio.Condition()
-        self._placeholder: socket.socket | None = None
+        self._placeholders: list[socket.socket] = []
         self._closing = False
         self.bound_port = port
+        self.https_port = config.https_port
 
     @property
     def _workers(self) -> list[_Worker]:
@@ -76,22 +78,11 @@ class ProxyWorkers:
         return [w.process.pid for w in self._workers]
 
     async def start(self) -> None:
-        # Port 0: take one now and keep it bound (not listening) so every worker, and any
-        # restarted one, joins the same SO_REUSEPORT group on it.
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        placeholder = socket.socket(family, socket.SOCK_STREAM)
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            placeholder.bind((self._host, self._port))
-        except OSError as exc:
-            placeholder.close()
-            raise RivetrError(
-                f"cannot listen on {self._host}:{self._port} for the proxy: "
-                f"{exc.strerror}; choose another proxy_port"
-            ) from None
-        self._placeholder = placeholder
-        self.bound_port = int(placeholder.getsockname()[1])
+        self.bound_port = self._hold(self._port, "proxy_port")
+        if self._config.tls_dir is not None:
+            prepare(self._config.tls_dir)  # once, so every worker has the same fallback
+            self.https_port = self._hold(self._config.https_port, "https_port")
+            self._config = dataclasses.replace(self._config, https_port=self.https_port)
         self._routes.subscribe(self._publish)
         self._routes.add_drain_waiter(self._wait_drained)
         self._routes.add_sync_waiter(self.wait_synced)
@@ -100,6 +91,30 @@ class ProxyWorkers:
         except BaseException:
             await self.close()
             raise
+
+    def _hold(self, port: int, setting: str) -> int:
+        """Bind (not listen on) the port, so every worker, and any restarted one, joins
+        the same SO_REUSEPORT group on it, even when it was picked here (port 0)."""
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        placeholder = socket.socket(family, socket.SOCK_STREAM)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            placeholder.bind((self._host, port))
+        except OSError as exc:
+            placeholder.close()
+            raise RivetrError(
+                f"cannot listen on {self._host}:{port} for the proxy: "
+                f"{exc.strerror}; choose another {setting}"
+            ) from None
+        self._placeholders.append(placeholder)
+        return int(placeholder.getsockname()[1])
+
+    def reload_tls(self) -> None:
+        """Tell every worker to take the newly published certificates (wait_synced waits)."""
+        self._table_no += 1
+        for worker in (*self._workers, *self._starting):
+            worker.send({"tls": self._table_no})
 
     def _start_line(self, index: int) -> dict[str, Any]:
         config = self._config
@@ -243,6 +258,6 @@ class ProxyWorkers:
             if worker.reader is not None:
                 worker.reader.cancel()
         self._by_index.clear()
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+        for placeholder in self._placeholders:
+            placeholder.close()
+        self._placeholders.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
 
 import aiosqlite
 
@@ -91,8 +92,18 @@ class EnvTables:
         "SELECT 'app', a.id, a.name, e.name, e.value FROM env_vars e "
         "JOIN apps a ON a.id = e.app_id "
         "UNION ALL SELECT 'deployment', d.id, a.name, e.name, e.value FROM deployment_env e "
-        "JOIN deployments d ON d.id = e.deployment_id JOIN apps a ON a.id = d.app_id"
+        "JOIN deployments d ON d.id = e.deployment_id JOIN apps a ON a.id = d.app_id "
+        # TLS private keys (store/tls.py) are under the same key, so rotation covers them.
+        "UNION ALL SELECT 'tls', t.app_id, a.name, 'tls-key', t.key FROM app_tls t "
+        "JOIN apps a ON a.id = t.app_id WHERE t.key IS NOT NULL "
+        "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account"
     )
+    _REWRITE: ClassVar[dict[str, str]] = {
+        "app": "UPDATE env_vars SET value = ? WHERE app_id = ? AND name = ?",
+        "deployment": "UPDATE deployment_env SET value = ? WHERE deployment_id = ? AND name = ?",
+        "tls": "UPDATE app_tls SET key = ? WHERE app_id = ? AND ? = 'tls-key'",
+        "acme": "UPDATE acme_account SET key = ? WHERE rowid = ? AND ? = 'acme-account'",
+    }
 
     async def any_env_value(self) -> tuple[str, str, bytes] | None:
         """One stored value (app, name, blob), to check a master key against; None if none."""
@@ -107,11 +118,7 @@ class EnvTables:
             async with self._db.execute(self._ALL_ENV) as cur:
                 rows = list(await cur.fetchall())
             for kind, owner, app, name, blob in rows:
-                table, column = (
-                    ("env_vars", "app_id") if kind == "app" else ("deployment_env", "deployment_id")
-                )
                 await self._db.execute(
-                    f"UPDATE {table} SET value = ? WHERE {column} = ? AND name = ?",
-                    (transform(app, name, bytes(blob)), owner, name),
+                    self._REWRITE[kind], (transform(app, name, bytes(blob)), owner, name)
                 )
         return len(rows)

@@ -133,6 +133,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN compose_binds TEXT;
     """,
+    # HTTPS (store/tls.py): an app's certificate and its policy; keys are AES-GCM blobs
+    # (secrets/crypto.py) bound to the app, the ACME account key to its directory URL.
+    """
+    CREATE TABLE app_tls (
+        app_id INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+        auto INTEGER NOT NULL DEFAULT 0,
+        redirect INTEGER,
+        hsts INTEGER NOT NULL DEFAULT 0,
+        source TEXT CHECK (source IN ('uploaded', 'acme')),
+        chain_pem TEXT,
+        key BLOB,
+        not_after TEXT,
+        issued_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL
+    );
+    CREATE TABLE acme_account (
+        directory TEXT PRIMARY KEY,
+        key BLOB NOT NULL,
+        uri TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 

@@ -1,0 +1,1 @@
+"""Certificates for HTTPS: uploads, ACME orders and renewals, kept in the database."""

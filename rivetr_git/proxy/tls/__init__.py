@@ -1,0 +1,1 @@
+"""HTTPS: certificates (uploaded, ACME, self-signed fallback), SNI selection, renewal."""
