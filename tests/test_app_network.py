@@ -7,9 +7,11 @@ import ipaddress
 import json
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from rivetr_git.errors import ConfigError, RuntimeOperationError
+from rivetr_git.runtime.base import ContainerSpec
 from rivetr_git.runtime.docker import DockerRuntime, host_routes
 from rivetr_git.settings import load_settings
 from tests.helpers import Key, Server, docker_ids, run
@@ -125,3 +127,23 @@ def test_app_networks_setting_takes_a_private_range_or_nothing() -> None:
     for bad in ("8.8.0.0/16", "10.0.0.0/28", "nonsense", "fd00::/64"):
         with pytest.raises(ConfigError):
             load_settings(overrides={"app_networks": bad})
+
+
+def test_a_subnet_taken_meanwhile_is_retried_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deploys (or servers) starting apps at once pick the same first free /26, and the
+    engine refuses all but one ("Pool overlaps"): a retry must try other free ones, not the
+    same one again until it gives up."""
+    runtime = DockerRuntime(_FakeClient([]))
+    runtime.network_pool = ipaddress.IPv4Network("10.213.0.0/24")
+    monkeypatch.setattr(runtime, "host_routes", list)
+    tried: list[str] = []
+
+    def create_network(name: str, ipam: object = None, **kw: object) -> None:
+        subnet = ipam["Config"][0]["Subnet"]  # type: ignore[index]
+        tried.append(subnet)
+        if subnet == "10.213.0.0/26":  # held by a start we do not see yet
+            raise docker.errors.APIError("Pool overlaps with other one on this address space")
+
+    monkeypatch.setattr(runtime._client.api, "create_network", create_network, raising=False)
+    runtime._create_network(ContainerSpec(name="c", image="i", port=5000, network="n"))
+    assert tried[0] == "10.213.0.0/26" and tried[-1] != "10.213.0.0/26"

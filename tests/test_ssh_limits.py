@@ -341,7 +341,7 @@ def test_ssh_audit_is_clean_and_a_burst_of_pushes_still_gets_through(
         for i, repo in enumerate(repos)
     ]
     results = [(p.wait(timeout=240), p.stderr.read().decode() if p.stderr else "") for p in pushes]
-    assert [code for code, _ in results] == [0] * 10, results
+    assert [code for code, _ in results] == [0] * 10, [r for r in results if r[0]]
     for i in range(10):
         assert defaults.get(f"sh-burst{i}") == (200, "hello v1\n")
 

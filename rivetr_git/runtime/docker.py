@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import random
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ from rivetr_git.runtime.docker_streams import OnOutput, pump
 T = TypeVar("T")
 
 APP_SUBNET_PREFIX = 26  # 62 addresses per app: releases side by side, one-off runs
-_NETWORK_TRIES = 5
+_NETWORK_TRIES = 12  # a free subnet can be taken meanwhile by a concurrent start
 
 
 def _limits(spec: ContainerSpec) -> dict[str, Any]:
@@ -186,7 +187,7 @@ class DockerRuntime:
         api = self._client.api
         labels = {k: v for k, v in spec.labels.items() if k in (LABEL_INSTANCE, LABEL_APP)}
         for attempt in range(_NETWORK_TRIES):
-            subnet = self._free_subnet()
+            subnet = self._free_subnet(spread=1 if attempt == 0 else 8)
             ipam = (
                 docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
                 if subnet
@@ -219,9 +220,10 @@ class DockerRuntime:
         """The IPv4 networks this host routes to directly (the engine is local)."""
         return host_routes(Path("/proc/net/route"))
 
-    def _free_subnet(self) -> str | None:
+    def _free_subnet(self, spread: int = 1) -> str | None:
         """A /26 of `network_pool` that no network of the engine overlaps (None: no pool,
-        the engine picks)."""
+        the engine picks): the first, or one of the first `spread` free ones at random (on a
+        retry, so that servers starting apps at once stop picking the same one)."""
         pool = self.network_pool
         if pool is None:
             return None
@@ -235,9 +237,14 @@ class DockerRuntime:
         # Podman's share the host), which Podman refuses to overlap ("subnet ... is already
         # used on the host").
         used4 = [u for u in used if isinstance(u, ipaddress.IPv4Network)] + self.host_routes()
+        free = []
         for candidate in pool.subnets(new_prefix=max(pool.prefixlen, APP_SUBNET_PREFIX)):
             if not any(candidate.overlaps(u) for u in used4):
-                return str(candidate)
+                free.append(str(candidate))
+                if len(free) == spread:
+                    break
+        if free:
+            return random.choice(free)
         raise RuntimeOperationError(
             f"app_networks {pool} is full ({len(used4)} networks on the engine); destroy "
             "unused apps or set app_networks to a larger private range"
