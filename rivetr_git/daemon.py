@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 from rivetr_git import validate
+from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
 from rivetr_git.models import IN_FLIGHT, Deployment, Status
@@ -20,6 +21,9 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.after_switch.cleanup import BuildGate
 from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.builders import compose
+from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
+from rivetr_git.pipeline.cron_jobs import CronJob
+from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import instance_id, labels, network_name
@@ -34,7 +38,7 @@ from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
-from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
+from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, OnOutput, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import open_master_key
@@ -295,7 +299,9 @@ class Daemon:
         monitor = asyncio.create_task(
             Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched).run()
         )
-        admin = _admin(s, store, repos, runtime, routes, instance, deployer, env_vars)
+        processes = _processes(s, store, runtime, routes, instance, env_vars)
+        scheduler = _scheduler(s, store, repos, processes)
+        admin = _admin(s, store, repos, routes, deployer, processes, env_vars, scheduler)
 
         async def local_command(argv: list[str], session: Session) -> int:
             return await admin.run(argv, Caller(None), session)
@@ -312,6 +318,8 @@ class Daemon:
         await receiver.start()
         closers.append(receiver)
         closers.append(deployer)
+        scheduler.start()
+        closers.append(scheduler)
         self._write_state(receiver.bound_port, proxy.bound_port)
         log.info(
             "rivetr-git ready: ssh on %s:%s, proxy on %s:%s, %d app(s) routed, runtime %s",
@@ -359,22 +367,41 @@ def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | Ngin
     return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
 
 
+def _processes(
+    s: Settings,
+    store: Store,
+    runtime: Runtime,
+    routes: RouteTable,
+    instance: str,
+    env_vars: EnvVars,
+) -> Processes:
+    async def env_of(deployment: Deployment) -> dict[str, str]:
+        return await env_vars.for_deployment(deployment.id)
+
+    return Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+
+
+def _scheduler(s: Settings, store: Store, repos: Repos, processes: Processes) -> Scheduler:
+    """`[[cron]]` jobs of the live releases, each run as `run` runs a command."""
+
+    async def run_job(app: str, job: CronJob, on_output: OnOutput) -> int:
+        return await processes.run(await store.get_app(app), list(job.command), on_output)
+
+    live, jobs_of = from_store(store, repos)
+    return Scheduler(live, jobs_of, run_job, CronLog(s.data_dir / "cron", utc_now))
+
+
 def _admin(
     s: Settings,
     store: Store,
     repos: Repos,
-    runtime: Runtime,
     routes: RouteTable,
-    instance: str,
     deployer: Deployer,
+    processes: Processes,
     env_vars: EnvVars,
+    scheduler: Scheduler,
 ) -> Admin:
     """The verbs, with what they act on."""
-
-    async def env_of(deployment: Deployment) -> dict[str, str]:
-        return await env_vars.for_deployment(deployment.id)
-
-    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
     return Admin(
         s,
         store,
@@ -385,4 +412,5 @@ def _admin(
         lambda app: repos.create(app, s.deploy_branch),
         env_vars,
         repo_size=repos.size,
+        cron=CronVerbs(scheduler),
     )

@@ -8,6 +8,7 @@ takes effect at once. The record verbs (admin.records) also run without the serv
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from rivetr_git.admin import verbs
@@ -20,6 +21,7 @@ from rivetr_git.admin.app_settings import (
     parse_assignments,
 )
 from rivetr_git.admin.config_verbs import ConfigVerbs
+from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.records import Records
 from rivetr_git.admin.verbs import Invocation
@@ -49,6 +51,7 @@ class Admin:
         create_repo: Callable[[str], Awaitable[object]],
         env: EnvVars,
         repo_size: Callable[[str], Awaitable[int]] | None = None,
+        cron: CronVerbs | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -58,6 +61,7 @@ class Admin:
         self._routes = routes
         self._create_repo = create_repo
         self._config = ConfigVerbs(env)
+        self._cron = cron
         records = Records(settings, store, deployer, repo_size)
         self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
@@ -76,6 +80,7 @@ class Admin:
             "ps:start": self._ps_start,
             "logs": self._logs,
             "run": self._run,
+            "cron:list": self._cron_list,
             "releases": self._release_verbs,
             "rollback": self._release_verbs,
             "config": self._config_verbs,
@@ -203,8 +208,20 @@ class Admin:
         lines = inv.args.lines if inv.args.lines is not None else 100
         if lines < 0:
             raise ValidationError("-n takes a number of lines, e.g. -n 200")
-        await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
+        if self._cron is None:
+            await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
+            return 0
+        await self._cron.log_lines(app, lines, s.out)  # the cron jobs' lines come first
+        async with (
+            self._cron.following(app, s.out) if inv.args.follow else contextlib.nullcontext()
+        ):
+            await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
         return 0
+
+    async def _cron_list(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        if self._cron is None:
+            raise NotFound("this server runs no cron scheduler")
+        return await self._cron.list(app, s.out)
 
     async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)

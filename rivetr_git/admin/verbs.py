@@ -283,13 +283,19 @@ VERBS: tuple[Verb, ...] = (
     Verb("ps:restart", "start a fresh container of the live release (zero downtime)", per_app=True),
     Verb("ps:stop", "stop the app (the proxy answers 503 until ps:start)", per_app=True),
     Verb("ps:start", "start a stopped app again", per_app=True),
-    Verb("logs", "the app's container output", per_app=True, add_arguments=_logs),
+    Verb(
+        "logs",
+        "the app's cron job lines, then its container output",
+        per_app=True,
+        add_arguments=_logs,
+    ),
     Verb(
         "run",
         "run CMD in a new container of the live release; its exit code is yours",
         per_app=True,
         add_arguments=_run,
     ),
+    Verb("cron:list", "scheduled jobs ([[cron]]): next run, last exit code and time", per_app=True),
     Verb("deploys", "deployments, newest first", per_app=True, add_arguments=_n),
     Verb(
         "deploys:log",
