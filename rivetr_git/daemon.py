@@ -21,6 +21,7 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.after_switch.cleanup import BuildGate
 from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.builders import compose
+from rivetr_git.pipeline.consoles import Consoles
 from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
 from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
@@ -301,7 +302,7 @@ class Daemon:
         )
         processes = _processes(s, store, runtime, routes, instance, env_vars)
         scheduler = _scheduler(s, store, repos, processes)
-        admin = _admin(s, store, repos, routes, deployer, processes, env_vars, scheduler)
+        admin = _admin(s, store, repos, runtime, routes, deployer, processes, env_vars, scheduler)
 
         async def local_command(argv: list[str], session: Session) -> int:
             return await admin.run(argv, Caller(None), session)
@@ -395,6 +396,7 @@ def _admin(
     s: Settings,
     store: Store,
     repos: Repos,
+    runtime: Runtime,
     routes: RouteTable,
     deployer: Deployer,
     processes: Processes,
@@ -413,4 +415,5 @@ def _admin(
         env_vars,
         repo_size=repos.size,
         cron=CronVerbs(scheduler),
+        consoles=Consoles(store, runtime, processes),
     )

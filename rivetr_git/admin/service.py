@@ -28,6 +28,7 @@ from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_domain
+from rivetr_git.pipeline.consoles import Consoles, Terminal, split_process
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
@@ -37,6 +38,12 @@ from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
 
 __all__ = ["Admin", "Caller", "Session"]  # Caller and Session live in dispatch
+
+
+def _terminal_of(session: Session) -> Terminal | None:
+    """The client's terminal, when the session has one (`ssh -t`)."""
+    terminal = getattr(session, "terminal", None)
+    return terminal if isinstance(terminal, Terminal) else None
 
 
 class Admin:
@@ -52,6 +59,7 @@ class Admin:
         env: EnvVars,
         repo_size: Callable[[str], Awaitable[int]] | None = None,
         cron: CronVerbs | None = None,
+        consoles: Consoles | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -62,6 +70,7 @@ class Admin:
         self._create_repo = create_repo
         self._config = ConfigVerbs(env)
         self._cron = cron
+        self._consoles = consoles
         records = Records(settings, store, deployer, repo_size)
         self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
@@ -81,6 +90,7 @@ class Admin:
             "logs": self._logs,
             "run": self._run,
             "cron:list": self._cron_list,
+            "enter": self._enter,
             "releases": self._release_verbs,
             "rollback": self._release_verbs,
             "config": self._config_verbs,
@@ -224,7 +234,16 @@ class Admin:
         return await self._cron.list(app, s.out)
 
     async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        terminal = _terminal_of(s)
+        if terminal is not None and self._consoles is not None:
+            return await self._consoles.run(app, list(inv.args.command), terminal)
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)
+
+    async def _enter(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        if self._consoles is None:
+            raise NotFound("this server has no consoles")
+        process, command = split_process(list(inv.args.command))
+        return await self._consoles.enter(app, process, command, _terminal_of(s), s.out_bytes)
 
     async def _release_verbs(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         if inv.verb.name == "releases":

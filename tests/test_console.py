@@ -1,0 +1,143 @@
+"""Consoles for real: `ssh -tt ... run APP CMD` on a pty in a one-off container, Ctrl-C
+reaching the command, `enter APP` in the live container, and who may do it."""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
+from tests.test_admin_verbs import fails, ok, verb
+from tests.test_cron_e2e import CRON_APP
+
+APP = "crcon"
+
+
+def tty_verb(
+    server: Server, key: Key, *argv: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`ssh -tt` (a pty even though our stdin is a pipe) running one verb."""
+    return subprocess.run(
+        [*_ssh(server, key, "-tt"), shlex.join(argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input="",
+    )
+
+
+def _ssh(server: Server, key: Key, *options: str) -> list[str]:
+    return [
+        *ssh_command(key.private).split(),
+        *options,
+        "-p",
+        str(server.ssh_port),
+        "git@127.0.0.1",
+    ]
+
+
+def _deployed(server: Server, key: Key, workdir: Path) -> None:
+    if APP in ok(server, key, "apps:list"):
+        return
+    repo = AppRepo(workdir / "app", key, CRON_APP)
+    assert repo.push(server.remote(APP)).returncode == 0
+
+
+def _live_container(server: Server) -> str:
+    (container,) = [
+        c
+        for c in docker_ids("ps", server.instance, f"label=rivetr.app={APP}")
+        if c not in docker_ids("ps", server.instance, "label=rivetr.oneoff=1")
+    ]
+    return container
+
+
+def test_run_gets_a_terminal_only_with_t(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    _deployed(server, alice, workdir)
+    probe = "test -t 0 && echo tty-yes || echo tty-no; sleep 0.5; stty size; echo TERM=$TERM"
+    with_t = tty_verb(server, alice, "run", APP, "sh", "-c", probe)
+    assert with_t.returncode == 0, with_t.stderr
+    assert "tty-yes" in with_t.stdout
+    assert "24 80" in with_t.stdout  # no window size from a pipe: 80x24
+    assert "TERM=" in with_t.stdout and "TERM=\r" not in with_t.stdout
+    without = verb(server, alice, "run", APP, "sh", "-c", probe)
+    assert without.returncode == 0, without.stderr
+    assert "tty-no" in without.stdout
+    assert docker_ids("ps", server.instance, "label=rivetr.oneoff=1") == []
+
+
+def test_ctrl_c_over_the_pty_interrupts_the_command(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    _deployed(server, alice, workdir)
+    console = subprocess.Popen(
+        [*_ssh(server, alice, "-tt"), shlex.join(["run", APP, "sh", "-c", "echo ready; sleep 60"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert console.stdin is not None and console.stdout is not None
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"ready" not in seen and time.monotonic() < deadline:
+            if select.select([console.stdout], [], [], 1)[0]:
+                chunk = os.read(console.stdout.fileno(), 4096)
+                assert chunk, seen
+                seen += chunk
+        assert b"ready" in seen
+        started = time.monotonic()
+        console.stdin.write(b"\x03")
+        console.stdin.flush()
+        assert console.wait(20) == 130  # sleep died of SIGINT, and its status is ours
+        assert time.monotonic() - started < 20
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait()
+    time.sleep(0.5)
+    assert docker_ids("ps", server.instance, "label=rivetr.oneoff=1") == []
+
+
+def test_enter_runs_in_the_live_container(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    _deployed(server, alice, workdir)
+    live = _live_container(server)
+    hostname = tty_verb(server, alice, "enter", APP, "hostname")
+    assert hostname.returncode == 0, hostname.stderr
+    assert hostname.stdout.strip() == live[:12]
+    cmdline = tty_verb(server, alice, "enter", APP, "web.1", "cat", "/proc/1/cmdline")
+    assert "httpd" in cmdline.stdout  # PID 1 (init) runs the app's command
+    shell = tty_verb(server, alice, "enter", APP, "sh", "-c", "test -t 0 && echo tty-yes; exit 3")
+    assert shell.returncode == 3 and "tty-yes" in shell.stdout
+    # Without -t: no terminal, output streamed, exit code passed through.
+    plain = verb(server, alice, "enter", APP, "sh", "-c", "test -t 0 || echo tty-no; hostname")
+    assert plain.returncode == 0 and plain.stdout == f"tty-no\n{live[:12]}\n"
+    assert "has no process worker.1" in fails(server, alice, "enter", APP, "worker.1")
+
+
+def test_consoles_need_access_to_the_app(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice, bob = keys["alice"], keys["bob"]
+    _deployed(server, alice, workdir)
+    for argv in (("run", APP, "true"), ("enter", APP, "true")):
+        denied = tty_verb(server, bob, *argv)
+        assert denied.returncode != 0 and "does not exist" in denied.stderr
+        assert "does not exist" in fails(server, bob, *argv)
+    ok(server, alice, "access:grant", "bob", APP)
+    try:
+        allowed = tty_verb(server, bob, "enter", APP, "sh", "-c", "echo inside")
+        assert allowed.returncode == 0 and "inside" in allowed.stdout
+    finally:
+        ok(server, alice, "access:revoke", "bob", APP)
