@@ -230,3 +230,23 @@ async def test_the_loop_sleeps_until_the_next_job(tmp_path: Path) -> None:
     assert world.started == [("cra", "cron.1")]  # at 06:01:00, after 30 s of sleeps
     assert sum(slept[:6]) == pytest.approx(30.0)
     await scheduler.close()
+
+
+def test_the_cron_log_feeds_followers_rotates_and_is_forgotten(tmp_path: Path) -> None:
+    clock = Clock()
+    log = CronLog(tmp_path / "cron", clock, max_bytes=200)
+    with log.follow("cra") as queue:
+        log.line("cra", "cron.1", "one")
+        assert queue.get_nowait() == "2026-12-02T06:00:30Z cron.1: one"
+    log.line("cra", "cron.1", "after")  # nobody follows any more: nothing queued
+    assert queue.empty()
+    for i in range(20):
+        log.line("cra", "cron.2", f"line {i}")
+    assert (tmp_path / "cron" / "cra.log.1").exists()  # rotated past max_bytes
+    assert log.tail("cra", 2) == [
+        "2026-12-02T06:00:30Z cron.2: line 18",
+        "2026-12-02T06:00:30Z cron.2: line 19",
+    ]
+    assert len(log.tail("cra", 100)) < 22  # only one old file is kept
+    log.remove("cra")
+    assert log.tail("cra", 100) == [] and list((tmp_path / "cron").iterdir()) == []

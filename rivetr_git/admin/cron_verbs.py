@@ -45,6 +45,10 @@ class CronVerbs:
             await out(f"    next: {_when(entry.next_at)}  last: {ran}")
         return 0
 
+    def forget(self, app: App) -> None:
+        """apps:destroy: the app's cron log and last runs go with it."""
+        self._scheduler.log.remove(app.name)
+
     async def log_lines(self, app: App, count: int, out: Out) -> None:
         for line in self._scheduler.log.tail(app.name, count):
             await out(line)

@@ -129,6 +129,8 @@ class Admin:
                 f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}"
             )
         await self._deployer.destroy(app)
+        if self._cron is not None:
+            self._cron.forget(app)
         await self._refresh_domains()
         await s.out(f"destroyed {app.name}")
         return 0
