@@ -3,12 +3,15 @@ reaching the command, `enter APP` in the live container, and who may do it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import shlex
 import subprocess
 import time
 from pathlib import Path
+
+import asyncssh
 
 from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
 from tests.test_admin_verbs import fails, ok, verb
@@ -141,3 +144,36 @@ def test_consoles_need_access_to_the_app(
         assert allowed.returncode == 0 and "inside" in allowed.stdout
     finally:
         ok(server, alice, "access:revoke", "bob", APP)
+
+
+async def test_the_pty_follows_the_window_size(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """The client's size at start and its changes reach the command (asyncssh's client,
+    which can change the window size while the session runs)."""
+    alice = keys["alice"]
+    await asyncio.to_thread(_deployed, server, alice, workdir)
+    script = "sleep 1; stty size; echo; read line; stty size; echo got $line"
+    async with asyncssh.connect(
+        "127.0.0.1",
+        server.ssh_port,
+        username="git",
+        known_hosts=None,
+        client_keys=[str(alice.private)],
+    ) as conn:
+        process = await conn.create_process(
+            shlex.join(["run", APP, "sh", "-c", script]),
+            term_type="xterm-256color",
+            term_size=(120, 40),
+            encoding=None,
+        )
+        seen = b""
+        while b"40 120" not in seen:
+            seen += await asyncio.wait_for(process.stdout.read(1024), 20)
+        process.change_terminal_size(90, 20)
+        await asyncio.sleep(0.5)  # the resize travels beside the keystrokes, not in order
+        process.stdin.write(b"hello\r")
+        result = await asyncio.wait_for(process.wait(), 20)
+    rest = seen + (result.stdout or b"")
+    assert b"20 90" in rest and b"got hello" in rest, rest
+    assert result.exit_status == 0
