@@ -174,6 +174,7 @@ async def test_the_pty_follows_the_window_size(
         await asyncio.sleep(0.5)  # the resize travels beside the keystrokes, not in order
         process.stdin.write(b"hello\r")
         result = await asyncio.wait_for(process.wait(), 20)
-    rest = seen + (result.stdout or b"")
+    assert isinstance(result.stdout, bytes)
+    rest = seen + result.stdout
     assert b"20 90" in rest and b"got hello" in rest, rest
     assert result.exit_status == 0
