@@ -13,11 +13,15 @@ from pathlib import Path
 
 import asyncssh
 
+from tests import test_podman
 from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
 from tests.test_admin_verbs import fails, ok, verb
 from tests.test_cron_e2e import CRON_APP
 
 APP = "crcon"
+# Podman's server fixtures, shared with tests/test_podman.py (module-scoped: one server here).
+podman_server = test_podman.podman_server
+on_podman = test_podman.on_podman
 
 
 def tty_verb(
@@ -178,3 +182,15 @@ async def test_the_pty_follows_the_window_size(
     rest = seen + result.stdout
     assert b"20 90" in rest and b"got hello" in rest, rest
     assert result.exit_status == 0
+
+
+def test_consoles_on_podman(on_podman: Server, keys: dict[str, Key], workdir: Path) -> None:
+    """The same pty path through Podman's Docker-compatible API (attach and exec hijack)."""
+    alice = keys["alice"]
+    repo = AppRepo(workdir / "app", alice, CRON_APP)
+    assert repo.push(on_podman.remote(APP)).returncode == 0
+    probe = "test -t 0 && echo tty-yes; sleep 0.5; stty size"
+    run = tty_verb(on_podman, alice, "run", APP, "sh", "-c", probe)
+    assert run.returncode == 0 and "tty-yes" in run.stdout and "24 80" in run.stdout, run
+    enter = tty_verb(on_podman, alice, "enter", APP, "sh", "-c", "test -t 0 && echo in; exit 5")
+    assert enter.returncode == 5 and "in" in enter.stdout, enter
