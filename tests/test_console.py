@@ -4,10 +4,15 @@ reaching the command, `enter APP` in the live container, and who may do it."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
 import select
 import shlex
+import struct
 import subprocess
+import sys
+import termios
 import time
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import asyncssh
 from tests import test_podman
 from tests.helpers import AppRepo, Key, Server, docker_ids, ssh_command
 from tests.test_admin_verbs import fails, ok, verb
+from tests.test_client import cli_env, make_home
 from tests.test_cron_e2e import CRON_APP
 
 APP = "crcon"
@@ -194,3 +200,42 @@ def test_consoles_on_podman(on_podman: Server, keys: dict[str, Key], workdir: Pa
     assert run.returncode == 0 and "tty-yes" in run.stdout and "24 80" in run.stdout, run
     enter = tty_verb(on_podman, alice, "enter", APP, "sh", "-c", "test -t 0 && echo in; exit 5")
     assert enter.returncode == 5 and "in" in enter.stdout, enter
+
+
+def test_client_mode_run_from_a_terminal_gets_a_pty(
+    server: Server, keys: dict[str, Key], workdir: Path, tmp_path: Path
+) -> None:
+    """`rivetr-git run APP CMD` in a checkout, on a terminal (a pty of the test's, 30x100):
+    the command has a terminal of that size, and Ctrl-C reaches it, as with ssh -t."""
+    alice = keys["alice"]
+    _deployed(server, alice, workdir)
+    checkout = AppRepo(workdir / "checkout", alice)
+    checkout.git("remote", "add", "rivetr", server.remote(APP))
+    host_key = server.data_dir / "ssh_host_ed25519_key.pub"
+    home = make_home(tmp_path, alice, [(f"[127.0.0.1]:{server.ssh_port}", host_key)])
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    script = "test -t 0 && echo tty-yes; sleep 0.5; stty size; echo ready; sleep 60"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "rivetr_git.cli.main", "run", "sh", "-c", script],
+        cwd=checkout.path,
+        env=cli_env(home),
+        stdin=secondary,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+    )
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in seen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 1)[0]:
+                seen += os.read(primary, 4096)
+        assert b"tty-yes" in seen and b"30 100" in seen, seen
+        os.write(primary, b"\x03")  # the local terminal is raw: Ctrl-C is a byte for the server
+        assert client.wait(20) == 130
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        os.close(primary)
