@@ -239,3 +239,18 @@ def test_client_mode_run_from_a_terminal_gets_a_pty(
             client.kill()
             client.wait()
         os.close(primary)
+
+
+def test_other_verbs_under_t_end_lines_for_a_raw_terminal(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    _deployed(server, alice, workdir)
+    raw = subprocess.run(
+        [*_ssh(server, alice, "-tt"), f"domains:list {APP}"],
+        capture_output=True,
+        timeout=60,
+        input=b"",
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == f"{APP}.localhost  (always)\r\n".encode()

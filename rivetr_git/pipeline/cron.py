@@ -175,6 +175,10 @@ class Scheduler:
         except asyncio.CancelledError:
             self.log.line(app, job.name, "stopped: the server is shutting down")
             raise
+        except Exception:
+            log.exception("cron run of %s %s failed", app, job.name)
+            out.close()
+            self.log.line(app, job.name, "could not run: internal error; see the server log")
         self.log.record(app, job, LastRun(started=started, exit_code=code, ended=self._clock()))
 
 
