@@ -18,11 +18,26 @@ import termios
 import tty
 from collections.abc import Iterator
 from types import FrameType
-
-import paramiko
+from typing import Protocol
 
 CONSOLE_VERBS = ("run", "enter")
 _CHUNK = 65536
+
+
+class Channel(Protocol):
+    """What is used of a paramiko Channel (paramiko stays imported in cli/client.py only)."""
+
+    def get_pty(self, term: str, width: int, height: int) -> None: ...
+    def exec_command(self, command: str) -> None: ...
+    def resize_pty(self, width: int, height: int) -> None: ...
+    def fileno(self) -> int: ...
+    def recv_ready(self) -> bool: ...
+    def recv(self, nbytes: int) -> bytes: ...
+    def recv_stderr_ready(self) -> bool: ...
+    def recv_stderr(self, nbytes: int) -> bytes: ...
+    def sendall(self, s: bytes) -> None: ...
+    def exit_status_ready(self) -> bool: ...
+    def recv_exit_status(self) -> int: ...
 
 
 def wants_terminal(command: str) -> bool:
@@ -40,7 +55,7 @@ def wants_terminal(command: str) -> bool:
     )
 
 
-def console(channel: paramiko.Channel, command: str) -> int:
+def console(channel: Channel, command: str) -> int:
     """Run `command` on a pty joined to this terminal; its exit status (-1: none sent)."""
     out_fd, in_fd = sys.stdout.fileno(), sys.stdin.fileno()
     size = os.get_terminal_size(out_fd)
@@ -74,9 +89,9 @@ def _raw(fd: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _on_resize(channel: paramiko.Channel, fd: int) -> Iterator[None]:
+def _on_resize(channel: Channel, fd: int) -> Iterator[None]:
     def resize(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(OSError, paramiko.SSHException):
+        with contextlib.suppress(Exception):  # the session may be closing
             size = os.get_terminal_size(fd)
             channel.resize_pty(width=size.columns, height=size.lines)
 
