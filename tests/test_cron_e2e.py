@@ -6,10 +6,22 @@ release, `cron:list` and `logs` show it, and a server restart keeps the schedule
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import subprocess
+import time
 from pathlib import Path
 
-from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids, wait_until
+from tests.helpers import (
+    SHELL_DOCKERFILE_HEAD,
+    AppRepo,
+    Key,
+    Server,
+    docker_ids,
+    ssh_command,
+    wait_until,
+)
 from tests.test_admin_verbs import fails, ok
 
 CRON_APP = (
@@ -38,6 +50,18 @@ def cron_app(path: Path, key: Key, toml: str) -> AppRepo:
     return repo
 
 
+def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
+    assert process.stdout is not None
+    seen, deadline = b"", time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 0.5)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
 def test_a_cron_job_runs_every_minute_and_survives_a_restart(
     own_server: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
@@ -55,7 +79,22 @@ def test_a_cron_job_runs_every_minute_and_survives_a_restart(
     def ran() -> bool:
         return "last: exit 4 at" in ok(server, alice, "cron:list", "crjobs")
 
-    assert wait_until(ran, 75, interval=1), ok(server, alice, "cron:list", "crjobs")
+    follower = subprocess.Popen(  # logs -f shows cron lines as they are written
+        [
+            *ssh_command(alice.private).split(),
+            *("-p", str(server.ssh_port), "git@127.0.0.1", "logs", "crjobs", "-f"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(ran, 75, interval=1), ok(server, alice, "cron:list", "crjobs")
+        followed = _read_until(follower, b"cron.1: exited with code 4", 10)
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert b"cron.1: cron says hi there from " in followed
     logs = ok(server, alice, "logs", "crjobs")
     assert re.search(r"Z cron\.1: cron says hi there from [0-9a-f]{12}\n", logs), logs
     assert "cron.1: exited with code 4" in logs
