@@ -254,3 +254,26 @@ def test_other_verbs_under_t_end_lines_for_a_raw_terminal(
     )
     assert raw.returncode == 0, raw.stderr
     assert raw.stdout == f"{APP}.localhost  (always)\r\n".encode()
+
+
+async def test_enter_without_a_command_is_an_interactive_shell(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    await asyncio.to_thread(_deployed, server, alice, workdir)
+    async with asyncssh.connect(
+        "127.0.0.1",
+        server.ssh_port,
+        username="git",
+        known_hosts=None,
+        client_keys=[str(alice.private)],
+    ) as conn:
+        process = await conn.create_process(
+            f"enter {APP}", term_type="xterm", term_size=(80, 24), encoding=None
+        )
+        process.stdin.write(b"echo answer=$((6*7))\r")
+        process.stdin.write(b"exit 9\r")
+        result = await asyncio.wait_for(process.wait(), 20)
+    assert isinstance(result.stdout, bytes)
+    assert b"answer=42" in result.stdout
+    assert result.exit_status == 9
