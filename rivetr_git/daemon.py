@@ -14,30 +14,33 @@ from pathlib import Path
 
 from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
+from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
-from rivetr_git.models import IN_FLIGHT, Deployment, Status
+from rivetr_git.models import Deployment
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline.after_switch.cleanup import BuildGate
 from rivetr_git.pipeline.after_switch.monitor import Monitor
-from rivetr_git.pipeline.builders import compose
+from rivetr_git.pipeline.consoles import Consoles
+from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
+from rivetr_git.pipeline.cron_jobs import CronJob
+from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
-from rivetr_git.pipeline.failure import FailureCleanup
-from rivetr_git.pipeline.labels import instance_id, labels, network_name
+from rivetr_git.pipeline.labels import instance_id
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
+from rivetr_git.pipeline.reconcile import reconcile
 from rivetr_git.pipeline.releases import ReleaseCommands
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.nginx import NginxProxy
-from rivetr_git.proxy.routes import RouteTable, Upstream
+from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.proxy.server import ProxyServer
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.server import Receiver
-from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
+from rivetr_git.runtime.base import OnOutput, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import Cipher, open_master_key
@@ -70,124 +73,6 @@ def install_hooks(data_dir: Path) -> Path:
         shutil.copyfile(packaged_hooks_dir() / hook, target / hook)
         (target / hook).chmod(0o700)
     return target
-
-
-async def reconcile(
-    settings: Settings,
-    store: Store,
-    repos: Repos,
-    runtime: Runtime,
-    routes: RouteTable,
-    instance: str,
-) -> None:
-    """Make the world match the database after a start or a crash.
-
-    In-flight deployments were interrupted: mark them failed and remove what they left.
-    Running releases get their routes back (restarting a stopped container if needed).
-    Containers of this instance that belong to no live release are removed.
-    """
-    failures = FailureCleanup(
-        store,
-        repos,
-        runtime,
-        instance,
-        settings.data_dir / "compose",
-        settings.deploy_branch,
-        BuildGate(),
-    )
-    for d in await store.deployments_with_status(IN_FLIGHT):
-        # Only a push builds an image; a rollback's or restart's is a release's own.
-        built = d.image if d.rollback_of is None else None
-        await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
-    live = await _restore_routes(store, runtime, routes)
-    live_deployments = {str(d_id) for d_id in live.values()}
-    for c in await runtime.list_containers(labels(instance)):
-        # A live release's other containers (a compose group's services) stay too; one-off
-        # `run` containers belonged to sessions that ended with the old process.
-        deployment = c.labels.get(LABEL_DEPLOYMENT)
-        if c.id not in live and (
-            (deployment and deployment not in live_deployments) or c.labels.get(LABEL_ONEOFF)
-        ):
-            log.info("removing leftover container %s", c.name)
-            await runtime.remove(c.id)
-    # Networks of compose groups whose containers are gone (retired before a crash).
-    apps = await store.list_apps()
-    for app in apps:
-        await compose.sweep(settings.data_dir / "compose", runtime, instance, app.name)
-    await remove_orphan_networks(runtime, instance, {app.name for app in apps})
-    tmp = settings.data_dir / "tmp"
-    if tmp.is_dir():
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
-
-
-async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) -> dict[str, int]:
-    """Routes of the running releases, their stopped containers started again; returns the
-    live containers (id -> deployment id)."""
-    live: dict[str, int] = {}
-    upstreams: list[Upstream] = []
-    crashed = {a.name for a in await store.list_apps() if a.crashed_reason}
-    stopped = {a.name for a in await store.list_apps() if a.stopped}
-    for d in await store.deployments_with_status([Status.RUNNING]):
-        port = d.host_port
-        info = await runtime.inspect(d.container_id) if d.container_id else None
-        if d.app_name in stopped:
-            if info is not None:
-                live[info.id] = d.id  # stopped by its owner (ps:stop): left as it is
-            upstreams.append(
-                Upstream(
-                    app=d.app_name,
-                    host="127.0.0.1",
-                    port=port or 0,
-                    deployment_id=d.id,
-                    stopped=True,
-                )
-            )
-            continue
-        if d.app_name in crashed:
-            if info is not None:
-                live[info.id] = d.id  # kept for a look at its logs; not restarted
-            if port:
-                upstreams.append(
-                    Upstream(
-                        app=d.app_name,
-                        host="127.0.0.1",
-                        port=port,
-                        deployment_id=d.id,
-                        crashed=True,
-                    )
-                )
-            continue
-        if info is not None and not info.running:
-            with contextlib.suppress(RivetrError):
-                info = await runtime.start(info.id)
-        if info is not None and info.running and info.host_port:
-            port = info.host_port
-            if port != d.host_port:
-                await store.set_status(d.id, Status.RUNNING, host_port=port)
-            live[info.id] = d.id
-        else:
-            log.warning(
-                "container of %s (deployment #%s) is gone; it answers 502 until the next deploy",
-                d.app_name,
-                d.id,
-            )
-        if port:
-            upstreams.append(
-                Upstream(app=d.app_name, host="127.0.0.1", port=port, deployment_id=d.id)
-            )
-    routes.replace(upstreams, await store.all_domains())
-    return live
-
-
-async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:
-    """Remove the app networks of apps that are gone (a destroy cut short by a crash)."""
-    for name, tags in (await runtime.list_networks(labels(instance))).items():
-        app = tags.get(LABEL_APP, "")
-        if name != network_name(instance, app) or app in apps:
-            continue  # not an app network (e.g. a compose group's), or its app is alive
-        log.info("removing the network of destroyed app %s", app)
-        with contextlib.suppress(RivetrError):  # still in use: the next start tries again
-            await runtime.remove_network(name)
 
 
 def proxy_config(s: Settings) -> ProxyConfig:
@@ -304,15 +189,18 @@ class Daemon:
         )
         proxy = _proxy(s, routes)
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
+        processes = _processes(s, store, runtime, routes, instance, env_vars)
+        scheduler = _scheduler(s, store, repos, processes)
         admin = _admin(
             s,
             store,
             repos,
             runtime,
             routes,
-            instance,
             deployer,
+            processes,
             env_vars,
+            scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
         )
 
@@ -334,6 +222,8 @@ class Daemon:
         await receiver.start()
         closers.append(receiver)
         closers.append(deployer)
+        scheduler.start()
+        closers.append(scheduler)
         self._ready(receiver, proxy, len(routes), runtime.name)
         return tasks
 
@@ -399,23 +289,43 @@ def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | Ngin
     return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
 
 
+def _processes(
+    s: Settings,
+    store: Store,
+    runtime: Runtime,
+    routes: RouteTable,
+    instance: str,
+    env_vars: EnvVars,
+) -> Processes:
+    async def env_of(deployment: Deployment) -> dict[str, str]:
+        return await env_vars.for_deployment(deployment.id)
+
+    return Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+
+
+def _scheduler(s: Settings, store: Store, repos: Repos, processes: Processes) -> Scheduler:
+    """`[[cron]]` jobs of the live releases, each run as `run` runs a command."""
+
+    async def run_job(app: str, job: CronJob, on_output: OnOutput) -> int:
+        return await processes.run(await store.get_app(app), list(job.command), on_output)
+
+    live, jobs_of = from_store(store, repos)
+    return Scheduler(live, jobs_of, run_job, CronLog(s.data_dir / "cron", utc_now))
+
+
 def _admin(
     s: Settings,
     store: Store,
     repos: Repos,
     runtime: Runtime,
     routes: RouteTable,
-    instance: str,
     deployer: Deployer,
+    processes: Processes,
     env_vars: EnvVars,
+    scheduler: Scheduler,
     certs: CertVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
-
-    async def env_of(deployment: Deployment) -> dict[str, str]:
-        return await env_vars.for_deployment(deployment.id)
-
-    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
     return Admin(
         s,
         store,
@@ -427,6 +337,8 @@ def _admin(
         env_vars,
         repo_size=repos.size,
         certs=certs,
+        cron=CronVerbs(scheduler),
+        consoles=Consoles(store, runtime, processes),
     )
 
 

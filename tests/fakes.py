@@ -29,6 +29,7 @@ from rivetr_git.runtime.base import (
     ContainerInfo,
     ContainerSpec,
     OnOutput,
+    Terminal,
 )
 from rivetr_git.store.repos import Repos
 
@@ -165,6 +166,12 @@ class FakeRuntime:
         await on_output((await self.logs(container_id, tail or 1000)).encode())
 
     async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput) -> int:
+        return 0
+
+    async def run_console(self, spec: ContainerSpec, command: list[str], terminal: Terminal) -> int:
+        return 0
+
+    async def exec_console(self, container_id: str, command: list[str], terminal: Terminal) -> int:
         return 0
 
     async def exec_stream(

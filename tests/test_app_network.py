@@ -12,7 +12,8 @@ import pytest
 
 from rivetr_git.errors import ConfigError, RuntimeOperationError
 from rivetr_git.runtime.base import ContainerSpec
-from rivetr_git.runtime.docker import DockerRuntime, host_routes
+from rivetr_git.runtime.docker import DockerRuntime
+from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.settings import load_settings
 from tests.helpers import Key, Server, docker_ids, run
 from tests.test_admin_verbs import ok, shell_app, verb

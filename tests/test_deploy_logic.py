@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rivetr_git.daemon import reconcile
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.after_switch import watch
 from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.pipeline.labels import image_tag, labels
+from rivetr_git.pipeline.reconcile import reconcile
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_DEPLOYMENT, ContainerSpec, Runtime
 from rivetr_git.secrets.crypto import Cipher

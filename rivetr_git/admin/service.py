@@ -8,6 +8,7 @@ takes effect at once. The record verbs (admin.records) also run without the serv
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from rivetr_git.admin import verbs
@@ -21,12 +22,14 @@ from rivetr_git.admin.app_settings import (
 )
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
+from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.records import Records
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_domain
+from rivetr_git.pipeline.consoles import Consoles, Terminal, split_process
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
@@ -36,6 +39,12 @@ from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
 
 __all__ = ["Admin", "Caller", "Session"]  # Caller and Session live in dispatch
+
+
+def _terminal_of(session: Session) -> Terminal | None:
+    """The client's terminal, when the session has one (`ssh -t`)."""
+    terminal = getattr(session, "terminal", None)
+    return terminal if isinstance(terminal, Terminal) else None
 
 
 class Admin:
@@ -50,6 +59,8 @@ class Admin:
         create_repo: Callable[[str], Awaitable[object]],
         env: EnvVars,
         repo_size: Callable[[str], Awaitable[int]] | None = None,
+        cron: CronVerbs | None = None,
+        consoles: Consoles | None = None,
         certs: CertVerbs | None = None,
     ) -> None:
         self._settings = settings
@@ -60,6 +71,8 @@ class Admin:
         self._routes = routes
         self._create_repo = create_repo
         self._config = ConfigVerbs(env)
+        self._cron = cron
+        self._consoles = consoles
         records = Records(settings, store, deployer, repo_size)
         self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
@@ -78,6 +91,8 @@ class Admin:
             "ps:start": self._ps_start,
             "logs": self._logs,
             "run": self._run,
+            "cron:list": self._cron_list,
+            "enter": self._enter,
             "releases": self._release_verbs,
             "rollback": self._release_verbs,
             "config": self._config_verbs,
@@ -118,6 +133,8 @@ class Admin:
                 f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}"
             )
         await self._deployer.destroy(app)
+        if self._cron is not None:
+            self._cron.forget(app)
         await self._refresh_domains()
         await self._certs.forget()
         await s.out(f"destroyed {app.name}")
@@ -210,11 +227,32 @@ class Admin:
         lines = inv.args.lines if inv.args.lines is not None else 100
         if lines < 0:
             raise ValidationError("-n takes a number of lines, e.g. -n 200")
-        await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
+        if self._cron is None:
+            await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
+            return 0
+        await self._cron.log_lines(app, lines, s.out)  # the cron jobs' lines come first
+        async with (
+            self._cron.following(app, s.out) if inv.args.follow else contextlib.nullcontext()
+        ):
+            await self._processes.logs(app, lines, inv.args.follow, s.out_bytes)
         return 0
 
+    async def _cron_list(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        if self._cron is None:
+            raise NotFound("this server runs no cron scheduler")
+        return await self._cron.list(app, s.out)
+
     async def _run(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        terminal = _terminal_of(s)
+        if terminal is not None and self._consoles is not None:
+            return await self._consoles.run(app, list(inv.args.command), terminal)
         return await self._processes.run(app, list(inv.args.command), s.out_bytes)
+
+    async def _enter(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        if self._consoles is None:
+            raise NotFound("this server has no consoles")
+        process, command = split_process(list(inv.args.command))
+        return await self._consoles.enter(app, process, command, _terminal_of(s), s.out_bytes)
 
     async def _release_verbs(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         if inv.verb.name == "releases":

@@ -128,6 +128,15 @@ def _run(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _enter(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="[TYPE.N] [CMD ...]",
+        help="the process (default web.1) and the command (default sh); ssh -t gives it a terminal",
+    )
+
+
 def _release_number(value: str) -> int:
     digits = value.removeprefix("#")
     if not digits.isdigit():
@@ -318,13 +327,26 @@ VERBS: tuple[Verb, ...] = (
     Verb("ps:restart", "start a fresh container of the live release (zero downtime)", per_app=True),
     Verb("ps:stop", "stop the app (the proxy answers 503 until ps:start)", per_app=True),
     Verb("ps:start", "start a stopped app again", per_app=True),
-    Verb("logs", "the app's container output", per_app=True, add_arguments=_logs),
+    Verb(
+        "logs",
+        "the app's cron job lines, then its container output",
+        per_app=True,
+        add_arguments=_logs,
+    ),
     Verb(
         "run",
-        "run CMD in a new container of the live release; its exit code is yours",
+        "run CMD in a new container of the live release (ssh -t: on a terminal); "
+        "its exit code is yours",
         per_app=True,
         add_arguments=_run,
     ),
+    Verb(
+        "enter",
+        "run CMD (default sh) in a running container of the app (ssh -t: on a terminal)",
+        per_app=True,
+        add_arguments=_enter,
+    ),
+    Verb("cron:list", "scheduled jobs ([[cron]]): next run, last exit code and time", per_app=True),
     Verb("deploys", "deployments, newest first", per_app=True, add_arguments=_n),
     Verb(
         "deploys:log",

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import paramiko
 
+from rivetr_git.cli.console import console, wants_terminal
 from rivetr_git.cli.remote import RemoteUrl, Target
 from rivetr_git.errors import ClientError, HostKeyMismatch, HostKeyUnknown
 from rivetr_git.terminal import ByteNeutraliser
@@ -227,15 +228,22 @@ def run_remote(
 
     stdin is forwarded when it is not a terminal (keys:add reads a key from it); else the
     command gets EOF at once. Ctrl-C closes the channel (KeyboardInterrupt propagates).
+    `run` and `enter` from a terminal get a pty instead (cli/console.py), as with ssh -t.
     """
     endpoint = resolve_endpoint(target.url)
     with connect(endpoint, known_host_keys()) as transport:
         channel = transport.open_session(timeout=CONNECT_TIMEOUT)
         try:
-            channel.exec_command(target.command)
-            status = _relay(
-                channel, stdin or _stdin(), stdout or sys.stdout.buffer, stderr or sys.stderr.buffer
-            )
+            if stdin is None and stdout is None and wants_terminal(target.command):
+                status = console(channel, target.command)  # `run`/`enter` on a pty
+            else:
+                channel.exec_command(target.command)
+                status = _relay(
+                    channel,
+                    stdin or _stdin(),
+                    stdout or sys.stdout.buffer,
+                    stderr or sys.stderr.buffer,
+                )
         except BrokenPipeError:
             # Our reader left (`rivetr-git logs -f | head`): stop as a pipeline's writer would.
             _silence_stdout()

@@ -1,7 +1,7 @@
 """The one clean-up of a failed deployment: nothing half-done survives it.
 
 Used when a deployment fails while it runs and, at start-up, for deployments a crash or
-a restart interrupted (daemon.reconcile).
+a restart interrupted (pipeline/reconcile.py).
 """
 
 from __future__ import annotations

@@ -98,12 +98,18 @@ class Processes:
 
     async def run(self, app: App, command: list[str], on_output: OnOutput) -> int:
         """Run `command` in a new container of the live release, with its env and limits."""
+        spec = await self.oneoff_spec(app, command)
+        async with _neutralised(on_output) as safe:
+            return await self._runtime.run_once(spec, command, safe)
+
+    async def oneoff_spec(self, app: App, command: list[str]) -> ContainerSpec:
+        """A one-off container of the live release (`run`, cron jobs, consoles)."""
         if not command:
             raise ValidationError(f"give a command, e.g. run {app.name} sh -c 'echo hello'")
         current = await self._live(app)
         assert current.image is not None
         env = await self._env_of(current)
-        spec = ContainerSpec(
+        return ContainerSpec(
             name=f"rivetr-{self._instance}-{app.name}-run-{secrets.token_hex(4)}",
             image=current.image,
             port=0,
@@ -113,8 +119,6 @@ class Processes:
             memory=app.memory_limit,
             network=network_name(self._instance, app.name),
         )
-        async with _neutralised(on_output) as safe:
-            return await self._runtime.run_once(spec, command, safe)
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,10 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
 
     [build]
     type = "static"       # skip detection: dockerfile, compose, railpack, pack, nixpacks, static
+
+    [[cron]]              # one table per scheduled job (pipeline/cron_jobs.py)
+    schedule = "*/5 * * * *"    # five-field cron syntax, UTC
+    command = "./cleanup.sh"    # run with sh -c; or a list, run as it is
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, TypeVar
 
 from rivetr_git import validate
 from rivetr_git.errors import CheckoutFailed
+from rivetr_git.pipeline.cron_jobs import CronJob, parse_cron_tables
 
 T = TypeVar("T")
 
@@ -38,6 +43,7 @@ class RepoConfig:
     health_retries: int | None = None
     health_start_period: float | None = None
     build_type: str | None = None  # None (or "auto"): detect from the tree
+    cron: tuple[CronJob, ...] = ()  # [[cron]] jobs, in the file's order
 
 
 def parse(text: bytes | None) -> RepoConfig:
@@ -48,11 +54,11 @@ def parse(text: bytes | None) -> RepoConfig:
         data = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CheckoutFailed(f"{FILE_NAME} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"healthcheck", "build"}
+    unknown = set(data) - {"healthcheck", "build", "cron"}
     if unknown:
         raise CheckoutFailed(
             f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
-            "this version knows [healthcheck] and [build]"
+            "this version knows [healthcheck], [build] and [[cron]]"
         )
     health = data.get("healthcheck", {})
     if not isinstance(health, dict):
@@ -72,6 +78,7 @@ def parse(text: bytes | None) -> RepoConfig:
             f'{FILE_NAME}: [healthcheck] path = {path!r}: give an HTTP path such as "/health"'
         )
     return RepoConfig(
+        cron=parse_cron_tables(data.get("cron", []), FILE_NAME),
         build_type=_build_type(data.get("build", {})),
         health_path=_value(health, "path", validate.http_path, '"/health"'),
         health_timeout=_value(health, "timeout", validate.seconds, "5"),

@@ -20,6 +20,7 @@ from rivetr_git.errors import AccessDenied, NotFound, RivetrError, UsageHelp, Va
 from rivetr_git.models import App, SshKey
 from rivetr_git.receiver.algorithms import algorithms
 from rivetr_git.receiver.commands import AdminCommand, GitCommand, git_protocol, parse_command
+from rivetr_git.receiver.console import SshTerminal
 from rivetr_git.receiver.gate import ConnectionGate, GatedProtocol, GateLimits, gated_factory
 from rivetr_git.receiver.hook_socket import HookSocket
 from rivetr_git.receiver.redact import hide_command_arguments
@@ -183,7 +184,7 @@ class Receiver:
             server_factory=lambda: _Auth(self._store, s.ssh_max_auth_tries, self.gate),
             process_factory=self._handle,
             encoding=None,
-            allow_pty=False,
+            allow_pty=True,  # consoles: run/enter on ssh -t
             x11_forwarding=False,
             agent_forwarding=False,
             allow_scp=False,
@@ -271,6 +272,8 @@ class Receiver:
     ) -> int:
         """Run an admin verb; stop it when the client goes away (Ctrl-C on `logs -f`)."""
         session = _SshSession(process)
+        if process.get_terminal_type():
+            session.terminal = SshTerminal(process)
         task = asyncio.create_task(self._admin.run(command.argv, Caller(key), session))
         gone = asyncio.create_task(process.channel.wait_closed())
         try:
@@ -410,11 +413,14 @@ class _SshSession:
 
     def __init__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         self._process = process
+        self.terminal: SshTerminal | None = None  # ssh -t: consoles take the pty
 
     async def out(self, line: str) -> None:
         await self.out_bytes(line.encode() + b"\n")
 
     async def out_bytes(self, data: bytes) -> None:
+        if self.terminal is not None:  # a raw-mode terminal needs CR LF to start a line
+            data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         self._process.stdout.write(data)
         await self._process.stdout.drain()
 

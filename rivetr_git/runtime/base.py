@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # Labels every container and image of this server carries, so it can find them again.
 LABEL_INSTANCE = "rivetr.instance"
@@ -20,6 +20,27 @@ LABEL_ONEOFF = "rivetr.oneoff"  # a `run` container: removed when it ends
 
 
 OnOutput = Callable[[bytes], Awaitable[None]]
+
+
+@runtime_checkable
+class Terminal(Protocol):
+    """A client's terminal (`ssh -t`), for a console: a command on a pty in a container."""
+
+    term: str  # the client's TERM, e.g. xterm-256color
+
+    def size(self) -> tuple[int, int]:
+        """Columns and rows now."""
+        ...
+
+    async def read(self) -> bytes:
+        """The next keystrokes (Ctrl-C arrives as 0x03); b"" once the client sends no more."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def resized(self) -> tuple[int, int]:
+        """Wait for the next window size change: the new columns and rows."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,16 @@ class Runtime(Protocol):
     ) -> int | None:
         """Run a command in a running container, streaming its output; its exit code, or
         None if it ran past `timeout` seconds (it is then killed)."""
+        ...
+
+    async def run_console(self, spec: ContainerSpec, command: list[str], terminal: Terminal) -> int:
+        """Like run_once, on a pty joined to `terminal` (its keystrokes, output and window
+        size); the container is removed when the command ends or the caller is cancelled."""
+        ...
+
+    async def exec_console(self, container_id: str, command: list[str], terminal: Terminal) -> int:
+        """Run `command` on a pty in a running container, joined to `terminal`; its exit code.
+        Cancelling the caller kills the command."""
         ...
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import random
@@ -18,14 +19,17 @@ import docker.types
 import requests.exceptions
 
 from rivetr_git.errors import RuntimeOperationError, RuntimeUnavailable
+from rivetr_git.runtime import docker_tty
 from rivetr_git.runtime.base import (
     LABEL_APP,
     LABEL_INSTANCE,
     BuildSpec,
     ContainerInfo,
     ContainerSpec,
+    Terminal,
 )
 from rivetr_git.runtime.docker_build import build_image
+from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
 T = TypeVar("T")
@@ -323,24 +327,31 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"docker logs failed: {exc.explanation or exc}") from None
 
+    def _create_oneoff(self, spec: ContainerSpec, command: list[str], **tty: Any) -> str:
+        """Create (not start) a one-off container: no published port, init as PID 1."""
+        api = self._client.api
+        host_config = api.create_host_config(
+            init=True, **_limits(spec), **self._host_options(), **self._network_of(spec)
+        )
+        created = api.create_container(
+            spec.image,
+            command=command,
+            name=spec.name,
+            environment=dict(spec.env),
+            labels=dict(spec.labels),
+            host_config=host_config,
+            detach=True,
+            **tty,
+        )
+        return str(created["Id"])
+
     async def run_once(self, spec: ContainerSpec, command: list[str], on_output: OnOutput) -> int:
         api = self._client.api
 
         def _create() -> str:
-            host_config = api.create_host_config(
-                init=True, **_limits(spec), **self._host_options(), **self._network_of(spec)
-            )
-            created = api.create_container(
-                spec.image,
-                command=command,
-                name=spec.name,
-                environment=dict(spec.env),
-                labels=dict(spec.labels),
-                host_config=host_config,
-                detach=True,
-            )
-            api.start(created["Id"])
-            return str(created["Id"])
+            container_id = self._create_oneoff(spec, command)
+            api.start(container_id)
+            return container_id
 
         container_id = await self._call("run", _create)
         try:
@@ -350,6 +361,21 @@ class DockerRuntime:
             return int(result.get("StatusCode", 1))
         finally:
             await asyncio.shield(self.remove(container_id))
+
+    async def run_console(self, spec: ContainerSpec, command: list[str], terminal: Terminal) -> int:
+        spec = dataclasses.replace(spec, env={**spec.env, "TERM": terminal.term})
+        return await docker_tty.run(
+            self._client.api,
+            lambda: self._create_oneoff(spec, command, tty=True, stdin_open=True),
+            terminal,
+            self._call,
+            self.remove,
+        )
+
+    async def exec_console(self, container_id: str, command: list[str], terminal: Terminal) -> int:
+        return await docker_tty.exec_in(
+            self._client.api, container_id, command, terminal, self._call
+        )
 
     async def exec_stream(
         self, container_id: str, command: list[str], on_output: OnOutput, timeout: float
@@ -406,23 +432,3 @@ class DockerRuntime:
             return [tag for img in found for tag in img.tags if tag.startswith(prefix)]
 
         return await self._call("list images", _list)
-
-
-def host_routes(table: Path) -> list[ipaddress.IPv4Network]:
-    """The destinations of a /proc/net/route table (addresses in little-endian hex)."""
-    try:
-        lines = table.read_text().splitlines()[1:]
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8 or fields[1] == "00000000":
-            continue  # the default route is not a network of ours to avoid
-        with contextlib.suppress(ValueError):
-            dest, mask = (
-                ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little"))
-                for f in (fields[1], fields[7])
-            )
-            found.append(ipaddress.IPv4Network(f"{dest}/{mask}", strict=False))
-    return found
