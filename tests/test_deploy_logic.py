@@ -14,6 +14,7 @@ import pytest
 
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.after_switch import watch
+from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.pipeline.labels import image_tag, labels
 from rivetr_git.pipeline.reconcile import reconcile
@@ -386,3 +387,30 @@ async def test_reconcile_restarts_live_releases_and_removes_leftovers(world: Wor
     upstream = world.routes.upstream(app.name)
     assert upstream is not None and upstream.port == again.host_port
     assert leftover.id not in world.runtime.containers
+
+
+# --- the crash monitor ----------------------------------------------------------------------
+
+
+async def test_the_monitor_leaves_an_app_being_destroyed_alone(world: World) -> None:
+    """The monitor lists the apps, then the containers; a destroy that starts in between
+    removes the containers. It must not route the app again (a 503 that outlived the app)."""
+    app = await world.app("doomed")
+    d = await world.deploy(app, "first")
+    assert d.status is Status.RUNNING
+    monitor = Monitor(
+        world.settings,
+        world.store,
+        world.runtime,
+        world.routes,
+        INSTANCE,
+        world.notifier,
+        lambda _id: False,
+    )
+    listed = await world.store.get_app("doomed")  # as check() saw it, before the destroy
+    destroy = asyncio.create_task(world.deployer.destroy(app))
+    await until(lambda: not world.containers_of(d))  # its containers are gone
+    await monitor._check_one(listed, d, None)
+    await destroy
+    assert world.routes.lookup("doomed.localhost") is None
+    assert "container.crashed" not in world.notifier.names()

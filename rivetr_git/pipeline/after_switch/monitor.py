@@ -123,19 +123,33 @@ class Monitor:
             self._crashes[d.id] = _Crashes(count=count, started=now, restart_at=now + delay)
             return
         if now >= state.restart_at:
+            if not await self._still_ours(app):
+                return
             started = await self._runtime.start(info.id)
             state.started, state.restart_at = time.monotonic(), None
+            if not await self._still_ours(app):
+                return  # destroyed or stopped while it started: leave the route alone
             if started.host_port is not None:
                 # Docker may publish it on another port: the route follows.
                 self._routes.set(upstream_of(d, started.host_port))
                 await self._store.set_status(d.id, Status.RUNNING, host_port=started.host_port)
             log.info("%s (#%s) restarted", app.name, d.id)
 
+    async def _still_ours(self, app: App) -> bool:
+        """The app still exists and is not stopped (an owner's ps:stop, or a destroy in
+        progress): read again, since `check` listed the apps before awaiting the engine."""
+        fresh = await self._store.find_app(app.name)
+        return fresh is not None and not fresh.stopped
+
     async def _give_up(self, app: App, d: Deployment, reason: str) -> None:
-        log.error("%s (#%s) marked crashed: %s", app.name, d.id, reason)
-        await self._store.set_crashed(app.id, reason)
+        if not await self._still_ours(app):
+            return
+        # The route first, with no await since the check: a destroy that starts later
+        # removes it again.
         if d.host_port is not None:
             self._routes.set(upstream_of(d, crashed=True))
+        log.error("%s (#%s) marked crashed: %s", app.name, d.id, reason)
+        await self._store.set_crashed(app.id, reason)
         self._crashes.pop(d.id, None)
         self._notifier.notify(
             "container.crashed", app, deployment_id=d.id, commit=d.commit_sha, reason=reason
