@@ -23,6 +23,7 @@ from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import instance_id, labels, network_name
+from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
@@ -214,6 +215,9 @@ async def connect_runtime(settings: Settings) -> Runtime:
     runtime = await _connect_runtime(settings)
     if settings.app_networks:
         runtime.network_pool = ipaddress.IPv4Network(settings.app_networks)
+    if settings.log_max_size:  # json-file caps: a chatty app cannot fill the disk
+        size = validate.size(settings.log_max_size)
+        runtime.log_options = {"max-size": str(size), "max-file": str(settings.log_max_files)}
     return runtime
 
 
@@ -375,6 +379,7 @@ def _admin(
         return await env_vars.for_deployment(deployment.id)
 
     processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    processes.storage_root = s.storage_root
     return Admin(
         s,
         store,
@@ -385,4 +390,5 @@ def _admin(
         lambda app: repos.create(app, s.deploy_branch),
         env_vars,
         repo_size=repos.size,
+        storage=Storage(store, runtime, instance, s.storage_root),
     )

@@ -118,6 +118,16 @@ class Settings:
     keep_releases: int = setting(
         3, "images of this many newest releases are kept per app", validate.count
     )
+    keep_deployments: int = setting(
+        50, "deployments (and their logs) kept per app; older ones are pruned", validate.count
+    )
+    storage_root: str = setting(
+        "", "host dir admins may mount dirs from ('': host mounts off)", validate.text
+    )
+    log_max_size: str = setting(
+        "10m", "app container logs rotate at this size ('': no cap)", validate.kept(validate.size)
+    )
+    log_max_files: int = setting(3, "rotated log files kept per app container", validate.count)
     auto_rollback: bool = setting(
         True,
         "roll back to the previous release when a new one crashes or fails its health"

@@ -22,11 +22,13 @@ from rivetr_git.admin.app_settings import (
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.records import Records
+from rivetr_git.admin.storage_verbs import StorageVerbs
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_domain
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
 from rivetr_git.proxy.routes import RouteTable, normalize_host
@@ -49,6 +51,8 @@ class Admin:
         create_repo: Callable[[str], Awaitable[object]],
         env: EnvVars,
         repo_size: Callable[[str], Awaitable[int]] | None = None,
+        *,
+        storage: Storage,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -58,10 +62,12 @@ class Admin:
         self._routes = routes
         self._create_repo = create_repo
         self._config = ConfigVerbs(env)
+        self._storage = storage
         records = Records(settings, store, deployer, repo_size)
         self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
         self._app_handlers: dict[str, AppHandler] = {
             **records.app_handlers,
+            **StorageVerbs(storage).app_handlers,
             "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb,
             "checks:set": self._settings_verb,
@@ -116,6 +122,7 @@ class Admin:
         await self._deployer.destroy(app)
         await self._refresh_domains()
         await s.out(f"destroyed {app.name}")
+        await s.out(await self._storage.after_destroy(app.name, inv.args.purge_data))
         return 0
 
     async def _settings_verb(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:

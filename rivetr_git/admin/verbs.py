@@ -103,6 +103,22 @@ def _destroy(p: argparse.ArgumentParser) -> None:
         help="the app's name again: destroying removes its containers, images, "
         "repository, settings and env for good",
     )
+    p.add_argument(
+        "--purge-data", action="store_true", help="remove its volumes too (kept otherwise)"
+    )
+
+
+def _storage_mount(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "mount",
+        metavar="VOLUME:/PATH",
+        help="a volume of the app (created on first use), e.g. data:/app/data; admins: "
+        "/host/dir:/path under storage_root",
+    )
+
+
+def _storage_unmount(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="/PATH", help="the path in the container (storage:list)")
 
 
 def _hosts(p: argparse.ArgumentParser) -> None:
@@ -277,6 +293,19 @@ VERBS: tuple[Verb, ...] = (
             'pre="./manage.py migrate" post="./notify.sh" timeout=120',
         ),
     ),
+    Verb(
+        "storage:mount",
+        "mount a volume into the app's containers (from their next start)",
+        per_app=True,
+        add_arguments=_storage_mount,
+    ),
+    Verb(
+        "storage:unmount",
+        "stop mounting a path (the volume is kept)",
+        per_app=True,
+        add_arguments=_storage_unmount,
+    ),
+    Verb("storage:list", "the app's mounts: volume, path, size", per_app=True),
     Verb("domains:add", "serve the app on more hostnames", per_app=True, add_arguments=_hosts),
     Verb("domains:remove", "stop serving the app on hostnames", per_app=True, add_arguments=_hosts),
     Verb("domains:list", "hostnames the app is served on", per_app=True),

@@ -171,6 +171,9 @@ class Deployer:
                 "has finished (deploys shows it)"
             )
         self._watch.end(app.name)  # nothing is left to roll back to
+        # Stopped: the crash monitor leaves it alone while its containers go (it would
+        # otherwise find the live one removed and route the app as crashed).
+        await self._store.update_app(app.name, stopped=True)
         self._routes.remove(app.name)
         await self._routes.wait_applied(promote.SWITCH_TIMEOUT)  # every proxy process too
         for container in await self._runtime.list_containers(labels(self._instance, app.name)):
