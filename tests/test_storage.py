@@ -61,6 +61,7 @@ def st_server(
             "RIVETR_STORAGE_ROOT": str(storage_root),
             "RIVETR_LOG_MAX_SIZE": "1m",
             "RIVETR_LOG_MAX_FILES": "2",
+            "RIVETR_KEEP_DEPLOYMENTS": "3",
         },
     )
 
@@ -266,3 +267,74 @@ def test_every_container_gets_the_log_caps(
         out = run(["docker", "inspect", "-f", "{{json .HostConfig.LogConfig}}", *ids()]).stdout
         assert json.loads(out)["Config"] == {"max-size": str(1024**2), "max-file": "2"}
         assert running.result().returncode == 0
+
+
+def test_deploys_prune_old_deployments_but_not_kept_releases(
+    st_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    app, alice = "stprune", keys["alice"]
+    repo = AppRepo(tmp_path / "prune", alice)
+    assert repo.push(st_server.remote(app)).returncode == 0
+    first = st_server.cli("deploys", "list", app).stdout.splitlines()[1].split()[0]
+    for n in range(3):
+        repo.write("Dockerfile", f"FROM scratch\nNOT-AN-INSTRUCTION {n}\n")
+        repo.commit(f"broken {n}")
+        assert repo.push(st_server.remote(app)).returncode != 0
+    repo.git("checkout", "HEAD~3", "--", "Dockerfile")
+    repo.commit("fixed")
+    assert repo.push(st_server.remote(app)).returncode == 0
+    # keep_deployments = 3: the newest three, and the first release (keep_releases keeps its
+    # image, so rollback may run it); the oldest failure went, with its log.
+    assert st_server.statuses(app) == ["running", "failed", "failed", "replaced"]
+    assert first in st_server.cli("deploys", "list", app).stdout
+    ok(st_server, alice, "rollback", app, first)
+
+
+COUNTER_COMPOSE = """\
+services:
+  web:
+    build: ./app
+    volumes: [counts:/data]
+volumes:
+  counts: {}
+"""
+
+
+def test_compose_named_volume_is_the_apps_and_survives_redeploys(
+    st_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    app, alice = "stcompose", keys["alice"]
+    repo = counter_app(tmp_path / "compose", alice)
+    (repo.path / "app").mkdir()
+    repo.git("mv", "Dockerfile", "busybox", "www", "app/")
+    repo.write("docker-compose.yml", COUNTER_COMPOSE)
+    repo.commit("as a compose app")
+    result = repo.push(st_server.remote(app))
+    assert result.returncode == 0, result.stderr
+    assert count(st_server, app) == "1 hello v1"
+    volume = f"rivetr-{st_server.instance}-{app}-counts"
+    assert volumes_of(st_server, app) == [volume]
+    container = live_container(st_server, app)
+    config = container["HostConfig"]
+    assert isinstance(config, dict)
+    assert config["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": str(1024**2), "max-file": "2"},
+    }
+    # A new deployment is a new compose project; the retired one goes with `down -v`.
+    repo.write("app/www/index.html", "hello v2\n")
+    repo.commit("v2")
+    assert repo.push(st_server.remote(app)).returncode == 0
+    assert count(st_server, app) == "2 hello v2"
+    # A third: the first group is swept (`down -v`) by now; the app's volume stays.
+    repo.write("app/www/index.html", "hello v3\n")
+    repo.commit("v3")
+    assert repo.push(st_server.remote(app)).returncode == 0
+    assert count(st_server, app) == "3 hello v3"
+    groups = list((st_server.data_dir / "compose").glob(f"rivetr-{st_server.instance}-{app}-*"))
+    assert len(groups) <= 2, groups  # v1's group was taken down
+    assert volumes_of(st_server, app) == [volume]
+    out = ok(st_server, alice, "apps:destroy", app, "--confirm", app)
+    assert f"kept the volumes of {app}: {volume}" in out
+    assert volumes_of(st_server, app) == [volume]
+    run(["docker", "volume", "rm", volume])
