@@ -320,8 +320,7 @@ async def up(
         )
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
-    volumes = compose_storage.apply(data, instance, app, runtime.log_options)
-    await compose_storage.create_volumes(runtime, instance, app, volumes)
+    await compose_storage.prepare(runtime, data, instance, app)
     write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)

@@ -39,9 +39,8 @@ def apply(
     return volumes
 
 
-async def create_volumes(
-    runtime: Runtime, instance: str, app: str, volumes: Mapping[str, str]
-) -> None:
-    """Create the app's volumes a group mounts (kept as they are when they exist)."""
-    for name, short in volumes.items():
+async def prepare(runtime: Runtime, data: dict[str, Any], instance: str, app: str) -> None:
+    """`apply` the server's storage and logs to `data`, and create the app's volumes it
+    mounts (kept as they are when they exist)."""
+    for name, short in apply(data, instance, app, runtime.log_options).items():
         await runtime.create_volume(name, {**labels(instance, app), LABEL_VOLUME: short})
