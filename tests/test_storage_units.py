@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_mount_specs(tmp_path: Path) -> None:
 
 
 def test_compose_volumes_become_the_apps_and_services_get_log_caps() -> None:
-    data = {
+    data: dict[str, Any] = {
         "services": {"web": {"volumes": ["counts:/data"]}, "worker": {}},
         "volumes": {"counts": None, "cache": {"driver": "local", "labels": {"a": "b"}}},
     }
