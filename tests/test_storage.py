@@ -153,7 +153,7 @@ def test_volume_survives_deploys_rollback_restart_and_run_sees_it(
     assert count(st_server, app) == "6 hello v1"
     listing = ok(st_server, alice, "storage:list", app).splitlines()
     assert listing[0].split() == ["VOLUME", "PATH", "SIZE"]
-    assert listing[1].split()[:2] == ["data", "/data"]
+    assert listing[1].split() == ["data", "/data", "2", "B"]  # "6\n" is in it: 2 bytes
     # Unmounting keeps the data; mounting it again brings it back.
     out = ok(st_server, alice, "storage:unmount", app, "/data")
     assert "kept" in out
