@@ -338,3 +338,37 @@ def test_compose_named_volume_is_the_apps_and_survives_redeploys(
     assert f"kept the volumes of {app}: {volume}" in out
     assert volumes_of(st_server, app) == [volume]
     run(["docker", "volume", "rm", volume])
+
+
+def test_the_watch_window_rollback_from_an_image_mounts_the_volume(
+    docker_engine: None, tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    """A new release dies in its watch window and the previous one's container is gone: the
+    previous release started again from its image has the app's volume."""
+    servers = running_server(tmp_path / "data", keys, env={"RIVETR_WATCH_WINDOW": "6"})
+    srv = next(servers)
+    try:
+        app, alice = "stwatch", keys["alice"]
+        repo = counter_app(tmp_path / "watch", alice)
+        ok(srv, alice, "apps:create", app)
+        ok(srv, alice, "storage:mount", app, "data:/data")
+        assert repo.push(srv.remote(app)).returncode == 0
+        assert count(srv, app) == "1 hello v1"
+        v1 = live_container(srv, app)["Id"]
+        assert isinstance(v1, str)
+        repo.write(
+            "Dockerfile",
+            COUNTER_APP.replace(
+                'CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]',
+                'CMD ["sh", "-c", "httpd -f -p 5000 -h /www & sleep 2; exit 3"]',
+            ),
+        )
+        repo.write("www/index.html", "hello v2\n")
+        repo.commit("v2 dies after two seconds")
+        assert repo.push(srv.remote(app)).returncode == 0
+        run(["docker", "rm", "-f", v1])  # the previous release's container vanishes
+        assert wait_until(lambda: srv.get(app, "/cgi-bin/count")[1].endswith("hello v1\n"), 30)
+        assert "rolling back to" in srv.cli("deploys", "list", app).stdout
+        assert int(count(srv, app).split()[0]) >= 3  # it counts on from what v1 wrote
+    finally:
+        next(servers, None)
