@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -329,8 +330,12 @@ class Runner:
             if len(keep) == self._settings.keep_releases:
                 break
             keep.add(release.image or "")
-        # Rows (and logs) beyond keep_deployments go; a kept image's release stays.
-        await self._store.prune_deployments(app, self._settings.keep_deployments, keep)
+        # Rows (and logs) beyond keep_deployments go; a kept image's release stays. Never
+        # a reason for a live release to count as failed.
+        try:
+            await self._store.prune_deployments(app, self._settings.keep_deployments, keep)
+        except (RivetrError, sqlite3.Error) as exc:
+            log.warning("%s: pruning old deployments failed: %s", app.name, exc)
         self._spawn(
             cleanup.prune_release_images(
                 self._runtime, self._gate, image_repository(self._instance, app.name), keep
