@@ -196,7 +196,9 @@ class FakeRuntime:
         self.networks.pop(name, None)
 
     async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        self.volumes.setdefault(name, dict(labels))
+        found = self.volumes.setdefault(name, dict(labels))
+        if any(found.get(k) != v for k, v in labels.items()):
+            raise RuntimeOperationError(f"volume {name} exists and is not this one")
 
     async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         return {

@@ -195,6 +195,12 @@ def test_bad_mounts_are_refused_with_what_to_do(
     assert "nothing is mounted at /nope" in fails(st_server, bob, "storage:unmount", app, "/nope")
     listing = ok(st_server, bob, "storage:list", app)
     assert "shared" not in listing and "/srv" not in listing
+    # Two apps' volume names that meet (stcheck's other-v, stcheck-other's v) never share one.
+    ok(st_server, alice, "storage:mount", app, "other-v:/v")
+    ok(st_server, alice, "apps:create", "stcheck-other")
+    err = fails(st_server, alice, "storage:mount", "stcheck-other", "v:/v")
+    assert f"volume rivetr-{st_server.instance}-stcheck-other-v exists and is not this one" in err
+    assert "mounts nothing" in ok(st_server, alice, "storage:list", "stcheck-other")
 
 
 def test_admin_host_mount_under_storage_root_reaches_the_container(

@@ -109,12 +109,16 @@ class Storage:
 
     async def mount(self, app: App, spec: str, is_admin: bool) -> str:
         mount = parse(spec, self.storage_root, is_admin)
+        await self._store.add_mount(app, mount)  # refused first if the path is taken
         if not mount.bind:
             name = volume_name(self._instance, app.name, mount.source)
-            await self._runtime.create_volume(
-                name, {**labels(self._instance, app.name), LABEL_VOLUME: mount.source}
-            )
-        await self._store.add_mount(app, mount)
+            try:
+                await self._runtime.create_volume(
+                    name, {**labels(self._instance, app.name), LABEL_VOLUME: mount.source}
+                )
+            except BaseException:
+                await self._store.remove_mount(app, mount.target)
+                raise
         what = "host directory" if mount.bind else "volume"
         return (
             f"{what} {mount.source} mounted at {mount.target} in {app.name}; containers "

@@ -173,7 +173,8 @@ class Runtime(Protocol):
         ...
 
     async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create a named volume carrying `labels`; an existing one is kept as it is."""
+        """Create a named volume carrying `labels`; an existing one carrying them is kept as
+        it is. Raises RuntimeOperationError if one of that name carries other labels."""
         ...
 
     async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:

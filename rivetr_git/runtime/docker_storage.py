@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import docker.errors
 import docker.types
 
+from rivetr_git.errors import RuntimeOperationError
 from rivetr_git.runtime.base import ContainerSpec
 
 T = TypeVar("T")
@@ -37,13 +38,21 @@ class DockerVolumes:
     _call: Callable[..., Any]
 
     async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        def _create() -> None:
+        def _create() -> dict[str, str]:
             try:
-                self._client.api.inspect_volume(name)
+                found = self._client.api.inspect_volume(name)
             except docker.errors.NotFound:
                 self._client.api.create_volume(name, driver="local", labels=dict(labels))
+                return dict(labels)
+            return dict(found.get("Labels") or {})
 
-        await self._call("create volume", _create)
+        found: dict[str, str] = await self._call("create volume", _create)
+        others = {k: found.get(k) for k, v in labels.items() if found.get(k) != v}
+        if others:
+            # Names can meet (app a's volume b-data, app a-b's volume data): never share one.
+            raise RuntimeOperationError(
+                f"volume {name} exists and is not this one ({others}); choose another volume name"
+            )
 
     async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         def _list() -> dict[str, Mapping[str, str]]:
