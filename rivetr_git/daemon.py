@@ -28,6 +28,7 @@ from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.labels import instance_id
+from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.reconcile import reconcile
@@ -104,6 +105,9 @@ async def connect_runtime(settings: Settings) -> Runtime:
     runtime = await _connect_runtime(settings)
     if settings.app_networks:
         runtime.network_pool = ipaddress.IPv4Network(settings.app_networks)
+    if settings.log_max_size:  # json-file caps: a chatty app cannot fill the disk
+        size = validate.size(settings.log_max_size)
+        runtime.log_options = {"max-size": str(size), "max-file": str(settings.log_max_files)}
     return runtime
 
 
@@ -197,6 +201,7 @@ class Daemon:
             repos,
             runtime,
             routes,
+            instance,
             deployer,
             processes,
             env_vars,
@@ -300,7 +305,9 @@ def _processes(
     async def env_of(deployment: Deployment) -> dict[str, str]:
         return await env_vars.for_deployment(deployment.id)
 
-    return Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    processes.storage_root = s.storage_root
+    return processes
 
 
 def _scheduler(s: Settings, store: Store, repos: Repos, processes: Processes) -> Scheduler:
@@ -319,6 +326,7 @@ def _admin(
     repos: Repos,
     runtime: Runtime,
     routes: RouteTable,
+    instance: str,
     deployer: Deployer,
     processes: Processes,
     env_vars: EnvVars,
@@ -339,6 +347,7 @@ def _admin(
         certs=certs,
         cron=CronVerbs(scheduler),
         consoles=Consoles(store, runtime, processes),
+        storage=Storage(store, runtime, instance, s.storage_root),
     )
 
 

@@ -46,6 +46,7 @@ _seconds = validate.seconds
 _count = validate.count
 _bool = validate.boolean
 _algs = validate.algorithm_list
+_size = validate.kept(validate.size)
 _port = partial(validate.port, zero_ok=True)
 _seconds_or_off = partial(validate.seconds, zero_ok=True)
 _count_or_off = partial(validate.count, minimum=0)
@@ -92,9 +93,7 @@ class Settings:
         "start one on data_dir/run/podman.sock)",
         validate.text,
     )
-    auto_create_apps: bool = setting(
-        True, "an admin key's first push to a new name creates it", _bool
-    )
+    auto_create_apps: bool = setting(True, "an admin's first push to a new name creates it", _bool)
     health_path: str = setting(
         "",
         "default HTTP health path ('' : the app must answer at all)",
@@ -111,10 +110,12 @@ class Settings:
     deploy_command_timeout: float = setting(
         300.0, "seconds an app's pre/post-deploy command may run", _seconds
     )
-    stop_timeout: int = setting(
-        10, "seconds a replaced container gets to exit before SIGKILL", _count
-    )
+    stop_timeout: int = setting(10, "seconds a replaced container gets before SIGKILL", _count)
     keep_releases: int = setting(3, "images of this many newest releases are kept per app", _count)
+    keep_deployments: int = setting(50, "deployments (and logs) kept per app", _count)
+    storage_root: str = setting("", "host dir admins may mount from ('': none)", validate.text)
+    log_max_size: str = setting("10m", "app container logs rotate at this size ('': no cap)", _size)
+    log_max_files: int = setting(3, "rotated log files kept per app container", _count)
     auto_rollback: bool = setting(
         True,
         "roll back to the previous release when a new one crashes or fails its health"
@@ -148,9 +149,7 @@ class Settings:
         "seconds in-flight requests to a replaced release may take before it is stopped anyway",
         _seconds,
     )
-    build_timeout: int = setting(
-        900, "seconds a build may take before it is stopped and fails", _count
-    )
+    build_timeout: int = setting(900, "seconds a build may take before it fails", _count)
     build_cpu_limit: str = setting(
         "", "CPUs a build may use, e.g. 1.5 ('': no limit)", validate.kept(validate.cpus)
     )
@@ -265,9 +264,7 @@ class Settings:
         "access log file, one JSON line per request (relative paths are under data_dir; '': off)",
         validate.text,
     )
-    access_log_max_size: str = setting(
-        "10m", "the access log rotates at this size", validate.kept(validate.size)
-    )
+    access_log_max_size: str = setting("10m", "the access log rotates at this size", _size)
     access_log_backups: int = setting(5, "rotated access logs kept", _count)
     ssh_max_startups: int = setting(
         100,

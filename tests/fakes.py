@@ -63,6 +63,7 @@ class FakeRuntime:
     name = "fake"
     engine_env: Mapping[str, str] = {}
     container_ulimits: Mapping[str, int] = {}
+    log_options: Mapping[str, str] = {}
     network_pool: IPv4Network | None = None
 
     def __init__(self) -> None:
@@ -77,6 +78,7 @@ class FakeRuntime:
         self.most_building = 0  # the most builds that ran at once
         self._ids = itertools.count(1)
         self.networks: dict[str, Mapping[str, str]] = {}  # name -> labels, as runs create them
+        self.volumes: dict[str, Mapping[str, str]] = {}  # name -> labels
 
     # --- knobs for tests -----------------------------------------------------------------
 
@@ -199,6 +201,24 @@ class FakeRuntime:
 
     async def remove_network(self, name: str) -> None:
         self.networks.pop(name, None)
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        found = self.volumes.setdefault(name, dict(labels))
+        if any(found.get(k) != v for k, v in labels.items()):
+            raise RuntimeOperationError(f"volume {name} exists and is not this one")
+
+    async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        return {
+            name: tags
+            for name, tags in self.volumes.items()
+            if all(tags.get(k) == v for k, v in labels.items())
+        }
+
+    async def volume_sizes(self) -> dict[str, int]:
+        return {name: 0 for name in self.volumes}
+
+    async def remove_volume(self, name: str) -> None:
+        self.volumes.pop(name, None)
 
     async def close(self) -> None:
         for container in list(self.containers.values()):

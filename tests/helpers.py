@@ -273,6 +273,11 @@ class Server:
         ]
         if networks:
             run(["docker", "network", "rm", *networks], check=False)
+        # Volumes of apps (storage:mount, compose) that the test left behind.
+        label = f"label=rivetr.instance={self.instance}"
+        listed = run(["docker", "volume", "ls", "-q", "--filter", label], check=False)
+        if volumes := listed.stdout.split():
+            run(["docker", "volume", "rm", "-f", *volumes], check=False)
 
 
 class AppRepo:

@@ -88,6 +88,10 @@ REFUSED = [
         WEB + "    volumes: [data:/d]\nvolumes:\n  data: {external: true}\n",
         'volume data: "external: true" is not allowed; external volumes belong to something',
     ),
+    (  # a name of the file's choosing could be another app's volume (the server names them)
+        WEB + "    volumes: [data:/d]\nvolumes:\n  data: {name: rivetr-x-other-data}\n",
+        'volume data: "name: rivetr-x-other-data" is not allowed',
+    ),
     (
         WEB + "    volumes: [data:/d]\nvolumes:\n  data:\n    driver_opts: {type: none, o: bind, "
         "device: /}\n",
@@ -135,6 +139,7 @@ IDS = [
     "bind-relative",
     "volumes_from",
     "external-volume",
+    "named-volume",
     "driver_opts-bind",
     "external-network",
     "build-context-absolute",
@@ -262,7 +267,8 @@ def test_destroying_a_compose_app_removes_its_networks_volumes_and_state_files(
 
     before = leftovers()
     assert before["network"] and before["volume"] and before["state"], before
-    ok(srv, keys["alice"], "apps:destroy", "czgone", "--confirm", "czgone")
+    out = ok(srv, keys["alice"], "apps:destroy", "czgone", "--confirm", "czgone", "--purge-data")
+    assert f"removed the volumes of czgone: {prefix}data" in out
     assert leftovers() == {"network": [], "volume": [], "state": []}
     assert docker_ids("ps", srv.instance, "label=rivetr.app=czgone") == []
 

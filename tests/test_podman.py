@@ -65,6 +65,9 @@ def podman_server(
         mine = [i for i in images if f"rivetr-{srv.instance}/" in i]
         if mine:
             podman("rmi", "-f", *mine)
+        volumes = podman("volume", "ls", "-q", "--filter", label).stdout.split()
+        if volumes:
+            podman("volume", "rm", "-f", *volumes)
         networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
         mine = [n for n in networks if n.startswith(f"rivetr-{srv.instance}-")]
         if mine:
@@ -224,3 +227,36 @@ def test_compose_on_podman_gets_the_same_rules_and_the_engines_ulimits(
     ok(on_podman, keys["alice"], "apps:destroy", "czpodman", "--confirm", "czpodman")
     networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
     assert not [n for n in networks if f"{on_podman.instance}-czpodman-" in n], networks
+
+
+def test_volumes_and_log_caps_on_podman(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """storage:mount on Podman: what one release wrote, the next and `run` see; containers
+    get the json-file caps as Podman records them."""
+    from tests.test_admin_verbs import verb
+    from tests.test_storage import count, counter_app
+
+    app, alice = "stpodman", keys["alice"]
+    repo = counter_app(workdir / "counter", alice)
+    ok(on_podman, alice, "apps:create", app)
+    ok(on_podman, alice, "storage:mount", app, "data:/data")
+    assert repo.push(on_podman.remote(app)).returncode == 0
+    assert count(on_podman, app) == "1 hello v1"
+    repo.write("www/index.html", "hello v2\n")
+    repo.commit("v2")
+    assert repo.push(on_podman.remote(app)).returncode == 0
+    assert count(on_podman, app) == "2 hello v2"
+    result = verb(on_podman, alice, "run", app, "cat", "/data/count")
+    assert (result.returncode, result.stdout.strip()) == (0, "2"), result.stderr
+    volume = f"rivetr-{on_podman.instance}-{app}-data"
+    label = f"label=rivetr.app={app}"
+    mine = ["--filter", f"label=rivetr.instance={on_podman.instance}", "--filter", label]
+    assert podman("volume", "ls", "-q", *mine).stdout.split() == [volume]
+    running = podman("ps", "-q", "--filter", label, "--filter", "status=running").stdout.split()
+    log_config = podman("inspect", "-f", "{{json .HostConfig.LogConfig}}", running[-1]).stdout
+    # Podman keeps max-size (10m = 10.49 MB, decimal) and has one log file, no max-file.
+    assert '"Size":"10.49MB"' in log_config, log_config
+    out = ok(on_podman, alice, "apps:destroy", app, "--confirm", app, "--purge-data")
+    assert f"removed the volumes of {app}: {volume}" in out
+    assert podman("volume", "ls", "-q", *mine).stdout.split() == []

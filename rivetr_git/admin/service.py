@@ -25,12 +25,14 @@ from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.records import Records
+from rivetr_git.admin.storage_verbs import StorageVerbs
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_domain
 from rivetr_git.pipeline.consoles import Consoles, Terminal, split_process
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.releases import ReleaseCommands, follow
 from rivetr_git.proxy.routes import RouteTable, normalize_host
@@ -62,6 +64,8 @@ class Admin:
         cron: CronVerbs | None = None,
         consoles: Consoles | None = None,
         certs: CertVerbs | None = None,
+        *,
+        storage: Storage,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -73,10 +77,25 @@ class Admin:
         self._config = ConfigVerbs(env)
         self._cron = cron
         self._consoles = consoles
+        self._storage = storage
         records = Records(settings, store, deployer, repo_size)
         self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
+        self._certs = certs or CertVerbs(None, None, settings.https_redirect)
         self._app_handlers: dict[str, AppHandler] = {
             **records.app_handlers,
+            **StorageVerbs(storage).app_handlers,
+            **self._certs.handlers(),
+            **self._own_app_handlers(),
+        }
+        missing = (
+            {v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers) - {"help"}
+        )
+        if missing:
+            raise RuntimeError(f"verbs without a handler: {sorted(missing)}")
+
+    def _own_app_handlers(self) -> dict[str, AppHandler]:
+        """The per-app verbs this class implements."""
+        return {
             "apps:destroy": self._apps_destroy,
             "limits:set": self._settings_verb,
             "checks:set": self._settings_verb,
@@ -100,13 +119,6 @@ class Admin:
             "config:set": self._config_verbs,
             "config:unset": self._config_verbs,
         }
-        self._certs = certs or CertVerbs(None, None, settings.https_redirect)
-        self._app_handlers.update(self._certs.handlers())
-        missing = (
-            {v.name for v in verbs.VERBS} - set(self._handlers) - set(self._app_handlers) - {"help"}
-        )
-        if missing:
-            raise RuntimeError(f"verbs without a handler: {sorted(missing)}")
 
     async def run(self, argv: Sequence[str], caller: Caller, session: Session) -> int:
         """Parse and run one command. Raises RivetrError (UsageHelp for help) for the edge."""
@@ -138,6 +150,7 @@ class Admin:
         await self._refresh_domains()
         await self._certs.forget()
         await s.out(f"destroyed {app.name}")
+        await s.out(await self._storage.after_destroy(app.name, inv.args.purge_data))
         return 0
 
     async def _settings_verb(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from rivetr_git.admin import verb_arguments as arguments
 from rivetr_git.errors import UsageHelp, ValidationError
 from rivetr_git.names import validate_app_name
 
@@ -49,164 +50,6 @@ class Invocation:
     args: argparse.Namespace
 
 
-def _n(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-n", "--lines", type=int, default=None, metavar="N", help="how many lines/entries to show"
-    )
-
-
-def _assignments(what: str, example: str) -> Callable[[argparse.ArgumentParser], None]:
-    def add(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "assignments", nargs="+", metavar="KEY=VALUE", help=f"{what}, e.g. {example}"
-        )
-
-    return add
-
-
-def _config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reveal", action="store_true", help="show the values too, not just names")
-
-
-def _config_get(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="KEY")
-
-
-def _config_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "assignments",
-        nargs="+",
-        metavar="KEY=VALUE",
-        help="values may hold spaces, quotes, '=', newlines and UTF-8 (quote them for your shell)",
-    )
-    p.add_argument(
-        "--no-restart",
-        action="store_true",
-        help="store only; the next deploy or restart picks the values up",
-    )
-
-
-def _config_unset(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="+", metavar="KEY")
-    p.add_argument(
-        "--no-restart",
-        action="store_true",
-        help="store only; the next deploy or restart picks the change up",
-    )
-
-
-def _destroy(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--confirm",
-        metavar="APP",
-        default=None,
-        help="the app's name again: destroying removes its containers, images, "
-        "repository, settings and env for good",
-    )
-
-
-def _hosts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("hosts", nargs="+", metavar="HOSTNAME", help="e.g. www.example.com")
-
-
-def _logs(p: argparse.ArgumentParser) -> None:
-    _n(p)
-    p.add_argument(
-        "-f",
-        "--follow",
-        action="store_true",
-        help="keep streaming new output until you press Ctrl-C",
-    )
-
-
-def _run(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="CMD ...",
-        help="the command and its arguments (no shell unless you run sh -c '...')",
-    )
-
-
-def _enter(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="[TYPE.N] [CMD ...]",
-        help="the process (default web.1) and the command (default sh); ssh -t gives it a terminal",
-    )
-
-
-def _release_number(value: str) -> int:
-    digits = value.removeprefix("#")
-    if not digits.isdigit():
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a release number such as 12; `releases APP` lists them"
-        )
-    return int(digits)
-
-
-def _rollback(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "release",
-        nargs="?",
-        default=None,
-        metavar="RELEASE",
-        type=_release_number,
-        help="release number from `releases APP` (default: the one before the live one)",
-    )
-
-
-def _keys_add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME", help="a name for the key, e.g. alice")
-    p.add_argument("--admin", action="store_true", help="give the key the admin role")
-
-
-def _key_name(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME", help="the key's name (see keys:list)")
-
-
-def _access(p: argparse.ArgumentParser) -> None:
-    p.add_argument("key", metavar="KEY", help="the key's name (see keys:list)")
-    p.add_argument("app_name", metavar="APP")
-
-
-def _deployment_number(value: str) -> int:
-    digits = value.removeprefix("#")
-    if not digits.isdigit():
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a deployment number such as 12; `deploys APP` lists them"
-        )
-    return int(digits)
-
-
-def _deployment(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "deployment",
-        type=_deployment_number,
-        metavar="DEPLOYMENT",
-        help="a deployment's number from `deploys APP`",
-    )
-
-
-def _apps_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "assignments",
-        nargs="+",
-        metavar="KEY=VALUE",
-        help="dockerfile=PATH (in the repo), port=N (the app's port in the "
-        "container), health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, "
-        "webhook_url=URL (gets this app's events), build_type=auto|dockerfile|"
-        "compose|railpack|pack|nixpacks|static, build_context=DIR, "
-        "build_target=STAGE, build_no_cache=true|false, publish_dir=DIR (static "
-        "sites), compose_service=NAME; an empty value (port=) resets to the default",
-    )
-
-
-def _help(p: argparse.ArgumentParser) -> None:
-    p.add_argument("topic", nargs="?", default=None, metavar="VERB")
-
-
 VERBS: tuple[Verb, ...] = (
     Verb("apps:list", "list the apps you can see and what is live", per_app=False),
     Verb(
@@ -218,42 +61,49 @@ VERBS: tuple[Verb, ...] = (
         "change an app's settings (from its next deploy)",
         per_app=True,
         admin_only=True,
-        add_arguments=_apps_set,
+        add_arguments=arguments.apps_set,
     ),
     Verb(
         "apps:destroy",
         "remove an app: containers, images, repository, settings, env",
         per_app=True,
         admin_only=True,
-        add_arguments=_destroy,
+        add_arguments=arguments.destroy,
     ),
     Verb(
-        "config", "list env var names (values with --reveal)", per_app=True, add_arguments=_config
+        "config",
+        "list env var names (values with --reveal)",
+        per_app=True,
+        add_arguments=arguments.config,
     ),
-    Verb("config:get", "print one env var's value", per_app=True, add_arguments=_config_get),
+    Verb(
+        "config:get", "print one env var's value", per_app=True, add_arguments=arguments.config_get
+    ),
     Verb(
         "config:set",
         "set env vars and restart the app with them",
         per_app=True,
-        add_arguments=_config_set,
+        add_arguments=arguments.config_set,
     ),
     Verb(
         "config:unset",
         "remove env vars and restart the app without them",
         per_app=True,
-        add_arguments=_config_unset,
+        add_arguments=arguments.config_unset,
     ),
     Verb(
         "limits:set",
         "set memory/cpu limits of the app's containers",
         per_app=True,
-        add_arguments=_assignments("memory=SIZE cpu=CPUS ('' clears)", "memory=512m cpu=0.5"),
+        add_arguments=arguments.assignments(
+            "memory=SIZE cpu=CPUS ('' clears)", "memory=512m cpu=0.5"
+        ),
     ),
     Verb(
         "checks:set",
         "set the health check",
         per_app=True,
-        add_arguments=_assignments(
+        add_arguments=arguments.assignments(
             "path, timeout, interval, retries, start_period ('' resets)",
             "path=/health timeout=5 interval=1 retries=10 start_period=0",
         ),
@@ -262,7 +112,7 @@ VERBS: tuple[Verb, ...] = (
         "builds:set",
         "set how pushes are built: the build type and its options",
         per_app=True,
-        add_arguments=_assignments(
+        add_arguments=arguments.assignments(
             "type (auto, dockerfile, compose, railpack, pack, nixpacks, static), dockerfile, "
             "context, target, no_cache, publish_dir, compose_service; '' resets",
             "type=static publish_dir=dist",
@@ -273,7 +123,7 @@ VERBS: tuple[Verb, ...] = (
         "admin: bind mounts the app's compose file may use, exactly",
         per_app=True,
         admin_only=True,
-        add_arguments=_assignments(
+        add_arguments=arguments.assignments(
             "binds=HOST:CONTAINER[:ro],... ('' removes them)", "binds=/srv/uploads:/uploads"
         ),
     ),
@@ -281,13 +131,36 @@ VERBS: tuple[Verb, ...] = (
         "deploy:set",
         "set commands run in the new container before/after the switch",
         per_app=True,
-        add_arguments=_assignments(
+        add_arguments=arguments.assignments(
             "pre, post (shell commands), timeout (seconds); '' clears",
             'pre="./manage.py migrate" post="./notify.sh" timeout=120',
         ),
     ),
-    Verb("domains:add", "serve the app on more hostnames", per_app=True, add_arguments=_hosts),
-    Verb("domains:remove", "stop serving the app on hostnames", per_app=True, add_arguments=_hosts),
+    Verb(
+        "storage:mount",
+        "mount a volume into the app's containers (from their next start)",
+        per_app=True,
+        add_arguments=arguments.storage_mount,
+    ),
+    Verb(
+        "storage:unmount",
+        "stop mounting a path (the volume is kept)",
+        per_app=True,
+        add_arguments=arguments.storage_unmount,
+    ),
+    Verb("storage:list", "the app's mounts: volume, path, size", per_app=True),
+    Verb(
+        "domains:add",
+        "serve the app on more hostnames",
+        per_app=True,
+        add_arguments=arguments.hosts,
+    ),
+    Verb(
+        "domains:remove",
+        "stop serving the app on hostnames",
+        per_app=True,
+        add_arguments=arguments.hosts,
+    ),
     Verb("domains:list", "hostnames the app is served on", per_app=True),
     Verb(
         "certs",
@@ -318,7 +191,7 @@ VERBS: tuple[Verb, ...] = (
         "certs:set",
         "HTTPS policy of the app",
         per_app=True,
-        add_arguments=_assignments(
+        add_arguments=arguments.assignments(
             "redirect (308 from http:// to https://), hsts (Strict-Transport-Security "
             "max-age, seconds); '' resets",
             "redirect=false hsts=31536000",
@@ -331,37 +204,39 @@ VERBS: tuple[Verb, ...] = (
         "logs",
         "the app's cron job lines, then its container output",
         per_app=True,
-        add_arguments=_logs,
+        add_arguments=arguments.logs,
     ),
     Verb(
         "run",
         "run CMD in a new container of the live release (ssh -t: on a terminal); "
         "its exit code is yours",
         per_app=True,
-        add_arguments=_run,
+        add_arguments=arguments.run,
     ),
     Verb(
         "enter",
         "run CMD (default sh) in a running container of the app (ssh -t: on a terminal)",
         per_app=True,
-        add_arguments=_enter,
+        add_arguments=arguments.enter,
     ),
     Verb("cron:list", "scheduled jobs ([[cron]]): next run, last exit code and time", per_app=True),
-    Verb("deploys", "deployments, newest first", per_app=True, add_arguments=_n),
+    Verb("deploys", "deployments, newest first", per_app=True, add_arguments=arguments.n),
     Verb(
         "deploys:log",
         "the pipeline log of one deployment (what its push showed)",
         per_app=False,
-        add_arguments=_deployment,
+        add_arguments=arguments.deployment,
     ),
     Verb("releases", "releases (what rollback can run), newest first", per_app=True),
-    Verb("rollback", "run an earlier release again", per_app=True, add_arguments=_rollback),
+    Verb(
+        "rollback", "run an earlier release again", per_app=True, add_arguments=arguments.rollback
+    ),
     Verb(
         "keys:add",
         "register a public key (the key itself on stdin)",
         per_app=False,
         admin_only=True,
-        add_arguments=_keys_add,
+        add_arguments=arguments.keys_add,
     ),
     Verb("keys:list", "registered keys", per_app=False, admin_only=True),
     Verb(
@@ -369,17 +244,23 @@ VERBS: tuple[Verb, ...] = (
         "remove a key (it stops working on its next command)",
         per_app=False,
         admin_only=True,
-        add_arguments=_key_name,
+        add_arguments=arguments.key_name,
     ),
     Verb(
         "access:grant",
         "let a developer key push to and manage an app",
         per_app=False,
         admin_only=True,
-        add_arguments=_access,
+        add_arguments=arguments.access,
     ),
-    Verb("access:revoke", "take that back", per_app=False, admin_only=True, add_arguments=_access),
-    Verb("help", "this list, or one verb's usage", per_app=False, add_arguments=_help),
+    Verb(
+        "access:revoke",
+        "take that back",
+        per_app=False,
+        admin_only=True,
+        add_arguments=arguments.access,
+    ),
+    Verb("help", "this list, or one verb's usage", per_app=False, add_arguments=arguments.help),
 )
 BY_NAME = {v.name: v for v in VERBS}
 

@@ -15,6 +15,7 @@ from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
 from rivetr_git.pipeline import health
 from rivetr_git.pipeline.labels import labels, network_name
+from rivetr_git.pipeline.mounts import container_mounts
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
@@ -27,6 +28,8 @@ EnvOf = Callable[[Deployment], Awaitable[dict[str, str]]]
 
 
 class Processes:
+    storage_root = ""  # the setting: host mounts are checked against it at every start
+
     def __init__(
         self,
         store: Store,
@@ -118,6 +121,7 @@ class Processes:
             cpus=app.cpu_limit,
             memory=app.memory_limit,
             network=network_name(self._instance, app.name),
+            mounts=await container_mounts(self._store, self._instance, app, self.storage_root),
         )
 
 

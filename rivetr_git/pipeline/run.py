@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -34,6 +35,7 @@ from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import image_repository
 from rivetr_git.pipeline.log import DeployLog
+from rivetr_git.pipeline.mounts import container_mounts
 from rivetr_git.pipeline.queue import Job
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import ContainerInfo, Runtime
@@ -262,6 +264,9 @@ class Runner:
                 env,
                 cpus=app.cpu_limit,
                 memory=app.memory_limit,
+                mounts=await container_mounts(
+                    self._store, self._instance, app, self._settings.storage_root
+                ),
             )
         compose_file = r.result.detection.compose_file
         assert compose_file is not None  # detection names the file it found
@@ -325,6 +330,12 @@ class Runner:
             if len(keep) == self._settings.keep_releases:
                 break
             keep.add(release.image or "")
+        # Rows (and logs) beyond keep_deployments go; a kept image's release stays. Never
+        # a reason for a live release to count as failed.
+        try:
+            await self._store.prune_deployments(app, self._settings.keep_deployments, keep)
+        except (RivetrError, sqlite3.Error) as exc:
+            log.warning("%s: pruning old deployments failed: %s", app.name, exc)
         self._spawn(
             cleanup.prune_release_images(
                 self._runtime, self._gate, image_repository(self._instance, app.name), keep

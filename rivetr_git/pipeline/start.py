@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from rivetr_git.errors import DecryptionFailed, StartFailed
 from rivetr_git.pipeline.labels import container_name, labels, network_name
-from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
+from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Mount, Runtime
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.terminal import neutralise
 
@@ -40,6 +40,7 @@ async def start(
     env: Mapping[str, str],
     cpus: float | None = None,
     memory: int | None = None,
+    mounts: tuple[Mount, ...] = (),
 ) -> ContainerInfo:
     """Start the container with `env` and PORT; raise StartFailed (with its last output)
     if it is not up."""
@@ -52,6 +53,7 @@ async def start(
         cpus=cpus,
         memory=memory,
         network=network_name(instance, app),
+        mounts=mounts,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:

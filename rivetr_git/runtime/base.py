@@ -17,6 +17,7 @@ LABEL_INSTANCE = "rivetr.instance"
 LABEL_APP = "rivetr.app"
 LABEL_DEPLOYMENT = "rivetr.deployment"
 LABEL_ONEOFF = "rivetr.oneoff"  # a `run` container: removed when it ends
+LABEL_VOLUME = "rivetr.volume"  # an app's named volume (storage:mount): its short name
 
 
 OnOutput = Callable[[bytes], Awaitable[None]]
@@ -61,6 +62,15 @@ class BuildSpec:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A named volume (`bind` False) or a host directory mounted into a container."""
+
+    source: str  # the volume's engine name, or an absolute host directory
+    target: str  # an absolute path in the container
+    bind: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -74,6 +84,7 @@ class ContainerSpec:
     # (labelled with the spec's instance and app labels) when missing. Containers on other
     # networks cannot reach it; its published 127.0.0.1 port still can. None: the default.
     network: str | None = None
+    mounts: tuple[Mount, ...] = ()  # the app's storage, the same in every container of it
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class Runtime(Protocol):
     engine_env: Mapping[str, str]
     # ulimits every app container gets (compose groups too); empty: the engine's defaults.
     container_ulimits: Mapping[str, int]
+    # Log driver options every app container gets (json-file max-size/max-file); empty:
+    # the engine's defaults (unbounded logs).
+    log_options: Mapping[str, str]
 
     async def build(self, spec: BuildSpec, on_line: Callable[[str], None]) -> str:
         """Build an image, calling `on_line` for each output line; return the image id.
@@ -187,6 +201,23 @@ class Runtime(Protocol):
 
     async def remove_network(self, name: str) -> None:
         """Remove a network no container uses any more. Missing is not an error."""
+        ...
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create a named volume carrying `labels`; an existing one carrying them is kept as
+        it is. Raises RuntimeOperationError if one of that name carries other labels."""
+        ...
+
+    async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        """The volumes carrying every label in `labels`: name -> all its labels."""
+        ...
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """Bytes used by each volume the engine can measure (may be slow: it walks them)."""
+        ...
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a volume no container uses. Missing is not an error."""
         ...
 
     async def close(self) -> None: ...

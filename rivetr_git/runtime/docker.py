@@ -30,6 +30,7 @@ from rivetr_git.runtime.base import (
 )
 from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_routes import host_routes
+from rivetr_git.runtime.docker_storage import DockerVolumes, storage_options
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
 T = TypeVar("T")
@@ -78,13 +79,14 @@ def _label_filter(labels: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in labels.items()]
 
 
-class DockerRuntime:
+class DockerRuntime(DockerVolumes):
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"
     engine_env: Mapping[str, str] = {}  # the CLIs' default (DOCKER_HOST) is this engine too
     network_pool: ipaddress.IPv4Network | None = None
     container_ulimits: Mapping[str, int] = {}
+    log_options: Mapping[str, str] = {}
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -150,6 +152,7 @@ class DockerRuntime:
                 **_limits(spec),
                 **self._host_options(),
                 **self._network_of(spec),
+                **storage_options(spec, self.log_options),
             )
             created = api.create_container(
                 spec.image,
@@ -331,7 +334,11 @@ class DockerRuntime:
         """Create (not start) a one-off container: no published port, init as PID 1."""
         api = self._client.api
         host_config = api.create_host_config(
-            init=True, **_limits(spec), **self._host_options(), **self._network_of(spec)
+            init=True,
+            **_limits(spec),
+            **self._host_options(),
+            **self._network_of(spec),
+            **storage_options(spec, self.log_options),
         )
         created = api.create_container(
             spec.image,

@@ -20,13 +20,17 @@ from rivetr_git.store.apps import AppTables
 from rivetr_git.store.deployments import DeploymentTables
 from rivetr_git.store.env_tables import EnvTables
 from rivetr_git.store.keys import KeyTables
+from rivetr_git.store.mounts import MountTables
+from rivetr_git.store.retention import RetentionTables
 from rivetr_git.store.schema import MIGRATIONS, now
 from rivetr_git.store.tls import TlsTables
 
 __all__ = ["MIGRATIONS", "Store", "now"]
 
 
-class Store(AppTables, KeyTables, DeploymentTables, EnvTables, TlsTables):
+class Store(
+    AppTables, KeyTables, DeploymentTables, EnvTables, MountTables, RetentionTables, TlsTables
+):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
     # A mixin that provides a method comes before one that only declares it: mypy checks the

@@ -157,6 +157,18 @@ MIGRATIONS: tuple[str, ...] = (
         uri TEXT NOT NULL DEFAULT ''
     );
     """,
+    # An app's storage (storage:mount): a named volume of the app (`source` its short name)
+    # or, mounted by an admin, a host directory (`source` absolute, `bind` 1). The volumes
+    # themselves outlive the rows: apps:destroy keeps them unless --purge-data.
+    """
+    CREATE TABLE app_mounts (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        source TEXT NOT NULL,
+        bind INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app_id, target)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
-from rivetr_git.pipeline.builders import compose_normalise, compose_policy
+from rivetr_git.pipeline.builders import compose_normalise, compose_policy, compose_storage
 from rivetr_git.pipeline.builders.cli_build import stream
 from rivetr_git.pipeline.builders.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
@@ -320,6 +320,7 @@ async def up(
         )
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
+    await compose_storage.prepare(runtime, data, instance, app)
     write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)
@@ -362,15 +363,15 @@ def _remember(state_dir: Path, project: str, data: dict[str, Any]) -> None:
         for name, spec in data["services"].items()
     }
     kept: dict[str, Any] = {"services": services}
-    for section in ("networks", "volumes"):  # `down -v` removes the group's named volumes
+    for section in ("networks", "volumes"):  # `down -v` keeps external (the app's) volumes
         if isinstance(data.get(section), dict):
             kept[section] = data[section]
     (state_dir / f"{project}.json").write_text(json.dumps(kept))
 
 
 async def down(runtime: Runtime, state_dir: Path, project: str) -> None:
-    """Remove what is left of a group: containers, networks, volumes (a group's named
-    volumes are its own: no later deployment uses them)."""
+    """Remove what is left of a group: containers, networks, anonymous volumes (its named
+    volumes are the app's, external to the project: see compose_storage)."""
     path = state_dir / f"{project}.json"
     if not path.exists():
         return
