@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from rivetr_git.pipeline import (
     checkout,
     deploy_commands,
     health,
+    process_set,
+    procfile,
     promote,
     repo_config,
     start,
@@ -66,6 +68,7 @@ class _Run:
     build_type: str | None = None  # how the image was (or is) built
     result: build.Built | None = None  # the build's outcome (None: a release's image)
     repo: repo_config.RepoConfig | None = None
+    processes: procfile.Procfile = field(default_factory=procfile.Procfile)
     container: ContainerInfo | None = None
     policy: health.HealthPolicy | None = None
 
@@ -164,6 +167,8 @@ class Runner:
             await self._reuse_image(r, r.d.image)
         else:
             await self._build(r)
+            if r.processes.release and r.build_type != "compose":
+                await self._release_phase(r)
         await self._start(r)
         await self._check_health(r)
         await self._go_live(r)
@@ -185,6 +190,7 @@ class Runner:
                 "push a commit to deploy the group again",
             )
         r.repo = await self._repo_config(r)
+        r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
 
     async def _build(self, r: _Run) -> None:
         """Stages cloning and building."""
@@ -194,6 +200,7 @@ class Runner:
                 self._repos, app.name, d.commit_sha, r.build_dir, r.out
             )
             r.repo = await self._repo_config(r)
+            r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
         build_env = await app_policy.build_env(self._env_vars, app, d.id, r.out)
         async with self._stage(r.job, Status.BUILDING), self._gate.building():
             try:
@@ -229,6 +236,7 @@ class Runner:
                 f"container {container.id[:12]} listening on port {port}"
                 f"{app_policy.limits_note(app)}"
             )
+            await self._start_background(r, env)
             await self._store.set_status(
                 d.id,
                 Status.STARTING,
@@ -251,7 +259,8 @@ class Runner:
     async def _run_container(self, r: _Run, port: int, env: dict[str, str]) -> ContainerInfo:
         """The release's container: a compose group's routed service, or the one image."""
         app, d = r.app, r.d
-        if r.result is None or r.result.group is None:
+        if r.build_type != "compose":
+            web = r.processes.web
             return await start.start(
                 self._runtime,
                 self._instance,
@@ -262,7 +271,9 @@ class Runner:
                 env,
                 cpus=app.cpu_limit,
                 memory=app.memory_limit,
+                command=procfile.shell(web) if web else None,
             )
+        assert r.result is not None and r.result.group is not None
         compose_file = r.result.detection.compose_file
         assert compose_file is not None  # detection names the file it found
         limits = compose.Limits(
@@ -283,6 +294,34 @@ class Runner:
             limits,
             app.compose_bind_list,
         )
+
+    async def _release_phase(self, r: _Run) -> None:
+        """The Procfile's `release` command, once, before anything of the release starts."""
+        assert r.processes.release is not None
+        env = await start.release_env(self._env_vars, r.d.id)
+        spec = process_set.oneoff_spec(
+            self._instance, r.app.name, r.d.id, r.image, env, r.app.cpu_limit, r.app.memory_limit
+        )
+        timeout = app_policy.command_timeout(self._settings, r.app)
+        await process_set.release_phase(self._runtime, spec, r.processes.release, timeout, r.out)
+
+    async def _start_background(self, r: _Run, env: dict[str, str]) -> None:
+        """The Procfile's other process types, one container each, beside web."""
+        background = r.processes.background()
+        if not background or r.build_type == "compose":
+            return
+        started = await process_set.start_background(
+            self._runtime,
+            self._instance,
+            r.app.name,
+            r.d.id,
+            r.image,
+            env,
+            {kind: (command, 1) for kind, command in background.items()},
+            cpus=r.app.cpu_limit,
+            memory=r.app.memory_limit,
+        )
+        r.out.info(f"started {len(started)} background process(es): {', '.join(background)}")
 
     async def _check_health(self, r: _Run) -> None:
         container, repo = r.container, r.repo

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rivetr_git.errors import DecryptionFailed, StartFailed
-from rivetr_git.pipeline.labels import container_name, labels, network_name
+from rivetr_git.pipeline.labels import LABEL_PROCESS, container_name, labels, network_name
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Runtime
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.terminal import neutralise
@@ -40,18 +40,20 @@ async def start(
     env: Mapping[str, str],
     cpus: float | None = None,
     memory: int | None = None,
+    command: list[str] | None = None,
 ) -> ContainerInfo:
-    """Start the container with `env` and PORT; raise StartFailed (with its last output)
-    if it is not up."""
+    """Start the web container with `env` and PORT (`command`: the Procfile's, else the
+    image's own); raise StartFailed (with its last output) if it is not up."""
     spec = ContainerSpec(
         name=container_name(instance, app, deployment_id),
         image=image,
         port=port,
         env={**env, "PORT": str(port)},
-        labels=labels(instance, app, deployment_id),
+        labels={**labels(instance, app, deployment_id), LABEL_PROCESS: "web.1"},
         cpus=cpus,
         memory=memory,
         network=network_name(instance, app),
+        command=command,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:

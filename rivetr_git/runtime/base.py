@@ -53,6 +53,8 @@ class ContainerSpec:
     # (labelled with the spec's instance and app labels) when missing. Containers on other
     # networks cannot reach it; its published 127.0.0.1 port still can. None: the default.
     network: str | None = None
+    # What to run instead of the image's command (a Procfile process); None: the image's.
+    command: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ class Runtime(Protocol):
         ...
 
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create and start a container publishing `spec.port` on 127.0.0.1."""
+        """Create and start a container publishing `spec.port` on 127.0.0.1 (port 0: a
+        process with no port, published nowhere)."""
         ...
 
     async def start(self, container_id: str) -> ContainerInfo:

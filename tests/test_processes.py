@@ -1,0 +1,130 @@
+"""End to end: Procfile process types, the release phase, and what a bad Procfile gets.
+
+Real daemon, real git over SSH, real containers. App names start with `pr`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids, run, wait_until
+from tests.test_switch import ssh_command_line
+
+SHELL_HTTPD = (
+    SHELL_DOCKERFILE_HEAD
+    + """\
+COPY www /www
+EXPOSE 5000
+CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]
+"""
+)
+
+
+def procfile_repo(path: Path, key: Key, procfile: str) -> AppRepo:
+    repo = AppRepo(path, key, SHELL_HTTPD)
+    repo.write("Procfile", procfile)
+    repo.commit("with a Procfile")
+    return repo
+
+
+def containers(server: Server, app: str, process: str, running: bool = True) -> list[str]:
+    """Ids of the app's containers running process `process` (e.g. worker.1)."""
+    extra = f"label=rivetr.process={process}"
+    ids = docker_ids("ps", server.instance, extra)
+    out = run(["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Labels}}", *ids])
+    keep = []
+    for cid, line in zip(ids, out.stdout.splitlines(), strict=True):
+        if f"rivetr.app:{app}" in line and (line.startswith("true") or not running):
+            keep.append(cid)
+    return keep
+
+
+def docker_logs(container: str) -> str:
+    result = run(["docker", "logs", container], check=False)
+    return result.stdout + result.stderr
+
+
+def test_worker_runs_beside_web_and_release_runs_first(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    app = "prwork"
+    repo = procfile_repo(
+        workdir / "app",
+        keys["alice"],
+        "# processes\n"
+        "web: httpd -f -p $PORT -h /www\n"
+        "worker: i=0; while true; do i=$((i+1)); echo worker-tick-$i; sleep 0.2; done\n"
+        "release: echo release-ran-in-$HOSTNAME\n",
+    )
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
+    out = pushed.stderr
+    assert "Procfile: process types web, worker, release" in out
+    # The release phase runs after the build and before anything starts.
+    assert out.index("Building...") < out.index("-----> Release phase...")
+    assert out.index("-----> Release phase...") < out.index("-----> Starting...")
+    assert "release-ran-in-" in out
+    assert server.get(app) == (200, "hello v1\n")
+    workers = containers(server, app, "worker.1")
+    assert len(workers) == 1, workers
+    assert wait_until(lambda: "worker-tick-3" in docker_logs(workers[0]), 10)
+    assert containers(server, app, "web.1")
+    # No one-off release container is left behind.
+    assert not [
+        c for c in docker_ids("ps", server.instance, "label=rivetr.oneoff=1") if c in workers
+    ]
+
+    # The next deploy starts a new worker and retires the old one (SIGTERM, stop_timeout).
+    repo.write("www/index.html", "hello v2\n")
+    repo.commit("v2")
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
+    assert server.get(app) == (200, "hello v2\n")
+    assert wait_until(lambda: workers[0] not in containers(server, app, "worker.1", False), 15)
+    fresh = containers(server, app, "worker.1")
+    assert len(fresh) == 1 and fresh[0] != workers[0]
+
+
+def test_failing_release_fails_the_push_and_changes_nothing(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    app = "prrelease"
+    repo = procfile_repo(workdir / "app", keys["alice"], "web: httpd -f -p $PORT -h /www\n")
+    assert repo.push(server.remote(app)).returncode == 0
+    good = repo.head()
+    live = containers(server, app, "web.1")
+    # The release command gets the app's env.
+    set_env = ssh_command_line(server, keys["alice"], f"config:set {app} PROBE=v42 --no-restart")
+    assert set_env.returncode == 0, set_env.stderr
+    repo.write(
+        "Procfile", "web: httpd -f -p $PORT -h /www\nrelease: echo migrating-$PROBE; exit 3\n"
+    )
+    repo.write("www/index.html", "hello v2\n")
+    repo.commit("a release that fails")
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode != 0
+    out = pushed.stderr
+    assert "-----> Release phase..." in out
+    assert "migrating-v42" in out
+    assert "Deploy failed at release: the release command exited with code 3" in out
+    assert "-----> Starting..." not in out  # nothing of the new release started
+    assert server.get(app) == (200, "hello v1\n")
+    assert containers(server, app, "web.1") == live
+    assert repo.remote_sha(server.remote(app)) == good
+    assert server.statuses(app)[0] == "failed"
+
+
+def test_bad_procfile_line_is_named(server: Server, keys: dict[str, Key], workdir: Path) -> None:
+    app = "prbadline"
+    repo = procfile_repo(
+        workdir / "app",
+        keys["alice"],
+        "web: httpd -f -p $PORT -h /www\n\nWorker Two: sleep 100\n",
+    )
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode != 0
+    assert "Deploy failed at cloning: Procfile line 3: process type 'Worker Two'" in pushed.stderr
+    assert "lower-case letter" in pushed.stderr
+    assert not docker_ids("images", server.instance) or all(
+        f"/{app}:" not in t for t in docker_ids("images", server.instance)
+    )
