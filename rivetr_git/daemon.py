@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 from rivetr_git import validate
@@ -26,6 +27,7 @@ from rivetr_git.pipeline.labels import instance_id, labels, network_name
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
 from rivetr_git.pipeline.releases import ReleaseCommands
+from rivetr_git.pipeline.scale import release_containers, web_replicas
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.nginx import NginxProxy
@@ -96,7 +98,7 @@ async def reconcile(
         # Only a push builds an image; a rollback's or restart's is a release's own.
         built = d.image if d.rollback_of is None else None
         await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
-    live = await _restore_routes(store, runtime, routes)
+    live = await _restore_routes(store, runtime, routes, instance)
     live_deployments = {str(d_id) for d_id in live.values()}
     for c in await runtime.list_containers(labels(instance)):
         # A live release's other containers (a compose group's services) stay too; one-off
@@ -117,7 +119,9 @@ async def reconcile(
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
-async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) -> dict[str, int]:
+async def _restore_routes(
+    store: Store, runtime: Runtime, routes: RouteTable, instance: str
+) -> dict[str, int]:
     """Routes of the running releases, their stopped containers started again; returns the
     live containers (id -> deployment id)."""
     live: dict[str, int] = {}
@@ -169,11 +173,22 @@ async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) ->
                 d.id,
             )
         if port:
-            upstreams.append(
-                Upstream(app=d.app_name, host="127.0.0.1", port=port, deployment_id=d.id)
-            )
+            others = await _restart_rest(runtime, labels(instance, d.app_name, d.id))
+            upstreams.append(Upstream(d.app_name, "127.0.0.1", port, d.id, others=others))
     routes.replace(upstreams, await store.all_domains())
     return live
+
+
+async def _restart_rest(
+    runtime: Runtime, release: Mapping[str, str]
+) -> tuple[tuple[str, int], ...]:
+    """A live release's other containers (more web, workers) run again; its other web
+    containers (ps:scale), found by its labels, are returned for its route."""
+    for c in await release_containers(runtime, release):
+        if not c.running:
+            with contextlib.suppress(RivetrError):
+                await runtime.start(c.id)
+    return await web_replicas(runtime, release)
 
 
 async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:
@@ -292,10 +307,11 @@ class Daemon:
         notifier = Notifier(s)
         closers.append(notifier)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
-        monitor = asyncio.create_task(
-            Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched).run()
+        watcher = Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched)
+        monitor = asyncio.create_task(watcher.run())
+        admin = _admin(
+            s, store, repos, runtime, routes, instance, deployer, env_vars, watcher.restarts
         )
-        admin = _admin(s, store, repos, runtime, routes, instance, deployer, env_vars)
 
         async def local_command(argv: list[str], session: Session) -> int:
             return await admin.run(argv, Caller(None), session)
@@ -368,13 +384,16 @@ def _admin(
     instance: str,
     deployer: Deployer,
     env_vars: EnvVars,
+    restarts: Mapping[str, int],
 ) -> Admin:
     """The verbs, with what they act on."""
 
     async def env_of(deployment: Deployment) -> dict[str, str]:
         return await env_vars.for_deployment(deployment.id)
 
-    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    processes = Processes(
+        store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout, restarts
+    )
     return Admin(
         s,
         store,

@@ -5,6 +5,8 @@ Real daemon, real git over SSH, real containers. App names start with `pr`.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids, run, wait_until
@@ -31,6 +33,8 @@ def containers(server: Server, app: str, process: str, running: bool = True) -> 
     """Ids of the app's containers running process `process` (e.g. worker.1)."""
     extra = f"label=rivetr.process={process}"
     ids = docker_ids("ps", server.instance, extra)
+    if not ids:
+        return []
     out = run(["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Labels}}", *ids])
     keep = []
     for cid, line in zip(ids, out.stdout.splitlines(), strict=True):
@@ -128,3 +132,107 @@ def test_bad_procfile_line_is_named(server: Server, keys: dict[str, Key], workdi
     assert not docker_ids("images", server.instance) or all(
         f"/{app}:" not in t for t in docker_ids("images", server.instance)
     )
+
+
+HOSTNAME_CGI = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nhostname\n"
+SCALED_APP = (
+    SHELL_DOCKERFILE_HEAD
+    + """\
+COPY www /www
+RUN chmod +x /www/cgi-bin/host
+EXPOSE 5000
+CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]
+"""
+)
+
+
+def hostnames(server: Server, app: str, n: int) -> set[str]:
+    seen = set()
+    for _ in range(n):
+        status, body = server.get(app, "/cgi-bin/host")
+        assert status == 200, body
+        seen.add(body.strip())
+    return seen
+
+
+def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    app = "prscale"
+    repo = AppRepo(workdir / "app", keys["alice"], SCALED_APP)
+    (repo.path / "www" / "cgi-bin").mkdir()
+    repo.write("www/cgi-bin/host", HOSTNAME_CGI)
+    repo.write("Procfile", "web: httpd -f -p $PORT -h /www\nworker: sleep 1000\n")
+    repo.commit("scalable")
+    assert repo.push(server.remote(app)).returncode == 0
+    assert len(hostnames(server, app, 5)) == 1
+
+    def ssh(command: str) -> str:
+        done = ssh_command_line(server, keys["alice"], command)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listing = ssh(f"ps {app}")
+    assert listing.splitlines()[0].split() == ["PROCESS", "RELEASE", "STATE", "UPTIME", "RESTARTS"]
+    assert [line.split()[0] for line in listing.splitlines()[1:]] == ["web.1", "worker.1"]
+
+    # Wrong input is refused with what would do, and changes nothing.
+    for bad, said in (
+        (
+            f"ps:scale {app} clock=1",
+            "has no process type 'clock'; its live release runs web, worker",
+        ),
+        (f"ps:scale {app} web=0", f"ps:stop {app} stops it"),
+        (f"ps:scale {app} web=three", "is not TYPE=N"),
+        (f"ps:scale {app} web=21", "at most 20 containers per type"),
+    ):
+        refused = ssh_command_line(server, keys["alice"], bad)
+        assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+
+    scaled = ssh_command_line(server, keys["alice"], f"ps:scale {app} web=3 worker=0")
+    assert scaled.returncode == 0, scaled.stderr
+    assert "scale of prscale: web=3 worker=0" in scaled.stdout + scaled.stderr
+    # The replaced release shows until it has drained and stopped.
+    assert wait_until(lambda: len(ssh(f"ps {app}").splitlines()) == 4, 15)
+    listing = ssh(f"ps {app}")
+    rows = [line.split() for line in listing.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["web.1", "web.2", "web.3"], listing
+    assert len({r[1] for r in rows}) == 1 and all(r[2] == "up" for r in rows)
+    assert len(hostnames(server, app, 30)) == 3
+
+    # Kill one web container while requests keep coming: none fails.
+    victims = containers(server, app, "web.2")
+    assert len(victims) == 1
+    failures: list[object] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                status, body = server.get(app, "/cgi-bin/host")
+            except OSError as exc:
+                failures.append(exc)
+                continue
+            if status != 200:
+                failures.append((status, body))
+            answered[0] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    run(["docker", "kill", victims[0]])
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == [] and answered[0] > 50, (failures[:3], answered[0])
+
+    # The scale is kept for the next deploy.
+    repo.write("www/index.html", "hello v2\n")
+    repo.commit("v2")
+    assert repo.push(server.remote(app)).returncode == 0
+    assert server.get(app) == (200, "hello v2\n")
+    assert len(hostnames(server, app, 30)) == 3
+    assert not containers(server, app, "worker.1")

@@ -16,10 +16,12 @@ from collections import deque
 from collections.abc import Mapping
 
 from rivetr_git.errors import DeployFailed, RivetrError
+from rivetr_git.models import App
+from rivetr_git.pipeline import scale, start
 from rivetr_git.pipeline.deploy_commands import LineSplitter
 from rivetr_git.pipeline.labels import LABEL_PROCESS, container_name, labels, network_name
 from rivetr_git.pipeline.log import DeployLog
-from rivetr_git.pipeline.procfile import FILE_NAME, Procfile, parse, shell
+from rivetr_git.pipeline.procfile import FILE_NAME, WEB, Procfile, parse, shell
 from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerInfo, ContainerSpec, Runtime
 from rivetr_git.store.repos import Repos
 
@@ -95,6 +97,59 @@ def oneoff_spec(
         memory=memory,
         network=network_name(instance, app),
     )
+
+
+async def start_rest(
+    runtime: Runtime,
+    instance: str,
+    app: App,
+    deployment_id: int,
+    image: str,
+    port: int,
+    env: Mapping[str, str],
+    processes: Procfile,
+    out: DeployLog,
+) -> list[ContainerInfo]:
+    """Everything of a release beside its first web container, as many of each type as
+    `ps:scale` set: web.2..N (returned, to be health-checked and routed) and the
+    background types. Raises StartFailed/DeployFailed('starting') if one exits at once."""
+    counts = scale.parse_counts(app.scale)
+    web = processes.web
+    replicas = [
+        await start.start(
+            runtime,
+            instance,
+            app.name,
+            deployment_id,
+            image,
+            port,
+            env,
+            cpus=app.cpu_limit,
+            memory=app.memory_limit,
+            command=shell(web) if web else None,
+            index=index,
+        )
+        for index in range(2, scale.count_of(counts, WEB) + 1)
+    ]
+    background = {
+        kind: (command, scale.count_of(counts, kind))
+        for kind, command in processes.background().items()
+    }
+    started = await start_background(
+        runtime,
+        instance,
+        app.name,
+        deployment_id,
+        image,
+        env,
+        background,
+        cpus=app.cpu_limit,
+        memory=app.memory_limit,
+    )
+    if replicas or background:
+        running = [f"web={len(replicas) + 1}", *(f"{k}={n}" for k, (_, n) in background.items())]
+        out.info(f"processes: {' '.join(running)} ({len(started) + len(replicas) + 1} containers)")
+    return replicas
 
 
 async def start_background(

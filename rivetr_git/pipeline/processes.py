@@ -9,15 +9,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
-from rivetr_git.pipeline import health
+from rivetr_git.pipeline import health, scale
 from rivetr_git.pipeline.labels import labels, network_name
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
-from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
+from rivetr_git.runtime.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_ONEOFF,
+    ContainerSpec,
+    OnOutput,
+    Runtime,
+)
 from rivetr_git.store.database import Store
 from rivetr_git.terminal import ByteNeutraliser
 
@@ -36,6 +42,7 @@ class Processes:
         env_of: EnvOf,
         stop_timeout: int,
         drain_timeout: float,
+        restarts: Mapping[str, int] | None = None,
     ) -> None:
         self._store = store
         self._runtime = runtime
@@ -44,6 +51,7 @@ class Processes:
         self._env_of = env_of
         self._stop_timeout = stop_timeout
         self._drain_timeout = drain_timeout
+        self._restarts = restarts if restarts is not None else {}  # container id -> count
 
     async def _live(self, app: App) -> Deployment:
         current = await self._store.current_deployment(app)
@@ -89,6 +97,19 @@ class Processes:
         self._routes.set(upstream_of(fresh, info.host_port))
         await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
         return f"started {app.name} (release #{current.id})"
+
+    async def ps(self, app: App) -> list[str]:
+        """`ps`: every long-running container of the app (a replaced release's too, while
+        it drains), as a table."""
+        found = [
+            c
+            for c in await self._runtime.list_containers(labels(self._instance, app.name))
+            if not c.labels.get(LABEL_ONEOFF)
+        ]
+        if not found:
+            return [f"{app.name} runs no containers; push to it, or ps:start {app.name}"]
+        found.sort(key=lambda c: (-int(c.labels.get(LABEL_DEPLOYMENT, "0")), scale.sort_key(c)))
+        return scale.ps_table(found, self._restarts)
 
     async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput) -> None:
         current = await self._live(app)

@@ -70,6 +70,7 @@ class _Run:
     repo: repo_config.RepoConfig | None = None
     processes: procfile.Procfile = field(default_factory=procfile.Procfile)
     container: ContainerInfo | None = None
+    replicas: list[ContainerInfo] = field(default_factory=list)  # web.2 .. web.N
     policy: health.HealthPolicy | None = None
 
     @property
@@ -236,7 +237,10 @@ class Runner:
                 f"container {container.id[:12]} listening on port {port}"
                 f"{app_policy.limits_note(app)}"
             )
-            await self._start_background(r, env)
+            if r.build_type != "compose":
+                r.replicas = await process_set.start_rest(
+                    self._runtime, self._instance, app, d.id, r.image, port, env, r.processes, r.out
+                )
             await self._store.set_status(
                 d.id,
                 Status.STARTING,
@@ -305,37 +309,21 @@ class Runner:
         timeout = app_policy.command_timeout(self._settings, r.app)
         await process_set.release_phase(self._runtime, spec, r.processes.release, timeout, r.out)
 
-    async def _start_background(self, r: _Run, env: dict[str, str]) -> None:
-        """The Procfile's other process types, one container each, beside web."""
-        background = r.processes.background()
-        if not background or r.build_type == "compose":
-            return
-        started = await process_set.start_background(
-            self._runtime,
-            self._instance,
-            r.app.name,
-            r.d.id,
-            r.image,
-            env,
-            {kind: (command, 1) for kind, command in background.items()},
-            cpus=r.app.cpu_limit,
-            memory=r.app.memory_limit,
-        )
-        r.out.info(f"started {len(started)} background process(es): {', '.join(background)}")
-
     async def _check_health(self, r: _Run) -> None:
         container, repo = r.container, r.repo
         assert container is not None and repo is not None  # set by the earlier stages
         assert container.host_port is not None  # start() guarantees a published port
         async with self._stage(r.job, Status.HEALTH_CHECK):
             r.policy = policy = app_policy.health(self._settings, r.app, repo, r.build_type)
-            attempts, _ = await health.wait_healthy(
-                self._runtime,
-                container.id,
-                container.host_port,
-                self._routes.hostname(r.app.name),
-                policy,
+            host = self._routes.hostname(r.app.name)
+            # Every web container must answer before any of them gets traffic.
+            results = await asyncio.gather(
+                *(
+                    health.wait_healthy(self._runtime, c.id, c.host_port or 0, host, policy)
+                    for c in (container, *r.replicas)
+                )
             )
+            attempts = max(a for a, _ in results)
             what = f"GET {policy.path}" if policy.path else "answered"
             r.out.info(f"{what} ok after {attempts} attempt{'s' if attempts > 1 else ''}")
 
@@ -345,7 +333,10 @@ class Runner:
         assert container is not None and container.host_port is not None
         assert policy is not None
         fresh = await self._store.get_deployment(d.id)
-        previous = await promote.promote(self._store, self._routes, fresh, container.host_port)
+        others = tuple(("127.0.0.1", c.host_port or 0) for c in r.replicas)
+        previous = await promote.promote(
+            self._store, self._routes, fresh, container.host_port, others
+        )
         self._on_live(
             watch.Switch(
                 new=fresh,

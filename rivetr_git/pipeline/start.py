@@ -41,15 +41,16 @@ async def start(
     cpus: float | None = None,
     memory: int | None = None,
     command: list[str] | None = None,
+    index: int = 1,
 ) -> ContainerInfo:
     """Start the web container with `env` and PORT (`command`: the Procfile's, else the
     image's own); raise StartFailed (with its last output) if it is not up."""
     spec = ContainerSpec(
-        name=container_name(instance, app, deployment_id),
+        name=container_name(instance, app, deployment_id) + (f"-web-{index}" if index > 1 else ""),
         image=image,
         port=port,
         env={**env, "PORT": str(port)},
-        labels={**labels(instance, app, deployment_id), LABEL_PROCESS: "web.1"},
+        labels={**labels(instance, app, deployment_id), LABEL_PROCESS: f"web.{index}"},
         cpus=cpus,
         memory=memory,
         network=network_name(instance, app),
@@ -59,5 +60,6 @@ async def start(
     if not info.running or info.host_port is None:
         output = (await runtime.logs(info.id, tail=5)).strip()
         detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
-        raise StartFailed(f"container exited at once (exit code {info.exit_code}){detail}")
+        which = f"web.{index} " if index > 1 else ""
+        raise StartFailed(f"{which}container exited at once (exit code {info.exit_code}){detail}")
     return info

@@ -66,6 +66,7 @@ class ContainerInfo:
     exit_code: int | None
     host_port: int | None  # the 127.0.0.1 port the app's port is published on
     labels: Mapping[str, str]
+    started_at: str | None = None  # ISO 8601, as the engine reports it (for `ps`)
 
 
 class Runtime(Protocol):

@@ -66,6 +66,7 @@ def _info_from(attrs: dict[str, Any]) -> ContainerInfo:
         exit_code=state.get("ExitCode") if not state.get("Running") else None,
         host_port=host_port,
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
+        started_at=state.get("StartedAt") or None,
     )
 
 

@@ -133,6 +133,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN compose_binds TEXT;
     """,
+    # How many containers of each process type run (ps:scale).
+    """
+    ALTER TABLE apps ADD COLUMN scale TEXT;
+    """,
 )
 
 
