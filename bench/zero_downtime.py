@@ -42,7 +42,14 @@ bodies); the verdict says whether it was met. Last, the daemon's log warnings, l
 containers, and the cleanup (daemon stopped by PID, containers and images removed by
 label/name, the untagged build images of this run removed, temp dir deleted).
 
+With --replicas N (e.g. 3): before the proxied phases, wrk (-t1 -c32, GET /, 5 s) measures
+the proxy's throughput with the app's one web container, then `ps:scale zdt web=N` runs N
+and wrk measures again (ratio xN / x1; the target is >= 1); the steady load and the
+redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
+switches at once and retires the old N), and "retired" means N containers, all running.
+
 Run from the project root:  .venv/bin/python bench/zero_downtime.py [--deploys 20]
+[--replicas 3]
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ import http.client
 import itertools
 import math
 import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -280,14 +289,60 @@ def deploy(server: Server, repo: AppRepo, release: int, nonce: str) -> tuple[flo
     return started, ended, number
 
 
-def wait_retired(server: Server, deadline: float) -> float | None:
-    """Poll until the app has exactly one container (the live one); the time, or None."""
+def wait_retired(server: Server, deadline: float, replicas: int = 1) -> float | None:
+    """Poll until the app has exactly its live containers (`replicas`, all running); the
+    time, or None."""
     while time.monotonic() < deadline:
         containers = server.app_containers(APP)
-        if len(containers) == 1 and containers[0][2] == "running":
+        if len(containers) == replicas and all(c[2] == "running" for c in containers):
             return time.monotonic()
         time.sleep(0.05)
     return None
+
+
+def wrk_rps(port: int, seconds: int = 5, connections: int = 32) -> tuple[float, str]:
+    """wrk's requests/s through the proxy for GET /, and its error line if any."""
+    out = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s"),
+            *("-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise BenchError(f"wrk printed no rate:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: \d+|Socket errors: .*", out)
+    return float(match.group(1)), errors.group(0) if errors else ""
+
+
+def scale_up(server: Server, replicas: int) -> None:
+    """Throughput with one web container, `ps:scale` to `replicas`, throughput again."""
+    if shutil.which("wrk") is None:
+        raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
+    wrk_rps(server.proxy_port, 1)  # warm-up
+    one, err1 = wrk_rps(server.proxy_port)
+    ssh = server.push_env()["GIT_SSH_COMMAND"].split()
+    done = subprocess.run(
+        [*ssh, "-p", str(server.ssh_port), "git@127.0.0.1", f"ps:scale {APP} web={replicas}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"ps:scale failed: {done.stderr.strip()[-300:]}")
+    if wait_retired(server, time.monotonic() + RETIRE_TIMEOUT, replicas) is None:
+        raise BenchError(f"{replicas} web containers did not come up alone")
+    wrk_rps(server.proxy_port, 1)
+    many, err_n = wrk_rps(server.proxy_port)
+    print(
+        f"\nproxy throughput, wrk -t1 -c32 -d5s GET /: 1 web container {one:.0f} req/s"
+        f"{' (' + err1 + ')' if err1 else ''}, {replicas} web containers {many:.0f} req/s"
+        f"{' (' + err_n + ')' if err_n else ''}: ratio {many / one:.2f} (target >= 1)"
+    )
 
 
 def live_container(server: Server) -> str:
@@ -315,7 +370,7 @@ def run_swaps(
             break
         start, end, number = deploy(server, repo, release, nonce)
         leftovers.record(f"rivetr-{server.instance}/{APP}:{number}")
-        retired = wait_retired(server, time.monotonic() + RETIRE_TIMEOUT)
+        retired = wait_retired(server, time.monotonic() + RETIRE_TIMEOUT, args.replicas)
         swaps.append(Swap(release, number, start, end, retired))
         if retired is None:
             print(
@@ -444,9 +499,18 @@ def main() -> int:
         "--keep-alive", action="store_true", help="reuse one connection per worker to the proxy"
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="web containers (ps:scale) for the proxied phases; >1 also compares wrk "
+        "throughput against one (default 1)",
+    )
+    parser.add_argument(
         "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
     )
     args = parser.parse_args()
+    if not 1 <= args.replicas <= 8:
+        parser.error("--replicas must be from 1 to 8")
     if not 1 <= args.deploys <= 60:
         parser.error("--deploys must be from 1 to 60")
     if not (1 <= args.get_workers <= 32 and 1 <= args.post_workers <= 16):
@@ -499,9 +563,11 @@ def main() -> int:
             direct.stop()
         baseline_span = time.monotonic() - b0
 
+        if args.replicas > 1:
+            scale_up(server, args.replicas)
         print(
             f"steady: {args.steady:g}s through the proxy, then {args.deploys} deploys under "
-            "load ...",
+            f"load, {args.replicas} web container(s) ...",
             flush=True,
         )
         load = Load(
@@ -517,7 +583,7 @@ def main() -> int:
             load.stop()
         ok = report(direct.samples + load.samples, swaps, baseline_span, (s0, s1), stopped, args)
         print()
-        report_server_health(server, expected_containers=1)
+        report_server_health(server, expected_containers=args.replicas)
     print(f"total {time.monotonic() - began:.1f}s")
     return 0 if ok else 2
 

@@ -236,3 +236,10 @@ def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
     assert server.get(app) == (200, "hello v2\n")
     assert len(hostnames(server, app, 30)) == 3
     assert not containers(server, app, "worker.1")
+
+    # ps:stop stops every container of the release; ps:start brings all of them back.
+    ssh(f"ps:stop {app}")
+    assert server.get(app)[0] == 503
+    assert all(r.split()[2] == "exited" for r in ssh(f"ps {app}").splitlines()[1:])
+    ssh(f"ps:start {app}")
+    assert len(hostnames(server, app, 30)) == 3

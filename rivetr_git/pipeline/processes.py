@@ -6,10 +6,12 @@ switched without downtime. Stop and start act on the live release's own containe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
@@ -66,9 +68,25 @@ class Processes:
             raise ValidationError(f"{app.name} is already stopped; ps:start {app.name} starts it")
         await self._store.update_app(app.name, stopped=True)
         self._routes.set(upstream_of(current, current.host_port or 0, stopped=True))
-        await self._routes.wait_drained(upstream_of(current), self._drain_timeout)
+        release = labels(self._instance, app.name, current.id)
+        rest = [
+            c
+            for c in await scale.release_containers(self._runtime, release)
+            if c.id != current.container_id
+        ]
+        backends = [upstream_of(current)] + [
+            replace(upstream_of(current), port=c.host_port)
+            for c in rest
+            if c.host_port and scale.process_of(c).startswith("web.")
+        ]
+        await asyncio.gather(*(self._routes.wait_drained(b, self._drain_timeout) for b in backends))
         assert current.container_id is not None
-        await self._runtime.stop(current.container_id, self._stop_timeout)
+        await asyncio.gather(
+            *(
+                self._runtime.stop(cid, self._stop_timeout)
+                for cid in [current.container_id, *(c.id for c in rest)]
+            )
+        )
         return f"stopped {app.name} (release #{current.id}); ps:start {app.name} starts it again"
 
     async def start(self, app: App, host_header: str, policy: health.HealthPolicy) -> str:
@@ -90,11 +108,26 @@ class Processes:
                 f"{app.name}'s container did not come up; ps:restart {app.name} "
                 "starts a fresh one, logs shows its output"
             )
-        await health.wait_healthy(self._runtime, info.id, info.host_port, host_header, policy)
+        release = labels(self._instance, app.name, current.id)
+        for c in await scale.release_containers(self._runtime, release):
+            if not c.running:  # the release's other processes (more web, workers)
+                await self._runtime.start(c.id)
+        replicas = [
+            c
+            for c in await scale.release_containers(self._runtime, release)
+            if c.id != info.id and c.host_port and scale.process_of(c).startswith("web.")
+        ]
+        await asyncio.gather(
+            *(
+                health.wait_healthy(self._runtime, c.id, c.host_port or 0, host_header, policy)
+                for c in (info, *replicas)
+            )
+        )
+        others = tuple(("127.0.0.1", c.host_port or 0) for c in replicas)
         await self._store.set_status(current.id, current.status, host_port=info.host_port)
         await self._store.update_app(app.name, stopped=False)
         fresh = await self._store.get_deployment(current.id)
-        self._routes.set(upstream_of(fresh, info.host_port))
+        self._routes.set(upstream_of(fresh, info.host_port, others=others))
         await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
         return f"started {app.name} (release #{current.id})"
 
