@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import running_server
 from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids, run, wait_until
 from tests.test_switch import ssh_command_line
 
@@ -164,7 +168,8 @@ def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
     repo.write("www/cgi-bin/host", HOSTNAME_CGI)
     repo.write("Procfile", "web: httpd -f -p $PORT -h /www\nworker: sleep 1000\n")
     repo.commit("scalable")
-    assert repo.push(server.remote(app)).returncode == 0
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
     assert len(hostnames(server, app, 5)) == 1
 
     def ssh(command: str) -> str:
@@ -228,11 +233,21 @@ def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
     for t in threads:
         t.join()
     assert failures == [] and answered[0] > 50, (failures[:3], answered[0])
+    # The monitor restarts the killed container on its own; the proxy uses it again.
+    assert wait_until(
+        lambda: any(
+            r.split()[:3] == ["web.2", rows[0][1], "up"] and r.split()[4] == "1"
+            for r in ssh(f"ps {app}").splitlines()
+        ),
+        20,
+    ), ssh(f"ps {app}")
+    assert wait_until(lambda: len(hostnames(server, app, 12)) == 3, 10)
 
     # The scale is kept for the next deploy.
     repo.write("www/index.html", "hello v2\n")
     repo.commit("v2")
-    assert repo.push(server.remote(app)).returncode == 0
+    pushed = repo.push(server.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
     assert server.get(app) == (200, "hello v2\n")
     assert len(hostnames(server, app, 30)) == 3
     assert not containers(server, app, "worker.1")
@@ -243,3 +258,27 @@ def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
     assert all(r.split()[2] == "exited" for r in ssh(f"ps {app}").splitlines()[1:])
     ssh(f"ps:start {app}")
     assert len(hostnames(server, app, 30)) == 3
+
+
+@pytest.fixture
+def nginx_server(docker_engine: None, tmp_path: Path, keys: dict[str, Key]) -> Iterator[Server]:
+    yield from running_server(tmp_path / "data", keys, env={"RIVETR_PROXY_BACKEND": "nginx"})
+
+
+def test_nginx_data_plane_spreads_over_every_web_container(
+    nginx_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv, app = nginx_server, "prnginx"
+    repo = AppRepo(tmp_path / "app", keys["alice"], SCALED_APP)
+    (repo.path / "www" / "cgi-bin").mkdir()
+    repo.write("www/cgi-bin/host", HOSTNAME_CGI)
+    repo.commit("scalable")
+    pushed = repo.push(srv.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
+    scaled = ssh_command_line(srv, keys["alice"], f"ps:scale {app} web=3")
+    assert scaled.returncode == 0, scaled.stderr
+    assert len(hostnames(srv, app, 30)) == 3
+    victim = containers(srv, app, "web.3")[0]
+    run(["docker", "kill", victim])
+    # nginx passes a refused connection on to the next container: no request fails.
+    assert len(hostnames(srv, app, 20)) >= 2
