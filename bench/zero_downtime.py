@@ -44,7 +44,8 @@ label/name, the untagged build images of this run removed, temp dir deleted).
 
 With --replicas N (e.g. 3): before the proxied phases, wrk (-t1 -c32, GET /, 5 s) measures
 the proxy's throughput with the app's one web container, then `ps:scale zdt web=N` runs N
-and wrk measures again (ratio xN / x1; the target is >= 1); the steady load and the
+and wrk measures again, --rounds times (default 3) interleaved, medians compared (ratio
+xN / x1; the target is >= 1); the steady load and the
 redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
 switches at once and retires the old N), and "retired" means N containers, all running.
 
@@ -318,12 +319,8 @@ def wrk_rps(port: int, seconds: int = 5, connections: int = 32) -> tuple[float, 
     return float(match.group(1)), errors.group(0) if errors else ""
 
 
-def scale_up(server: Server, replicas: int) -> None:
-    """Throughput with one web container, `ps:scale` to `replicas`, throughput again."""
-    if shutil.which("wrk") is None:
-        raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
-    wrk_rps(server.proxy_port, 1)  # warm-up
-    one, err1 = wrk_rps(server.proxy_port)
+def ps_scale(server: Server, replicas: int) -> None:
+    """`ps:scale zdt web=N` over SSH; returns once N web containers run alone."""
     ssh = server.push_env()["GIT_SSH_COMMAND"].split()
     done = subprocess.run(
         [*ssh, "-p", str(server.ssh_port), "git@127.0.0.1", f"ps:scale {APP} web={replicas}"],
@@ -336,13 +333,34 @@ def scale_up(server: Server, replicas: int) -> None:
         raise BenchError(f"ps:scale failed: {done.stderr.strip()[-300:]}")
     if wait_retired(server, time.monotonic() + RETIRE_TIMEOUT, replicas) is None:
         raise BenchError(f"{replicas} web containers did not come up alone")
-    wrk_rps(server.proxy_port, 1)
-    many, err_n = wrk_rps(server.proxy_port)
+
+
+def scale_up(server: Server, replicas: int, rounds: int) -> None:
+    """Throughput with one web container against `replicas`, interleaved over `rounds`
+    (the machine is noisy), ending scaled to `replicas`."""
+    if shutil.which("wrk") is None:
+        raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
+    ones: list[float] = []
+    manys: list[float] = []
+    errors: list[str] = []
+    for round_ in range(rounds):
+        for count, into in ((1, ones), (replicas, manys)):
+            if round_ or count > 1:
+                ps_scale(server, count)
+            wrk_rps(server.proxy_port, 1)  # warm-up
+            rate, err = wrk_rps(server.proxy_port)
+            into.append(rate)
+            if err:
+                errors.append(f"x{count}: {err}")
+    one, many = sorted(ones)[len(ones) // 2], sorted(manys)[len(manys) // 2]
     print(
-        f"\nproxy throughput, wrk -t1 -c32 -d5s GET /: 1 web container {one:.0f} req/s"
-        f"{' (' + err1 + ')' if err1 else ''}, {replicas} web containers {many:.0f} req/s"
-        f"{' (' + err_n + ')' if err_n else ''}: ratio {many / one:.2f} (target >= 1)"
+        f"\nproxy throughput, wrk -t1 -c32 -d5s GET /, {rounds} interleaved rounds: "
+        f"1 web container {' '.join(f'{r:.0f}' for r in ones)} req/s, {replicas} web "
+        f"containers {' '.join(f'{r:.0f}' for r in manys)} req/s; medians {one:.0f} and "
+        f"{many:.0f}: ratio {many / one:.2f} (target >= 1)"
     )
+    for line in errors:
+        print(f"  wrk errors {line}")
 
 
 def live_container(server: Server) -> str:
@@ -506,11 +524,17 @@ def main() -> int:
         "throughput against one (default 1)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --replicas: interleaved wrk rounds at 1 and N web containers (default 3)",
+    )
+    parser.add_argument(
         "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
     )
     args = parser.parse_args()
-    if not 1 <= args.replicas <= 8:
-        parser.error("--replicas must be from 1 to 8")
+    if not (1 <= args.replicas <= 8 and 1 <= args.rounds <= 9):
+        parser.error("--replicas must be from 1 to 8 and --rounds from 1 to 9")
     if not 1 <= args.deploys <= 60:
         parser.error("--deploys must be from 1 to 60")
     if not (1 <= args.get_workers <= 32 and 1 <= args.post_workers <= 16):
@@ -564,7 +588,7 @@ def main() -> int:
         baseline_span = time.monotonic() - b0
 
         if args.replicas > 1:
-            scale_up(server, args.replicas)
+            scale_up(server, args.replicas, args.rounds)
         print(
             f"steady: {args.steady:g}s through the proxy, then {args.deploys} deploys under "
             f"load, {args.replicas} web container(s) ...",
