@@ -88,7 +88,7 @@ from harness import (
 APP = "zdt"
 HOST = f"{APP}.localhost"
 RELEASE = re.compile(r"release-(\d+)")
-MAX_SECONDS = 290.0  # hard budget for the whole run; deploys stop early past it
+MAX_SECONDS = 290.0  # default budget for the whole run; deploys stop early past it
 RETIRE_TIMEOUT = 60.0
 
 DOCKERFILE = f"""\
@@ -382,7 +382,7 @@ def run_swaps(
     for release in range(1, args.deploys + 1):
         if time.monotonic() > deadline - 30:
             print(
-                f"  ! time budget ({MAX_SECONDS:g} s) nearly used: stopping after "
+                f"  ! time budget ({args.max_seconds:g} s) nearly used: stopping after "
                 f"{len(swaps)} deploy(s)"
             )
             break
@@ -524,6 +524,13 @@ def main() -> int:
         "throughput against one (default 1)",
     )
     parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_SECONDS,
+        help=f"time budget; deploys stop early past it (default {MAX_SECONDS:g}; several "
+        "web containers per deploy take longer on a loaded machine)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -535,6 +542,8 @@ def main() -> int:
     args = parser.parse_args()
     if not (1 <= args.replicas <= 8 and 1 <= args.rounds <= 9):
         parser.error("--replicas must be from 1 to 8 and --rounds from 1 to 9")
+    if not 60 <= args.max_seconds <= 1800:
+        parser.error("--max-seconds must be from 60 to 1800")
     if not 1 <= args.deploys <= 60:
         parser.error("--deploys must be from 1 to 60")
     if not (1 <= args.get_workers <= 32 and 1 <= args.post_workers <= 16):
@@ -542,7 +551,7 @@ def main() -> int:
     if not (0.5 <= args.baseline <= 60 and 0.5 <= args.steady <= 60):
         parser.error("--baseline and --steady must be from 0.5 to 60 seconds")
     began = time.monotonic()
-    deadline = began + MAX_SECONDS
+    deadline = began + args.max_seconds
     nonce = uuid.uuid4().hex[:8]
     with build_leftovers() as leftovers, workspace("rivetr-bench-zdt-", args.save_log) as server:
         server.start(settings={"RIVETR_WATCH_WINDOW": f"{args.watch_window:g}"})

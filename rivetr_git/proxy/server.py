@@ -242,10 +242,10 @@ class ProxyServer:
             self._balancer.failed(backend)
             # Nothing reached the app, or a body-less read the app dropped unanswered
             # (a container killed mid-request): another container can take it.
-            if may_retry and (
-                isinstance(exc, UpstreamUnreachable)
-                or (request.body is None and request.method in _IDEMPOTENT)
-            ):
+            retry_safe = isinstance(exc, UpstreamUnreachable) or (
+                request.body is None and request.method in _IDEMPOTENT
+            )
+            if may_retry and retry_safe and not out.status:  # the client has seen nothing
                 return False
             self._page(client, request, out, 502, f"{str(exc).capitalize()}.")
         except BodyTooLarge:
