@@ -49,8 +49,12 @@ class Upstream:
         pooled and drained by."""
         if not self.others:
             return [self]
-        first = replace(self, others=())
-        return [first, *(replace(first, host=h, port=p) for h, p in self.others)]
+        cached: list[Upstream] | None = self.__dict__.get("_backends")
+        if cached is None:  # asked on every proxied request: built once
+            first = replace(self, others=())
+            cached = [first, *(replace(first, host=h, port=p) for h, p in self.others)]
+            object.__setattr__(self, "_backends", cached)
+        return cached
 
 
 def normalize_host(raw: str | None) -> str:
