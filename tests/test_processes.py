@@ -253,6 +253,8 @@ def test_scale_spreads_requests_survives_a_killed_replica_and_is_kept(
     assert not containers(server, app, "worker.1")
 
     # ps:stop stops every container of the release; ps:start brings all of them back.
+    # (Once the watch window is over: a stop inside it reads as a crash and rolls back.)
+    assert wait_until(lambda: len(ssh(f"ps {app}").splitlines()) == 4, 15)
     ssh(f"ps:stop {app}")
     assert server.get(app)[0] == 503
     assert all(r.split()[2] == "exited" for r in ssh(f"ps {app}").splitlines()[1:])
