@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import test_podman
 from tests.conftest import running_server
 from tests.helpers import SHELL_DOCKERFILE_HEAD, AppRepo, Key, Server, docker_ids, run, wait_until
 from tests.test_switch import ssh_command_line
+
+# The Podman daemon of tests/test_podman.py, for the scaling test on Podman.
+podman_server = test_podman.podman_server
+on_podman = test_podman.on_podman
 
 SHELL_HTTPD = (
     SHELL_DOCKERFILE_HEAD
@@ -284,3 +289,26 @@ def test_nginx_data_plane_spreads_over_every_web_container(
     run(["docker", "kill", victim])
     # nginx passes a refused connection on to the next container: no request fails.
     assert len(hostnames(srv, app, 20)) >= 2
+
+
+def test_processes_and_scale_on_podman(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    app = "prpodman"
+    repo = AppRepo(workdir / "app", keys["alice"], SCALED_APP)
+    (repo.path / "www" / "cgi-bin").mkdir()
+    repo.write("www/cgi-bin/host", HOSTNAME_CGI)
+    repo.write("Procfile", "web: httpd -f -p $PORT -h /www\nworker: sleep 1000\n")
+    repo.commit("scalable")
+    pushed = repo.push(on_podman.remote(app))
+    assert pushed.returncode == 0, pushed.stderr
+    scaled = ssh_command_line(on_podman, keys["alice"], f"ps:scale {app} web=3 worker=2")
+    assert scaled.returncode == 0, scaled.stderr
+
+    def processes() -> list[str]:
+        listing = ssh_command_line(on_podman, keys["alice"], f"ps {app}").stdout
+        return [line.split()[0] for line in listing.splitlines()[1:] if " up " in line]
+
+    assert wait_until(lambda: len(processes()) == 5, 20), processes()
+    assert processes() == ["web.1", "web.2", "web.3", "worker.1", "worker.2"]
+    assert len(hostnames(on_podman, app, 30)) == 3
