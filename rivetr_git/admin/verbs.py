@@ -281,7 +281,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("domains:remove", "stop serving the app on hostnames", per_app=True, add_arguments=_hosts),
     Verb("domains:list", "hostnames the app is served on", per_app=True),
     Verb("ps:restart", "start a fresh container of the live release (zero downtime)", per_app=True),
-    Verb("ps", "every container of the app: process, release, state, uptime", per_app=True),
+    Verb(
+        "ps", "every container of the app: process, release, state, uptime, restarts", per_app=True
+    ),
     Verb(
         "ps:scale",
         "set how many containers of each process type run (applied now, kept)",
