@@ -42,7 +42,15 @@ bodies); the verdict says whether it was met. Last, the daemon's log warnings, l
 containers, and the cleanup (daemon stopped by PID, containers and images removed by
 label/name, the untagged build images of this run removed, temp dir deleted).
 
+With --replicas N (e.g. 3): before the proxied phases, wrk (-t1 -c32, GET /, 5 s) measures
+the proxy's throughput with the app's one web container, then `ps:scale zdt web=N` runs N
+and wrk measures again, --rounds times (default 3) interleaved, medians compared (ratio
+xN / x1; the target is >= 1); the steady load and the
+redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
+switches at once and retires the old N), and "retired" means N containers, all running.
+
 Run from the project root:  .venv/bin/python bench/zero_downtime.py [--deploys 20]
+[--replicas 3]
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ import http.client
 import itertools
 import math
 import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -78,7 +88,7 @@ from harness import (
 APP = "zdt"
 HOST = f"{APP}.localhost"
 RELEASE = re.compile(r"release-(\d+)")
-MAX_SECONDS = 290.0  # hard budget for the whole run; deploys stop early past it
+MAX_SECONDS = 290.0  # default budget for the whole run; deploys stop early past it
 RETIRE_TIMEOUT = 60.0
 
 DOCKERFILE = f"""\
@@ -280,14 +290,77 @@ def deploy(server: Server, repo: AppRepo, release: int, nonce: str) -> tuple[flo
     return started, ended, number
 
 
-def wait_retired(server: Server, deadline: float) -> float | None:
-    """Poll until the app has exactly one container (the live one); the time, or None."""
+def wait_retired(server: Server, deadline: float, replicas: int = 1) -> float | None:
+    """Poll until the app has exactly its live containers (`replicas`, all running); the
+    time, or None."""
     while time.monotonic() < deadline:
         containers = server.app_containers(APP)
-        if len(containers) == 1 and containers[0][2] == "running":
+        if len(containers) == replicas and all(c[2] == "running" for c in containers):
             return time.monotonic()
         time.sleep(0.05)
     return None
+
+
+def wrk_rps(port: int, seconds: int = 5, connections: int = 32) -> tuple[float, str]:
+    """wrk's requests/s through the proxy for GET /, and its error line if any."""
+    out = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s"),
+            *("-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise BenchError(f"wrk printed no rate:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: \d+|Socket errors: .*", out)
+    return float(match.group(1)), errors.group(0) if errors else ""
+
+
+def ps_scale(server: Server, replicas: int) -> None:
+    """`ps:scale zdt web=N` over SSH; returns once N web containers run alone."""
+    ssh = server.push_env()["GIT_SSH_COMMAND"].split()
+    done = subprocess.run(
+        [*ssh, "-p", str(server.ssh_port), "git@127.0.0.1", f"ps:scale {APP} web={replicas}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"ps:scale failed: {done.stderr.strip()[-300:]}")
+    if wait_retired(server, time.monotonic() + RETIRE_TIMEOUT, replicas) is None:
+        raise BenchError(f"{replicas} web containers did not come up alone")
+
+
+def scale_up(server: Server, replicas: int, rounds: int) -> None:
+    """Throughput with one web container against `replicas`, interleaved over `rounds`
+    (the machine is noisy), ending scaled to `replicas`."""
+    if shutil.which("wrk") is None:
+        raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
+    ones: list[float] = []
+    manys: list[float] = []
+    errors: list[str] = []
+    for round_ in range(rounds):
+        for count, into in ((1, ones), (replicas, manys)):
+            if round_ or count > 1:
+                ps_scale(server, count)
+            wrk_rps(server.proxy_port, 1)  # warm-up
+            rate, err = wrk_rps(server.proxy_port)
+            into.append(rate)
+            if err:
+                errors.append(f"x{count}: {err}")
+    one, many = sorted(ones)[len(ones) // 2], sorted(manys)[len(manys) // 2]
+    print(
+        f"\nproxy throughput, wrk -t1 -c32 -d5s GET /, {rounds} interleaved rounds: "
+        f"1 web container {' '.join(f'{r:.0f}' for r in ones)} req/s, {replicas} web "
+        f"containers {' '.join(f'{r:.0f}' for r in manys)} req/s; medians {one:.0f} and "
+        f"{many:.0f}: ratio {many / one:.2f} (target >= 1)"
+    )
+    for line in errors:
+        print(f"  wrk errors {line}")
 
 
 def live_container(server: Server) -> str:
@@ -309,13 +382,13 @@ def run_swaps(
     for release in range(1, args.deploys + 1):
         if time.monotonic() > deadline - 30:
             print(
-                f"  ! time budget ({MAX_SECONDS:g} s) nearly used: stopping after "
+                f"  ! time budget ({args.max_seconds:g} s) nearly used: stopping after "
                 f"{len(swaps)} deploy(s)"
             )
             break
         start, end, number = deploy(server, repo, release, nonce)
         leftovers.record(f"rivetr-{server.instance}/{APP}:{number}")
-        retired = wait_retired(server, time.monotonic() + RETIRE_TIMEOUT)
+        retired = wait_retired(server, time.monotonic() + RETIRE_TIMEOUT, args.replicas)
         swaps.append(Swap(release, number, start, end, retired))
         if retired is None:
             print(
@@ -444,9 +517,33 @@ def main() -> int:
         "--keep-alive", action="store_true", help="reuse one connection per worker to the proxy"
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="web containers (ps:scale) for the proxied phases; >1 also compares wrk "
+        "throughput against one (default 1)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_SECONDS,
+        help=f"time budget; deploys stop early past it (default {MAX_SECONDS:g}; several "
+        "web containers per deploy take longer on a loaded machine)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --replicas: interleaved wrk rounds at 1 and N web containers (default 3)",
+    )
+    parser.add_argument(
         "--save-log", type=Path, metavar="FILE", help="copy the daemon's log here before cleanup"
     )
     args = parser.parse_args()
+    if not (1 <= args.replicas <= 8 and 1 <= args.rounds <= 9):
+        parser.error("--replicas must be from 1 to 8 and --rounds from 1 to 9")
+    if not 60 <= args.max_seconds <= 1800:
+        parser.error("--max-seconds must be from 60 to 1800")
     if not 1 <= args.deploys <= 60:
         parser.error("--deploys must be from 1 to 60")
     if not (1 <= args.get_workers <= 32 and 1 <= args.post_workers <= 16):
@@ -454,7 +551,7 @@ def main() -> int:
     if not (0.5 <= args.baseline <= 60 and 0.5 <= args.steady <= 60):
         parser.error("--baseline and --steady must be from 0.5 to 60 seconds")
     began = time.monotonic()
-    deadline = began + MAX_SECONDS
+    deadline = began + args.max_seconds
     nonce = uuid.uuid4().hex[:8]
     with build_leftovers() as leftovers, workspace("rivetr-bench-zdt-", args.save_log) as server:
         server.start(settings={"RIVETR_WATCH_WINDOW": f"{args.watch_window:g}"})
@@ -499,9 +596,11 @@ def main() -> int:
             direct.stop()
         baseline_span = time.monotonic() - b0
 
+        if args.replicas > 1:
+            scale_up(server, args.replicas, args.rounds)
         print(
             f"steady: {args.steady:g}s through the proxy, then {args.deploys} deploys under "
-            "load ...",
+            f"load, {args.replicas} web container(s) ...",
             flush=True,
         )
         load = Load(
@@ -517,7 +616,7 @@ def main() -> int:
             load.stop()
         ok = report(direct.samples + load.samples, swaps, baseline_span, (s0, s1), stopped, args)
         print()
-        report_server_health(server, expected_containers=1)
+        report_server_health(server, expected_containers=args.replicas)
     print(f"total {time.monotonic() - began:.1f}s")
     return 0 if ok else 2
 

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 from rivetr_git import validate
@@ -188,12 +189,11 @@ class Daemon:
         closers.append(notifier)
         env_vars = EnvVars(store, cipher)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
-        monitor = asyncio.create_task(
-            Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched).run()
-        )
+        watcher = Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched)
+        monitor = asyncio.create_task(watcher.run())
         proxy = _proxy(s, routes)
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
-        processes = _processes(s, store, runtime, routes, instance, env_vars)
+        processes = _processes(s, store, runtime, routes, instance, env_vars, watcher.restarts)
         scheduler = _scheduler(s, store, repos, processes)
         admin = _admin(
             s,
@@ -301,11 +301,14 @@ def _processes(
     routes: RouteTable,
     instance: str,
     env_vars: EnvVars,
+    restarts: Mapping[str, int],
 ) -> Processes:
     async def env_of(deployment: Deployment) -> dict[str, str]:
         return await env_vars.for_deployment(deployment.id)
 
-    processes = Processes(store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout)
+    processes = Processes(
+        store, runtime, routes, instance, env_of, s.stop_timeout, s.drain_timeout, restarts
+    )
     processes.storage_root = s.storage_root
     return processes
 

@@ -64,6 +64,7 @@ class App:
     build_env: str | None = None  # comma-separated env var names its builds get
     # comma-separated HOST:CONTAINER[:ro] bind mounts its compose file may use (admin only)
     compose_binds: str | None = None
+    scale: str | None = None  # `ps:scale` counts, "web=3,worker=2" (a type not named: 1)
 
     @property
     def compose_bind_list(self) -> list[str]:

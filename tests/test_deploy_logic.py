@@ -410,7 +410,8 @@ async def test_the_monitor_leaves_an_app_being_destroyed_alone(world: World) -> 
     listed = await world.store.get_app("doomed")  # as check() saw it, before the destroy
     destroy = asyncio.create_task(world.deployer.destroy(app))
     await until(lambda: not world.containers_of(d))  # its containers are gone
-    await monitor._check_one(listed, d, None)
+    assert d.container_id is not None
+    await monitor._check_one(listed, d, d.container_id, None)
     await destroy
     assert world.routes.lookup("doomed.localhost") is None
     assert "container.crashed" not in world.notifier.names()

@@ -30,6 +30,7 @@ from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_domain
+from rivetr_git.pipeline import scale
 from rivetr_git.pipeline.consoles import Consoles, Terminal, split_process
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.mounts import Storage
@@ -105,6 +106,8 @@ class Admin:
             "domains:add": self._domains_add,
             "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
+            "ps": self._ps,
+            "ps:scale": self._ps_scale,
             "ps:restart": self._ps_restart,
             "ps:stop": self._ps_stop,
             "ps:start": self._ps_start,
@@ -226,6 +229,20 @@ class Admin:
         if (await self._store.current_deployment(app)) is None:
             raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
         return await self._restart(app, caller, s, "ps:restart")
+
+    async def _ps(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        for line in await self._processes.ps(app):
+            await s.out(line)
+        return 0
+
+    async def _ps_scale(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        types = await self._deployer.process_types(app)
+        counts = scale.parse_assignments(inv.args.assignments, types, app.name)
+        merged = {**scale.parse_counts(app.scale), **counts}
+        app = await self._store.update_app(app.name, scale=scale.format_counts(merged))
+        shown = " ".join(f"{t}={scale.count_of(merged, t)}" for t in types)
+        await s.out(f"scale of {app.name}: {shown}; rolling it out now")
+        return await self._restart(app, caller, s, "ps:scale")
 
     async def _ps_stop(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         await s.out(await self._processes.stop(app))

@@ -198,6 +198,19 @@ VERBS: tuple[Verb, ...] = (
         ),
     ),
     Verb("ps:restart", "start a fresh container of the live release (zero downtime)", per_app=True),
+    Verb(
+        "ps", "every container of the app: process, release, state, uptime, restarts", per_app=True
+    ),
+    Verb(
+        "ps:scale",
+        "set how many containers of each process type run (applied now, kept)",
+        per_app=True,
+        add_arguments=arguments.assignments(
+            "TYPE=N per Procfile process type (web, worker, ...; 0 stops a type "
+            "other than web; a type not named runs 1)",
+            "web=3 worker=2",
+        ),
+    ),
     Verb("ps:stop", "stop the app (the proxy answers 503 until ps:start)", per_app=True),
     Verb("ps:start", "start a stopped app again", per_app=True),
     Verb(

@@ -18,7 +18,7 @@ from typing import Any
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import app_policy, health, promote, repo_config
+from rivetr_git.pipeline import app_policy, health, procfile, promote, repo_config
 from rivetr_git.pipeline.after_switch import cleanup
 from rivetr_git.pipeline.after_switch.rollback import AutoRollback
 from rivetr_git.pipeline.builders import compose
@@ -201,6 +201,14 @@ class Deployer:
         return app_policy.health(
             self._settings, app, repo, current.build_type if current is not None else None
         )
+
+    async def process_types(self, app: App) -> list[str]:
+        """The process types of the live release's Procfile (web only without one)."""
+        current = await self._store.current_deployment(app)
+        if current is None:
+            raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
+        raw = await self._repos.read_file(app.name, current.commit_sha, procfile.FILE_NAME)
+        return procfile.parse(None if raw is None else raw.decode("utf-8", "replace")).types()
 
     def health_defaults(self) -> health.HealthPolicy:
         """The server-wide health check, for `apps:info`."""

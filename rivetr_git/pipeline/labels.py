@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_INSTANCE
 
+LABEL_PROCESS = "rivetr.process"  # a release's process: `web.1`, `worker.2`, ...
+
 
 def instance_id(data_dir: Path) -> str:
     """Unique per data dir, so two servers on one engine never touch each other's containers."""

@@ -6,11 +6,18 @@ import asyncio
 import contextlib
 import time
 
-from rivetr_git.models import LogLine
+from rivetr_git.models import LogLine, Status
 from rivetr_git.store.database import Store
 from rivetr_git.terminal import neutralise, red
 
 HEADER = "-----> "
+# The header of each stage a push shows (`-----> Building...`).
+STAGE_TITLES = {
+    Status.CLONING: "Cloning",
+    Status.BUILDING: "Building",
+    Status.STARTING: "Starting",
+    Status.HEALTH_CHECK: "Health check",
+}
 INDENT = "       "
 ERROR = " !     "
 _FLUSH_EVERY = 0.5

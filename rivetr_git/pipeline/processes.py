@@ -6,19 +6,27 @@ switched without downtime. Stop and start act on the live release's own containe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
 from rivetr_git.models import App, Deployment
-from rivetr_git.pipeline import health
+from rivetr_git.pipeline import health, scale
 from rivetr_git.pipeline.labels import labels, network_name
 from rivetr_git.pipeline.mounts import container_mounts
 from rivetr_git.pipeline.promote import SWITCH_TIMEOUT, upstream_of
 from rivetr_git.proxy.routes import RouteTable
-from rivetr_git.runtime.base import LABEL_ONEOFF, ContainerSpec, OnOutput, Runtime
+from rivetr_git.runtime.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_ONEOFF,
+    ContainerSpec,
+    OnOutput,
+    Runtime,
+)
 from rivetr_git.store.database import Store
 from rivetr_git.terminal import ByteNeutraliser
 
@@ -39,6 +47,7 @@ class Processes:
         env_of: EnvOf,
         stop_timeout: int,
         drain_timeout: float,
+        restarts: Mapping[str, int] | None = None,
     ) -> None:
         self._store = store
         self._runtime = runtime
@@ -47,6 +56,7 @@ class Processes:
         self._env_of = env_of
         self._stop_timeout = stop_timeout
         self._drain_timeout = drain_timeout
+        self._restarts = restarts if restarts is not None else {}  # container id -> count
 
     async def _live(self, app: App) -> Deployment:
         current = await self._store.current_deployment(app)
@@ -61,9 +71,25 @@ class Processes:
             raise ValidationError(f"{app.name} is already stopped; ps:start {app.name} starts it")
         await self._store.update_app(app.name, stopped=True)
         self._routes.set(upstream_of(current, current.host_port or 0, stopped=True))
-        await self._routes.wait_drained(upstream_of(current), self._drain_timeout)
+        release = labels(self._instance, app.name, current.id)
+        rest = [
+            c
+            for c in await scale.release_containers(self._runtime, release)
+            if c.id != current.container_id
+        ]
+        backends = [upstream_of(current)] + [
+            replace(upstream_of(current), port=c.host_port)
+            for c in rest
+            if c.host_port and scale.process_of(c).startswith("web.")
+        ]
+        await asyncio.gather(*(self._routes.wait_drained(b, self._drain_timeout) for b in backends))
         assert current.container_id is not None
-        await self._runtime.stop(current.container_id, self._stop_timeout)
+        await asyncio.gather(
+            *(
+                self._runtime.stop(cid, self._stop_timeout)
+                for cid in [current.container_id, *(c.id for c in rest)]
+            )
+        )
         return f"stopped {app.name} (release #{current.id}); ps:start {app.name} starts it again"
 
     async def start(self, app: App, host_header: str, policy: health.HealthPolicy) -> str:
@@ -85,13 +111,41 @@ class Processes:
                 f"{app.name}'s container did not come up; ps:restart {app.name} "
                 "starts a fresh one, logs shows its output"
             )
-        await health.wait_healthy(self._runtime, info.id, info.host_port, host_header, policy)
+        release = labels(self._instance, app.name, current.id)
+        for c in await scale.release_containers(self._runtime, release):
+            if not c.running:  # the release's other processes (more web, workers)
+                await self._runtime.start(c.id)
+        replicas = [
+            c
+            for c in await scale.release_containers(self._runtime, release)
+            if c.id != info.id and c.host_port and scale.process_of(c).startswith("web.")
+        ]
+        await asyncio.gather(
+            *(
+                health.wait_healthy(self._runtime, c.id, c.host_port or 0, host_header, policy)
+                for c in (info, *replicas)
+            )
+        )
+        others = tuple(("127.0.0.1", c.host_port or 0) for c in replicas)
         await self._store.set_status(current.id, current.status, host_port=info.host_port)
         await self._store.update_app(app.name, stopped=False)
         fresh = await self._store.get_deployment(current.id)
-        self._routes.set(upstream_of(fresh, info.host_port))
+        self._routes.set(upstream_of(fresh, info.host_port, others=others))
         await self._routes.wait_applied(SWITCH_TIMEOUT)  # proxies in other processes too
         return f"started {app.name} (release #{current.id})"
+
+    async def ps(self, app: App) -> list[str]:
+        """`ps`: every long-running container of the app (a replaced release's too, while
+        it drains), as a table."""
+        found = [
+            c
+            for c in await self._runtime.list_containers(labels(self._instance, app.name))
+            if not c.labels.get(LABEL_ONEOFF)
+        ]
+        if not found:
+            return [f"{app.name} runs no containers; push to it, or ps:start {app.name}"]
+        found.sort(key=lambda c: (-int(c.labels.get(LABEL_DEPLOYMENT, "0")), scale.sort_key(c)))
+        return scale.ps_table(found, self._restarts)
 
     async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput) -> None:
         current = await self._live(app)

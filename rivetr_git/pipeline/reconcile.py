@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import Mapping
 
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import IN_FLIGHT, Status
@@ -18,6 +19,7 @@ from rivetr_git.pipeline.after_switch.cleanup import BuildGate
 from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import labels, network_name
+from rivetr_git.pipeline.scale import release_containers, web_replicas
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.runtime.base import LABEL_APP, LABEL_DEPLOYMENT, LABEL_ONEOFF, Runtime
 from rivetr_git.settings import Settings
@@ -54,7 +56,7 @@ async def reconcile(
         # Only a push builds an image; a rollback's or restart's is a release's own.
         built = d.image if d.rollback_of is None else None
         await failures.undo(await store.get_app(d.app_name), d, built, "interrupted by restart")
-    live = await _restore_routes(store, runtime, routes)
+    live = await _restore_routes(store, runtime, routes, instance)
     live_deployments = {str(d_id) for d_id in live.values()}
     for c in await runtime.list_containers(labels(instance)):
         # A live release's other containers (a compose group's services) stay too; one-off
@@ -75,7 +77,9 @@ async def reconcile(
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
-async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) -> dict[str, int]:
+async def _restore_routes(
+    store: Store, runtime: Runtime, routes: RouteTable, instance: str
+) -> dict[str, int]:
     """Routes of the running releases, their stopped containers started again; returns the
     live containers (id -> deployment id)."""
     live: dict[str, int] = {}
@@ -127,11 +131,22 @@ async def _restore_routes(store: Store, runtime: Runtime, routes: RouteTable) ->
                 d.id,
             )
         if port:
-            upstreams.append(
-                Upstream(app=d.app_name, host="127.0.0.1", port=port, deployment_id=d.id)
-            )
+            others = await _restart_rest(runtime, labels(instance, d.app_name, d.id))
+            upstreams.append(Upstream(d.app_name, "127.0.0.1", port, d.id, others=others))
     routes.replace(upstreams, await store.all_domains())
     return live
+
+
+async def _restart_rest(
+    runtime: Runtime, release: Mapping[str, str]
+) -> tuple[tuple[str, int], ...]:
+    """A live release's other containers (more web, workers) run again; its other web
+    containers (ps:scale), found by its labels, are returned for its route."""
+    for c in await release_containers(runtime, release):
+        if not c.running:
+            with contextlib.suppress(RivetrError):
+                await runtime.start(c.id)
+    return await web_replicas(runtime, release)
 
 
 async def remove_orphan_networks(runtime: Runtime, instance: str, apps: set[str]) -> None:

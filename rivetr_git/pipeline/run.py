@@ -13,7 +13,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from rivetr_git.pipeline import (
     checkout,
     deploy_commands,
     health,
+    process_set,
+    procfile,
     promote,
     repo_config,
     start,
@@ -34,23 +36,17 @@ from rivetr_git.pipeline.after_switch import cleanup, watch
 from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import image_repository
-from rivetr_git.pipeline.log import DeployLog
+from rivetr_git.pipeline.log import STAGE_TITLES, DeployLog
 from rivetr_git.pipeline.mounts import container_mounts
 from rivetr_git.pipeline.queue import Job
 from rivetr_git.proxy.routes import RouteTable
-from rivetr_git.runtime.base import ContainerInfo, Runtime
+from rivetr_git.runtime.base import ContainerInfo, Mount, Runtime
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
 from rivetr_git.store.repos import Repos
 
 log = logging.getLogger(__name__)
-_STAGE_TITLES = {
-    Status.CLONING: "Cloning",
-    Status.BUILDING: "Building",
-    Status.STARTING: "Starting",
-    Status.HEALTH_CHECK: "Health check",
-}
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -68,7 +64,9 @@ class _Run:
     build_type: str | None = None  # how the image was (or is) built
     result: build.Built | None = None  # the build's outcome (None: a release's image)
     repo: repo_config.RepoConfig | None = None
+    processes: procfile.Procfile = field(default_factory=procfile.Procfile)
     container: ContainerInfo | None = None
+    replicas: list[ContainerInfo] = field(default_factory=list)  # web.2 .. web.N
     policy: health.HealthPolicy | None = None
 
     @property
@@ -166,6 +164,8 @@ class Runner:
             await self._reuse_image(r, r.d.image)
         else:
             await self._build(r)
+            if r.processes.release and r.build_type != "compose":
+                await self._release_phase(r)
         await self._start(r)
         await self._check_health(r)
         await self._go_live(r)
@@ -187,6 +187,7 @@ class Runner:
                 "push a commit to deploy the group again",
             )
         r.repo = await self._repo_config(r)
+        r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
 
     async def _build(self, r: _Run) -> None:
         """Stages cloning and building."""
@@ -196,6 +197,7 @@ class Runner:
                 self._repos, app.name, d.commit_sha, r.build_dir, r.out
             )
             r.repo = await self._repo_config(r)
+            r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
         build_env = await app_policy.build_env(self._env_vars, app, d.id, r.out)
         async with self._stage(r.job, Status.BUILDING), self._gate.building():
             try:
@@ -231,6 +233,19 @@ class Runner:
                 f"container {container.id[:12]} listening on port {port}"
                 f"{app_policy.limits_note(app)}"
             )
+            if r.build_type != "compose":
+                r.replicas = await process_set.start_rest(
+                    self._runtime,
+                    self._instance,
+                    app,
+                    d.id,
+                    r.image,
+                    port,
+                    env,
+                    r.processes,
+                    r.out,
+                    await self._mounts(r),
+                )
             await self._store.set_status(
                 d.id,
                 Status.STARTING,
@@ -253,7 +268,8 @@ class Runner:
     async def _run_container(self, r: _Run, port: int, env: dict[str, str]) -> ContainerInfo:
         """The release's container: a compose group's routed service, or the one image."""
         app, d = r.app, r.d
-        if r.result is None or r.result.group is None:
+        if r.build_type != "compose":
+            web = r.processes.web
             return await start.start(
                 self._runtime,
                 self._instance,
@@ -264,10 +280,10 @@ class Runner:
                 env,
                 cpus=app.cpu_limit,
                 memory=app.memory_limit,
-                mounts=await container_mounts(
-                    self._store, self._instance, app, self._settings.storage_root
-                ),
+                mounts=await self._mounts(r),
+                command=procfile.shell(web) if web else None,
             )
+        assert r.result is not None and r.result.group is not None
         compose_file = r.result.detection.compose_file
         assert compose_file is not None  # detection names the file it found
         limits = compose.Limits(
@@ -289,19 +305,36 @@ class Runner:
             app.compose_bind_list,
         )
 
+    async def _mounts(self, r: _Run) -> tuple[Mount, ...]:
+        """The app's storage, for every container of the release (release phase included)."""
+        return await container_mounts(
+            self._store, self._instance, r.app, self._settings.storage_root
+        )
+
+    async def _release_phase(self, r: _Run) -> None:
+        """The Procfile's `release` command, once, before anything of the release starts."""
+        assert r.processes.release is not None
+        env = await start.release_env(self._env_vars, r.d.id)
+        mounts = await self._mounts(r)
+        spec = process_set.oneoff_spec(self._instance, r.app, r.d.id, r.image, env, mounts)
+        timeout = app_policy.command_timeout(self._settings, r.app)
+        await process_set.release_phase(self._runtime, spec, r.processes.release, timeout, r.out)
+
     async def _check_health(self, r: _Run) -> None:
         container, repo = r.container, r.repo
         assert container is not None and repo is not None  # set by the earlier stages
         assert container.host_port is not None  # start() guarantees a published port
         async with self._stage(r.job, Status.HEALTH_CHECK):
             r.policy = policy = app_policy.health(self._settings, r.app, repo, r.build_type)
-            attempts, _ = await health.wait_healthy(
-                self._runtime,
-                container.id,
-                container.host_port,
-                self._routes.hostname(r.app.name),
-                policy,
+            host = self._routes.hostname(r.app.name)
+            # Every web container must answer before any of them gets traffic.
+            results = await asyncio.gather(
+                *(
+                    health.wait_healthy(self._runtime, c.id, c.host_port or 0, host, policy)
+                    for c in (container, *r.replicas)
+                )
             )
+            attempts = max(a for a, _ in results)
             what = f"GET {policy.path}" if policy.path else "answered"
             r.out.info(f"{what} ok after {attempts} attempt{'s' if attempts > 1 else ''}")
 
@@ -311,7 +344,10 @@ class Runner:
         assert container is not None and container.host_port is not None
         assert policy is not None
         fresh = await self._store.get_deployment(d.id)
-        previous = await promote.promote(self._store, self._routes, fresh, container.host_port)
+        others = tuple(("127.0.0.1", c.host_port or 0) for c in r.replicas)
+        previous = await promote.promote(
+            self._store, self._routes, fresh, container.host_port, others
+        )
         self._on_live(
             watch.Switch(
                 new=fresh,
@@ -373,11 +409,11 @@ class Runner:
     @contextlib.asynccontextmanager
     async def _stage(self, job: Job, status: Status, note: str = "") -> AsyncIterator[None]:
         job.log.stage = status.value
-        job.log.header(f"{_STAGE_TITLES[status]}... {note}".rstrip())
+        job.log.header(f"{STAGE_TITLES[status]}... {note}".rstrip())
         await self._store.set_status(job.deployment.id, status)
         began = time.monotonic()
         yield
-        job.log.info(f"{_STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
+        job.log.info(f"{STAGE_TITLES[status].lower()} done in {time.monotonic() - began:.2f}s")
 
     async def _repo_config(self, r: _Run) -> repo_config.RepoConfig:
         text = await self._repos.read_file(r.app.name, r.d.commit_sha, repo_config.FILE_NAME)

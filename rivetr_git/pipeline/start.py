@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rivetr_git.errors import DecryptionFailed, StartFailed
-from rivetr_git.pipeline.labels import container_name, labels, network_name
+from rivetr_git.pipeline.labels import LABEL_PROCESS, container_name, labels, network_name
 from rivetr_git.runtime.base import ContainerInfo, ContainerSpec, Mount, Runtime
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.terminal import neutralise
@@ -41,23 +41,27 @@ async def start(
     cpus: float | None = None,
     memory: int | None = None,
     mounts: tuple[Mount, ...] = (),
+    command: list[str] | None = None,
+    index: int = 1,
 ) -> ContainerInfo:
-    """Start the container with `env` and PORT; raise StartFailed (with its last output)
-    if it is not up."""
+    """Start the web container with `env` and PORT (`command`: the Procfile's, else the
+    image's own); raise StartFailed (with its last output) if it is not up."""
     spec = ContainerSpec(
-        name=container_name(instance, app, deployment_id),
+        name=container_name(instance, app, deployment_id) + (f"-web-{index}" if index > 1 else ""),
         image=image,
         port=port,
         env={**env, "PORT": str(port)},
-        labels=labels(instance, app, deployment_id),
+        labels={**labels(instance, app, deployment_id), LABEL_PROCESS: f"web.{index}"},
         cpus=cpus,
         memory=memory,
         network=network_name(instance, app),
         mounts=mounts,
+        command=command,
     )
     info = await runtime.run(spec)
     if not info.running or info.host_port is None:
         output = (await runtime.logs(info.id, tail=5)).strip()
         detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
-        raise StartFailed(f"container exited at once (exit code {info.exit_code}){detail}")
+        which = f"web.{index} " if index > 1 else ""
+        raise StartFailed(f"{which}container exited at once (exit code {info.exit_code}){detail}")
     return info

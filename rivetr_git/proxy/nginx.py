@@ -257,7 +257,9 @@ class NginxProxy:
             return
         old_workers = _children(process.pid)
         (self._state / "nginx.conf.new").replace(self.conf)
-        gone = set(self._live.values()) - set(routes.values())
+        gone = {b for u in self._live.values() for b in u.backends()} - {
+            b for u in routes.values() for b in u.backends()
+        }
         for upstream in gone:
             self._retiring[upstream] = set(old_workers)
         self._live = routes

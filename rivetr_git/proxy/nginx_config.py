@@ -179,9 +179,15 @@ def upstream_name(upstream: Upstream) -> str:
 
 
 def upstream_block(upstream: Upstream) -> str:
+    backends = upstream.backends()
+    # One web container: always tried. Several: one that fails is skipped for 2 s, and
+    # a request it refused goes to the next (proxy_next_upstream's default, `error`).
+    fails = "max_fails=0" if len(backends) == 1 else "max_fails=1 fail_timeout=2s"
+    servers = "".join(f"        server {b.host}:{b.port} {fails};\n" for b in backends)
+    balance = "        least_conn;\n" if len(backends) > 1 else ""
     return (
-        f"    upstream {upstream_name(upstream)} {{\n        server {upstream.host}:"
-        f"{upstream.port} max_fails=0;\n        keepalive 64;\n    }}\n"
+        f"    upstream {upstream_name(upstream)} {{\n{balance}{servers}"
+        f"        keepalive 64;\n    }}\n"
     )
 
 

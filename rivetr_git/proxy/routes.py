@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 
@@ -16,15 +16,44 @@ class Upstream:
     deployment_id: int
     crashed: bool = False  # the monitor gave up restarting it: the proxy answers 503
     stopped: bool = False  # its owner stopped it (ps:stop): the proxy answers 503
+    # The release's other web containers (`ps:scale web=N`), as (host, port): the proxy
+    # spreads requests over all of them. Each backend is counted and drained on its own.
+    others: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        # From JSON (proxy workers) the pairs arrive as lists: hashable tuples again.
+        pairs: tuple[object, ...] = self.others
+        if not isinstance(pairs, tuple) or (pairs and not isinstance(pairs[0], tuple)):
+            object.__setattr__(self, "others", tuple((h, int(p)) for h, p in self.others))
 
     def __hash__(self) -> int:
         # Looked up several times per proxied request (in-flight counts, pools): hash once.
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
             cached = hash(
-                (self.app, self.host, self.port, self.deployment_id, self.crashed, self.stopped)
+                (
+                    self.app,
+                    self.host,
+                    self.port,
+                    self.deployment_id,
+                    self.crashed,
+                    self.stopped,
+                    self.others,
+                )
             )
             object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def backends(self) -> list[Upstream]:
+        """One upstream per web container, without `others`: what requests are counted,
+        pooled and drained by."""
+        if not self.others:
+            return [self]
+        cached: list[Upstream] | None = self.__dict__.get("_backends")
+        if cached is None:  # asked on every proxied request: built once
+            first = replace(self, others=())
+            cached = [first, *(replace(first, host=h, port=p) for h, p in self.others)]
+            object.__setattr__(self, "_backends", cached)
         return cached
 
 

@@ -10,6 +10,7 @@ import weakref
 
 from rivetr_git.proxy.access_log import AccessLog
 from rivetr_git.proxy.admission import Admission
+from rivetr_git.proxy.balance import Balancer
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.exchange import Outcome, exchange
 from rivetr_git.proxy.headers import Forwarding
@@ -19,10 +20,16 @@ from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
 from rivetr_git.proxy.tls.contexts import TlsContexts
 from rivetr_git.proxy.tls.http_rules import plain_answer, sts_line
 from rivetr_git.proxy.tunnel import splice, switching_head
-from rivetr_git.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
+from rivetr_git.proxy.upstream import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 log = logging.getLogger(__name__)
 
+_IDEMPOTENT = (b"GET", b"HEAD", b"OPTIONS")
 _TOO_LARGE = "The request body is larger than this server accepts."
 
 
@@ -77,6 +84,7 @@ class ProxyServer:
         # is closed, so no kept-alive connection to it is ever reused (its port may even
         # come back later for another container).
         self._pools: dict[Upstream, UpstreamPool] = {}
+        self._balancer = Balancer(routes.in_flight)
         self._sweeper: asyncio.Task[None] | None = None
         self.bound_port: int = port
         self._tls = TlsContexts(config.tls_dir) if config.tls_dir else None
@@ -98,7 +106,7 @@ class ProxyServer:
         """Close the pools of upstreams that left the route table and have drained."""
         while True:
             await asyncio.sleep(1)
-            live = set(self._routes.snapshot().values())
+            live = {b for u in self._routes.snapshot().values() for b in u.backends()}
             for upstream in list(self._pools):
                 if upstream not in live and not self._routes.in_flight.count(upstream):
                     self._pools.pop(upstream).close()
@@ -249,13 +257,30 @@ class ProxyServer:
         length = request.header(b"content-length")
         if limit and length is not None and length.strip().isdigit() and int(length) > limit:
             return self._page(client, request, out, 413, _TOO_LARGE, close=True)
-        self._routes.in_flight.enter(upstream)
+        lines = self._forwarding.lines(request.headers, client.peer, client.scheme, request.host)
+        backends = self._balancer.order(upstream)
+        last = len(backends) - 1
+        for index, backend in enumerate(backends):
+            if await self._try(client, request, backend, target, lines, out, index < last):
+                return
+
+    async def _try(
+        self,
+        client: ClientConnection,
+        request: Request,
+        backend: Upstream,
+        target: bytes,
+        lines: list[bytes],
+        out: Outcome,
+        may_retry: bool,
+    ) -> bool:
+        """One web container's go at the request; False: it failed before anything
+        reached the client, and the next container may take it (`may_retry`)."""
+        self._routes.in_flight.enter(backend)
         try:
-            lines = self._forwarding.lines(
-                request.headers, client.peer, client.scheme, request.host
-            )
             if request.upgrade:
-                return await self._tunnel(client, request, upstream, target, lines, out)
+                await self._tunnel(client, request, backend, target, lines, out)
+                return True
             head = b"".join(
                 (
                     b"%s %s HTTP/1.1\r\n" % (request.method, target),
@@ -265,18 +290,28 @@ class ProxyServer:
                 )
             )
             await exchange(
-                client, request, self._pool_for(upstream), head, self.config.read_timeout, out
+                client, request, self._pool_for(backend), head, self.config.read_timeout, out
             )
+            self._balancer.answered(backend)
+        except UpstreamError as exc:
+            self._balancer.failed(backend)
+            # Nothing reached the app, or a body-less read the app dropped unanswered
+            # (a container killed mid-request): another container can take it.
+            retry_safe = isinstance(exc, UpstreamUnreachable) or (
+                request.body is None and request.method in _IDEMPOTENT
+            )
+            if may_retry and retry_safe and not out.status:  # the client has seen nothing
+                return False
+            self._page(client, request, out, 502, f"{str(exc).capitalize()}.")
         except BodyTooLarge:
             self._page(client, request, out, 413, _TOO_LARGE, close=True)
         except UpstreamTimeout:
             self._page(client, request, out, 504, "The app took too long to answer.")
-        except UpstreamError as exc:
-            self._page(client, request, out, 502, f"{str(exc).capitalize()}.")
         except TimeoutError:  # the client stopped sending its body
             self._page(client, request, out, 408, "The request body stopped arriving.", close=True)
         finally:
-            self._routes.in_flight.leave(upstream)
+            self._routes.in_flight.leave(backend)
+        return True
 
     async def _tunnel(
         self,

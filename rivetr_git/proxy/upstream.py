@@ -24,6 +24,10 @@ class UpstreamError(RivetrError):
     """The app could not be reached or broke the exchange (502)."""
 
 
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the app could be made: nothing of the request reached it."""
+
+
 class UpstreamTimeout(RivetrError):
     """The app accepted the request but stayed silent too long (504)."""
 
@@ -258,9 +262,9 @@ class UpstreamPool:
                     lambda: UpstreamConnection(loop), self._host, self._port
                 )
         except TimeoutError:
-            raise UpstreamError("the app did not accept the connection in time") from None
+            raise UpstreamUnreachable("the app did not accept the connection in time") from None
         except OSError:
-            raise UpstreamError("the app is not answering right now") from None
+            raise UpstreamUnreachable("the app is not answering right now") from None
         return conn
 
     def release(self, conn: UpstreamConnection, keep: bool) -> None:

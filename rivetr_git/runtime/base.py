@@ -85,6 +85,8 @@ class ContainerSpec:
     # networks cannot reach it; its published 127.0.0.1 port still can. None: the default.
     network: str | None = None
     mounts: tuple[Mount, ...] = ()  # the app's storage, the same in every container of it
+    # What to run instead of the image's command (a Procfile process); None: the image's.
+    command: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class ContainerInfo:
     exit_code: int | None
     host_port: int | None  # the 127.0.0.1 port the app's port is published on
     labels: Mapping[str, str]
+    started_at: str | None = None  # ISO 8601, as the engine reports it (for `ps`)
 
 
 class Runtime(Protocol):
@@ -125,7 +128,8 @@ class Runtime(Protocol):
         ...
 
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create and start a container publishing `spec.port` on 127.0.0.1."""
+        """Create and start a container publishing `spec.port` on 127.0.0.1 (port 0: a
+        process with no port, published nowhere)."""
         ...
 
     async def start(self, container_id: str) -> ContainerInfo:

@@ -72,6 +72,7 @@ def _info_from(attrs: dict[str, Any]) -> ContainerInfo:
         exit_code=state.get("ExitCode") if not state.get("Running") else None,
         host_port=host_port,
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
+        started_at=state.get("StartedAt") or None,
     )
 
 
@@ -146,8 +147,9 @@ class DockerRuntime(DockerVolumes):
             # init: a PID-1 app ignores SIGTERM, and every stop would wait out the whole
             # grace period (10 s measured here without it).
             api = self._client.api
+            ports = [spec.port] if spec.port else []
             host_config = api.create_host_config(
-                port_bindings={spec.port: ("127.0.0.1",)},
+                port_bindings={p: ("127.0.0.1",) for p in ports},
                 init=True,
                 **_limits(spec),
                 **self._host_options(),
@@ -156,10 +158,11 @@ class DockerRuntime(DockerVolumes):
             )
             created = api.create_container(
                 spec.image,
+                command=list(spec.command) if spec.command else None,
                 name=spec.name,
                 environment=dict(spec.env),
                 labels=dict(spec.labels),
-                ports=[spec.port],
+                ports=ports,
                 host_config=host_config,
                 detach=True,
             )

@@ -21,6 +21,7 @@ _APP_COLUMNS = columns(App)
 # Columns `update_app` may change (the others are managed by the pipeline).
 APP_FIELDS = frozenset(
     {
+        "scale",
         "deploy_branch",
         "dockerfile",
         "port",

@@ -169,6 +169,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app_id, target)
     ) WITHOUT ROWID;
     """,
+    # How many containers of each process type run (ps:scale).
+    """
+    ALTER TABLE apps ADD COLUMN scale TEXT;
+    """,
 )
 
 

@@ -1,8 +1,11 @@
-"""The container monitor: a live app whose container exits is restarted, with backoff.
+"""The container monitor: a live app's container that exits is restarted, with backoff.
 
-After `crash_restart_limit` quick crashes in a row the app is marked crashed: the proxy
-answers 503 for it and a `container.crashed` event goes out, until the next deploy. A run
-longer than `crash_stable_after` resets the count. A release still inside its post-switch
+Every process of the live release is watched on its own (web.1, web.2, worker.1, ...).
+After `crash_restart_limit` quick crashes in a row of the first web container the app is
+marked crashed: the proxy answers 503 for it and a `container.crashed` event goes out,
+until the next deploy; any other process is left stopped with the same event (the
+proxy stops sending to a web container that does not answer). A run longer than
+`crash_stable_after` resets a process's count. A release still inside its post-switch
 watch window is left to the watcher, which rolls it back instead.
 
 Every minute it also sweeps up stopped containers of finished deployments and stray
@@ -23,8 +26,9 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.after_switch import cleanup
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.promote import upstream_of
+from rivetr_git.pipeline.scale import process_of, release_labels, web_replicas
 from rivetr_git.proxy.routes import RouteTable
-from rivetr_git.runtime.base import ContainerInfo, Runtime
+from rivetr_git.runtime.base import LABEL_DEPLOYMENT, LABEL_ONEOFF, ContainerInfo, Runtime
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
 
@@ -64,7 +68,9 @@ class Monitor:
         self._instance = instance
         self._notifier = notifier
         self._is_watched = is_watched
-        self._crashes: dict[int, _Crashes] = {}
+        self._crashes: dict[str, _Crashes] = {}  # container id -> its crash state
+        self._given_up: set[str] = set()  # containers other than web.1 left stopped
+        self.restarts: dict[str, int] = {}  # container id -> restarts done (for `ps`)
 
     async def run(self) -> None:
         checks = 0
@@ -95,45 +101,66 @@ class Monitor:
                 continue  # given up on, stopped by its owner, or never started
             if self._is_watched(d.id):
                 continue
-            await self._check_one(app, d, containers.get(d.container_id))
-        live_ids = {d.id for d in live}
-        for gone in set(self._crashes) - live_ids:
+            await self._check_one(app, d, d.container_id, containers.get(d.container_id))
+            for c in containers.values():
+                if (
+                    c.id != d.container_id
+                    and c.labels.get(LABEL_DEPLOYMENT) == str(d.id)
+                    and not c.labels.get(LABEL_ONEOFF)
+                    and c.id not in self._given_up
+                ):
+                    await self._check_one(app, d, c.id, c)
+        for gone in set(self._crashes) - set(containers):
             del self._crashes[gone]
+        self._given_up &= set(containers)
+        for gone in set(self.restarts) - set(containers):
+            del self.restarts[gone]
 
-    async def _check_one(self, app: App, d: Deployment, info: ContainerInfo | None) -> None:
+    async def _check_one(
+        self, app: App, d: Deployment, cid: str, info: ContainerInfo | None
+    ) -> None:
         now = time.monotonic()
         s = self._settings
-        state = self._crashes.get(d.id)
+        state = self._crashes.get(cid)
         if info is not None and info.running:
             if state is not None and now - state.started > s.crash_stable_after:
-                del self._crashes[d.id]  # a long stable run: forget earlier crashes
+                del self._crashes[cid]  # a long stable run: forget earlier crashes
             return
         if info is None:
-            await self._give_up(app, d, "its container was removed")
+            await self._give_up(app, d, "its container was removed", None)
             return
+        process = process_of(info)
         if state is None or state.restart_at is None:  # a new crash
             quick = state is not None and now - state.started < s.crash_stable_after
             count = state.count + 1 if quick and state is not None else 1
             reason = f"container exited with code {info.exit_code}"
             if count > s.crash_restart_limit:
-                await self._give_up(app, d, f"{reason}, {count - 1} restarts did not help")
+                why = f"{process}: {reason}, {count - 1} restarts did not help"
+                await self._give_up(app, d, why, None if cid == d.container_id else cid)
                 return
             delay = backoff(count, s.crash_backoff_max)
-            log.warning("%s (#%s): %s; restart %d in %gs", app.name, d.id, reason, count, delay)
-            self._crashes[d.id] = _Crashes(count=count, started=now, restart_at=now + delay)
+            log.warning(
+                "%s (#%s) %s: %s; restart %d in %gs", app.name, d.id, process, reason, count, delay
+            )
+            self._crashes[cid] = _Crashes(count=count, started=now, restart_at=now + delay)
             return
         if now >= state.restart_at:
             if not await self._still_ours(app):
                 return
             started = await self._runtime.start(info.id)
             state.started, state.restart_at = time.monotonic(), None
+            self.restarts[cid] = self.restarts.get(cid, 0) + 1
             if not await self._still_ours(app):
                 return  # destroyed or stopped while it started: leave the route alone
+            if cid == d.container_id and started.host_port is not None:
+                await self._store.set_status(d.id, Status.RUNNING, host_port=started.host_port)
             if started.host_port is not None:
                 # Docker may publish it on another port: the route follows.
-                self._routes.set(upstream_of(d, started.host_port))
-                await self._store.set_status(d.id, Status.RUNNING, host_port=started.host_port)
-            log.info("%s (#%s) restarted", app.name, d.id)
+                fresh = await self._store.get_deployment(d.id)
+                others = await web_replicas(self._runtime, release_labels(started))
+                if await self._still_ours(app):  # no await between this and the route
+                    self._routes.set(upstream_of(fresh, others=others))
+            log.info("%s (#%s) %s restarted", app.name, d.id, process)
 
     async def _still_ours(self, app: App) -> bool:
         """The app still exists and is not stopped (an owner's ps:stop, or a destroy in
@@ -141,16 +168,23 @@ class Monitor:
         fresh = await self._store.find_app(app.name)
         return fresh is not None and not fresh.stopped
 
-    async def _give_up(self, app: App, d: Deployment, reason: str) -> None:
+    async def _give_up(self, app: App, d: Deployment, reason: str, cid: str | None) -> None:
+        """`cid`: a process other than web.1, left stopped; None: the whole app crashed."""
         if not await self._still_ours(app):
             return
-        # The route first, with no await since the check: a destroy that starts later
-        # removes it again.
-        if d.host_port is not None:
+        if cid is None and d.host_port is not None:
+            # The route first, with no await since the check: a destroy that starts later
+            # removes it again.
             self._routes.set(upstream_of(d, crashed=True))
-        log.error("%s (#%s) marked crashed: %s", app.name, d.id, reason)
-        await self._store.set_crashed(app.id, reason)
-        self._crashes.pop(d.id, None)
         self._notifier.notify(
             "container.crashed", app, deployment_id=d.id, commit=d.commit_sha, reason=reason
         )
+        if cid is not None:
+            log.error("%s (#%s) left stopped: %s", app.name, d.id, reason)
+            self._given_up.add(cid)
+            self._crashes.pop(cid, None)
+            return
+        log.error("%s (#%s) marked crashed: %s", app.name, d.id, reason)
+        await self._store.set_crashed(app.id, reason)
+        if d.container_id:
+            self._crashes.pop(d.container_id, None)

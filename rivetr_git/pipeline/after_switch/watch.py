@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rivetr_git.models import Deployment, Status
-from rivetr_git.pipeline import health, promote
+from rivetr_git.pipeline import health, promote, scale
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import Runtime
 from rivetr_git.store.database import Store
@@ -75,7 +75,8 @@ async def roll_back(
     info = await runtime.inspect(previous.container_id)
     if info is None or not info.running or info.host_port is None:
         return False
-    routes.set(promote.upstream_of(previous, info.host_port))
+    others = await scale.web_replicas(runtime, scale.release_labels(info))
+    routes.set(promote.upstream_of(previous, info.host_port, others=others))
     await routes.wait_applied(promote.SWITCH_TIMEOUT)
     await store.promote(previous.id, previous.app_id)
     await store.set_status(
