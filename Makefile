@@ -3,13 +3,16 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench install docker tools clean
+.PHONY: run test test-fast lint bench install docker tools clean
 
 run: install docker  ## install, then run the server with default settings
 	$(BIN)/rivetr-git serve
 
 test: install docker tools  ## the whole test suite, against a real Docker engine (and Podman)
 	$(BIN)/pytest
+
+test-fast: install  ## the fast tier: every test that needs no Docker engine, 4 at a time
+	$(BIN)/pytest -m "not docker" -n 4
 
 lint: install  ## ruff (lint and format), mypy strict over the package and the tests
 	$(BIN)/ruff check .
