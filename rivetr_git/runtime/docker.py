@@ -29,6 +29,7 @@ from rivetr_git.runtime.base import (
     Terminal,
 )
 from rivetr_git.runtime.docker_build import build_image
+from rivetr_git.runtime.docker_remove import remove_container
 from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.runtime.docker_storage import DockerVolumes, storage_options
 from rivetr_git.runtime.docker_streams import OnOutput, pump
@@ -287,11 +288,7 @@ class DockerRuntime(DockerVolumes):
         await self._call("stop", _stop)
 
     async def remove(self, container_id: str) -> None:
-        def _remove() -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                self._client.api.remove_container(container_id, force=True, v=True)
-
-        await self._call("remove", _remove)
+        await self._call("remove", lambda: remove_container(self._client.api, container_id))
 
     async def remove_image(self, image: str) -> None:
         def _remove() -> None:
