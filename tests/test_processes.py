@@ -39,17 +39,27 @@ def procfile_repo(path: Path, key: Key, procfile: str) -> AppRepo:
 
 
 def containers(server: Server, app: str, process: str, running: bool = True) -> list[str]:
-    """Ids of the app's containers running process `process` (e.g. worker.1)."""
-    extra = f"label=rivetr.process={process}"
-    ids = docker_ids("ps", server.instance, extra)
-    if not ids:
-        return []
-    out = run(["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Labels}}", *ids])
-    keep = []
-    for cid, line in zip(ids, out.stdout.splitlines(), strict=True):
-        if f"rivetr.app:{app}" in line and (line.startswith("true") or not running):
-            keep.append(cid)
-    return keep
+    """Ids of the app's containers running process `process` (e.g. worker.1).
+
+    One `docker ps` call: listing and then inspecting raced a retired container's
+    removal ("No such object")."""
+    out = run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.State}}",
+            "--filter",
+            f"label=rivetr.instance={server.instance}",
+            "--filter",
+            f"label=rivetr.app={app}",
+            "--filter",
+            f"label=rivetr.process={process}",
+        ]
+    ).stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return [cid for cid, state in rows if state == "running" or not running]
 
 
 def docker_logs(container: str) -> str:
