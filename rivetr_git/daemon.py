@@ -349,7 +349,7 @@ def _admin(
         repo_size=repos.size,
         certs=certs,
         cron=CronVerbs(scheduler),
-        consoles=Consoles(store, runtime, processes),
+        consoles=Consoles(runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
     )
 
