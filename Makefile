@@ -3,12 +3,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint bench install docker tools clean
+.PHONY: run test test-fast lint bench install docker tools service-images clean
 
 run: install docker  ## install, then run the server with default settings
 	$(BIN)/rivetr-git serve
 
-test: install docker tools  ## the whole test suite, against a real Docker engine (and Podman)
+test: install docker tools service-images  ## the whole test suite, against a real Docker engine (and Podman)
 	$(BIN)/pytest
 
 test-fast: install  ## the fast tier: every test that needs no Docker engine, 4 at a time
@@ -38,6 +38,9 @@ docker:
 
 tools:  ## podman, docker-compose, nginx for the build-type and Podman tests
 	@scripts/ensure-tools
+
+service-images:  ## local stand-ins for the postgres, redis, mariadb images (cached)
+	@scripts/build-service-images
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

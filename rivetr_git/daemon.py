@@ -17,6 +17,7 @@ from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.admin.service_verbs import ServiceParts
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
@@ -28,7 +29,7 @@ from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
 from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
-from rivetr_git.pipeline.labels import instance_id
+from rivetr_git.pipeline.labels import instance_id, network_name
 from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
@@ -48,6 +49,9 @@ from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.master_key import lock_master_key
+from rivetr_git.services.backups import Backups, run_schedule
+from rivetr_git.services.manager import Services
+from rivetr_git.services.monitor import ServiceMonitor
 from rivetr_git.settings import Settings
 from rivetr_git.store.data_dir import make_private
 from rivetr_git.store.database import Store
@@ -184,6 +188,7 @@ class Daemon:
         instance = instance_id(s.data_dir)
         repos = Repos(s.repos_dir)
         routes = RouteTable(s.base_domain)
+        parts = await _services(s, store, runtime, cipher, instance)  # before the apps need them
         await reconcile(s, store, repos, runtime, routes, instance)
         notifier = Notifier(s)
         closers.append(notifier)
@@ -207,6 +212,7 @@ class Daemon:
             env_vars,
             scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
+            parts,
         )
 
         async def local_command(argv: list[str], session: Session) -> int:
@@ -220,7 +226,9 @@ class Daemon:
         await proxy.start()
         closers.append(proxy)
         deployer.set_public_port(proxy.bound_port)
-        tasks = [monitor]
+        tasks = [monitor, asyncio.create_task(run_schedule(store, parts.backups))]
+        if parts.monitor is not None:
+            tasks.append(asyncio.create_task(parts.monitor.run()))
         if certs is not None and renewal is not None:
             await certs.publish(force=True)  # what is stored serves from the start
             tasks.append(asyncio.create_task(renewal.run()))
@@ -335,6 +343,7 @@ def _admin(
     env_vars: EnvVars,
     scheduler: Scheduler,
     certs: CertVerbs,
+    services: ServiceParts,
 ) -> Admin:
     """The verbs, with what they act on."""
     return Admin(
@@ -351,7 +360,20 @@ def _admin(
         cron=CronVerbs(scheduler),
         consoles=Consoles(runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
+        services=services,
     )
+
+
+async def _services(
+    s: Settings, store: Store, runtime: Runtime, cipher: Cipher, instance: str
+) -> ServiceParts:
+    """Backing services, their containers running again, their monitor and backups."""
+    services = Services(
+        s, store, runtime, cipher, instance, lambda app: network_name(instance, app)
+    )
+    await services.start_all()
+    backups = Backups(store, runtime, services, s.data_dir / "backups")
+    return ServiceParts(services, backups, ServiceMonitor(s, store, runtime, services))
 
 
 def _certificates(

@@ -173,6 +173,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN scale TEXT;
     """,
+    # Backing services (services:create): the password is an AES-GCM blob bound to
+    # 'service:NAME'; host_port is set while exposed on 127.0.0.1. A link gives an app the
+    # service's URL in `env_name` (its env var of that name, kept encrypted in env_vars).
+    """
+    CREATE TABLE services (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('postgres', 'redis', 'mariadb')),
+        image TEXT NOT NULL,
+        password BLOB NOT NULL,
+        container_id TEXT,
+        host_port INTEGER,
+        backup_schedule TEXT,
+        backup_keep INTEGER NOT NULL DEFAULT 7,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE service_links (
+        service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        env_name TEXT NOT NULL,
+        PRIMARY KEY (service_id, app_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
