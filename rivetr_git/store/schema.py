@@ -173,6 +173,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN scale TEXT;
     """,
+    # The seed's runbook queries (README "Debugging") name a log line's time and text
+    # `timestamp` and `message`: computed from `at` and `line`, so one value is stored.
+    # (deployments.app_id, error_message and created_at are there since the first entry.)
+    """
+    ALTER TABLE deployment_logs ADD COLUMN timestamp TEXT
+        GENERATED ALWAYS AS (strftime('%Y-%m-%dT%H:%M:%S', at, 'unixepoch')
+            || printf('.%06dZ', CAST((at - CAST(at AS INTEGER)) * 1000000 AS INTEGER))) VIRTUAL;
+    ALTER TABLE deployment_logs ADD COLUMN message TEXT GENERATED ALWAYS AS (line) VIRTUAL;
+    """,
 )
 
 
