@@ -130,11 +130,12 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb(
         "deploy:set",
-        "set commands run in the new container before/after the switch",
+        "set how the app deploys: commands before/after the switch, auto-rollback, branch, port",
         per_app=True,
         add_arguments=arguments.assignments(
-            "pre, post (shell commands), timeout (seconds); '' clears",
-            'pre="./manage.py migrate" post="./notify.sh" timeout=120',
+            "pre, post (shell commands, in order; a key given again adds one), timeout "
+            "(seconds), auto_rollback (true/false), branch (the deploy branch), port; '' clears",
+            'pre="./manage.py migrate" pre="./seed" post="./notify.sh" auto_rollback=false',
         ),
     ),
     Verb(

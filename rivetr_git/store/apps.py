@@ -45,12 +45,20 @@ APP_FIELDS = frozenset(
         "compose_service",
         "build_env",
         "compose_binds",
+        "auto_rollback",
+        "live_check_interval",
     }
 )
 
 
 def _app(row: Sequence[Any]) -> App:
-    return from_row(App, row, stopped=bool, build_no_cache=bool)
+    return from_row(
+        App,
+        row,
+        stopped=bool,
+        build_no_cache=bool,
+        auto_rollback=lambda v: None if v is None else bool(v),
+    )
 
 
 class AppTables:

@@ -196,6 +196,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (service_id, app_id)
     ) WITHOUT ROWID;
     """,
+    # The seed's runbook queries (README "Debugging") name a log line's time and text
+    # `timestamp` and `message`: computed from `at` and `line`, so one value is stored.
+    # (deployments.app_id, error_message and created_at are there since the first entry.)
+    """
+    ALTER TABLE deployment_logs ADD COLUMN timestamp TEXT
+        GENERATED ALWAYS AS (strftime('%Y-%m-%dT%H:%M:%S', at, 'unixepoch')
+            || printf('.%06dZ', CAST((at - CAST(at AS INTEGER)) * 1000000 AS INTEGER))) VIRTUAL;
+    ALTER TABLE deployment_logs ADD COLUMN message TEXT GENERATED ALWAYS AS (line) VIRTUAL;
+    """,
+    # Deploy commands become lists (JSON arrays; a single command set before is its one
+    # entry); auto-rollback and the live health check's interval per app (NULL: the server's).
+    """
+    UPDATE apps SET pre_deploy = json_array(pre_deploy) WHERE pre_deploy IS NOT NULL;
+    UPDATE apps SET post_deploy = json_array(post_deploy) WHERE post_deploy IS NOT NULL;
+    ALTER TABLE apps ADD COLUMN auto_rollback INTEGER;
+    ALTER TABLE apps ADD COLUMN live_check_interval REAL;
+    """,
 )
 
 
