@@ -16,6 +16,7 @@ from pathlib import Path
 from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
+from rivetr_git.admin.git_verbs import GitVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
@@ -28,6 +29,7 @@ from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
 from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.git_source import GitSources
 from rivetr_git.pipeline.labels import instance_id
 from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
@@ -47,6 +49,7 @@ from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.secrets.git_secrets import GitSecrets
 from rivetr_git.secrets.master_key import lock_master_key
 from rivetr_git.settings import Settings
 from rivetr_git.store.data_dir import make_private
@@ -195,6 +198,7 @@ class Daemon:
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
         processes = _processes(s, store, runtime, routes, instance, env_vars, watcher.restarts)
         scheduler = _scheduler(s, store, repos, processes)
+        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer)
         admin = _admin(
             s,
             store,
@@ -207,6 +211,7 @@ class Daemon:
             env_vars,
             scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
+            GitVerbs(s, store, sources),
         )
 
         async def local_command(argv: list[str], session: Session) -> int:
@@ -335,6 +340,7 @@ def _admin(
     env_vars: EnvVars,
     scheduler: Scheduler,
     certs: CertVerbs,
+    git: GitVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
     return Admin(
@@ -351,6 +357,7 @@ def _admin(
         cron=CronVerbs(scheduler),
         consoles=Consoles(store, runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
+        git=git,
     )
 
 

@@ -19,6 +19,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.store.apps import AppTables
 from rivetr_git.store.deployments import DeploymentTables
 from rivetr_git.store.env_tables import EnvTables
+from rivetr_git.store.git_tables import GitTables
 from rivetr_git.store.keys import KeyTables
 from rivetr_git.store.mounts import MountTables
 from rivetr_git.store.retention import RetentionTables
@@ -29,7 +30,14 @@ __all__ = ["MIGRATIONS", "Store", "now"]
 
 
 class Store(
-    AppTables, KeyTables, DeploymentTables, EnvTables, MountTables, RetentionTables, TlsTables
+    AppTables,
+    KeyTables,
+    DeploymentTables,
+    EnvTables,
+    MountTables,
+    RetentionTables,
+    TlsTables,
+    GitTables,
 ):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
