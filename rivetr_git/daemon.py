@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from rivetr_git import validate
@@ -18,6 +18,8 @@ from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.git_verbs import GitVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.api.metrics import Metrics
+from rivetr_git.api.server import ApiServer
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
@@ -213,12 +215,9 @@ class Daemon:
             CertVerbs(certs, renewal, s.https_redirect),
             GitVerbs(s, store, sources),
         )
-
-        async def local_command(argv: list[str], session: Session) -> int:
-            return await admin.run(argv, Caller(None), session)
-
+        api = _api(s, store, admin, sources, deployer, watcher)
         pushes = PushHandler(deployer, s.deploy_branch)
-        hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
+        hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, _local(admin))
         receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
         await hooks.start()
         closers.append(hooks)
@@ -231,41 +230,47 @@ class Daemon:
             tasks.append(asyncio.create_task(renewal.run()))
         await receiver.start()
         closers.append(receiver)
+        await api.start()
+        closers.append(api)
         closers.append(deployer)
         scheduler.start()
         closers.append(scheduler)
-        self._ready(receiver, proxy, len(routes), runtime.name)
+        self._ready(receiver, proxy, api.bound_port, len(routes), runtime.name)
         return tasks
 
     def _ready(
         self,
         receiver: Receiver,
         proxy: ProxyServer | ProxyWorkers | NginxProxy,
+        api_port: int,
         routed: int,
         runtime: str,
     ) -> None:
         s = self.settings
         https = proxy.https_port if s.https_port else 0
-        self._write_state(receiver.bound_port, proxy.bound_port, https)
+        self._write_state(receiver.bound_port, proxy.bound_port, https, api_port)
         log.info(
-            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s (https %s), %d app(s) routed, "
-            "runtime %s",
+            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s (https %s), api on %s:%s, "
+            "%d app(s) routed, runtime %s",
             s.ssh_host,
             receiver.bound_port,
             s.proxy_host,
             proxy.bound_port,
             https or "off",
+            s.api_host,
+            api_port,
             routed,
             runtime,
         )
 
-    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int) -> None:
+    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int, api_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""
         state = {
             "pid": os.getpid(),
             "ssh_port": ssh_port,
             "proxy_port": proxy_port,
             "https_port": https_port,
+            "api_port": api_port,
         }
         path = self.settings.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
@@ -297,6 +302,29 @@ def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | Ngin
     if s.proxy_workers:
         return ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s), s.proxy_workers)
     return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
+
+
+def _local(admin: Admin) -> Callable[[list[str], Session], Awaitable[int]]:
+    """Verbs from the local CLI (the hook socket is 0600): run as the server's own admin."""
+
+    async def local_command(argv: list[str], session: Session) -> int:
+        return await admin.run(argv, Caller(None), session)
+
+    return local_command
+
+
+def _api(
+    s: Settings,
+    store: Store,
+    admin: Admin,
+    sources: GitSources,
+    deployer: Deployer,
+    watcher: Monitor,
+) -> ApiServer:
+    """The HTTP edge, with the metrics the deployer and the crash monitor feed."""
+    metrics = Metrics(store, watcher.restarts_by_app)
+    deployer.observe(metrics.deploy_finished)
+    return ApiServer(s, store, admin, sources, metrics, deployer.app_url, deployer.job)
 
 
 def _processes(

@@ -15,7 +15,7 @@ from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
 from rivetr_git.pipeline.deployer import Deployer, Job
 from rivetr_git.pipeline.log import HEADER, INDENT
-from rivetr_git.secrets.git_secrets import DEPLOY_KEY, TOKEN, GitSecrets
+from rivetr_git.secrets.git_secrets import DEPLOY_KEY, TOKEN, WEBHOOK, GitSecrets
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
 from rivetr_git.store.repos import FetchAuth, Repos
@@ -79,6 +79,10 @@ class GitSources:
             await self.secrets.set(app, TOKEN, token)
             changed.append("token removed" if not token else "token set (stored encrypted)")
         return changed
+
+    async def webhook_secret(self, app: App) -> str | None:
+        """The app's webhook secret; None until `git:webhook` made one."""
+        return await self.secrets.get(app, WEBHOOK)
 
     async def deploy_key(self, app: App) -> str:
         """A new deploy key for the app (replacing any); returns its public line."""
