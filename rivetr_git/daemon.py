@@ -10,14 +10,17 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
+from rivetr_git.admin.git_verbs import GitVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.admin.service_verbs import ServiceParts
+from rivetr_git.api.metrics import Metrics
+from rivetr_git.api.server import ApiServer
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
@@ -29,6 +32,7 @@ from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
 from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
+from rivetr_git.pipeline.git_source import GitSources
 from rivetr_git.pipeline.labels import instance_id, network_name
 from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
@@ -48,6 +52,7 @@ from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
 from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
+from rivetr_git.secrets.git_secrets import GitSecrets
 from rivetr_git.secrets.master_key import lock_master_key
 from rivetr_git.services.backups import Backups, run_schedule
 from rivetr_git.services.manager import Services
@@ -200,6 +205,7 @@ class Daemon:
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
         processes = _processes(s, store, runtime, routes, instance, env_vars, watcher.restarts)
         scheduler = _scheduler(s, store, repos, processes)
+        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer)
         admin = _admin(
             s,
             store,
@@ -213,13 +219,11 @@ class Daemon:
             scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
             parts,
+            GitVerbs(s, store, sources),
         )
-
-        async def local_command(argv: list[str], session: Session) -> int:
-            return await admin.run(argv, Caller(None), session)
-
+        api = _api(s, store, admin, sources, deployer, watcher)
         pushes = PushHandler(deployer, s.deploy_branch)
-        hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, local_command)
+        hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, _local(admin))
         receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
         await hooks.start()
         closers.append(hooks)
@@ -234,41 +238,47 @@ class Daemon:
             tasks.append(asyncio.create_task(renewal.run()))
         await receiver.start()
         closers.append(receiver)
+        await api.start()
+        closers.append(api)
         closers.append(deployer)
         scheduler.start()
         closers.append(scheduler)
-        self._ready(receiver, proxy, len(routes), runtime.name)
+        self._ready(receiver, proxy, api.bound_port, len(routes), runtime.name)
         return tasks
 
     def _ready(
         self,
         receiver: Receiver,
         proxy: ProxyServer | ProxyWorkers | NginxProxy,
+        api_port: int,
         routed: int,
         runtime: str,
     ) -> None:
         s = self.settings
         https = proxy.https_port if s.https_port else 0
-        self._write_state(receiver.bound_port, proxy.bound_port, https)
+        self._write_state(receiver.bound_port, proxy.bound_port, https, api_port)
         log.info(
-            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s (https %s), %d app(s) routed, "
-            "runtime %s",
+            "rivetr-git ready: ssh on %s:%s, proxy on %s:%s (https %s), api on %s:%s, "
+            "%d app(s) routed, runtime %s",
             s.ssh_host,
             receiver.bound_port,
             s.proxy_host,
             proxy.bound_port,
             https or "off",
+            s.api_host,
+            api_port,
             routed,
             runtime,
         )
 
-    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int) -> None:
+    def _write_state(self, ssh_port: int, proxy_port: int, https_port: int, api_port: int) -> None:
         """Tell local tools (and tests) that the daemon is up and where."""
         state = {
             "pid": os.getpid(),
             "ssh_port": ssh_port,
             "proxy_port": proxy_port,
             "https_port": https_port,
+            "api_port": api_port,
         }
         path = self.settings.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
@@ -300,6 +310,29 @@ def _proxy(s: Settings, routes: RouteTable) -> ProxyServer | ProxyWorkers | Ngin
     if s.proxy_workers:
         return ProxyWorkers(routes, s.proxy_host, s.proxy_port, proxy_config(s), s.proxy_workers)
     return ProxyServer(routes, s.proxy_host, s.proxy_port, proxy_config(s))
+
+
+def _local(admin: Admin) -> Callable[[list[str], Session], Awaitable[int]]:
+    """Verbs from the local CLI (the hook socket is 0600): run as the server's own admin."""
+
+    async def local_command(argv: list[str], session: Session) -> int:
+        return await admin.run(argv, Caller(None), session)
+
+    return local_command
+
+
+def _api(
+    s: Settings,
+    store: Store,
+    admin: Admin,
+    sources: GitSources,
+    deployer: Deployer,
+    watcher: Monitor,
+) -> ApiServer:
+    """The HTTP edge, with the metrics the deployer and the crash monitor feed."""
+    metrics = Metrics(store, watcher.restarts_by_app)
+    deployer.observe(metrics.deploy_finished)
+    return ApiServer(s, store, admin, sources, metrics, deployer.app_url, deployer.job)
 
 
 def _processes(
@@ -344,6 +377,7 @@ def _admin(
     scheduler: Scheduler,
     certs: CertVerbs,
     services: ServiceParts,
+    git: GitVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
     return Admin(
@@ -361,6 +395,7 @@ def _admin(
         consoles=Consoles(runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
         services=services,
+        git=git,
     )
 
 

@@ -147,6 +147,30 @@ def http_url(value: object) -> str:
     return value
 
 
+_SCP_URL = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/\\].*")
+
+
+def git_url(value: object) -> str:
+    """A git host URL: https:// (http:// too), ssh://, or scp-style user@host:path; no
+    password in it (the token is set apart, so it is stored encrypted)."""
+    url = value if isinstance(value, str) else ""
+    if not url or url.startswith("-") or any(c.isspace() or not c.isprintable() for c in url):
+        url = ""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("http", "https", "ssh"):
+        userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo:
+            raise ValueError("put no password in the URL: set it apart with token=...")
+        if rest.split("/", 1)[0].rpartition("@")[2]:
+            return url
+    elif not sep and _SCP_URL.fullmatch(url):
+        return url
+    raise ValueError(
+        "expected a git URL: https://host/owner/repo.git, ssh://git@host/owner/repo.git "
+        "or git@host:owner/repo.git"
+    )
+
+
 def env_name(value: object) -> str:
     if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
         raise ValueError(

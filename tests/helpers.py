@@ -153,6 +153,7 @@ class Server:
             "RIVETR_PROXY_HOST": "127.0.0.1",
             "RIVETR_PROXY_PORT": "0",
             "RIVETR_HTTPS_PORT": "0",  # HTTPS off unless a test gives it a free port
+            "RIVETR_API_PORT": "0",
             "RIVETR_HEALTH_RETRIES": "25",
             "RIVETR_HEALTH_INTERVAL": "0.2",
             "RIVETR_STOP_TIMEOUT": "2",
@@ -164,6 +165,7 @@ class Server:
         self.ssh_port = 0
         self.proxy_port = 0
         self.https_port = 0
+        self.api_port = 0
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
         self.instance = instance_of(self.data_dir)
 
@@ -209,6 +211,7 @@ class Server:
                 if info["pid"] == self.proc.pid:
                     self.ssh_port, self.proxy_port = info["ssh_port"], info["proxy_port"]
                     self.https_port = info.get("https_port", 0)
+                    self.api_port = info.get("api_port", 0)
                     return
             time.sleep(0.05)
         self.stop(signal.SIGKILL)  # never leave a half-started daemon behind

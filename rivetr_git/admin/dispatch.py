@@ -16,6 +16,7 @@ from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import AccessDenied, NotFound
 from rivetr_git.models import App, SshKey
 from rivetr_git.store.database import Store
+from rivetr_git.store.git_tables import ApiToken
 
 
 class Session(Protocol):
@@ -30,15 +31,25 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class Caller:
-    key: SshKey | None  # None: the server's own user, through the local CLI
+    key: SshKey | None  # None: the server's own user (local CLI), or an API token
+    token: ApiToken | None = None  # an HTTP API caller
 
     @property
     def is_admin(self) -> bool:
+        if self.token is not None:
+            return self.token.apps is None
         return self.key is None or self.key.is_admin
 
     @property
     def name(self) -> str:
+        if self.token is not None:
+            return f"token {self.token.name}"
         return self.key.name if self.key is not None else "local admin"
+
+    async def may_see(self, store: Store, app: App) -> bool:
+        if self.token is not None:
+            return self.token.apps is None or app.name in self.token.apps
+        return self.key is None or await store.has_access(self.key, app)
 
 
 Handler = Callable[[Invocation, Caller, Session], Awaitable[int]]
@@ -48,7 +59,7 @@ AppHandler = Callable[[Invocation, App, Caller, Session], Awaitable[int]]  # its
 async def visible_app(store: Store, name: str, caller: Caller) -> App:
     """The app `name` if the caller may see it; NotFound otherwise (missing or not theirs)."""
     app = await store.find_app(name)
-    if app is None or (caller.key is not None and not await store.has_access(caller.key, app)):
+    if app is None or not await caller.may_see(store, app):
         raise NotFound(f"app '{name}' does not exist")
     return app
 

@@ -70,6 +70,7 @@ class Records:
             if caller.key is None
             else await self._store.apps_visible_to(caller.key)
         )
+        apps = [a for a in apps if await caller.may_see(self._store, a)]
         if not apps:
             await s.out("no apps yet; `apps:create NAME` or an admin key's first push makes one")
             return 0

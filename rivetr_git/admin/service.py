@@ -24,6 +24,7 @@ from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
+from rivetr_git.admin.git_verbs import GitVerbs, TokenVerbs
 from rivetr_git.admin.records import Records
 from rivetr_git.admin.service_verbs import ServiceParts, ServiceVerbs, unavailable
 from rivetr_git.admin.storage_verbs import StorageVerbs
@@ -41,6 +42,7 @@ from rivetr_git.proxy.routes import RouteTable, normalize_host
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
+from rivetr_git.validate import branch, git_url
 
 __all__ = ["Admin", "Caller", "Session"]  # Caller and Session live in dispatch
 
@@ -69,6 +71,7 @@ class Admin:
         *,
         storage: Storage,
         services: ServiceParts | None = None,
+        git: GitVerbs,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -81,17 +84,20 @@ class Admin:
         self._cron = cron
         self._consoles = consoles
         self._storage = storage
+        self._git = git
         records = Records(settings, store, deployer, repo_size)
         self._services = ServiceVerbs(store, services, self._restart) if services else None
         self._handlers: dict[str, Handler] = {
             "apps:create": self._apps_create,
             **records.handlers,
             **(self._services.handlers if self._services else unavailable()),
+            **TokenVerbs(store).handlers,
         }
         self._certs = certs or CertVerbs(None, None, settings.https_redirect)
         self._app_handlers: dict[str, AppHandler] = {
             **records.app_handlers,
             **StorageVerbs(storage).app_handlers,
+            **git.app_handlers(),
             **self._certs.handlers(),
             **self._own_app_handlers(),
         }
@@ -140,8 +146,26 @@ class Admin:
 
     async def _apps_create(self, inv: Invocation, caller: Caller, s: Session) -> int:
         assert inv.app is not None
+        url = inv.args.git
+        if url is not None:
+            try:
+                git_url(url)  # before anything is made: a bad URL leaves nothing behind
+                if inv.args.branch is not None:
+                    branch(inv.args.branch)
+            except ValueError as exc:
+                raise ValidationError(f"--git/--branch: {exc}") from None
+        elif inv.args.branch is not None:
+            raise ValidationError("--branch goes with --git URL")
         created = await self._store.create_app(inv.app)
         await self._create_repo(created.name)
+        if url is not None:
+            await self._git.sources.configure(created, url, inv.args.branch, None)
+            await s.out(
+                f"created {created.name} from {url}; `deploy {created.name}` fetches and "
+                f"deploys it (private repositories: git:set {created.name} token=... or "
+                f"git:key {created.name}; webhooks: git:webhook {created.name})"
+            )
+            return 0
         await s.out(
             f"created {created.name}; push to it: git remote add rivetr "
             f"ssh://git@HOST:{self._settings.ssh_port}/{created.name}"

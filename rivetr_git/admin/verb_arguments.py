@@ -178,3 +178,47 @@ def apps_set(p: argparse.ArgumentParser) -> None:
 
 def help(p: argparse.ArgumentParser) -> None:
     p.add_argument("topic", nargs="?", default=None, metavar="VERB")
+
+
+def apps_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--git",
+        metavar="URL",
+        default=None,
+        help="deploy from this git host: https://host/owner/repo.git, ssh://... or "
+        "git@host:owner/repo.git (then git:set token=... or git:key)",
+    )
+    p.add_argument("--branch", metavar="BRANCH", default=None, help="the branch that deploys")
+
+
+def deploy(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "ref",
+        nargs="?",
+        default=None,
+        metavar="REF",
+        help="a branch, tag or full commit sha of the git host (default: the app's branch)",
+    )
+
+
+def rotate(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rotate", action="store_true", help="replace the secret (the old one stops working)"
+    )
+
+
+def tokens_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="a name for the token, e.g. ci")
+    p.add_argument(
+        "--app",
+        dest="apps",
+        action="append",
+        default=None,
+        metavar="APP",
+        help="limit the token to this app (repeat for more); default: every app, as admin",
+    )
+    p.add_argument("--read-only", action="store_true", help="the token can only read")
+
+
+def token_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the token's name (see tokens:list)")

@@ -54,7 +54,11 @@ class Invocation:
 VERBS: tuple[Verb, ...] = (
     Verb("apps:list", "list the apps you can see and what is live", per_app=False),
     Verb(
-        "apps:create", "create an empty app (push to it to deploy)", per_app=True, admin_only=True
+        "apps:create",
+        "create an empty app (push to it, or give --git, to deploy)",
+        per_app=True,
+        admin_only=True,
+        add_arguments=arguments.apps_create,
     ),
     Verb("apps:info", "settings, limits, health check, domains and live release", per_app=True),
     Verb(
@@ -294,6 +298,44 @@ VERBS: tuple[Verb, ...] = (
             ("services:import", "restore a dump read from stdin (ssh ... < dump)", svc.import_),
             ("services:connect", "open the service's client (psql, ...; needs ssh -t)", svc.name),
         )
+    ),
+    Verb(
+        "git:set",
+        "where the app's code is fetched from",
+        per_app=True,
+        add_arguments=arguments.assignments(
+            "url (https://, ssh:// or git@host:path), branch, token (HTTPS; stored "
+            "encrypted; '' removes it)",
+            "url=https://github.com/me/app.git branch=main token=ghp_...",
+        ),
+    ),
+    Verb("git:key", "make the app's SSH deploy key and print its public half", per_app=True),
+    Verb(
+        "git:webhook",
+        "the webhook URLs and secret to give the git host",
+        per_app=True,
+        add_arguments=arguments.rotate,
+    ),
+    Verb(
+        "deploy",
+        "fetch from the git host and deploy now",
+        per_app=True,
+        add_arguments=arguments.deploy,
+    ),
+    Verb(
+        "tokens:create",
+        "make an HTTP API token (shown once)",
+        per_app=False,
+        admin_only=True,
+        add_arguments=arguments.tokens_create,
+    ),
+    Verb("tokens:list", "HTTP API tokens", per_app=False, admin_only=True),
+    Verb(
+        "tokens:revoke",
+        "remove an HTTP API token (it stops working at once)",
+        per_app=False,
+        admin_only=True,
+        add_arguments=arguments.token_name,
     ),
     Verb("help", "this list, or one verb's usage", per_app=False, add_arguments=arguments.help),
 )

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
-from rivetr_git.models import App
+from rivetr_git.models import App, Deployment
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import app_policy, health, procfile, promote, repo_config
 from rivetr_git.pipeline.after_switch import cleanup
@@ -97,6 +97,14 @@ class Deployer:
         """Called once the proxy is bound, so URLs show the real port when 0 was asked."""
         if not self._settings.public_port:
             self._settings = replace(self._settings, public_port=port)
+
+    def job(self, deployment_id: int) -> Job | None:
+        """A deployment's job while it is queued or runs (its live log), else None."""
+        return self._queue.job(deployment_id)
+
+    def observe(self, callback: Callable[[Job, Deployment], None]) -> None:
+        """Call `callback` with each job and its final deployment (metrics)."""
+        self._queue.observers.append(callback)
 
     async def submit(self, app: App, sha: str, pushed_by: str | None) -> Job:
         """Record a pending deployment of `sha` and queue it behind the app's earlier ones."""

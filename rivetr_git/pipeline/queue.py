@@ -41,6 +41,18 @@ class DeployQueue:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[int, Job] = {}  # by deployment id, until each has its result
+        self.observers: list[Callable[[Job, Deployment], None]] = []
+
+    def job(self, deployment_id: int) -> Job | None:
+        """The queued or running job of a deployment (None once it has finished)."""
+        return self._jobs.get(deployment_id)
+
+    def _finished(self, job: Job, result: asyncio.Future[Deployment]) -> None:
+        self._jobs.pop(job.deployment.id, None)
+        if not result.cancelled() and result.exception() is None:
+            for observe in self.observers:
+                observe(job, result.result())
 
     def busy(self, app_name: str) -> bool:
         """True while a deployment of the app runs (or waits for a slot)."""
@@ -51,6 +63,8 @@ class DeployQueue:
         """Queue `deployment` behind the app's running one; `by` names it to the waiting
         deployments it supersedes (a short sha, 'a rollback to #3', ...)."""
         job = Job(deployment=deployment, app=app, log=DeployLog(self._store, deployment.id))
+        self._jobs[deployment.id] = job
+        job.result.add_done_callback(lambda result: self._finished(job, result))
         queue = self._queues.setdefault(app.name, collections.deque())
         # Only the newest waiting deploy matters: older ones that have not started are dropped.
         while queue:

@@ -19,6 +19,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.store.apps import AppTables
 from rivetr_git.store.deployments import DeploymentTables
 from rivetr_git.store.env_tables import EnvTables
+from rivetr_git.store.git_tables import GitTables
 from rivetr_git.store.keys import KeyTables
 from rivetr_git.store.mounts import MountTables
 from rivetr_git.store.retention import RetentionTables
@@ -38,6 +39,7 @@ class Store(
     RetentionTables,
     TlsTables,
     ServiceTables,
+    GitTables,
 ):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 

@@ -99,6 +99,9 @@ class EnvTables:
         "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account "
         # Backing services' passwords (store/services.py), bound to 'service:NAME'.
         "UNION ALL SELECT 'service', id, 'service:' || name, 'password', password FROM services"
+        # Git-host secrets (store/git_tables.py): tokens, deploy keys, webhook secrets.
+        "UNION ALL SELECT 'git', s.app_id, a.name, s.name, s.value FROM app_secrets s "
+        "JOIN apps a ON a.id = s.app_id"
     )
     _REWRITE: ClassVar[dict[str, str]] = {
         "app": "UPDATE env_vars SET value = ? WHERE app_id = ? AND name = ?",
@@ -106,6 +109,7 @@ class EnvTables:
         "tls": "UPDATE app_tls SET key = ? WHERE app_id = ? AND ? = 'tls-key'",
         "acme": "UPDATE acme_account SET key = ? WHERE rowid = ? AND ? = 'acme-account'",
         "service": "UPDATE services SET password = ? WHERE id = ? AND ? = 'password'",
+        "git": "UPDATE app_secrets SET value = ? WHERE app_id = ? AND name = ?",
     }
 
     async def any_env_value(self) -> tuple[str, str, bytes] | None:

@@ -1,9 +1,11 @@
-"""Bare git repositories of apps: creation, commit export and branch resets (pygit2 + git)."""
+"""Bare git repositories of apps: creation, fetches from a git host, commit export and branch
+resets (pygit2 + git)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from rivetr_git.errors import CheckoutFailed, RivetrError
 from rivetr_git.names import validate_app_name
 
 ZERO_SHA = "0" * 40
+_FETCHED = "refs/rivetr/fetched"  # where a fetch lands before it becomes the deploy branch
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,115 @@ def _write_tree(
     return files, size, submodules
 
 
+@dataclass(frozen=True)
+class FetchAuth:
+    """What a fetch may present: a token (HTTPS) or a deploy key (SSH); neither for a
+    public repository. `token` is the password of the URL's user (x-access-token when the
+    URL names none, which GitHub, GitLab and Gitea all accept)."""
+
+    token: str | None = None
+    private_key: str | None = None  # OpenSSH PEM
+    public_key: str | None = None
+
+    def tried(self, ssh: bool) -> str:
+        if ssh:
+            return "the deploy key (git:key)" if self.private_key else "no deploy key"
+        return "the token set with git:set" if self.token else "no token"
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Credentials, once each (libgit2 asks again after a refusal), and host checks."""
+
+    def __init__(self, auth: FetchAuth) -> None:
+        super().__init__()
+        self._auth = auth
+        self.refused = False
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: pygit2.enums.CredentialType
+    ) -> pygit2.Username | pygit2.UserPass | pygit2.Keypair:
+        if self.refused:
+            raise pygit2.GitError("authentication refused")
+        self.refused = True  # asked twice means the first answer was refused
+        kinds = pygit2.enums.CredentialType
+        auth = self._auth
+        if allowed_types & kinds.SSH_KEY and auth.private_key and auth.public_key:
+            return pygit2.KeypairFromMemory(
+                username_from_url or "git", auth.public_key, auth.private_key, ""
+            )
+        if allowed_types & kinds.USERPASS_PLAINTEXT and auth.token:
+            return pygit2.UserPass(username_from_url or "x-access-token", auth.token)
+        raise pygit2.GitError("authentication required")
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
+        # TLS: the system's CAs; SSH: the known_hosts of the user running rivetr-git.
+        if not valid:
+            raise pygit2.GitError(f"host key or certificate of {host.decode()} not trusted")
+        return True
+
+
+def _fetch_error(exc: Exception, url: str, auth: FetchAuth) -> CheckoutFailed:
+    """A failed fetch as advice: refused credential, unreachable or untrusted host."""
+    text = str(exc)
+    if auth.token:
+        text = text.replace(auth.token, "***")
+    lower = text.lower()
+    ssh = not url.startswith(("http://", "https://"))
+    if "not trusted" in lower or "hostkey" in lower or "certificate" in lower:
+        advice = (
+            "its host key is not in ~/.ssh/known_hosts of the user running rivetr-git "
+            "(ssh-keyscan HOST >> ~/.ssh/known_hosts)"
+            if ssh
+            else "its TLS certificate is not trusted"
+        )
+        return CheckoutFailed(f"cannot fetch from {url}: {advice} ({text})")
+    if any(w in lower for w in ("authenticat", "401", "403", "credential", "unauthorized")):
+        fix = "git:key APP and add the key to the host" if ssh else "git:set APP token=..."
+        return CheckoutFailed(
+            f"{url} refused {auth.tried(ssh)}: check that it is valid and may read the "
+            f"repository ({fix})"
+        )
+    if any(
+        w in lower for w in ("resolve", "connect", "refused", "timed out", "unreachable", "network")
+    ):
+        return CheckoutFailed(f"cannot reach {url}: {text}; check the URL and the network")
+    return CheckoutFailed(f"cannot fetch from {url}: {text}")
+
+
+def _fetch(path: Path, url: str, ref: str, auth: FetchAuth, depth: int) -> str:
+    """Fetch `ref` (branch, tag or full sha) from `url`; returns the commit's sha."""
+    repo = pygit2.Repository(str(path))
+    remote = repo.remotes.create_anonymous(url)
+    callbacks = _Callbacks(auth)
+    by_sha = _SHA.fullmatch(ref) is not None
+    if by_sha:  # a commit of any branch: fetch them all, whole
+        specs, depth = [f"+refs/heads/*:{_FETCHED}/*"], 0
+    else:
+        specs = [f"+refs/heads/{ref}:{_FETCHED}/head", f"+refs/tags/{ref}:{_FETCHED}/tag"]
+    for old in [r for r in repo.references if r.startswith(_FETCHED + "/")]:
+        repo.references.delete(old)
+    try:
+        remote.fetch(specs, callbacks=callbacks, depth=depth)
+        if by_sha:
+            found = repo.get(ref)
+            if found is None:
+                raise CheckoutFailed(f"no branch of {url} holds commit {ref}")
+            return str(found.peel(pygit2.Commit).id)
+        for name in (f"{_FETCHED}/head", f"{_FETCHED}/tag"):
+            if name in repo.references:
+                return str(repo.references[name].peel(pygit2.Commit).id)
+        callbacks.refused = False
+        heads = [
+            h.name.removeprefix("refs/heads/")
+            for h in remote.list_heads(callbacks=callbacks)
+            if h.name and h.name.startswith("refs/heads/")
+        ]
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        raise _fetch_error(exc, url, auth) from None
+    shown = ", ".join(sorted(heads)[:20]) or "none (an empty repository)"
+    raise CheckoutFailed(f"{url} has no branch or tag {ref!r}; its branches: {shown}")
+
+
 class Repos:
     """One bare repo per app under `root`, named `<app>.git`."""
 
@@ -98,6 +211,23 @@ class Repos:
         """Remove the app's bare repository (a missing one is not an error)."""
         path = self.path(app)
         await asyncio.to_thread(shutil.rmtree, path, True)
+
+    async def fetch(
+        self, app: str, url: str, ref: str, auth: FetchAuth, branch: str, depth: int = 1
+    ) -> str:
+        """Fetch `ref` from the git host into the app's repo (shallow unless `depth` 0 or
+        ref is a sha) and point refs/heads/<branch> at it, as a push would; returns the sha.
+        Raises CheckoutFailed with advice (which credential was refused, which branches
+        exist, ...), never quoting the token."""
+        path = self.path(app)
+
+        def _run() -> str:
+            sha = _fetch(path, url, ref, auth, depth)
+            repo = pygit2.Repository(str(path))
+            repo.references.create(f"refs/heads/{branch}", pygit2.Oid(hex=sha), force=True)
+            return sha
+
+        return await asyncio.to_thread(_run)
 
     async def commit_info(self, app: str, sha: str) -> CommitInfo:
         def _read() -> CommitInfo:

@@ -213,6 +213,37 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN auto_rollback INTEGER;
     ALTER TABLE apps ADD COLUMN live_check_interval REAL;
     """,
+    # Apps from a git host (store/git_tables.py): where the code is fetched from, its secrets
+    # (token, deploy key, webhook secret) as AES-GCM blobs bound to (app, name), the webhook
+    # deliveries already seen, and the HTTP API's bearer tokens (a SHA-256 hash only).
+    """
+    CREATE TABLE app_git (
+        app_id INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        public_key TEXT
+    );
+    CREATE TABLE app_secrets (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (app_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_deliveries (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        delivery TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        PRIMARY KEY (app_id, delivery)
+    ) WITHOUT ROWID;
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        apps TEXT,
+        read_only INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        last_used TEXT
+    );
+    """,
 )
 
 

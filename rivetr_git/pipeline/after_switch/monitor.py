@@ -71,6 +71,7 @@ class Monitor:
         self._crashes: dict[str, _Crashes] = {}  # container id -> its crash state
         self._given_up: set[str] = set()  # containers other than web.1 left stopped
         self.restarts: dict[str, int] = {}  # container id -> restarts done (for `ps`)
+        self.restarts_by_app: dict[str, int] = {}  # app -> restarts ever done (for /metrics)
 
     async def run(self) -> None:
         checks = 0
@@ -150,6 +151,7 @@ class Monitor:
             started = await self._runtime.start(info.id)
             state.started, state.restart_at = time.monotonic(), None
             self.restarts[cid] = self.restarts.get(cid, 0) + 1
+            self.restarts_by_app[app.name] = self.restarts_by_app.get(app.name, 0) + 1
             if not await self._still_ours(app):
                 return  # destroyed or stopped while it started: leave the route alone
             if cid == d.container_id and started.host_port is not None:

@@ -1,0 +1,93 @@
+"""Apps from a git host, end to end: `apps:create --git`, `git:set token=`, `deploy` over
+real SSH into the real daemon, fetching from `git http-backend` on loopback, then a build
+and a container that serves what the host holds; `git push` to the app keeps working."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.git_host import GitHttpHost, make_source_repo
+from tests.helpers import GIT_ENV, Key, Server, ssh_command
+from tests.test_admin_verbs import fails, ok, verb
+
+TOKEN = "glpat-e2e-token-value-1234"
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[GitHttpHost]:
+    make_source_repo(tmp_path / "host", "ghweb")
+    with GitHttpHost(tmp_path / "host", TOKEN) as served:
+        yield served
+
+
+def test_create_from_git_host_deploy_then_push(
+    server: Server, keys: dict[str, Key], host: GitHttpHost, tmp_path: Path
+) -> None:
+    alice = keys["alice"]
+    url = host.url("ghweb")
+    assert "created ghweb from" in ok(server, alice, "apps:create", "ghweb", "--git", url)
+    # Private: without a token the host refuses, and the advice says what to set.
+    refused = fails(server, alice, "deploy", "ghweb")
+    assert "refused no token" in refused and "git:set APP token=" in refused
+    wrong = verb(server, alice, "git:set", "ghweb", "token=wrong-one-999")
+    assert wrong.returncode == 0 and "wrong-one-999" not in wrong.stdout
+    assert "refused the token set with git:set" in fails(server, alice, "deploy", "ghweb")
+
+    out = ok(server, alice, "git:set", "ghweb", f"token={TOKEN}")
+    assert "token set" in out and TOKEN not in out
+    deployed = ok(server, alice, "deploy", "ghweb")
+    for stage in ("Fetching main from", "Building", "Health check", "Running: http://ghweb."):
+        assert f"-----> {stage}" in deployed, deployed
+    assert server.get("ghweb") == (200, "ghweb from the git host\n")
+
+    missing = fails(server, alice, "deploy", "ghweb", "nope")
+    assert "no branch or tag 'nope'" in missing and "its branches: main" in missing
+    assert server.get("ghweb") == (200, "ghweb from the git host\n")  # still serving
+
+    # A clone of the host's repo pushed over SSH to the app deploys as before.
+    work = tmp_path / "clone"
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            f"http.extraHeader=Authorization: Basic {_basic()}",
+            "clone",
+            "-q",
+            url,
+            str(work),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (work / "www" / "index.html").write_text("pushed after the fetch\n")
+    env = {**GIT_ENV, "GIT_SSH_COMMAND": ssh_command(alice.private)}
+    subprocess.run(["git", "commit", "-qam", "third"], cwd=work, check=True, env=env)
+    pushed = subprocess.run(
+        ["git", "push", server.remote("ghweb"), "HEAD:main"],
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert server.get("ghweb") == (200, "pushed after the fetch\n")
+    assert TOKEN not in server.log()
+    ok(server, alice, "apps:destroy", "ghweb", "--confirm", "ghweb")
+
+
+def test_bad_git_url_creates_nothing(server: Server, keys: dict[str, Key]) -> None:
+    alice = keys["alice"]
+    err = fails(server, alice, "apps:create", "ghbad", "--git", "https://u:pw@host/r.git")
+    assert "no password in the URL" in err and "pw" not in err.replace("password", "")
+    assert "does not exist" in fails(server, alice, "apps:info", "ghbad")
+
+
+def _basic() -> str:
+    return base64.b64encode(f"x:{TOKEN}".encode()).decode()
