@@ -230,9 +230,7 @@ class Daemon:
         await proxy.start()
         closers.append(proxy)
         deployer.set_public_port(proxy.bound_port)
-        tasks = [monitor, asyncio.create_task(run_schedule(store, parts.backups))]
-        if parts.monitor is not None:
-            tasks.append(asyncio.create_task(parts.monitor.run()))
+        tasks = [monitor, *_service_tasks(store, parts)]
         if certs is not None and renewal is not None:
             await certs.publish(force=True)  # what is stored serves from the start
             tasks.append(asyncio.create_task(renewal.run()))
@@ -397,6 +395,14 @@ def _admin(
         services=services,
         git=git,
     )
+
+
+def _service_tasks(store: Store, parts: ServiceParts) -> list[asyncio.Task[None]]:
+    """The backing services' scheduled backups and crash monitor."""
+    tasks = [asyncio.create_task(run_schedule(store, parts.backups))]
+    if parts.monitor is not None:
+        tasks.append(asyncio.create_task(parts.monitor.run()))
+    return tasks
 
 
 async def _services(

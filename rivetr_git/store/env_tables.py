@@ -98,7 +98,7 @@ class EnvTables:
         "JOIN apps a ON a.id = t.app_id WHERE t.key IS NOT NULL "
         "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account "
         # Backing services' passwords (store/services.py), bound to 'service:NAME'.
-        "UNION ALL SELECT 'service', id, 'service:' || name, 'password', password FROM services"
+        "UNION ALL SELECT 'service', id, 'service:' || name, 'password', password FROM services "
         # Git-host secrets (store/git_tables.py): tokens, deploy keys, webhook secrets.
         "UNION ALL SELECT 'git', s.app_id, a.name, s.name, s.value FROM app_secrets s "
         "JOIN apps a ON a.id = s.app_id"
