@@ -324,5 +324,8 @@ def test_redis_and_mariadb_linked_and_restored(
     ok(srv, alice, "services:backup", "svcache", "--schedule", "0 3 * * *", "--keep", "3")
     assert "schedule 0 3 * * *, keep 3" in ok(srv, alice, "services:info", "svcache")
     assert "--confirm" in fails(srv, alice, "services:destroy", "svcache")
+    # Destroying a linked app unlinks it (the services leave its network first).
+    ok(srv, alice, "apps:destroy", "svapp2", "--confirm", "svapp2")
+    assert "svapp2" not in ok(srv, alice, "services:list")
     for name in ("svcache", "svmaria"):
-        ok(srv, alice, "services:destroy", name, "--confirm", name, "--force", "--purge-data")
+        ok(srv, alice, "services:destroy", name, "--confirm", name, "--purge-data")
