@@ -20,8 +20,9 @@ postgres_image is the local stand-in for the official image (scripts/build-servi
 The database is one table filled by `generate_series` with md5 text to about --mb MB
 (pg_database_size is printed). Each line is the median of --rounds rounds; the ratio is
 ours / by hand; the target is <= 1.2x for backup and restore. The fastest round of each
-and every round follow: pg_dump -Fc is CPU-bound, so on a host busy with other work the
-medians swing (0.6x to 1.7x between runs seen here) while the fastest rounds agree.
+and every round follow: pg_dump -Fc is CPU-bound, so on a host busy with other work single
+rounds range from 4 s to 18 s and the medians swing between runs (backup 0.64x to 1.74x,
+restore 0.76x to 1.28x over four runs at load average ~10, 2026-12-02); read the rounds.
 
 Run from the project root:  .venv/bin/python bench/services.py [--rounds 3] [--mb 100]
 """
