@@ -358,7 +358,7 @@ def _admin(
         repo_size=repos.size,
         certs=certs,
         cron=CronVerbs(scheduler),
-        consoles=Consoles(store, runtime, processes),
+        consoles=Consoles(runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
         services=services,
     )
