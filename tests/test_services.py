@@ -8,15 +8,18 @@ exposed; an unlinked app cannot reach it; backup, destroy the data, restore.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import running_server
-from tests.helpers import AppRepo, Key, Server, run, wait_until
+from tests.helpers import AppRepo, Key, Server, run, ssh_command, wait_until
 from tests.test_admin_verbs import fails, ok, verb
 
 pytestmark = pytest.mark.docker
@@ -156,6 +159,7 @@ def test_postgres_linked_private_backed_up(
     srv, alice = sv_server, keys["alice"]
     out = ok(srv, alice, "services:create", "postgres", "svdb")
     assert "healthy" in out
+    assert "ready to accept connections" in ok(srv, alice, "services:logs", "svdb")
     # Name clashes and bad input.
     assert "already exists" in fails(srv, alice, "services:create", "redis", "svdb")
     assert "unknown service kind" in fails(srv, alice, "services:create", "oracle", "svx")
@@ -243,10 +247,33 @@ def test_postgres_linked_private_backed_up(
     assert run(["docker", "inspect", container_of(srv, "svdb")], check=False).returncode != 0
 
 
-def verb_argv(server: Server, key: Key, *argv: str) -> list[str]:
-    from tests.helpers import ssh_command
+def read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 20) -> bytes:
+    """Output of `proc` until `marker` shows (or the time is up)."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
 
-    return [*ssh_command(key.private).split(), "-p", str(server.ssh_port), "git@127.0.0.1", *argv]
+
+def verb_argv(server: Server, key: Key, *argv: str) -> list[str]:
+    """ssh options first (e.g. -tt), then the verb: argv as ssh takes it."""
+    options = [a for a in argv if a.startswith("-t")]
+    rest = [a for a in argv if not a.startswith("-t")]
+    return [
+        *ssh_command(key.private).split(),
+        *options,
+        "-p",
+        str(server.ssh_port),
+        "git@127.0.0.1",
+        *rest,
+    ]
 
 
 def test_redis_and_mariadb_linked_and_restored(
@@ -271,6 +298,34 @@ def test_redis_and_mariadb_linked_and_restored(
     assert get(srv, "svapp2", "/mysql") == "x"
     run(["docker", "restart", container_of(srv, "svcache")])
     assert wait_until(lambda: srv.get("svapp2", "/redis", timeout=5) == (200, "one"), 30)
+    # A terminal on the service's client (ssh -t only), and the backup schedule.
+    assert "ssh -t" in fails(srv, alice, "services:connect", "svcache")
+    console = subprocess.Popen(
+        [*verb_argv(srv, alice, "-tt"), "services:connect svcache"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert b"6379>" in read_until(console, b"6379>")  # redis-cli's prompt
+        assert console.stdin is not None
+        console.stdin.write(b"ping\r")
+        console.stdin.flush()
+        assert b"PONG" in read_until(console, b"PONG")
+        console.stdin.write(b"quit\r")
+        console.stdin.flush()
+        assert console.wait(timeout=20) == 0
+    finally:
+        console.kill()
+        console.wait()
+    assert "not a cron schedule" in fails(
+        srv, alice, "services:backup", "svcache", "--schedule", "x"
+    )
+    ok(srv, alice, "services:backup", "svcache", "--schedule", "0 3 * * *", "--keep", "3")
+    assert "schedule 0 3 * * *, keep 3" in ok(srv, alice, "services:info", "svcache")
     assert "--confirm" in fails(srv, alice, "services:destroy", "svcache")
+    # Destroying a linked app unlinks it (the services leave its network first).
+    ok(srv, alice, "apps:destroy", "svapp2", "--confirm", "svapp2")
+    assert "svapp2" not in ok(srv, alice, "services:list")
     for name in ("svcache", "svmaria"):
-        ok(srv, alice, "services:destroy", name, "--confirm", name, "--force", "--purge-data")
+        ok(srv, alice, "services:destroy", name, "--confirm", name, "--purge-data")

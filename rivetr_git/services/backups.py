@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from cronsim import CronSim, CronSimError
 
@@ -200,9 +201,17 @@ class Backups:
             await self._services.wait_healthy(row, cid)
 
 
+class Backer(Protocol):
+    """What the schedule needs of Backups."""
+
+    async def backup(self, name: str) -> Backup: ...
+
+    def prune(self, name: str, keep: int) -> list[str]: ...
+
+
 async def run_schedule(
     store: Store,
-    backups: Backups,
+    backups: Backer,
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
