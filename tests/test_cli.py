@@ -267,3 +267,14 @@ def test_an_older_spelling_fails_like_the_ssh_verb_on_stderr(
         remote.stdout,
         remote.stderr.removeprefix("rivetr: "),
     )
+
+
+def test_dump_streams_are_sent_over_ssh_not_the_local_socket(
+    template: tuple[Path, int], tmp_path: Path
+) -> None:
+    # The daemon socket carries text lines: a binary dump would be damaged on the way.
+    data_dir = copy_of(template, tmp_path / "d")
+    for verb, redirect in (("services:export", "> dump"), ("services:import", "< dump")):
+        code, out, err = cli(data_dir, verb, "db")
+        assert code != 0 and out == ""
+        assert f"{verb} db {redirect}" in err and "run it over SSH" in err

@@ -24,7 +24,7 @@ from rivetr_git.admin.verbs import help_text
 from rivetr_git.admin.verbs import parse as parse_verb
 from rivetr_git.cli.parse import VerbCall, alias_help, parse_command_line
 from rivetr_git.cli.remote import CLIENT_MODE_HELP, client_target, shape_argv
-from rivetr_git.errors import RivetrError, ServerNotRunning, UsageHelp
+from rivetr_git.errors import RivetrError, ServerNotRunning, UsageHelp, ValidationError
 from rivetr_git.settings import Settings, load_settings, settings_help
 from rivetr_git.store.data_dir import make_private
 
@@ -112,6 +112,10 @@ class _Terminal:
         return self._stdin[:limit]
 
 
+# Verbs whose stdin or stdout is a binary dump: the daemon socket carries text lines.
+_BYTE_STREAMS = {"services:export": "> dump", "services:import": "< dump"}
+
+
 def run_local(call: VerbCall) -> int:
     """A verb on this machine's server, or in-process while it is down (record verbs)."""
     settings = load_settings(
@@ -120,6 +124,12 @@ def run_local(call: VerbCall) -> int:
     )
     argv = shape_argv(call.verb, call.app, call.args) if call.app else [call.verb.name, *call.args]
     parse_verb(argv)  # usage errors and --help need no server
+    if call.verb.name in _BYTE_STREAMS:
+        raise ValidationError(
+            f"{call.verb.name} streams a dump as bytes, which the local command line does not "
+            f"carry; run it over SSH: ssh -p {settings.ssh_port} git@HOST "
+            f"{call.verb.name} {' '.join(argv[1:])} {_BYTE_STREAMS[call.verb.name]}"
+        )
     stdin = _stdin_of(call)
     try:
         return daemon_command(settings, argv, stdin)
