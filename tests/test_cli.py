@@ -274,7 +274,7 @@ def test_dump_streams_are_sent_over_ssh_not_the_local_socket(
 ) -> None:
     # The daemon socket carries text lines: a binary dump would be damaged on the way.
     data_dir = copy_of(template, tmp_path / "d")
-    for verb, redirect in (("services:export", "> dump"), ("services:import", "< dump")):
-        code, out, err = cli(data_dir, verb, "db")
+    for name, redirect in (("services:export", "> dump"), ("services:import", "< dump")):
+        code, out, err = cli(data_dir, name, "db")
         assert code != 0 and out == ""
-        assert f"{verb} db {redirect}" in err and "run it over SSH" in err
+        assert f"{name} db {redirect}" in err and "run it over SSH" in err
