@@ -259,6 +259,11 @@ def read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 20
             if not chunk:
                 break
             seen += chunk
+            if b"\x1b[6n" in chunk and proc.stdin is not None:
+                # A cursor position query (redis-cli asks when it starts before the pty has
+                # its size): answer as a terminal would.
+                proc.stdin.write(b"\x1b[24;1R")
+                proc.stdin.flush()
     return seen
 
 
