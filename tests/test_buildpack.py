@@ -74,7 +74,7 @@ def test_node_app_runs_its_build_script_caches_npm_ci_and_gets_build_time_env(
     repo = SourceRepo(workdir / "node", alice, node_files())
     out = live(repo, srv, app)
     assert "build type: buildpack/node (found package.json)" in out
-    assert "dependencies: npm ci; build: npm run build" in out
+    assert "dependencies: npm ci --include=dev; build: npm run build" in out
     assert srv.get(app) == (200, "hello from node built with no build-time GREETING uid=10001\n")
     repo.put(node_files("hello again from node"))
     repo.commit("code only")

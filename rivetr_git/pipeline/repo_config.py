@@ -11,7 +11,7 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
     start_period = 0      # seconds during which failures do not count
 
     [build]
-    type = "static"       # skip detection: dockerfile, compose, railpack, pack, nixpacks, static
+    type = "static"       # skip detection: dockerfile, compose, buildpack, ..., static
 
     [[cron]]              # one table per scheduled job (pipeline/cron_jobs.py)
     schedule = "*/5 * * * *"    # five-field cron syntax, UTC

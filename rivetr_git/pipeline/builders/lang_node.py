@@ -20,9 +20,11 @@ from rivetr_git.pipeline.builders import recipe, static_site
 from rivetr_git.pipeline.builders.detect import Tree
 from rivetr_git.pipeline.builders.recipe import Images, Recipe
 
+# NODE_ENV=production from the start (one ENV step: each step costs a container); the
+# install asks for devDependencies explicitly, since the build usually needs them.
 _ENV = (
-    "ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false \\\n"
-    "    HOME=/app\n"
+    "ENV NODE_ENV=production NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false \\\n"
+    "    NPM_CONFIG_AUDIT=false HOME=/app\n"
 )
 _CONFIG_FILES = (".npmrc", ".yarnrc", ".yarnrc.yml")
 _ENTRY_FILES = ("server.js", "index.js", "app.js", "main.js")
@@ -46,7 +48,7 @@ def _manager(tree: Tree) -> _Manager:
         return _Manager(
             "pnpm",
             "pnpm-lock.yaml",
-            "corepack enable && pnpm install --frozen-lockfile",
+            "corepack enable && pnpm install --frozen-lockfile --prod=false",
             "pnpm prune --prod",
         )
     if tree.has("yarn.lock"):
@@ -54,7 +56,8 @@ def _manager(tree: Tree) -> _Manager:
         return _Manager(
             "yarn",
             "yarn.lock",
-            "corepack enable && yarn install " + ("--immutable" if berry else "--frozen-lockfile"),
+            "corepack enable && yarn install "
+            + ("--immutable" if berry else "--frozen-lockfile --production=false"),
             "yarn workspaces focus --all --production"
             if berry
             else "yarn install --production --frozen-lockfile --ignore-scripts --prefer-offline",
@@ -63,7 +66,7 @@ def _manager(tree: Tree) -> _Manager:
     return _Manager(
         "npm",
         lock,
-        "npm ci" if lock else "npm install",
+        "npm ci --include=dev" if lock else "npm install --include=dev",
         "npm prune --omit=dev",
     )
 
@@ -75,7 +78,7 @@ def plan(tree: Tree, images: Images, arg_names: Sequence[str]) -> Recipe:
     head, notes = _build_stage(tree, images, arg_names, package, manager, stage="")
     start, why = _start(tree, package, manager)
     prune = f"RUN {manager.prune}\n" if package.get("devDependencies") else ""
-    text = head + prune + "ENV NODE_ENV=production\n" + recipe.run_as_app() + recipe.cmd(start)
+    text = head + prune + recipe.run_as_app() + recipe.cmd(start)
     return Recipe(text, (*notes, f"start: {start} ({why})"))
 
 
