@@ -122,11 +122,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", choices=("types", "languages"))
+    parser.add_argument(
+        "--language", action="append", choices=("python", "node", "go"), help="(repeatable)"
+    )
     args = parser.parse_args()
     if args.only != "languages":
         build_types(args.rounds)
     if args.only != "types":
-        languages(args.rounds)
+        languages(args.rounds, args.language or ("python", "node", "go"))
     return 0
 
 

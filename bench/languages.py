@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness import BENCH_LABEL, AppRepo, BenchError, Server, http_get, median, workspace
@@ -142,10 +143,10 @@ def one_language(server: Server, language: str, rounds: int, images: dict[str, s
         )
 
 
-def languages(rounds: int) -> None:
+def languages(rounds: int, which: Sequence[str]) -> None:
     print("\nbuilt-in builder: push-to-live per language against docker build by hand")
     images = base_images()
     with workspace("rivetr-bench-lang-") as server:
         server.start(settings={"RIVETR_WATCH_WINDOW": "1", **image_env(images)})
-        for language in ("python", "node", "go"):
+        for language in which:
             one_language(server, language, rounds, images)
