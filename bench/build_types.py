@@ -24,7 +24,18 @@ dockerfile@docker. There is no target: the ratio says what a build type or runti
 over the baseline on this machine. Cleanup removes every container, image and network the
 servers made, on Docker and on Podman.
 
+Languages (the built-in builder)
+--------------------------------
+Then, for each of python, node and go (the apps of tests/lang_apps.py, FROM the local
+Debian images of scripts/build-test-images): every round pushes a new app whose manifest
+changed (first push: the dependency layer is built) and then a code-only change to it
+(the dependency layer is reused), against the same two builds by hand: `docker build` of
+an equivalent hand-written Dockerfile (manifests before the source too), `docker run`,
+first 200 with the new content (bench/push_to_live.py's ByHand). Printed: medians and the
+ratio rivetr / by hand for each (target <= 1.1).
+
 Run from the project root:  .venv/bin/python bench/build_types.py [--rounds 5]
+                            [--only types|languages]
 """
 
 from __future__ import annotations
@@ -50,6 +61,8 @@ from harness import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from languages import languages
+
 from tests.helpers import nginx_image  # test infra: the local nginx image (no registry)
 
 APP = "bench"
@@ -108,7 +121,19 @@ def deploy(server: Server, repo: AppRepo, content: str) -> tuple[float, float | 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=("types", "languages"))
+    parser.add_argument(
+        "--language", action="append", choices=("python", "node", "go"), help="(repeatable)"
+    )
     args = parser.parse_args()
+    if args.only != "languages":
+        build_types(args.rounds)
+    if args.only != "types":
+        languages(args.rounds, args.language or ("python", "node", "go"))
+    return 0
+
+
+def build_types(rounds: int) -> None:
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
         repos: dict[str, AppRepo] = {}
@@ -129,7 +154,7 @@ def main() -> int:
             f"{'round':>5}  " + "  ".join(f"{v:>20}" for v in VARIANTS) + "   (seconds: "
             "push-to-live / server's live-in)"
         )
-        for n in range(args.rounds):
+        for n in range(rounds):
             order = VARIANTS[n % 3 :] + VARIANTS[: n % 3]
             row = {}
             for variant in order:
@@ -144,7 +169,6 @@ def main() -> int:
         for variant in VARIANTS:
             m = median(times[variant])
             print(f"  {variant:<20} {m:6.2f} s   ratio {m / base:5.2f}")
-    return 0
 
 
 if __name__ == "__main__":

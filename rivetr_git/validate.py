@@ -22,7 +22,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_SECONDS = 7 * 86400  # longer than any timeout anyone means; catches typos like 3e9
 MAX_RETRIES = 10000  # health check attempts
-BUILD_TYPES = ("dockerfile", "compose", "railpack", "pack", "nixpacks", "static")
+BUILD_TYPES = ("dockerfile", "compose", "buildpack", "railpack", "pack", "nixpacks", "static")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")

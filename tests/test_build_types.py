@@ -52,6 +52,8 @@ def srv(
         keys,
         env={
             "RIVETR_STATIC_SERVER_IMAGE": image,
+            # The stand-in CLIs' tests: language manifests go to nixpacks here.
+            "RIVETR_BUILDPACK_BUILDER": "nixpacks",
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         },
     )

@@ -35,11 +35,10 @@ def tree(*paths: str, **contents: bytes) -> Tree:
         (("public/index.html", "README.md"), "static", "found public/index.html"),
         (("vite.config.ts", "package.json", "dist/index.html"), "static", "(Vite)"),
         (("mkdocs.yml", "docs/index.md", "site/index.html"), "static", "(MkDocs)"),
-        (("package.json", "index.js"), "nixpacks", "found package.json"),
-        (("requirements.txt", "app.py"), "nixpacks", "found requirements.txt"),
-        (("pyproject.toml",), "nixpacks", "found pyproject.toml"),
-        (("go.mod", "main.go"), "nixpacks", "found go.mod"),
-        (("Gemfile", "config.ru", "index.html"), "nixpacks", "found Gemfile"),
+        (("package.json", "index.js"), "buildpack", "found package.json"),
+        (("requirements.txt", "app.py"), "buildpack", "found requirements.txt"),
+        (("pyproject.toml",), "buildpack", "found pyproject.toml"),
+        (("go.mod", "main.go"), "buildpack", "found go.mod"),
     ],
 )
 def test_each_rule_on_a_fixture_tree(paths: tuple[str, ...], build_type: str, reason: str) -> None:
@@ -61,13 +60,16 @@ def test_the_order_is_dockerfile_compose_railpack_pack_nixpacks_static_manifest(
     for i, build_type in enumerate(expected):
         assert detect(tree(*everything[i:])).build_type == build_type, everything[i:]
         assert detect(tree(*everything[i:], "go.mod")).build_type == (
-            build_type if build_type != "static" else "nixpacks"
+            build_type if build_type != "static" else "buildpack"
         )  # a manifest: not static
 
 
 def test_a_framework_whose_site_is_not_committed_goes_to_the_builder() -> None:
     found = detect(tree("vite.config.ts", "package.json", "src/main.ts", "index.html"))
-    assert found.build_type == "nixpacks" and "package.json" in found.reason
+    assert (found.label, found.publish_dir) == ("buildpack/static", "dist")
+    assert "found package.json and vite.config.ts (Vite)" in found.reason
+    other = detect(tree("vite.config.ts", "package.json"), builder="nixpacks")
+    assert other.build_type == "nixpacks" and "package.json" in other.reason
 
 
 def test_create_react_app_is_recognised_from_package_json() -> None:
@@ -89,7 +91,14 @@ def test_the_configured_dockerfile_path_and_builder_are_used() -> None:
     assert (found.build_type, found.dockerfile) == ("dockerfile", "docker/web.Dockerfile")
     assert detect(tree("go.mod"), builder="pack").build_type == "pack"
     # A configured path that is not there does not match the root Dockerfile's rule.
-    assert detect(tree("go.mod"), dockerfile="web.Dockerfile").build_type == "nixpacks"
+    assert detect(tree("go.mod"), dockerfile="web.Dockerfile").label == "buildpack/go"
+
+
+def test_languages_the_built_in_builder_does_not_build_go_to_a_configured_tool() -> None:
+    gems = tree("Gemfile", "config.ru", "index.html")
+    with pytest.raises(BuildFailed, match=r"builds Python, Node.js and Go.*found Gemfile|Gemfile"):
+        detect(gems)
+    assert detect(gems, builder="nixpacks").reason.startswith("found Gemfile")
 
 
 def test_a_configured_publish_dir_makes_a_static_site() -> None:

@@ -18,8 +18,10 @@ import pytest
 from rivetr_git.runtime.podman import host_ulimits
 from tests import test_app_network
 from tests import test_push_deploy as spine
+from tests.base_images import base_images, image_env
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
+from tests.lang_apps import SourceRepo, cached, python_files
 from tests.test_admin_verbs import ok
 from tests.test_build_types import builder_repo, compose_repo
 
@@ -50,7 +52,12 @@ def podman_server(
     servers = running_server(
         tmp_path_factory.mktemp("podman") / "data",
         keys,
-        env={"RIVETR_RUNTIME": "podman", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        env={
+            "RIVETR_RUNTIME": "podman",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "RIVETR_BUILDPACK_BUILDER": "nixpacks",  # the stand-in CLI test
+            **image_env(base_images(podman=True)),
+        },
     )
     srv = next(servers)
     try:
@@ -118,6 +125,28 @@ def test_builder_clis_build_on_the_podman_engine(
     assert result.returncode == 0, result.stderr
     assert "build type: nixpacks" in result.stderr
     assert on_podman.get("nixonpodman") == (200, "hello v1\n")
+
+
+def test_the_built_in_builder_builds_a_python_app_on_podman(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """The generated Dockerfile FROM a local Debian image (scripts/build-test-images
+    --podman), built by Podman, run as the app's user; a code-only push reuses the layer."""
+    repo = SourceRepo(workdir / "lbpodman", keys["alice"], python_files())
+    ok(on_podman, keys["alice"], "apps:create", "lbpodman")
+    ok(on_podman, keys["alice"], "builds:set", "lbpodman", "type=buildpack")
+    result = repo.push(on_podman.remote("lbpodman"))
+    assert result.returncode == 0, result.stderr
+    assert "build type: buildpack/python (set by the app's build_type setting; found" in (
+        result.stderr
+    )
+    assert on_podman.get("lbpodman") == (200, "hello from python uid=10001\n")
+    repo.put(python_files("hello from podman"))
+    repo.commit("code only")
+    result = repo.push(on_podman.remote("lbpodman"))
+    assert result.returncode == 0, result.stderr
+    assert cached(result.stderr, "RUN pip install -r requirements.txt"), result.stderr
+    assert on_podman.get("lbpodman") == (200, "hello from podman uid=10001\n")
 
 
 async def test_runtime_auto_picks_docker_then_podman_and_says_which(

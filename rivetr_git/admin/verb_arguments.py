@@ -170,7 +170,7 @@ def apps_set(p: argparse.ArgumentParser) -> None:
         help="dockerfile=PATH (in the repo), port=N (the app's port in the "
         "container), health_path=/PATH (must answer 2xx/3xx), deploy_branch=NAME, "
         "webhook_url=URL (gets this app's events), build_type=auto|dockerfile|"
-        "compose|railpack|pack|nixpacks|static, build_context=DIR, "
+        "compose|buildpack|railpack|pack|nixpacks|static, build_context=DIR, "
         "build_target=STAGE, build_no_cache=true|false, publish_dir=DIR (static "
         "sites), compose_service=NAME; an empty value (port=) resets to the default",
     )

@@ -118,7 +118,8 @@ VERBS: tuple[Verb, ...] = (
         "set how pushes are built: the build type and its options",
         per_app=True,
         add_arguments=arguments.assignments(
-            "type (auto, dockerfile, compose, railpack, pack, nixpacks, static), dockerfile, "
+            "type (auto, dockerfile, compose, buildpack, railpack, pack, nixpacks, static), "
+            "dockerfile, "
             "context, target, no_cache, publish_dir, compose_service; '' resets",
             "type=static publish_dir=dist",
         ),

@@ -7,15 +7,16 @@ import asyncio
 import posixpath
 import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rivetr_git import validate
 from rivetr_git.errors import BuildFailed
 from rivetr_git.models import App
-from rivetr_git.pipeline.builders import cli_build, compose, static_site
+from rivetr_git.pipeline.builders import buildpack, cli_build, compose, static_site
 from rivetr_git.pipeline.builders.context import read_tree, subtree
 from rivetr_git.pipeline.builders.detect import Detection, choose
+from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images
 from rivetr_git.pipeline.labels import image_tag
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime
@@ -50,9 +51,10 @@ class BuildOptions:
     """The server settings every build reads."""
 
     limits: BuildLimits
-    buildpack_builder: str = "nixpacks"
+    buildpack_builder: str = "buildpack"
     static_server_image: str = "nginx:1.27-alpine"
     pack_builder: str = "paketobuildpacks/builder-jammy-base"
+    images: Images = field(default_factory=Images)  # the built-in builder's base images
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BuildOptions:
@@ -61,6 +63,13 @@ class BuildOptions:
             buildpack_builder=settings.buildpack_builder,
             static_server_image=settings.static_server_image,
             pack_builder=settings.pack_builder,
+            images=Images(
+                python=settings.python_image,
+                node=settings.node_image,
+                go=settings.go_image,
+                go_runtime=settings.go_runtime_image,
+                static_server=settings.static_server_image,
+            ),
         )
 
 
@@ -97,7 +106,7 @@ async def build(
         publish_dir=app.publish_dir,
         builder=options.buildpack_builder,
     )
-    log.info(f"build type: {found.build_type} ({found.reason})")
+    log.info(f"build type: {found.label} ({found.reason})")
     tag = image_tag(instance, app.name, deployment_id)
     if found.build_type == "compose":
         assert found.compose_file is not None
@@ -138,6 +147,8 @@ async def _build_image(
     elif found.build_type == "static":
         assert found.publish_dir is not None
         await _build_static(runtime, app, context_tar, found.publish_dir, tag, log, options)
+    elif found.build_type == "buildpack":
+        await _build_buildpack(runtime, app, found, context_tar, tag, log, options, build_env)
     elif found.build_type in cli_build.TOOLS:
         await cli_build.build(
             runtime,
@@ -202,6 +213,34 @@ async def _build_static(
     # No build args: env vars never enter a static image, only the running container.
     await docker_build(
         runtime, context, tag, "Dockerfile", log, limits=options.limits, no_cache=app.build_no_cache
+    )
+
+
+async def _build_buildpack(
+    runtime: Runtime,
+    app: App,
+    found: Detection,
+    context_tar: Path,
+    tag: str,
+    log: DeployLog,
+    options: BuildOptions,
+    build_env: Mapping[str, str],
+) -> None:
+    """Build type *buildpack*: a Dockerfile generated for the language, built as the
+    dockerfile type builds (limits, build-time env as build args, the layer cache)."""
+    context = context_tar.parent / "buildpack-context.tar"
+    made = await buildpack.prepare(context_tar, context, found, options.images, list(build_env))
+    for note in made.notes:
+        log.info(note)
+    await docker_build(
+        runtime,
+        context,
+        tag,
+        DOCKERFILE,
+        log,
+        limits=options.limits,
+        no_cache=app.build_no_cache,
+        build_args=build_env,
     )
 
 

@@ -11,7 +11,7 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
     start_period = 0      # seconds during which failures do not count
 
     [build]
-    type = "static"       # skip detection: dockerfile, compose, railpack, pack, nixpacks, static
+    type = "static"       # skip detection: dockerfile, compose, buildpack, ..., static
 
     [deploy]              # run with sh -c in the new container, in order; the first
     pre = ["./migrate"]   # failing pre fails the deploy (a single string works too)

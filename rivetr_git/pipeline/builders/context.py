@@ -11,7 +11,25 @@ from rivetr_git.errors import BuildFailed
 from rivetr_git.pipeline.builders.detect import Tree
 
 # Small files detection may read (all at the root of the commit).
-_READ = frozenset({"package.json"})
+_READ = frozenset(
+    {
+        "package.json",
+        "Procfile",
+        # What the built-in builder reads: manifests, version files, Python entry points.
+        "requirements.txt",
+        "pyproject.toml",
+        "Pipfile",
+        ".python-version",
+        "runtime.txt",
+        ".nvmrc",
+        "go.mod",
+        "app.py",
+        "main.py",
+        "wsgi.py",
+        "asgi.py",
+        "server.py",
+    }
+)
 _READ_LIMIT = 256 * 1024
 
 

@@ -15,7 +15,9 @@ from rivetr_git import validate
 from rivetr_git.errors import BuildFailed, ValidationError
 
 # The build types of the seed. "auto" (or no setting) means: detect.
-BUILDERS = ("nixpacks", "railpack", "pack")  # what language manifests are built with
+BUILDERS = ("buildpack", "nixpacks", "railpack", "pack")  # what language manifests build with
+# What the built-in builder (buildpack) builds, each found by its manifests.
+PYTHON_MANIFESTS = ("requirements.txt", "pyproject.toml", "Pipfile", "setup.py")
 
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 # Files that mean "this is a program to build", not a site to serve as it is.
@@ -74,6 +76,12 @@ class Detection:
     dockerfile: str | None = None  # dockerfile: the file to build with
     publish_dir: str | None = None  # static: the directory to serve
     compose_file: str | None = None  # compose: the file to deploy
+    language: str | None = None  # buildpack: python, node, go or static (a site with a build)
+
+    @property
+    def label(self) -> str:
+        """How the push names it: the build type, and the language for buildpack."""
+        return f"{self.build_type}/{self.language}" if self.language else self.build_type
 
 
 def validate_build_type(value: str, source: str = "build_type") -> str:
@@ -91,7 +99,7 @@ def choose(
     *,
     dockerfile: str = "Dockerfile",
     publish_dir: str | None = None,
-    builder: str = "nixpacks",
+    builder: str = "buildpack",
 ) -> Detection:
     """The build type for `tree`: the app's setting, else the repo's (rivetr.toml), else
     detected. `dockerfile` is the configured Dockerfile path, `publish_dir` the configured
@@ -112,7 +120,7 @@ def detect(
     *,
     dockerfile: str = "Dockerfile",
     publish_dir: str | None = None,
-    builder: str = "nixpacks",
+    builder: str = "buildpack",
 ) -> Detection:
     """Apply the rules in their documented order; the first that matches wins."""
     found = _dockerfile(tree, dockerfile)
@@ -137,6 +145,8 @@ def detect(
     if manifests:
         if builder not in BUILDERS:
             raise BuildFailed(f"buildpack_builder = {builder!r}; use one of {', '.join(BUILDERS)}")
+        if builder == "buildpack":
+            return language(tree, publish_dir)
         return Detection(
             builder,
             f"found {', '.join(manifests)}; language projects build with "
@@ -180,7 +190,56 @@ def _explicit(
                 "pushed commit; commit the built site or set the app's publish_dir"
             )
         return Detection("static", f"{reason}; serving {directory}/", publish_dir=directory)
+    if build_type == "buildpack":
+        lang = language(tree, publish_dir)
+        return Detection(
+            "buildpack",
+            f"{reason}; {lang.reason}",
+            publish_dir=lang.publish_dir,
+            language=lang.language,
+        )
     return Detection(build_type, reason)
+
+
+def language(tree: Tree, publish_dir: str | None = None) -> Detection:
+    """What the built-in builder makes of a language project: Go, then Python, then Node
+    (a static site when a framework, Create React App or the app's publish_dir says the
+    build writes one). Raises BuildFailed for a language it does not build."""
+    if tree.has("go.mod"):
+        return Detection("buildpack", "found go.mod", language="go")
+    python = [m for m in PYTHON_MANIFESTS if tree.has(m)]
+    if python:
+        return Detection("buildpack", f"found {', '.join(python)}", language="python")
+    if tree.has("package.json"):
+        site = _site_built_by(tree, publish_dir)
+        if site is not None:
+            directory, why = site
+            return Detection(
+                "buildpack",
+                f"found package.json and {why}: builds it, serves {directory}/",
+                publish_dir=directory,
+                language="static",
+            )
+        return Detection("buildpack", "found package.json", language="node")
+    found = [m for m in MANIFESTS if tree.has(m)]
+    raise BuildFailed(
+        f"the built-in builder builds Python, Node.js and Go projects; this commit has "
+        f"{', '.join(found) or 'none of their manifests'}. Add a Dockerfile, or set "
+        "buildpack_builder to nixpacks, railpack or pack (or the app's build_type)"
+    )
+
+
+def _site_built_by(tree: Tree, publish_dir: str | None) -> tuple[str, str] | None:
+    """(directory, why) when a Node build writes a static site to serve."""
+    if publish_dir:
+        return _norm(publish_dir), "the app's publish_dir"
+    for framework, configs, directory in FRAMEWORKS:
+        config = next((c for c in configs if tree.has(c)), None)
+        if config is not None:
+            return directory, f"{config} ({framework})"
+    if b'"react-scripts"' in tree.contents.get("package.json", b""):
+        return "build", "react-scripts (Create React App)"
+    return None
 
 
 def _dockerfile(tree: Tree, configured: str) -> str | None:
