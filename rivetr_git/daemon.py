@@ -215,7 +215,7 @@ class Daemon:
             CertVerbs(certs, renewal, s.https_redirect),
             GitVerbs(s, store, sources),
         )
-        api = _api(s, store, admin, sources, deployer, watcher)
+        api = _api(s, store, admin, sources, deployer, watcher, proxy)
         pushes = PushHandler(deployer, s.deploy_branch)
         hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, _local(admin))
         receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
@@ -320,9 +320,10 @@ def _api(
     sources: GitSources,
     deployer: Deployer,
     watcher: Monitor,
+    proxy: ProxyServer | ProxyWorkers | NginxProxy,
 ) -> ApiServer:
-    """The HTTP edge, with the metrics the deployer and the crash monitor feed."""
-    metrics = Metrics(store, watcher.restarts_by_app)
+    """The HTTP edge, with the metrics the deployer, the crash monitor and the proxy feed."""
+    metrics = Metrics(store, watcher.restarts_by_app, proxy.proxy_stats)
     deployer.observe(metrics.deploy_finished)
     return ApiServer(s, store, admin, sources, metrics, deployer.app_url, deployer.job)
 
