@@ -200,7 +200,7 @@ class Daemon:
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
         processes = _processes(s, store, runtime, routes, instance, env_vars, watcher.restarts)
         scheduler = _scheduler(s, store, repos, processes)
-        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer)
+        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer, notifier)
         admin = _admin(
             s,
             store,

@@ -35,6 +35,10 @@ def test_create_from_git_host_deploy_then_push(
     # Private: without a token the host refuses, and the advice says what to set.
     refused = fails(server, alice, "deploy", "ghweb")
     assert "refused no token" in refused and "git:set APP token=" in refused
+    # The failed fetch is a failed deployment, with the advice as its error.
+    listed = ok(server, alice, "deploys", "ghweb")
+    assert "0000000" in listed and "failed" in listed and "refused no token" in listed
+    assert f"main (from git host {url})" in ok(server, alice, "apps:info", "ghweb")
     wrong = verb(server, alice, "git:set", "ghweb", "token=wrong-one-999")
     assert wrong.returncode == 0 and "wrong-one-999" not in wrong.stdout
     assert "refused the token set with git:set" in fails(server, alice, "deploy", "ghweb")
