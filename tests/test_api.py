@@ -170,6 +170,12 @@ def test_api_tokens_scope_read_only_sse_and_metrics(
     status, body = request(server, "GET", "/api/v1/apps/ghapi1", None, bearer(reader))
     assert status == 200 and body["git"]["url"] == host.url("ghapi1")
 
+    # A fetch that fails: the advice as a JSON error, and a failed deploy in the metrics.
+    status, body = request(
+        server, "POST", "/api/v1/apps/ghapi2/deploys", {"ref": "nope"}, bearer(admin)
+    )
+    assert (status, body["error"]["code"]) == (422, "deploy_failed")
+    assert "its branches: dev, main" in body["error"]["message"]
     # A deploy started through the API, followed live to its end as Server-Sent Events.
     status, body = request(server, "POST", "/api/v1/apps/ghapi1/deploys", {}, bearer(scoped))
     assert status == 202, body
@@ -206,6 +212,12 @@ def test_api_tokens_scope_read_only_sse_and_metrics(
         if s.name == "rivetr_deploys_total" and s.labels == {"app": "ghapi1", "result": "running"}
     ]
     assert deploys and deploys[0].value >= 1
+    failed = [
+        s
+        for s in families["rivetr_deploys"].samples
+        if s.name == "rivetr_deploys_total" and s.labels == {"app": "ghapi2", "result": "failed"}
+    ]
+    assert failed and failed[0].value == 1
     stages = {s.labels.get("stage") for s in families["rivetr_deploy_stage_seconds"].samples}
     assert "building" in stages
     assert any(

@@ -114,7 +114,7 @@ class Metrics:
         )
         r.register(ProxyCollector(proxy_stats))
 
-    def deploy_finished(self, job: Job, final: Deployment) -> None:
+    def deploy_finished(self, final: Deployment) -> None:
         """Deployer.observe callback: count it, and time its stages from its stored log."""
         self.deploys.labels(final.app_name, final.status.value).inc()
         if final.status is Status.RUNNING and final.finished_at:

@@ -7,6 +7,7 @@ everything after (build, start, rollback, `git push` to the app) works unchanged
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -47,6 +48,9 @@ class GitSources:
         self._repos = repos
         self.secrets = secrets
         self._deployer = deployer
+        # One fetch per app at a time: webhooks may arrive together, and two fetches into
+        # one repository would race for its refs.
+        self._fetching: dict[str, asyncio.Lock] = {}
 
     def branch_of(self, app: App) -> str:
         return app.deploy_branch or self._settings.deploy_branch
@@ -111,7 +115,8 @@ class GitSources:
         await write(f"{HEADER}Fetching {wanted} from {source.url}")
         started = time.monotonic()
         try:
-            sha = await self._repos.fetch(app.name, source.url, wanted, auth, branch)
+            async with self._fetching.setdefault(app.name, asyncio.Lock()):
+                sha = await self._repos.fetch(app.name, source.url, wanted, auth, branch)
         except CheckoutFailed as exc:
             await self._record_failure(app, f"fetch {wanted} from {source.url}", by, exc)
             raise
@@ -127,6 +132,7 @@ class GitSources:
         its log and the deploy.failed event show it, also for webhooks nobody watches."""
         found = await self._store.create_deployment(app, ZERO_SHA, what, by)
         await self._store.set_status(found.id, Status.FAILED, error_message=str(exc))
+        self._deployer.finished_elsewhere(await self._store.get_deployment(found.id))
         line = f"{ERROR}Deploy failed at cloning: {neutralise(exc.reason)}"
         await self._store.append_logs(found.id, [LogLine(time.time(), "cloning", "system", line)])
         self._notifier.notify(
