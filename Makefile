@@ -3,12 +3,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint bench install docker tools clean
+.PHONY: run test test-fast lint bench install docker tools images clean
 
 run: install docker  ## install, then run the server with default settings
 	$(BIN)/rivetr-git serve
 
-test: install docker tools  ## the whole test suite, against a real Docker engine (and Podman)
+test: install docker tools images  ## the whole test suite, against a real Docker engine (and Podman)
 	$(BIN)/pytest
 
 test-fast: install  ## the fast tier: every test that needs no Docker engine, 4 at a time
@@ -19,7 +19,7 @@ lint: install  ## ruff (lint and format), mypy strict over the package and the t
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy rivetr_git tests
 
-bench: install docker tools
+bench: install docker tools images
 	$(BIN)/python bench/push_to_live.py
 	$(BIN)/python bench/build_types.py
 	$(BIN)/python bench/idle_memory.py
@@ -39,6 +39,10 @@ docker:
 
 tools:  ## podman, docker-compose, nginx for the build-type and Podman tests
 	@scripts/ensure-tools
+
+images:  ## local Debian base images for the tests: languages, and stand-ins for postgres, redis, mariadb (built once, then cached)
+	@scripts/build-test-images --podman >/dev/null
+	@scripts/build-service-images
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

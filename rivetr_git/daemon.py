@@ -18,6 +18,7 @@ from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.git_verbs import GitVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
+from rivetr_git.admin.service_verbs import ServiceParts
 from rivetr_git.api.metrics import Metrics
 from rivetr_git.api.server import ApiServer
 from rivetr_git.certificates.manager import Certificates
@@ -32,7 +33,7 @@ from rivetr_git.pipeline.cron_jobs import CronJob
 from rivetr_git.pipeline.cron_log import CronLog
 from rivetr_git.pipeline.deployer import Deployer
 from rivetr_git.pipeline.git_source import GitSources
-from rivetr_git.pipeline.labels import instance_id
+from rivetr_git.pipeline.labels import instance_id, network_name
 from rivetr_git.pipeline.mounts import Storage
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.pipeline.push import PushHandler
@@ -53,6 +54,9 @@ from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.git_secrets import GitSecrets
 from rivetr_git.secrets.master_key import lock_master_key
+from rivetr_git.services.backups import Backups, run_schedule
+from rivetr_git.services.manager import Services
+from rivetr_git.services.monitor import ServiceMonitor
 from rivetr_git.settings import Settings
 from rivetr_git.store.data_dir import make_private
 from rivetr_git.store.database import Store
@@ -189,6 +193,7 @@ class Daemon:
         instance = instance_id(s.data_dir)
         repos = Repos(s.repos_dir)
         routes = RouteTable(s.base_domain)
+        parts = await _services(s, store, runtime, cipher, instance)  # before the apps need them
         await reconcile(s, store, repos, runtime, routes, instance)
         notifier = Notifier(s)
         closers.append(notifier)
@@ -213,6 +218,7 @@ class Daemon:
             env_vars,
             scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
+            parts,
             GitVerbs(s, store, sources),
         )
         api = _api(s, store, admin, sources, deployer, watcher, proxy)
@@ -224,7 +230,7 @@ class Daemon:
         await proxy.start()
         closers.append(proxy)
         deployer.set_public_port(proxy.bound_port)
-        tasks = [monitor]
+        tasks = [monitor, *_service_tasks(store, parts)]
         if certs is not None and renewal is not None:
             await certs.publish(force=True)  # what is stored serves from the start
             tasks.append(asyncio.create_task(renewal.run()))
@@ -369,6 +375,7 @@ def _admin(
     env_vars: EnvVars,
     scheduler: Scheduler,
     certs: CertVerbs,
+    services: ServiceParts,
     git: GitVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
@@ -384,10 +391,31 @@ def _admin(
         repo_size=repos.size,
         certs=certs,
         cron=CronVerbs(scheduler),
-        consoles=Consoles(store, runtime, processes),
+        consoles=Consoles(runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
+        services=services,
         git=git,
     )
+
+
+def _service_tasks(store: Store, parts: ServiceParts) -> list[asyncio.Task[None]]:
+    """The backing services' scheduled backups and crash monitor."""
+    tasks = [asyncio.create_task(run_schedule(store, parts.backups))]
+    if parts.monitor is not None:
+        tasks.append(asyncio.create_task(parts.monitor.run()))
+    return tasks
+
+
+async def _services(
+    s: Settings, store: Store, runtime: Runtime, cipher: Cipher, instance: str
+) -> ServiceParts:
+    """Backing services, their containers running again, their monitor and backups."""
+    services = Services(
+        s, store, runtime, cipher, instance, lambda app: network_name(instance, app)
+    )
+    await services.start_all()
+    backups = Backups(store, runtime, services, s.data_dir / "backups")
+    return ServiceParts(services, backups, ServiceMonitor(s, store, runtime, services))
 
 
 def _certificates(

@@ -108,3 +108,7 @@ class HostKeyUnknown(ClientError):
 
 class HostKeyMismatch(ClientError):
     """The server offered a host key other than the one known_hosts holds for it."""
+
+
+class ServiceFailed(RivetrError):
+    """A backing service did not become healthy, or a backup or restore of it failed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 
 
@@ -51,8 +52,10 @@ class App:
     health_interval: float | None = None
     health_retries: int | None = None
     health_start_period: float | None = None
-    pre_deploy: str | None = None  # `sh -c` in the new container before the health check
-    post_deploy: str | None = None  # `sh -c` in the new container after the switch
+    # JSON lists of commands, each run with `sh -c` in the new container: pre before the
+    # health check, post after the switch (None: rivetr.toml's [deploy], else none).
+    pre_deploy: str | None = None
+    post_deploy: str | None = None
     deploy_command_timeout: float | None = None  # None: the server setting
     stopped: bool = False  # `ps:stop`: no container runs and the proxy answers 503
     build_type: str | None = None  # None: detected from the pushed tree (pipeline/detect.py)
@@ -65,6 +68,17 @@ class App:
     # comma-separated HOST:CONTAINER[:ro] bind mounts its compose file may use (admin only)
     compose_binds: str | None = None
     scale: str | None = None  # `ps:scale` counts, "web=3,worker=2" (a type not named: 1)
+    auto_rollback: bool | None = None  # None: the server's auto_rollback setting
+    live_check_interval: float | None = None  # None: the server's live_check_interval
+
+    @property
+    def pre_commands(self) -> tuple[str, ...] | None:
+        """The app's own pre-deploy commands (None: not set, rivetr.toml decides)."""
+        return _command_list(self.pre_deploy)
+
+    @property
+    def post_commands(self) -> tuple[str, ...] | None:
+        return _command_list(self.post_deploy)
 
     @property
     def compose_bind_list(self) -> list[str]:
@@ -73,6 +87,10 @@ class App:
     @property
     def build_env_names(self) -> list[str]:
         return [n for n in (self.build_env or "").split(",") if n]
+
+
+def _command_list(stored: str | None) -> tuple[str, ...] | None:
+    return None if stored is None else tuple(json.loads(stored))
 
 
 @dataclass(frozen=True)

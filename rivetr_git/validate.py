@@ -361,3 +361,11 @@ def ca_file(value: object) -> str:
     if found and not Path(found).expanduser().is_file():
         raise ValueError("expected the path of a PEM file of CA certificates ('': the system's)")
     return found
+
+
+def absolute_path(value: object) -> str:
+    """An absolute path ('': none): a relative one would depend on the server's cwd."""
+    found = text(value)
+    if found and not Path(found).is_absolute():
+        raise ValueError("expected an absolute path such as /srv/rivetr-storage ('': none)")
+    return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Any
@@ -219,6 +219,26 @@ class FakeRuntime:
 
     async def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)
+
+    async def ensure_image(self, image: str) -> None:
+        return None  # backing services run on Docker only (tests/test_services.py)
+
+    async def connect_network(
+        self, container_id: str, network: str, aliases: list[str], labels: Mapping[str, str]
+    ) -> None:
+        raise RuntimeOperationError("the fake runtime runs no backing services")
+
+    async def disconnect_network(self, container_id: str, network: str) -> None:
+        raise RuntimeOperationError("the fake runtime runs no backing services")
+
+    async def exec_io(
+        self,
+        container_id: str,
+        command: list[str],
+        on_stdout: OnOutput,
+        stdin: AsyncIterator[bytes] | None = None,
+    ) -> tuple[int, bytes]:
+        raise RuntimeOperationError("the fake runtime runs no backing services")
 
     async def close(self) -> None:
         for container in list(self.containers.values()):

@@ -272,7 +272,7 @@ class Server:
             for n in run(
                 ["docker", "network", "ls", "--format", "{{.Name}}"], check=False
             ).stdout.split()
-            if n.startswith(f"rivetr-{self.instance}-")
+            if n.startswith((f"rivetr-{self.instance}-", f"rivetr-{self.instance}.svc."))
         ]
         if networks:
             run(["docker", "network", "rm", *networks], check=False)

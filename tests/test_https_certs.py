@@ -85,6 +85,13 @@ def test_uploaded_certificates_sni_redirect_hsts_and_removal(
 
     listing = ok(srv, alice, "certs", "tl-a")
     assert "tl-a.localhost" in listing and "uploaded" in listing and "redirect: on" in listing
+    # The app's URL is https now, in apps:info and in the next deploy's last line.
+    assert f"https://tl-a.localhost:{srv.https_port}/" in ok(srv, alice, "apps:info", "tl-a")
+    assert f"https://tl-b.localhost:{srv.https_port}/" in ok(srv, alice, "apps:list")
+    repo.write("www/extra.txt", "more\n")
+    repo.commit("again")
+    again = repo.push(srv.remote("tl-a"))
+    assert f"Running: https://tl-a.localhost:{srv.https_port}/" in again.stderr, again.stderr
     # A valid certificate turns on the redirect (https_redirect defaults to true).
     status, location = _http_status(srv, "tl-a.localhost", "/x?y=1")
     assert status == 308

@@ -12,6 +12,7 @@ import pytest
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.labels import LABEL_PROCESS
+from rivetr_git.pipeline.processes import LinePrefixer
 from tests.fakes import commit
 from tests.test_deploy_logic import DOCKERFILE, INSTANCE, World, lines, make_world, until
 
@@ -109,3 +110,16 @@ async def test_the_monitor_restarts_each_process_on_its_own(world: World) -> Non
     app_now = await world.store.get_app(app.name)
     assert app_now.crashed_reason is None  # a worker crash does not mark the app crashed
     assert processes(world, live) == ["web.1", "worker.1"]
+
+
+async def test_line_prefixer_keeps_lines_whole_and_flushes_the_last() -> None:
+    seen: list[bytes] = []
+
+    async def out(data: bytes) -> None:
+        seen.append(data)
+
+    prefixer = LinePrefixer(b"worker.1 | ", out)
+    await prefixer.feed(b"one\ntw")
+    await prefixer.feed(b"o\nthr")
+    await prefixer.close()
+    assert seen == [b"worker.1 | one\n", b"worker.1 | two\n", b"worker.1 | thr\n"]

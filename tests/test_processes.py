@@ -5,6 +5,7 @@ Real daemon, real git over SSH, real containers. App names start with `pr`.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +93,15 @@ def test_worker_runs_beside_web_and_release_runs_first(
     assert len(workers) == 1, workers
     assert wait_until(lambda: "worker-tick-3" in docker_logs(workers[0]), 10)
     assert containers(server, app, "web.1")
+    # `logs` shows every process of the release, each line after its process's name.
+    logs = ssh_command_line(server, keys["alice"], f"logs {app} -n 5")
+    assert logs.returncode == 0, logs.stderr
+    assert re.search(r"^worker\.1 \| worker-tick-\d+$", logs.stdout, re.M), logs.stdout
+    # `enter` reaches a worker, not only web.1.
+    inside = ssh_command_line(server, keys["alice"], f"enter {app} worker.1 cat /proc/1/cmdline")
+    assert inside.returncode == 0 and "worker-tick" in inside.stdout, inside
+    missing = ssh_command_line(server, keys["alice"], f"enter {app} clock.1")
+    assert "has no process clock.1; it runs web.1, worker.1" in missing.stderr, missing
     # No one-off release container is left behind.
     assert not [
         c for c in docker_ids("ps", server.instance, "label=rivetr.oneoff=1") if c in workers

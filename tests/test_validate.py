@@ -117,3 +117,10 @@ def test_sizes_and_env_names() -> None:
             validate.env_name(bad)
     assert _app("env", "NPM_TOKEN,API_URL", BUILDS)
     assert not _app("env", "NPM-TOKEN", BUILDS)
+
+
+def test_storage_root_must_be_absolute() -> None:
+    assert _server("storage_root", "/srv/storage") and _server("storage_root", "")
+    assert not _server("storage_root", "data/storage")
+    with pytest.raises(ConfigError, match="expected an absolute path"):
+        load_settings(env={"RIVETR_STORAGE_ROOT": "./up"})

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -137,15 +138,20 @@ def _seconds(key: str, example: str, zero_ok: bool = False) -> Callable[[str], f
     return _field(key, lambda v: validate.seconds(v, zero_ok), example, "resets to the default")
 
 
-def _command(key: str) -> Callable[[str], str | None]:
-    def parse(value: str) -> str | None:
+def _command(key: str) -> Callable[[str], list[str]]:
+    """One command of a list (`pre=A pre=B`: A then B); '' clears the list."""
+
+    def parse(value: str) -> list[str]:
         if value.strip() == "":
-            return None
+            return []
         if "\0" in value or len(value) > 4096:
             raise ValidationError(f"{key}=...: a command of at most 4096 characters, no NUL")
-        return value
+        return [value]
 
     return parse
+
+
+_auto_rollback = _field("auto_rollback", validate.boolean, "false", "follows the server setting")
 
 
 # KEY -> (app column, parser), per verb.
@@ -223,7 +229,12 @@ DEPLOY_COMMANDS: Fields = {
     "pre": ("pre_deploy", _command("pre")),
     "post": ("post_deploy", _command("post")),
     "timeout": ("deploy_command_timeout", _seconds("timeout", "300")),
+    "auto_rollback": ("auto_rollback", _auto_rollback),
+    "branch": ("deploy_branch", _branch),
+    "port": ("port", _port),
 }
+# Columns holding a list of commands: a repeated key appends, stored as a JSON array.
+_LISTS = frozenset({"pre_deploy", "post_deploy"})
 
 
 def parse_assignments(items: Sequence[str], fields: Fields = APPS_SET) -> dict[str, Any]:
@@ -237,5 +248,10 @@ def parse_assignments(items: Sequence[str], fields: Fields = APPS_SET) -> dict[s
         if not sep or key not in fields:
             raise ValidationError(f"{item!r}: use KEY=VALUE with KEY one of {keys}")
         column, parse = fields[key]
-        values[column] = parse(raw)
+        if column in _LISTS:
+            values[column] = [*values.get(column, []), *parse(raw)]
+        else:
+            values[column] = parse(raw)
+    for column in _LISTS & values.keys():
+        values[column] = json.dumps(values[column]) if values[column] else None
     return values

@@ -17,6 +17,7 @@ from rivetr_git.admin.records import Records
 from rivetr_git.errors import NotFound, RivetrError, ServerNotRunning
 from rivetr_git.models import App
 from rivetr_git.pipeline import app_policy, repo_config
+from rivetr_git.pipeline.app_url import app_url
 from rivetr_git.pipeline.health import HealthPolicy
 from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.settings import Settings
@@ -52,9 +53,7 @@ class StoredFacts:
         self._store = store
 
     def app_url(self, app: str) -> str:
-        port = self._settings.public_port or self._settings.proxy_port
-        suffix = "" if port == 80 else f":{port}"
-        return f"http://{RouteTable(self._settings.base_domain).hostname(app)}{suffix}/"
+        return app_url(self._settings, RouteTable(self._settings.base_domain).hostname(app))
 
     def health_defaults(self) -> HealthPolicy:
         return app_policy.health_defaults(self._settings)

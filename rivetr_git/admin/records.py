@@ -95,9 +95,6 @@ class Records:
         defaults = self._facts.health_defaults()
         used = await self._facts.health_in_force(app)
 
-        def shown(value: object, default: object, unit: str = "") -> str:
-            return f"{value}{unit}" if value is not None else f"{default}{unit} (default)"
-
         word, why = state(app, current is not None)
         live = "nothing deployed"
         if current:
@@ -137,8 +134,9 @@ class Records:
             f"  interval:     {used.interval:g}s [{defaults.interval:g}s]",
             f"  retries:      {used.retries} [{defaults.retries}]",
             f"  start_period: {used.start_period:g}s [{defaults.start_period:g}s]",
-            f"pre-deploy:     {app.pre_deploy or '-'}",
-            f"post-deploy:    {app.post_deploy or '-'}",
+            f"pre-deploy:     {_commands(app.pre_commands)}",
+            f"post-deploy:    {_commands(app.post_commands)}",
+            "auto-rollback:  " + shown(app.auto_rollback, self._settings.auto_rollback, ""),
             "command timeout: "
             + shown(app.deploy_command_timeout, self._settings.deploy_command_timeout, "s"),
             f"webhook:        {app.webhook_url or '-'}",
@@ -248,3 +246,15 @@ def state(app: App, deployed: bool) -> tuple[str, str]:
     if app.crashed_reason:
         return "crashed", "the proxy answers 503 until the next deploy"
     return ("running", "") if deployed else ("created", "push to deploy")
+
+
+def shown(value: object, default: object, unit: str = "") -> str:
+    """An app setting, or the server's default it falls back to."""
+    return f"{value}{unit}" if value is not None else f"{default}{unit} (default)"
+
+
+def _commands(commands: tuple[str, ...] | None) -> str:
+    """An app's deploy commands, in order (rivetr.toml's when it sets none)."""
+    if commands is None:
+        return "- (rivetr.toml [deploy], if any)"
+    return " ; then ".join(repr(c) for c in commands) or "- (none, whatever rivetr.toml says)"

@@ -26,6 +26,7 @@ from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.git_verbs import GitVerbs, TokenVerbs
 from rivetr_git.admin.records import Records
+from rivetr_git.admin.service_verbs import ServiceParts, ServiceVerbs, unavailable
 from rivetr_git.admin.storage_verbs import StorageVerbs
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
@@ -69,6 +70,7 @@ class Admin:
         certs: CertVerbs | None = None,
         *,
         storage: Storage,
+        services: ServiceParts | None = None,
         git: GitVerbs,
     ) -> None:
         self._settings = settings
@@ -84,9 +86,11 @@ class Admin:
         self._storage = storage
         self._git = git
         records = Records(settings, store, deployer, repo_size)
+        self._services = ServiceVerbs(store, services, self._restart) if services else None
         self._handlers: dict[str, Handler] = {
             "apps:create": self._apps_create,
             **records.handlers,
+            **(self._services.handlers if self._services else unavailable()),
             **TokenVerbs(store).handlers,
         }
         self._certs = certs or CertVerbs(None, None, settings.https_redirect)
@@ -174,6 +178,8 @@ class Admin:
                 f"destroying {app.name} removes its containers, images, repository, settings "
                 f"and env for good; confirm with: apps:destroy {app.name} --confirm {app.name}"
             )
+        if self._services is not None:
+            await self._services.app_destroyed(app.name)  # they leave its network first
         await self._deployer.destroy(app)
         if self._cron is not None:
             self._cron.forget(app)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from rivetr_git.admin import service_arguments as svc
 from rivetr_git.admin import verb_arguments as arguments
 from rivetr_git.errors import UsageHelp, ValidationError
 from rivetr_git.names import validate_app_name
@@ -133,11 +134,12 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb(
         "deploy:set",
-        "set commands run in the new container before/after the switch",
+        "set how the app deploys: commands before/after the switch, auto-rollback, branch, port",
         per_app=True,
         add_arguments=arguments.assignments(
-            "pre, post (shell commands), timeout (seconds); '' clears",
-            'pre="./manage.py migrate" post="./notify.sh" timeout=120',
+            "pre, post (shell commands, in order; a key given again adds one), timeout "
+            "(seconds), auto_rollback (true/false), branch (the deploy branch), port; '' clears",
+            'pre="./manage.py migrate" pre="./seed" post="./notify.sh" auto_rollback=false',
         ),
     ),
     Verb(
@@ -276,6 +278,26 @@ VERBS: tuple[Verb, ...] = (
         per_app=False,
         admin_only=True,
         add_arguments=arguments.access,
+    ),
+    *(
+        Verb(name, summary, per_app=False, admin_only=True, add_arguments=add)
+        for name, summary, add in (
+            ("services:create", "start a postgres, redis or mariadb service", svc.create),
+            ("services:list", "every service: kind, version, state, linked apps", lambda p: None),
+            ("services:info", "one service: state, volume size, links, URL", svc.name),
+            ("services:logs", "the service's output", svc.logs),
+            ("services:link", "give an app the service's URL and restart it", svc.link),
+            ("services:unlink", "take the URL away and restart the app", svc.link),
+            ("services:expose", "publish the service on 127.0.0.1 (for a tunnel)", svc.expose),
+            ("services:unexpose", "make the service private again", svc.name),
+            ("services:destroy", "remove a service (its data only with --purge-data)", svc.destroy),
+            ("services:backup", "write a backup now, or set the backup schedule", svc.backup),
+            ("services:backups", "the service's backups, oldest first", svc.name),
+            ("services:restore", "restore a backup into the service", svc.restore),
+            ("services:export", "write a dump to stdout (ssh ... > dump)", svc.name),
+            ("services:import", "restore a dump read from stdin (ssh ... < dump)", svc.import_),
+            ("services:connect", "open the service's client (psql, ...; needs ssh -t)", svc.name),
+        )
     ),
     Verb(
         "git:set",

@@ -48,6 +48,18 @@ def health_defaults(s: Settings) -> health_check.HealthPolicy:
     )
 
 
+def deploy_commands(app: App, repo: RepoConfig, which: str) -> tuple[str, ...]:
+    """The app's pre or post commands: its own (deploy:set) if set, else rivetr.toml's."""
+    own = app.pre_commands if which == "pre" else app.post_commands
+    if own is not None:
+        return own
+    return repo.pre_deploy if which == "pre" else repo.post_deploy
+
+
+def auto_rollback(settings: Settings, app: App) -> bool:
+    return settings.auto_rollback if app.auto_rollback is None else app.auto_rollback
+
+
 def command_timeout(settings: Settings, app: App) -> float:
     if app.deploy_command_timeout is not None:
         return app.deploy_command_timeout

@@ -11,9 +11,9 @@ import re
 
 from rivetr_git.errors import NotFound
 from rivetr_git.models import App
+from rivetr_git.pipeline import scale
 from rivetr_git.pipeline.processes import Processes
 from rivetr_git.runtime.base import OnOutput, Runtime, Terminal
-from rivetr_git.store.database import Store
 from rivetr_git.terminal import ByteNeutraliser
 
 __all__ = ["Consoles", "Terminal", "split_process"]
@@ -32,8 +32,7 @@ def split_process(words: list[str]) -> tuple[str | None, list[str]]:
 
 
 class Consoles:
-    def __init__(self, store: Store, runtime: Runtime, processes: Processes) -> None:
-        self._store = store
+    def __init__(self, runtime: Runtime, processes: Processes) -> None:
         self._runtime = runtime
         self._processes = processes
 
@@ -66,16 +65,17 @@ class Consoles:
         return 124 if code is None else code
 
     async def _container(self, app: App, process: str | None) -> str:
-        # One process per release today: its container is web.1.
-        if process not in (None, "web.1"):
-            raise NotFound(f"{app.name} has no process {process}; it runs web.1")
-        current = await self._store.current_deployment(app)
-        if current is None or not current.container_id:
-            raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
-        info = await self._runtime.inspect(current.container_id)
-        if info is None or not info.running:
+        wanted = process or "web.1"
+        found = await self._processes.live_containers(app)
+        match = [c for c in found if scale.process_of(c) == wanted]
+        if not match:
+            running = ", ".join(scale.process_of(c) for c in found) or "no processes"
             raise NotFound(
-                f"{app.name}'s web.1 is not running; ps:start {app.name} (or ps:restart) "
+                f"{app.name} has no process {wanted}; it runs {running} (see ps {app.name})"
+            )
+        if not match[0].running:
+            raise NotFound(
+                f"{app.name}'s {wanted} is not running; ps:start {app.name} (or ps:restart) "
                 f"starts it, or run {app.name} CMD uses a new container"
             )
-        return info.id
+        return match[0].id

@@ -21,6 +21,7 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import app_policy, health, procfile, promote, repo_config
 from rivetr_git.pipeline.after_switch import cleanup
 from rivetr_git.pipeline.after_switch.rollback import AutoRollback
+from rivetr_git.pipeline.app_url import app_url
 from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
 from rivetr_git.pipeline.labels import image_repository, labels, network_name
@@ -90,9 +91,7 @@ class Deployer:
         self._queue = DeployQueue(store, runner.run, settings.max_concurrent_deploys)
 
     def app_url(self, app: str) -> str:
-        port = self._settings.public_port or self._settings.proxy_port
-        suffix = "" if port == 80 else f":{port}"
-        return f"http://{self._routes.hostname(app)}{suffix}/"
+        return app_url(self._settings, self._routes.hostname(app))
 
     def set_public_port(self, port: int) -> None:
         """Called once the proxy is bound, so URLs show the real port when 0 was asked."""

@@ -23,6 +23,7 @@ from rivetr_git.proxy.routes import RouteTable
 from rivetr_git.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_ONEOFF,
+    ContainerInfo,
     ContainerSpec,
     OnOutput,
     Runtime,
@@ -147,11 +148,37 @@ class Processes:
         found.sort(key=lambda c: (-int(c.labels.get(LABEL_DEPLOYMENT, "0")), scale.sort_key(c)))
         return scale.ps_table(found, self._restarts)
 
-    async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput) -> None:
+    async def live_containers(self, app: App) -> list[ContainerInfo]:
+        """The live release's long-running containers: web.1, web.2, ..., then the others."""
         current = await self._live(app)
-        assert current.container_id is not None
-        async with _neutralised(on_output) as safe:
-            await self._runtime.follow_logs(current.container_id, lines, follow, safe)
+        return await scale.release_containers(
+            self._runtime, labels(self._instance, app.name, current.id)
+        )
+
+    async def logs(self, app: App, lines: int | None, follow: bool, on_output: OnOutput) -> None:
+        """The live release's output: one container's as it is; several at once, each line
+        after its process (`worker.1 | ...`), as foreman and compose show them."""
+        found = await self.live_containers(app)
+        if len(found) <= 1:
+            current = await self._live(app)
+            assert current.container_id is not None
+            async with _neutralised(on_output) as safe:
+                await self._runtime.follow_logs(current.container_id, lines, follow, safe)
+            return
+        width = max(len(scale.process_of(c)) for c in found)
+
+        async def one(info: ContainerInfo) -> None:
+            prefix = f"{scale.process_of(info):<{width}} | ".encode()
+            prefixer = LinePrefixer(prefix, on_output)
+            async with _neutralised(prefixer.feed) as safe:
+                await self._runtime.follow_logs(info.id, lines, follow, safe)
+            await prefixer.close()
+
+        if follow:
+            await asyncio.gather(*(one(c) for c in found))
+        else:
+            for info in found:  # history: one process after another, each in order
+                await one(info)
 
     async def run(self, app: App, command: list[str], on_output: OnOutput) -> int:
         """Run `command` in a new container of the live release, with its env and limits."""
@@ -177,6 +204,26 @@ class Processes:
             network=network_name(self._instance, app.name),
             mounts=await container_mounts(self._store, self._instance, app, self.storage_root),
         )
+
+
+class LinePrefixer:
+    """Feeds `on_output` whole lines, each after `prefix` (an unfinished last line at
+    `close`), so that lines of processes followed at once never mix."""
+
+    def __init__(self, prefix: bytes, on_output: OnOutput) -> None:
+        self._prefix = prefix
+        self._on_output = on_output
+        self._held = b""
+
+    async def feed(self, data: bytes) -> None:
+        *whole, self._held = (self._held + data).split(b"\n")
+        if whole:
+            await self._on_output(b"".join(self._prefix + line + b"\n" for line in whole))
+
+    async def close(self) -> None:
+        if self._held:
+            await self._on_output(self._prefix + self._held + b"\n")
+            self._held = b""
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,10 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
     [build]
     type = "static"       # skip detection: dockerfile, compose, railpack, pack, nixpacks, static
 
+    [deploy]              # run with sh -c in the new container, in order; the first
+    pre = ["./migrate"]   # failing pre fails the deploy (a single string works too)
+    post = ["./warm-cache", "./notify"]   # after the switch; a failure keeps it live
+
     [[cron]]              # one table per scheduled job (pipeline/cron_jobs.py)
     schedule = "*/5 * * * *"    # five-field cron syntax, UTC
     command = "./cleanup.sh"    # run with sh -c; or a list, run as it is
@@ -44,6 +48,8 @@ class RepoConfig:
     health_start_period: float | None = None
     build_type: str | None = None  # None (or "auto"): detect from the tree
     cron: tuple[CronJob, ...] = ()  # [[cron]] jobs, in the file's order
+    pre_deploy: tuple[str, ...] = ()  # [deploy] pre, in order
+    post_deploy: tuple[str, ...] = ()  # [deploy] post
 
 
 def parse(text: bytes | None) -> RepoConfig:
@@ -54,12 +60,13 @@ def parse(text: bytes | None) -> RepoConfig:
         data = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CheckoutFailed(f"{FILE_NAME} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"healthcheck", "build", "cron"}
+    unknown = set(data) - {"healthcheck", "build", "cron", "deploy"}
     if unknown:
         raise CheckoutFailed(
             f"{FILE_NAME}: unknown table(s) {', '.join(sorted(unknown))}; "
-            "this version knows [healthcheck], [build] and [[cron]]"
+            "this version knows [healthcheck], [build], [deploy] and [[cron]]"
         )
+    pre, post = _deploy_commands(data.get("deploy", {}))
     health = data.get("healthcheck", {})
     if not isinstance(health, dict):
         raise CheckoutFailed(f"{FILE_NAME}: healthcheck must be a table, [healthcheck]")
@@ -80,6 +87,8 @@ def parse(text: bytes | None) -> RepoConfig:
     return RepoConfig(
         cron=parse_cron_tables(data.get("cron", []), FILE_NAME),
         build_type=_build_type(data.get("build", {})),
+        pre_deploy=pre,
+        post_deploy=post,
         health_path=_value(health, "path", validate.http_path, '"/health"'),
         health_timeout=_value(health, "timeout", validate.seconds, "5"),
         health_interval=_value(health, "interval", validate.seconds, "1"),
@@ -88,6 +97,27 @@ def parse(text: bytes | None) -> RepoConfig:
             health, "start_period", lambda v: validate.seconds(v, zero_ok=True), "0"
         ),
     )
+
+
+def _deploy_commands(table: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """[deploy] pre and post: a command or a list of commands each."""
+    if not isinstance(table, dict) or set(table) - {"pre", "post"}:
+        raise CheckoutFailed(
+            f'{FILE_NAME}: [deploy] takes pre and post, e.g. pre = ["./migrate", "./seed"]'
+        )
+    found: list[tuple[str, ...]] = []
+    for key in ("pre", "post"):
+        value = table.get(key, [])
+        commands = [value] if isinstance(value, str) else value
+        if not isinstance(commands, list) or not all(
+            isinstance(c, str) and c.strip() and "\0" not in c and len(c) <= 4096 for c in commands
+        ):
+            raise CheckoutFailed(
+                f"{FILE_NAME}: [deploy] {key} = {value!r}: give a command or a list of "
+                f'commands, e.g. {key} = ["./migrate", "./seed"]'
+            )
+        found.append(tuple(commands))
+    return found[0], found[1]
 
 
 def _build_type(table: object) -> str | None:

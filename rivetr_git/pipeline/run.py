@@ -253,17 +253,10 @@ class Runner:
                 host_port=container.host_port,
                 app_port=port,
             )
-            if app.pre_deploy:
-                failed = await deploy_commands.run(
-                    self._runtime,
-                    container.id,
-                    "pre",
-                    app.pre_deploy,
-                    app_policy.command_timeout(self._settings, app),
-                    r.out,
-                )
-                if failed:
-                    raise DeployFailed("pre_deploy", failed)
+            assert r.repo is not None  # read at cloning (or from the release's commit)
+            run = deploy_commands.for_app(self._runtime, self._settings, app, r.repo, r.out)
+            if failed := await run(container.id, "pre"):
+                raise DeployFailed("pre_deploy", failed)
 
     async def _run_container(self, r: _Run, port: int, env: dict[str, str]) -> ContainerInfo:
         """The release's container: a compose group's routed service, or the one image."""
@@ -356,7 +349,7 @@ class Runner:
                 policy=policy,
             )
         )
-        if previous is not None and self._settings.auto_rollback:
+        if previous is not None and app_policy.auto_rollback(self._settings, app):
             r.out.info(
                 f"watching it for {self._settings.watch_window:g}s: if it fails in "
                 f"that time, #{previous.id} takes over again"
@@ -390,19 +383,10 @@ class Runner:
 
     async def _post_deploy(self, r: _Run) -> None:
         """A failing post-deploy command is reported; the release stays live."""
-        app, container = r.app, r.container
-        if not app.post_deploy:
-            return
-        assert container is not None
-        failed = await deploy_commands.run(
-            self._runtime,
-            container.id,
-            "post",
-            app.post_deploy,
-            app_policy.command_timeout(self._settings, app),
-            r.out,
-        )
-        if failed:
+        container = r.container
+        assert container is not None and r.repo is not None
+        run = deploy_commands.for_app(self._runtime, self._settings, r.app, r.repo, r.out)
+        if failed := await run(container.id, "post"):
             await self._store.set_status(r.d.id, Status.RUNNING, post_deploy_error=failed)
             r.out.error(f"{failed}; the release stays live", in_red=True)
 

@@ -424,6 +424,10 @@ class _SshSession:
         self._process.stdout.write(data)
         await self._process.stdout.drain()
 
+    async def read_chunk(self) -> bytes:
+        """The next bytes of stdin as they arrive (services:import); b"" at its end."""
+        return bytes(await self._process.stdin.read(CHUNK))
+
     async def read_input(self, limit: int) -> bytes:
         data = b""
         while chunk := await self._process.stdin.read(CHUNK):

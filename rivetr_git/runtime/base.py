@@ -6,7 +6,7 @@ containers described by a ContainerSpec, and finds them again by label.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -18,6 +18,7 @@ LABEL_APP = "rivetr.app"
 LABEL_DEPLOYMENT = "rivetr.deployment"
 LABEL_ONEOFF = "rivetr.oneoff"  # a `run` container: removed when it ends
 LABEL_VOLUME = "rivetr.volume"  # an app's named volume (storage:mount): its short name
+LABEL_SERVICE = "rivetr.service"  # a backing service's container, volume and network
 
 
 OnOutput = Callable[[bytes], Awaitable[None]]
@@ -87,6 +88,7 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()  # the app's storage, the same in every container of it
     # What to run instead of the image's command (a Procfile process); None: the image's.
     command: list[str] | None = None
+    host_port: int | None = None  # publish `port` on this 127.0.0.1 port (None: any free one)
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,34 @@ class Runtime(Protocol):
 
     async def remove_volume(self, name: str) -> None:
         """Remove a volume no container uses. Missing is not an error."""
+        ...
+
+    async def ensure_image(self, image: str) -> None:
+        """Pull `image` unless the engine has it. Raises RuntimeOperationError if it can
+        be neither found nor pulled."""
+        ...
+
+    async def connect_network(
+        self, container_id: str, network: str, aliases: list[str], labels: Mapping[str, str]
+    ) -> None:
+        """Join a running container to `network` (made with `labels` when missing), where
+        other containers reach it by `aliases`. Already joined is not an error."""
+        ...
+
+    async def disconnect_network(self, container_id: str, network: str) -> None:
+        """Leave `network`. A missing container or network, or not joined, is not an error."""
+        ...
+
+    async def exec_io(
+        self,
+        container_id: str,
+        command: list[str],
+        on_stdout: OnOutput,
+        stdin: AsyncIterator[bytes] | None = None,
+    ) -> tuple[int, bytes]:
+        """Run a command in a running container with `stdin` fed to it (then closed), its
+        stdout streamed to `on_stdout` byte-exact; returns the exit code and the end of its
+        stderr (kept apart from stdout)."""
         ...
 
     async def close(self) -> None: ...

@@ -31,6 +31,7 @@ from rivetr_git.runtime.base import (
 from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_remove import remove_container
 from rivetr_git.runtime.docker_routes import host_routes
+from rivetr_git.runtime.docker_services import DockerServices
 from rivetr_git.runtime.docker_storage import DockerVolumes, storage_options
 from rivetr_git.runtime.docker_streams import OnOutput, pump
 
@@ -81,7 +82,7 @@ def _label_filter(labels: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in labels.items()]
 
 
-class DockerRuntime(DockerVolumes):
+class DockerRuntime(DockerVolumes, DockerServices):
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"
@@ -150,7 +151,7 @@ class DockerRuntime(DockerVolumes):
             api = self._client.api
             ports = [spec.port] if spec.port else []
             host_config = api.create_host_config(
-                port_bindings={p: ("127.0.0.1",) for p in ports},
+                port_bindings={p: ("127.0.0.1", spec.host_port or None) for p in ports},
                 init=True,
                 **_limits(spec),
                 **self._host_options(),

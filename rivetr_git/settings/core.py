@@ -63,7 +63,9 @@ class CoreSettings:
     stop_timeout: int = setting(10, "seconds a replaced container gets before SIGKILL", _count)
     keep_releases: int = setting(3, "images of this many newest releases are kept per app", _count)
     keep_deployments: int = setting(50, "deployments (and logs) kept per app", _count)
-    storage_root: str = setting("", "host dir admins may mount from ('': none)", validate.text)
+    storage_root: str = setting(
+        "", "absolute host dir admins may mount from ('': none)", validate.absolute_path
+    )
     log_max_size: str = setting("10m", "app container logs rotate at this size ('': no cap)", _size)
     log_max_files: int = setting(3, "rotated log files kept per app container", _count)
     auto_rollback: bool = setting(

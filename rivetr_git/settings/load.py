@@ -20,6 +20,7 @@ from rivetr_git.settings.api import ApiSettings
 from rivetr_git.settings.builds import BuildSettings
 from rivetr_git.settings.core import CoreSettings
 from rivetr_git.settings.proxy import ProxySettings
+from rivetr_git.settings.services import ServiceSettings
 from rivetr_git.settings.ssh import SshSettings
 
 ENV_PREFIX = "RIVETR_"
@@ -27,7 +28,9 @@ ENV_PREFIX = "RIVETR_"
 
 # Groups are declared in their own modules; the help lists them in this order, backwards.
 @dataclass(frozen=True)
-class Settings(ApiSettings, SshSettings, ProxySettings, BuildSettings, CoreSettings):
+class Settings(
+    ApiSettings, ServiceSettings, SshSettings, ProxySettings, BuildSettings, CoreSettings
+):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "rivetr.db"

@@ -45,12 +45,20 @@ APP_FIELDS = frozenset(
         "compose_service",
         "build_env",
         "compose_binds",
+        "auto_rollback",
+        "live_check_interval",
     }
 )
 
 
 def _app(row: Sequence[Any]) -> App:
-    return from_row(App, row, stopped=bool, build_no_cache=bool)
+    return from_row(
+        App,
+        row,
+        stopped=bool,
+        build_no_cache=bool,
+        auto_rollback=lambda v: None if v is None else bool(v),
+    )
 
 
 class AppTables:
@@ -62,11 +70,16 @@ class AppTables:
 
     async def create_app(self, name: str) -> App:
         try:
-            await self._db.execute(
-                "INSERT INTO apps (name, created_at) VALUES (?, ?)", (name, now())
+            # A backing service's name is taken too: apps reach services by name.
+            cur = await self._db.execute(
+                "INSERT INTO apps (name, created_at) SELECT ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM services WHERE name = ?)",
+                (name, now(), name),
             )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"app '{name}' already exists") from None
+        if cur.rowcount == 0:
+            raise AlreadyExists(f"'{name}' is the name of a service; choose another app name")
         return await self.get_app(name)
 
     async def find_app(self, name: str) -> App | None:

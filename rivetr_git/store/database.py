@@ -24,6 +24,7 @@ from rivetr_git.store.keys import KeyTables
 from rivetr_git.store.mounts import MountTables
 from rivetr_git.store.retention import RetentionTables
 from rivetr_git.store.schema import MIGRATIONS, now
+from rivetr_git.store.services import ServiceTables
 from rivetr_git.store.tls import TlsTables
 
 __all__ = ["MIGRATIONS", "Store", "now"]
@@ -37,6 +38,7 @@ class Store(
     MountTables,
     RetentionTables,
     TlsTables,
+    ServiceTables,
     GitTables,
 ):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""

@@ -97,6 +97,8 @@ class EnvTables:
         "UNION ALL SELECT 'tls', t.app_id, a.name, 'tls-key', t.key FROM app_tls t "
         "JOIN apps a ON a.id = t.app_id WHERE t.key IS NOT NULL "
         "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account "
+        # Backing services' passwords (store/services.py), bound to 'service:NAME'.
+        "UNION ALL SELECT 'service', id, 'service:' || name, 'password', password FROM services "
         # Git-host secrets (store/git_tables.py): tokens, deploy keys, webhook secrets.
         "UNION ALL SELECT 'git', s.app_id, a.name, s.name, s.value FROM app_secrets s "
         "JOIN apps a ON a.id = s.app_id"
@@ -106,6 +108,7 @@ class EnvTables:
         "deployment": "UPDATE deployment_env SET value = ? WHERE deployment_id = ? AND name = ?",
         "tls": "UPDATE app_tls SET key = ? WHERE app_id = ? AND ? = 'tls-key'",
         "acme": "UPDATE acme_account SET key = ? WHERE rowid = ? AND ? = 'acme-account'",
+        "service": "UPDATE services SET password = ? WHERE id = ? AND ? = 'password'",
         "git": "UPDATE app_secrets SET value = ? WHERE app_id = ? AND name = ?",
     }
 

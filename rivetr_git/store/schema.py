@@ -173,6 +173,46 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN scale TEXT;
     """,
+    # Backing services (services:create): the password is an AES-GCM blob bound to
+    # 'service:NAME'; host_port is set while exposed on 127.0.0.1. A link gives an app the
+    # service's URL in `env_name` (its env var of that name, kept encrypted in env_vars).
+    """
+    CREATE TABLE services (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('postgres', 'redis', 'mariadb')),
+        image TEXT NOT NULL,
+        password BLOB NOT NULL,
+        container_id TEXT,
+        host_port INTEGER,
+        backup_schedule TEXT,
+        backup_keep INTEGER NOT NULL DEFAULT 7,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE service_links (
+        service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        env_name TEXT NOT NULL,
+        PRIMARY KEY (service_id, app_id)
+    ) WITHOUT ROWID;
+    """,
+    # The seed's runbook queries (README "Debugging") name a log line's time and text
+    # `timestamp` and `message`: computed from `at` and `line`, so one value is stored.
+    # (deployments.app_id, error_message and created_at are there since the first entry.)
+    """
+    ALTER TABLE deployment_logs ADD COLUMN timestamp TEXT
+        GENERATED ALWAYS AS (strftime('%Y-%m-%dT%H:%M:%S', at, 'unixepoch')
+            || printf('.%06dZ', CAST((at - CAST(at AS INTEGER)) * 1000000 AS INTEGER))) VIRTUAL;
+    ALTER TABLE deployment_logs ADD COLUMN message TEXT GENERATED ALWAYS AS (line) VIRTUAL;
+    """,
+    # Deploy commands become lists (JSON arrays; a single command set before is its one
+    # entry); auto-rollback and the live health check's interval per app (NULL: the server's).
+    """
+    UPDATE apps SET pre_deploy = json_array(pre_deploy) WHERE pre_deploy IS NOT NULL;
+    UPDATE apps SET post_deploy = json_array(post_deploy) WHERE post_deploy IS NOT NULL;
+    ALTER TABLE apps ADD COLUMN auto_rollback INTEGER;
+    ALTER TABLE apps ADD COLUMN live_check_interval REAL;
+    """,
     # Apps from a git host (store/git_tables.py): where the code is fetched from, its secrets
     # (token, deploy key, webhook secret) as AES-GCM blobs bound to (app, name), the webhook
     # deliveries already seen, and the HTTP API's bearer tokens (a SHA-256 hash only).

@@ -15,7 +15,7 @@ from typing import Any
 from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Status
 from rivetr_git.notify import Notifier
-from rivetr_git.pipeline import promote
+from rivetr_git.pipeline import app_policy, promote
 from rivetr_git.pipeline.after_switch.watch import Switch, after_switch
 from rivetr_git.pipeline.queue import Job
 from rivetr_git.proxy.routes import RouteTable
@@ -65,13 +65,15 @@ class AutoRollback:
 
         async def watched() -> None:
             try:
+                # Per app (deploy:set APP auto_rollback=), else the server setting.
+                rollback = app_policy.auto_rollback(s, await self._store.get_app(app))
                 await after_switch(
                     self._store,
                     self._routes,
                     self._runtime,
                     switch,
                     window=s.watch_window,
-                    auto_rollback=s.auto_rollback,
+                    auto_rollback=rollback,
                     drain_timeout=s.drain_timeout,
                     stop_timeout=s.stop_timeout,
                     superseded=superseded,
