@@ -203,3 +203,24 @@ async def test_metrics_need_a_token_unless_bound_to_loopback(
         doc = await client.get("/api/v1/openapi.json")
         assert (await doc.json())["openapi"].startswith("3.")
     await metrics.close()
+
+
+async def test_a_taken_api_port_is_a_config_error(store: Store) -> None:
+    import socket
+
+    from rivetr_git.api.metrics import Metrics
+    from rivetr_git.api.server import ApiServer
+    from rivetr_git.errors import ConfigError
+    from rivetr_git.settings import Settings
+
+    fake: Any = None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(api_host="127.0.0.1", api_port=port)
+        metrics = Metrics(store, {}, lambda: {})
+        api = ApiServer(settings, store, fake, fake, metrics, lambda a: "", lambda i: None)
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await api.start()
+        await api.close()
