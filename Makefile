@@ -24,6 +24,7 @@ bench: install docker tools images
 	$(BIN)/python bench/build_types.py
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/client_mode.py
+	$(BIN)/python bench/webhook_api.py
 
 install: $(VENV)/.installed
 

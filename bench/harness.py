@@ -273,6 +273,7 @@ class Server:
             RIVETR_PROXY_HOST="127.0.0.1",
             # HTTPS off (https_port 0): a fixed default port would clash between runs.
             RIVETR_HTTPS_PORT="0",
+            RIVETR_API_PORT="0",  # the same for the HTTP API's 8081
         )
         env.update(settings or {})
         with open(self.log_path, "wb") as log:

@@ -205,7 +205,7 @@ class Daemon:
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
         processes = _processes(s, store, runtime, routes, instance, env_vars, watcher.restarts)
         scheduler = _scheduler(s, store, repos, processes)
-        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer)
+        sources = GitSources(s, store, repos, GitSecrets(store, cipher), deployer, notifier)
         admin = _admin(
             s,
             store,
@@ -221,7 +221,7 @@ class Daemon:
             parts,
             GitVerbs(s, store, sources),
         )
-        api = _api(s, store, admin, sources, deployer, watcher)
+        api = _api(s, store, admin, sources, deployer, watcher, proxy)
         pushes = PushHandler(deployer, s.deploy_branch)
         hooks = HookSocket(s.data_dir / "run" / "hooks.sock", pushes.handle, _local(admin))
         receiver = Receiver(s, store, repos, hooks, install_hooks(s.data_dir), admin)
@@ -326,9 +326,10 @@ def _api(
     sources: GitSources,
     deployer: Deployer,
     watcher: Monitor,
+    proxy: ProxyServer | ProxyWorkers | NginxProxy,
 ) -> ApiServer:
-    """The HTTP edge, with the metrics the deployer and the crash monitor feed."""
-    metrics = Metrics(store, watcher.restarts_by_app)
+    """The HTTP edge, with the metrics the deployer, the crash monitor and the proxy feed."""
+    metrics = Metrics(store, watcher.restarts_by_app, proxy.proxy_stats)
     deployer.observe(metrics.deploy_finished)
     return ApiServer(s, store, admin, sources, metrics, deployer.app_url, deployer.job)
 

@@ -170,6 +170,12 @@ def test_api_tokens_scope_read_only_sse_and_metrics(
     status, body = request(server, "GET", "/api/v1/apps/ghapi1", None, bearer(reader))
     assert status == 200 and body["git"]["url"] == host.url("ghapi1")
 
+    # A fetch that fails: the advice as a JSON error, and a failed deploy in the metrics.
+    status, body = request(
+        server, "POST", "/api/v1/apps/ghapi2/deploys", {"ref": "nope"}, bearer(admin)
+    )
+    assert (status, body["error"]["code"]) == (422, "deploy_failed")
+    assert "its branches: dev, main" in body["error"]["message"]
     # A deploy started through the API, followed live to its end as Server-Sent Events.
     status, body = request(server, "POST", "/api/v1/apps/ghapi1/deploys", {}, bearer(scoped))
     assert status == 202, body
@@ -192,15 +198,26 @@ def test_api_tokens_scope_read_only_sse_and_metrics(
     status, body = request(server, "GET", "/api/v1/apps/ghapi1/domains", None, bearer(reader))
     assert body["domains"] == ["gh.example.com"]
 
-    status, text = request(server, "GET", "/metrics")
-    assert status == 200
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    def scrape() -> dict[str, Any]:
+        status, text = request(server, "GET", "/metrics")
+        assert status == 200
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    # Stage times are read from the stored log just after the deploy ends.
+    assert wait_until(lambda: scrape()["rivetr_deploy_stage_seconds"].samples, 10)
+    families = scrape()
     deploys = [
         s
         for s in families["rivetr_deploys"].samples
         if s.name == "rivetr_deploys_total" and s.labels == {"app": "ghapi1", "result": "running"}
     ]
     assert deploys and deploys[0].value >= 1
+    failed = [
+        s
+        for s in families["rivetr_deploys"].samples
+        if s.name == "rivetr_deploys_total" and s.labels == {"app": "ghapi2", "result": "failed"}
+    ]
+    assert failed and failed[0].value == 1
     stages = {s.labels.get("stage") for s in families["rivetr_deploy_stage_seconds"].samples}
     assert "building" in stages
     assert any(
@@ -208,6 +225,21 @@ def test_api_tokens_scope_read_only_sse_and_metrics(
         for s in families["rivetr_push_to_live_seconds"].samples
         if s.name.endswith("_count")
     )
+
+    def proxied() -> float:
+        # Proxy worker processes report every second; the daemon sums them.
+        family = scrape().get("rivetr_proxy_requests")
+        found = [
+            s.value
+            for s in (family.samples if family else [])
+            if s.labels == {"app": "ghapi1", "status_class": "2xx"}
+        ]
+        return found[0] if found else 0
+
+    assert wait_until(lambda: proxied() >= 1, 10)  # the server.get() above
+    families = scrape()
+    latency = families["rivetr_proxy_request_seconds"].samples
+    assert any(s.name.endswith("_count") and s.labels["app"] == "ghapi1" for s in latency)
 
     ok(server, alice, "tokens:revoke", "ghdev")
     assert request(server, "GET", "/api/v1/apps", None, bearer(scoped))[0] == 401

@@ -176,3 +176,51 @@ async def test_token_auth_scopes_and_rate_limit(store: Store) -> None:
     assert stored.last_used is not None
     assert stored.name == "ci"  # and only the hash is stored:
     assert await store.api_token_by_hash("rvt_good") is None
+
+
+@pytest.mark.parametrize(
+    ("api_host", "open_without_token"), [("127.0.0.1", True), ("0.0.0.0", False)]
+)
+async def test_metrics_need_a_token_unless_bound_to_loopback(
+    store: Store, api_host: str, open_without_token: bool
+) -> None:
+    from rivetr_git.api.metrics import Metrics
+    from rivetr_git.api.server import ApiServer
+    from rivetr_git.settings import Settings
+
+    await store.create_api_token("scraper", token_digest("rvt_scrape"), None, read_only=True)
+    fake: Any = None  # the metrics route touches neither the verbs nor the git sources
+    metrics = Metrics(store, {"ghm": 2}, lambda: {})
+    api = ApiServer(
+        Settings(api_host=api_host), store, fake, fake, metrics, lambda a: "", lambda i: None
+    )
+    async with TestClient(TestServer(api.app)) as client:
+        bare = await client.get("/metrics")
+        assert (bare.status == 200) is open_without_token
+        good = await client.get("/metrics", headers={"Authorization": "Bearer rvt_scrape"})
+        assert good.status == 200
+        assert 'rivetr_container_restarts{app="ghm"} 2.0' in await good.text()
+        doc = await client.get("/api/v1/openapi.json")
+        assert (await doc.json())["openapi"].startswith("3.")
+    await metrics.close()
+
+
+async def test_a_taken_api_port_is_a_config_error(store: Store) -> None:
+    import socket
+
+    from rivetr_git.api.metrics import Metrics
+    from rivetr_git.api.server import ApiServer
+    from rivetr_git.errors import ConfigError
+    from rivetr_git.settings import Settings
+
+    fake: Any = None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(api_host="127.0.0.1", api_port=port)
+        metrics = Metrics(store, {}, lambda: {})
+        api = ApiServer(settings, store, fake, fake, metrics, lambda a: "", lambda i: None)
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await api.start()
+        await api.close()

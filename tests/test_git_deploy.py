@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.git_host import GitHttpHost, make_source_repo
+from tests.conftest import running_server
+from tests.git_host import GitHttpHost, make_source_repo, ssh_git_host
 from tests.helpers import GIT_ENV, Key, Server, ssh_command
 from tests.test_admin_verbs import fails, ok, verb
 
@@ -35,6 +36,10 @@ def test_create_from_git_host_deploy_then_push(
     # Private: without a token the host refuses, and the advice says what to set.
     refused = fails(server, alice, "deploy", "ghweb")
     assert "refused no token" in refused and "git:set APP token=" in refused
+    # The failed fetch is a failed deployment, with the advice as its error.
+    listed = ok(server, alice, "deploys", "ghweb")
+    assert "0000000" in listed and "failed" in listed and "refused no token" in listed
+    assert f"main (from git host {url})" in ok(server, alice, "apps:info", "ghweb")
     wrong = verb(server, alice, "git:set", "ghweb", "token=wrong-one-999")
     assert wrong.returncode == 0 and "wrong-one-999" not in wrong.stdout
     assert "refused the token set with git:set" in fails(server, alice, "deploy", "ghweb")
@@ -79,6 +84,11 @@ def test_create_from_git_host_deploy_then_push(
     assert pushed.returncode == 0, pushed.stderr
     assert server.get("ghweb") == (200, "pushed after the fetch\n")
     assert TOKEN not in server.log()
+    # A developer with access deploys, but may not point the server at another URL.
+    ok(server, alice, "access:grant", "bob", "ghweb")
+    bob = keys["bob"]
+    assert "is for admin keys" in fails(server, bob, "git:set", "ghweb", "url=http://10.0.0.1/x")
+    assert "branch main" in ok(server, bob, "git:set", "ghweb", "branch=main")
     ok(server, alice, "apps:destroy", "ghweb", "--confirm", "ghweb")
 
 
@@ -91,3 +101,28 @@ def test_bad_git_url_creates_nothing(server: Server, keys: dict[str, Key]) -> No
 
 def _basic() -> str:
     return base64.b64encode(f"x:{TOKEN}".encode()).decode()
+
+
+def test_ssh_deploy_key_end_to_end(
+    docker_engine: None, tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    """git:key's public half authorised on an SSH git host (its host key in the known_hosts
+    of the user the server runs as), then `deploy` over SSH with the stored private half."""
+    home = tmp_path / "home"
+    make_source_repo(tmp_path / "sshhost", "ghsshapp")
+    authorised: list[str] = []  # read per connection: the key is added once it exists
+    with ssh_git_host(tmp_path / "sshhost", authorised, home / ".ssh" / "known_hosts") as port:
+        for server in running_server(tmp_path / "data", keys, env={"HOME": str(home)}):
+            alice = keys["alice"]
+            url = f"ssh://git@127.0.0.1:{port}/ghsshapp.git"
+            ok(server, alice, "apps:create", "ghsshapp", "--git", url)
+            assert "refused no deploy key" in fails(server, alice, "deploy", "ghsshapp")
+            public = ok(server, alice, "git:key", "ghsshapp").splitlines()[0]
+            assert public.startswith("ssh-ed25519 ") and "PRIVATE" not in public
+            assert "deploy key (git:key)" in fails(server, alice, "deploy", "ghsshapp")
+            authorised.append(public)
+            out = ok(server, alice, "deploy", "ghsshapp")
+            assert "-----> Running: http://ghsshapp." in out
+            assert server.get("ghsshapp") == (200, "ghsshapp from the git host\n")
+            db = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("rivetr.db*"))
+            assert b"OPENSSH PRIVATE KEY" not in db

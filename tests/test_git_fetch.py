@@ -3,8 +3,10 @@ a token, SSH with a deploy key, and the advice when credentials, branches or hos
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from rivetr_git.errors import CheckoutFailed
 from rivetr_git.secrets.git_secrets import new_deploy_key
 from rivetr_git.store.repos import FetchAuth, Repos
 from tests.git_host import GitHttpHost, make_source_repo, ssh_git_host
+from tests.helpers import GIT_ENV
 
 TOKEN = "ghp_s3cr3t-token-value"
 
@@ -144,3 +147,57 @@ async def test_ssh_with_the_deploy_key(tmp_path: Path, repos: Repos, home: Path)
         with pytest.raises(CheckoutFailed) as untrusted:
             await repos.fetch("ghapp", url, "main", auth, branch="main")
         assert "known_hosts" in str(untrusted.value)
+
+
+def add_submodule(host: GitHttpHost, work: Path, name: str) -> None:
+    """Give the host's repo `name` (its work tree `work`) a submodule `lib` pointing at the
+    host's repo ghlib by a relative URL, as projects on one host usually do."""
+    lib = make_source_repo(host.root, "ghlib")
+    (lib / "lib.txt").write_text("from the submodule\n")
+    env = {**os.environ, **GIT_ENV}
+    for args, cwd in (
+        (["add", "lib.txt"], lib),
+        (["commit", "-qm", "lib"], lib),
+        (["push", "-q", str(host.root / "ghlib.git"), "HEAD:main"], lib),
+        (
+            [
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                str(host.root / "ghlib.git"),
+                "lib",
+            ],
+            work,
+        ),
+        (["config", "-f", ".gitmodules", "submodule.lib.url", "../ghlib.git"], work),
+        (["add", "-A"], work),
+        (["commit", "-qm", "with lib"], work),
+        (["push", "-q", str(host.root / f"{name}.git"), "HEAD:main"], work),
+    ):
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+async def test_submodules_are_fetched_with_the_same_token_and_exported(
+    tmp_path: Path, repos: Repos
+) -> None:
+    work = make_source_repo(tmp_path / "host", "ghsuper")
+    with GitHttpHost(tmp_path / "host", TOKEN) as host:
+        add_submodule(host, work, "ghsuper")
+        url = host.url("ghsuper")
+        sha = await repos.fetch("ghapp", url, "main", FetchAuth(token=TOKEN), branch="main")
+        export = await repos.export("ghapp", sha, tmp_path / "context.tar")
+        assert export.submodules == ()
+        with tarfile.open(tmp_path / "context.tar") as archive:
+            member = archive.extractfile("lib/lib.txt")
+            assert member is not None and member.read() == b"from the submodule\n"
+        # A public superproject whose submodule is private: the failure names the
+        # submodule and the credential (none) its host refused.
+        host.public = {"ghsuper"}
+        other = Repos(tmp_path / "other")
+        await other.create("ghapp", "main")
+        with pytest.raises(CheckoutFailed) as failed:
+            await other.fetch("ghapp", url, "main", FetchAuth(), branch="main")
+        assert "submodule lib:" in str(failed.value)
+        assert "ghlib.git refused no token" in str(failed.value)

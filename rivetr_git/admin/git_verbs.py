@@ -13,7 +13,7 @@ import secrets
 from rivetr_git.admin import render
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session
 from rivetr_git.admin.verbs import Invocation
-from rivetr_git.errors import ValidationError
+from rivetr_git.errors import AccessDenied, ValidationError
 from rivetr_git.models import App
 from rivetr_git.names import validate_app_name, validate_key_name
 from rivetr_git.pipeline.git_source import GitSources
@@ -67,6 +67,9 @@ class GitVerbs:
 
     async def _git_set(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         values = git_assignments(inv.args.assignments)
+        if "url" in values and not caller.is_admin:
+            # The server fetches from whatever URL is set: only admins choose where to.
+            raise AccessDenied("git:set url= is for admin keys (branch= and token= are not)")
         changed = await self.sources.configure(
             app, values.get("url"), values.get("branch"), values.get("token")
         )

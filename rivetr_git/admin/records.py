@@ -84,6 +84,12 @@ class Records:
         await s.out(render.table(rows, ("APP", "LIVE", "STATE", "URL")))
         return 0
 
+    async def _branch_line(self, app: App) -> str:
+        """The deploy branch, and the git host it is fetched from (if any)."""
+        branch = app.deploy_branch or self._settings.deploy_branch
+        source = await self._store.git_source(app)
+        return branch if source is None else f"{branch} (from git host {source.url})"
+
     async def _apps_info(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         current = await self._store.current_deployment(app)
         defaults = self._facts.health_defaults()
@@ -111,7 +117,7 @@ class Records:
             f"domains:        {', '.join(await self._store.domains(app)) or '-'}",
             f"state:          {word} ({why})" if why else f"state:          {word}",
             f"live:           {live}",
-            f"deploy branch:  {app.deploy_branch or self._settings.deploy_branch}",
+            f"deploy branch:  {await self._branch_line(app)}",
             f"repository:     {size} (pushes up to max_push_size "
             f"{self._settings.max_push_size or 'no limit'})",
             f"build:          {app.build_type or 'auto (detected on each push)'}"

@@ -16,6 +16,7 @@ from rivetr_git.admin.git_verbs import token_digest
 from rivetr_git.api.replies import ApiError
 from rivetr_git.store.database import Store
 
+_MAX_ADDRESSES = 10_000  # addresses with failures kept before quiet ones are swept
 _TOUCH_EVERY = 60.0  # seconds between last_used updates of one token (a write per request
 # would cost more than the request)
 
@@ -52,6 +53,9 @@ class Auth:
         if scheme.lower() == "bearer" and token.strip():
             found = await self._store.api_token_by_hash(token_digest(token.strip()))
         if found is None:
+            if len(self._failures) > _MAX_ADDRESSES:  # many addresses: forget quiet ones
+                for quiet in [a for a, t in self._failures.items() if t[-1] < now - self._window]:
+                    del self._failures[quiet]
             self._failures.setdefault(address, collections.deque()).append(now)
             raise ApiError(401, "unauthorized", "send a valid token: Authorization: Bearer TOKEN")
         if now - self._touched.get(found.id, -_TOUCH_EVERY) >= _TOUCH_EVERY:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from rivetr_git.models import Deployment, Status
 from rivetr_git.pipeline.deployer import Job
@@ -23,8 +26,51 @@ def _parse_time(value: str) -> float:
     return datetime.datetime.fromisoformat(value).timestamp()
 
 
+class ProxyCollector(Collector):
+    """The data plane's per-app counts (summed over its processes), read at each scrape."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._stats()
+        requests = CounterMetricFamily(
+            "rivetr_proxy_requests",
+            "proxied requests by app and status class",
+            labels=["app", "status_class"],
+        )
+        for app, classes in sorted(snap.get("requests", {}).items()):
+            for cls, n in sorted(classes.items()):
+                requests.add_metric([app, cls], n)
+        latency = HistogramMetricFamily(
+            "rivetr_proxy_request_seconds",
+            "time from request to the end of the answer",
+            labels=["app"],
+        )
+        bounds = snap.get("buckets", [])
+        for app, counts in sorted(snap.get("latency", {}).items()):
+            cumulative, running = [], 0.0
+            for bound, n in zip([*map(str, bounds), "+Inf"], counts[:-1], strict=True):
+                running += n
+                cumulative.append((bound, running))
+            latency.add_metric([app], cumulative, sum_value=counts[-1])
+        errors = CounterMetricFamily(
+            "rivetr_proxy_upstream_errors",
+            "answers 502/504: the app's container failed",
+            labels=["app"],
+        )
+        for app, n in sorted(snap.get("errors", {}).items()):
+            errors.add_metric([app], n)
+        yield from (requests, latency, errors)
+
+
 class Metrics:
-    def __init__(self, store: Store, restarts: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        restarts: Mapping[str, int],
+        proxy_stats: Callable[[], dict[str, Any]],
+    ) -> None:
         self._store = store
         self._restarts = restarts
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,8 +112,9 @@ class Metrics:
             ["app"],
             registry=r,
         )
+        r.register(ProxyCollector(proxy_stats))
 
-    def deploy_finished(self, job: Job, final: Deployment) -> None:
+    def deploy_finished(self, final: Deployment) -> None:
         """Deployer.observe callback: count it, and time its stages from its stored log."""
         self.deploys.labels(final.app_name, final.status.value).inc()
         if final.status is Status.RUNNING and final.finished_at:

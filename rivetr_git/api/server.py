@@ -16,6 +16,7 @@ from rivetr_git.api.openapi import document
 from rivetr_git.api.replies import json_errors, ok
 from rivetr_git.api.v1 import PREFIX, V1
 from rivetr_git.api.webhooks import Webhooks
+from rivetr_git.errors import ConfigError
 from rivetr_git.pipeline.deployer import Job
 from rivetr_git.pipeline.git_source import GitSources
 from rivetr_git.settings import Settings
@@ -69,8 +70,16 @@ class ApiServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.api_host, self._settings.api_port)
-        await site.start()
+        host, port = self._settings.api_host, self._settings.api_port
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"the HTTP API cannot listen on {host}:{port} ({exc.strerror}); set api_port "
+                "(0 picks a free one) or api_host"
+            ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         if sockets:

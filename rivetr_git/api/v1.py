@@ -149,9 +149,10 @@ class V1:
 
     async def apps_list(self, request: web.Request, caller: Caller) -> web.Response:
         apps = [a for a in await self._store.list_apps() if await caller.may_see(self._store, a)]
+        current = await self._store.current_deployments()
         found = []
         for app in apps:
-            live = await self._store.current_deployment(app)
+            live = current.get(app.id)
             found.append(
                 {
                     "name": app.name,

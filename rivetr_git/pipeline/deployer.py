@@ -102,9 +102,14 @@ class Deployer:
         """A deployment's job while it is queued or runs (its live log), else None."""
         return self._queue.job(deployment_id)
 
-    def observe(self, callback: Callable[[Job, Deployment], None]) -> None:
-        """Call `callback` with each job and its final deployment (metrics)."""
+    def observe(self, callback: Callable[[Deployment], None]) -> None:
+        """Call `callback` with each finished deployment (metrics)."""
         self._queue.observers.append(callback)
+
+    def finished_elsewhere(self, final: Deployment) -> None:
+        """Tell the observers of a deployment that ended before the queue (a failed fetch)."""
+        for observe in self._queue.observers:
+            observe(final)
 
     async def submit(self, app: App, sha: str, pushed_by: str | None) -> Job:
         """Record a pending deployment of `sha` and queue it behind the app's earlier ones."""

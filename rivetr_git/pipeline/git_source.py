@@ -7,18 +7,20 @@ everything after (build, start, rollback, `git push` to the app) works unchanged
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
 from rivetr_git import validate
-from rivetr_git.errors import NotFound, ValidationError
-from rivetr_git.models import App
+from rivetr_git.errors import CheckoutFailed, NotFound, ValidationError
+from rivetr_git.models import App, LogLine, Status
+from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.deployer import Deployer, Job
-from rivetr_git.pipeline.log import HEADER, INDENT
+from rivetr_git.pipeline.log import ERROR, HEADER, INDENT
 from rivetr_git.secrets.git_secrets import DEPLOY_KEY, TOKEN, WEBHOOK, GitSecrets
 from rivetr_git.settings import Settings
 from rivetr_git.store.database import Store
-from rivetr_git.store.repos import FetchAuth, Repos
+from rivetr_git.store.repos import ZERO_SHA, FetchAuth, Repos
 from rivetr_git.terminal import neutralise
 
 Write = Callable[[str], Awaitable[None]]
@@ -38,12 +40,17 @@ class GitSources:
         repos: Repos,
         secrets: GitSecrets,
         deployer: Deployer,
+        notifier: Notifier,
     ) -> None:
         self._settings = settings
+        self._notifier = notifier
         self._store = store
         self._repos = repos
         self.secrets = secrets
         self._deployer = deployer
+        # One fetch per app at a time: webhooks may arrive together, and two fetches into
+        # one repository would race for its refs.
+        self._fetching: dict[str, asyncio.Lock] = {}
 
     def branch_of(self, app: App) -> str:
         return app.deploy_branch or self._settings.deploy_branch
@@ -107,10 +114,27 @@ class GitSources:
         wanted = ref or branch
         await write(f"{HEADER}Fetching {wanted} from {source.url}")
         started = time.monotonic()
-        sha = await self._repos.fetch(app.name, source.url, wanted, auth, branch)
+        try:
+            async with self._fetching.setdefault(app.name, asyncio.Lock()):
+                sha = await self._repos.fetch(app.name, source.url, wanted, auth, branch)
+        except CheckoutFailed as exc:
+            await self._record_failure(app, f"fetch {wanted} from {source.url}", by, exc)
+            raise
         info = await self._repos.commit_info(app.name, sha)
         await write(
             f"{INDENT}fetched {sha[:7]} ({neutralise(info.message[:60])}) in "
             f"{time.monotonic() - started:.1f}s"
         )
         return await self._deployer.submit(app, sha, by)
+
+    async def _record_failure(self, app: App, what: str, by: str, exc: CheckoutFailed) -> None:
+        """A fetch that failed is a failed deployment (no commit: zeros), so `deploys`,
+        its log and the deploy.failed event show it, also for webhooks nobody watches."""
+        found = await self._store.create_deployment(app, ZERO_SHA, what, by)
+        await self._store.set_status(found.id, Status.FAILED, error_message=str(exc))
+        self._deployer.finished_elsewhere(await self._store.get_deployment(found.id))
+        line = f"{ERROR}Deploy failed at cloning: {neutralise(exc.reason)}"
+        await self._store.append_logs(found.id, [LogLine(time.time(), "cloning", "system", line)])
+        self._notifier.notify(
+            "deploy.failed", app, deployment_id=found.id, stage="cloning", reason=exc.reason
+        )

@@ -42,7 +42,7 @@ class DeployQueue:
         self._queues: dict[str, collections.deque[Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[int, Job] = {}  # by deployment id, until each has its result
-        self.observers: list[Callable[[Job, Deployment], None]] = []
+        self.observers: list[Callable[[Deployment], None]] = []
 
     def job(self, deployment_id: int) -> Job | None:
         """The queued or running job of a deployment (None once it has finished)."""
@@ -52,7 +52,7 @@ class DeployQueue:
         self._jobs.pop(job.deployment.id, None)
         if not result.cancelled() and result.exception() is None:
             for observe in self.observers:
-                observe(job, result.result())
+                observe(result.result())
 
     def busy(self, app_name: str) -> bool:
         """True while a deployment of the app runs (or waits for a slot)."""

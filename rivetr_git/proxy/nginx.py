@@ -26,6 +26,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.proxy.config import ProxyConfig
 from rivetr_git.proxy.nginx_config import render
 from rivetr_git.proxy.routes import RouteTable, Upstream
+from rivetr_git.proxy.stats import Snapshot
 from rivetr_git.proxy.tls.files import prepare
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,10 @@ class NginxProxy:
             await asyncio.sleep(0.05)
         self._retiring.pop(upstream, None)
         return True
+
+    def proxy_stats(self) -> Snapshot:
+        """Nothing: nginx's own counters are not read (its access log has them)."""
+        return {}
 
     async def close(self) -> None:
         if self._reloader is not None:

@@ -17,6 +17,7 @@ from rivetr_git.proxy.headers import Forwarding
 from rivetr_git.proxy.http1 import BodyTooLarge, ClientConnection, Request
 from rivetr_git.proxy.pages import page, text
 from rivetr_git.proxy.routes import RouteTable, Upstream, normalize_host
+from rivetr_git.proxy.stats import ProxyStats, Snapshot
 from rivetr_git.proxy.tls.contexts import TlsContexts
 from rivetr_git.proxy.tls.http_rules import plain_answer, sts_line
 from rivetr_git.proxy.tunnel import splice, switching_head
@@ -78,6 +79,7 @@ class ProxyServer:
             else None
         )
         self._server: asyncio.Server | None = None
+        self.stats = ProxyStats()  # per app, for /metrics
         self.admission: Admission | None = None  # made at start: it reads the fd limit
         self._connections: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
         # One connection pool per upstream: once a replaced release has drained, its pool
@@ -162,6 +164,10 @@ class ProxyServer:
         """Route changes apply in this process at once (the same face as the others)."""
         return True
 
+    def proxy_stats(self) -> Snapshot:
+        """Requests, latencies and upstream errors per app since start (/metrics)."""
+        return self.stats.snapshot()
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -188,6 +194,8 @@ class ProxyServer:
         try:
             await self._respond(client, request, upstream, out)
         finally:
+            if upstream is not None:
+                self.stats.record(upstream.app, out.status, time.monotonic() - started)
             if self._access is not None:
                 self._access.record(
                     normalize_host(request.host.decode("latin-1")),

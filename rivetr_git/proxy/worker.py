@@ -24,6 +24,8 @@ from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.server import ProxyServer
 
+STATS_EVERY = 1.0  # seconds between a worker's stats reports (how stale /metrics may be)
+
 
 def _say(message: dict[str, Any]) -> None:
     os.write(1, json.dumps(message).encode() + b"\n")
@@ -63,11 +65,22 @@ async def serve() -> None:
                 task.add_done_callback(drains.discard)
         stop.set()
 
+    async def report_stats() -> None:
+        """Send the request counts to the daemon (for /metrics) when they moved."""
+        sent = 0
+        while True:
+            await asyncio.sleep(STATS_EVERY)
+            if proxy.stats.version != sent:
+                sent = proxy.stats.version
+                _say({"stats": proxy.stats.snapshot()})
+
+    reporter = asyncio.create_task(report_stats())
     commands = asyncio.create_task(read_commands())
     _say({"ready": proxy.bound_port, "pid": os.getpid()})
     try:
         await stop.wait()
     finally:
+        reporter.cancel()
         commands.cancel()
         for task in drains:
             task.cancel()

@@ -25,6 +25,7 @@ from typing import Any
 from rivetr_git.errors import RivetrError
 from rivetr_git.proxy.config import ProxyConfig, config_to_json
 from rivetr_git.proxy.routes import RouteTable, Upstream
+from rivetr_git.proxy.stats import Snapshot, merge
 from rivetr_git.proxy.tls.files import prepare
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[bool]] = {}
         self.reader: asyncio.Task[None] | None = None
         self.applied = 0  # the last route table (by number) the worker said it applied
+        self.stats: Snapshot = {}  # its request counts, as last reported
 
     def send(self, message: dict[str, Any]) -> None:
         stdin = self.process.stdin
@@ -68,6 +70,11 @@ class ProxyWorkers:
         self._closing = False
         self.bound_port = port
         self.https_port = config.https_port
+        self._retired_stats: Snapshot = {}  # counts of workers that exited
+
+    def proxy_stats(self) -> Snapshot:
+        """Requests, latencies and upstream errors per app, summed over the workers."""
+        return merge([self._retired_stats, *(w.stats for w in self._workers)])
 
     @property
     def _workers(self) -> list[_Worker]:
@@ -197,6 +204,9 @@ class ProxyWorkers:
         assert stdout is not None
         while line := await stdout.readline():
             message = json.loads(line)
+            if "stats" in message:
+                worker.stats = message["stats"]
+                continue
             if "applied" in message:
                 worker.applied = message["applied"]
                 async with self._synced:
@@ -206,6 +216,9 @@ class ProxyWorkers:
             if future is not None and not future.done():
                 future.set_result(bool(message["ok"]))
         await worker.process.wait()
+        # Its counts stay in the sums (up to its last report, at most STATS_EVERY old).
+        self._retired_stats = merge([self._retired_stats, worker.stats])
+        worker.stats = {}
         if self._by_index.get(worker.index) is worker:
             del self._by_index[worker.index]
         for future in worker.pending.values():  # its connections died with it

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
@@ -18,6 +19,8 @@ import aiosqlite
 from rivetr_git.errors import AlreadyExists, NotFound
 from rivetr_git.models import App
 from rivetr_git.store.schema import now
+
+DELIVERIES_KEPT = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,13 @@ class GitTables:
         )
 
     async def first_delivery(self, app: App, delivery: str) -> bool:
-        """Record a webhook delivery ID; False when it was seen before (a replay)."""
+        """Record a webhook delivery ID; False when it was seen before (a replay). IDs are
+        kept for DELIVERIES_KEPT (hosts retry for hours, not weeks)."""
+        cutoff = (datetime.now(UTC) - DELIVERIES_KEPT).isoformat(timespec="milliseconds")
+        await self._db.execute(
+            "DELETE FROM webhook_deliveries WHERE app_id = ? AND received_at < ?",
+            (app.id, cutoff),
+        )
         try:
             await self._db.execute(
                 "INSERT INTO webhook_deliveries (app_id, delivery, received_at) VALUES (?, ?, ?)",

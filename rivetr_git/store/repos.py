@@ -4,6 +4,7 @@ resets (pygit2 + git)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import re
 import shutil
@@ -36,21 +37,32 @@ class Export:
 
 
 def _write_tree(
-    repo: pygit2.Repository, commit: pygit2.Commit, archive: tarfile.TarFile
+    repo: pygit2.Repository,
+    commit: pygit2.Commit,
+    archive: tarfile.TarFile,
+    modules: list[pygit2.Repository] | None = None,
+    prefix: str = "",
 ) -> tuple[int, int, list[str]]:
     """Like Repository.write_archive, but inflating each blob once, not twice (half the
-    time for a 2 MB binary: 16 ms instead of 33 ms). Returns (files, bytes, the paths of
-    submodules, which are left out)."""
+    time for a 2 MB binary: 16 ms instead of 33 ms). A submodule whose commit one of
+    `modules` holds (fetched from a git host) is written in place. Returns (files, bytes,
+    the paths of the submodules left out)."""
     index = pygit2.Index()
     index.read_tree(commit.tree)
     files = size = 0
     submodules: list[str] = []
     for entry in index:
+        path = prefix + entry.path
         if entry.mode == pygit2.enums.FileMode.COMMIT:
-            submodules.append(entry.path)  # its commit is not in this repository
+            found = [(m, m.get(entry.id)) for m in modules or [] if entry.id in m]
+            if not found or not isinstance(found[0][1], pygit2.Commit):
+                submodules.append(path)  # its commit is in no repository here
+                continue
+            n, more, left = _write_tree(found[0][0], found[0][1], archive, None, path + "/")
+            files, size, submodules = files + n, size + more, submodules + left
             continue
         _, content = repo.odb.read(entry.id)
-        info = tarfile.TarInfo(entry.path)
+        info = tarfile.TarInfo(path)
         info.mtime = commit.committer.time
         info.uname = info.gname = "root"
         if entry.mode == pygit2.enums.FileMode.LINK:
@@ -176,6 +188,81 @@ def _fetch(path: Path, url: str, ref: str, auth: FetchAuth, depth: int) -> str:
     raise CheckoutFailed(f"{url} has no branch or tag {ref!r}; its branches: {shown}")
 
 
+_MODULES = "rivetr-modules"  # inside the app's bare repo: one bare repo per submodule URL
+_SECTION = re.compile(r'\[submodule\s+"(.+)"\]')
+
+
+def _gitmodules(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[str, str]:
+    """path -> url from the commit's .gitmodules (git's config syntax, read plainly)."""
+    try:
+        blob = repo.get(commit.tree[".gitmodules"].id)
+    except KeyError:
+        return {}
+    if not isinstance(blob, pygit2.Blob):
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in bytes(blob.data).decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if _SECTION.fullmatch(line):
+            current = found.setdefault(line, {})
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return {m["path"]: m["url"] for m in found.values() if "path" in m and "url" in m}
+
+
+def _resolve(parent: str, url: str) -> str:
+    """A submodule URL relative to its superproject's (../lib.git), as git resolves it."""
+    if not url.startswith(("./", "../")):
+        return url
+    base = parent.rstrip("/")
+    for part in url.split("/"):
+        if part == "..":
+            cut = max(base.rfind("/"), base.rfind(":"))
+            base = base[:cut] if cut > base.find("://") + 2 else base
+        elif part != ".":
+            base = f"{base}/{part}"
+    return base
+
+
+def _fetch_submodules(path: Path, url: str, sha: str, auth: FetchAuth) -> None:
+    """Fetch the commit of each submodule of `sha` (same credentials) into a bare repo of
+    its own under the app's repo, where export finds it. Raises CheckoutFailed."""
+    repo = pygit2.Repository(str(path))
+    commit = repo.revparse_single(sha).peel(pygit2.Commit)
+    index = pygit2.Index()
+    index.read_tree(commit.tree)
+    links = {e.path: e.id for e in index if e.mode == pygit2.enums.FileMode.COMMIT}
+    urls = _gitmodules(repo, commit) if links else {}
+    for where, wanted in links.items():
+        if where not in urls:
+            continue  # not in .gitmodules: export leaves it out and says so
+        sub_url = _resolve(url, urls[where])
+        target = path / _MODULES / hashlib.sha256(sub_url.encode()).hexdigest()[:16]
+        if (target / "HEAD").exists():
+            sub = pygit2.Repository(str(target))
+        else:
+            sub = pygit2.init_repository(str(target), bare=True)
+        if wanted in sub:
+            continue
+        try:
+            sub.remotes.create_anonymous(sub_url).fetch(
+                ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                callbacks=_Callbacks(auth),
+            )
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            error = _fetch_error(exc, sub_url, auth)
+            raise CheckoutFailed(f"submodule {where}: {error.reason}") from None
+        if wanted not in sub:
+            raise CheckoutFailed(f"submodule {where}: {sub_url} has no commit {str(wanted)[:7]}")
+
+
+def _modules(path: Path) -> list[pygit2.Repository]:
+    root = path / _MODULES
+    return [pygit2.Repository(str(d)) for d in sorted(root.iterdir())] if root.is_dir() else []
+
+
 class Repos:
     """One bare repo per app under `root`, named `<app>.git`."""
 
@@ -223,6 +310,7 @@ class Repos:
 
         def _run() -> str:
             sha = _fetch(path, url, ref, auth, depth)
+            _fetch_submodules(path, url, sha, auth)
             repo = pygit2.Repository(str(path))
             repo.references.create(f"refs/heads/{branch}", pygit2.Oid(hex=sha), force=True)
             return sha
@@ -273,7 +361,8 @@ class Repos:
             if not isinstance(commit, pygit2.Commit):
                 raise CheckoutFailed(f"{sha[:7]} is not a commit")
             with tarfile.open(target, "w") as archive:
-                files, size, submodules = _write_tree(repo, commit, archive)
+                modules = _modules(self.path(app))
+                files, size, submodules = _write_tree(repo, commit, archive, modules)
             return Export(path=target, files=files, size=size, submodules=tuple(submodules))
 
         try:
