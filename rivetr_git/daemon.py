@@ -190,6 +190,7 @@ class Daemon:
         env_vars = EnvVars(store, cipher)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
         watcher = Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched)
+        watcher.check_live(deployer.health_in_force)
         monitor = asyncio.create_task(watcher.run())
         proxy = _proxy(s, routes)
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)

@@ -37,6 +37,7 @@ EVENTS = frozenset(
         "deploy.failed",
         "deploy.rolled_back",
         "container.crashed",
+        "app.unhealthy",
         "cert.renewed",
         "cert.failed",
     }
@@ -88,6 +89,8 @@ def render_text(event: str, app_name: str, fields: Mapping[str, object]) -> str:
         line = f"rolled back to {release}{reason}"
     elif event == "container.crashed":
         line = f"container of {release} crashed{reason}"
+    elif event == "app.unhealthy":
+        line = f"{release} stopped answering and is restarted{reason}"
     elif event == "cert.renewed":
         line = (
             f"new certificate for {fields.get('names', '')}, valid until "

@@ -4,6 +4,7 @@ notification channels and the compose lifecycle (issue 17)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_server
-from tests.helpers import HTTPD_DOCKERFILE, AppRepo, Key, Server
+from tests.helpers import HTTPD_DOCKERFILE, AppRepo, Key, Server, docker_ids, run, wait_until
 from tests.test_admin_verbs import fails, ok, shell_app
-from tests.test_switch import live_then_dying
+from tests.test_switch import WebhookReceiver, live_then_dying
 
 
 def runbook(server: Server, query: str) -> list[tuple[object, ...]]:
@@ -154,3 +155,115 @@ def test_auto_rollback_off_for_one_app_keeps_a_failing_release(
     statuses = srv.statuses("dd-norollback")
     assert statuses[:2] == ["running", "replaced"], statuses
     assert "rolled back" not in srv.cli("deploys", "list", "dd-norollback").stdout
+
+
+# --- health checks: the per-attempt timeout, and live apps (item 3) -----------------------------
+
+# Answers at once; 0.6 s late once /tmp/slow exists; never once /tmp/hang exists.
+HEALTH_CGI = """#!/bin/sh
+[ -f /tmp/hang ] && sleep 600
+[ -f /tmp/slow ] && sleep 0.6
+echo 'Content-Type: text/plain'
+echo
+echo ok
+"""
+
+
+def health_app(path: Path, key: Key) -> AppRepo:
+    repo = shell_app(path, key)
+    repo.write("www/cgi-bin/health", HEALTH_CGI)
+    dockerfile = (repo.path / "Dockerfile").read_text()
+    chmod = "RUN chmod +x /www/cgi-bin/env"
+    repo.write(
+        "Dockerfile", dockerfile.replace(chmod, f"{chmod} /www/cgi-bin/health && mkdir /tmp")
+    )
+    repo.commit("health endpoint")
+    return repo
+
+
+def status_of(server: Server, app: str) -> int | None:
+    """The proxy's status for the app, None when it does not answer in time."""
+    try:
+        return server.get(app, timeout=3)[0]
+    except OSError:
+        return None
+
+
+def test_an_app_slower_than_the_health_timeout_fails_each_attempt(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = health_app(workdir / "app", alice)
+    ok(server, alice, "apps:create", "dd-slowhealth")
+    ok(
+        server,
+        alice,
+        "checks:set",
+        "dd-slowhealth",
+        "path=/cgi-bin/health",
+        "timeout=0.3",
+        "retries=3",
+    )
+    # The pre-deploy command makes every answer 0.6 s late, before the health check.
+    ok(server, alice, "deploy:set", "dd-slowhealth", "pre=touch /tmp/slow")
+    pushed = repo.push(server.remote("dd-slowhealth"))
+    assert pushed.returncode != 0, pushed.stderr
+    assert "GET /cgi-bin/health failed 3 times (last: no answer within 0.3s)" in pushed.stderr
+    ok(server, alice, "checks:set", "dd-slowhealth", "timeout=2")
+    pushed = repo.push(server.remote("dd-slowhealth"))
+    assert pushed.returncode == 0, pushed.stderr  # slow, but within the timeout
+    assert server.get("dd-slowhealth") == (200, "hello v1\n")
+
+
+def test_a_live_app_that_stops_answering_is_restarted_then_marked_crashed(
+    docker_engine: None, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    receiver = WebhookReceiver()
+    servers = running_server(
+        tmp_path / "data",
+        keys,
+        env={"RIVETR_CRASH_RESTART_LIMIT": "1", "RIVETR_WEBHOOK_URL": receiver.url},
+    )
+    srv, alice = next(servers), keys["alice"]
+    try:
+        repo = health_app(tmp_path / "app", alice)
+        ok(srv, alice, "apps:create", "dd-hang")
+        # The server checks every 30 s (the default); this app every 0.4 s.
+        ok(
+            srv,
+            alice,
+            "checks:set",
+            "dd-hang",
+            "path=/cgi-bin/health",
+            "timeout=1",
+            "live_interval=0.4",
+        )
+        assert repo.push(srv.remote("dd-hang")).returncode == 0
+        [container] = docker_ids("ps", srv.instance, "label=rivetr.app=dd-hang")
+
+        # Slow (0.6 s) but within the 1 s timeout: left alone.
+        run(["docker", "exec", container, "touch", "/tmp/slow"])
+        time.sleep(5)
+        assert "live health check failed" not in srv.log()
+        assert "app.unhealthy" not in receiver.events()
+        assert status_of(srv, "dd-hang") == 200
+
+        # Hangs: three failures in a row, then restarted like a crashed container.
+        run(["docker", "exec", container, "touch", "/tmp/hang"])
+        assert wait_until(lambda: "app.unhealthy" in receiver.events(), 30)
+        assert wait_until(lambda: "restart 1 in 1s" in srv.log(), 10)
+        log = srv.log()
+        assert "web.1: live health check failed 3 times in a row (last: no answer within 1s)" in log
+        unhealthy = next(
+            json.loads(body)
+            for _, body in receiver.received
+            if json.loads(body)["event"] == "app.unhealthy"
+        )
+        assert unhealthy["app"] == "dd-hang" and "3 times in a row" in unhealthy["reason"]
+        # /tmp/hang survives the restart, so it hangs again: the crash-loop rule gives up.
+        assert wait_until(lambda: status_of(srv, "dd-hang") == 503, 40)
+        assert "marked crashed" in srv.log()
+        assert docker_ids("ps", srv.instance, "label=rivetr.app=dd-hang") == [container]
+    finally:
+        servers.close()
+        receiver.close()

@@ -104,8 +104,9 @@ VERBS: tuple[Verb, ...] = (
         "set the health check",
         per_app=True,
         add_arguments=arguments.assignments(
-            "path, timeout, interval, retries, start_period ('' resets)",
-            "path=/health timeout=5 interval=1 retries=10 start_period=0",
+            "path, timeout, interval, retries, start_period, live_interval (seconds between "
+            "checks of the live app, 0 off) ('' resets)",
+            "path=/health timeout=5 interval=1 retries=10 start_period=0 live_interval=30",
         ),
     ),
     Verb(
