@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_server
-from tests.helpers import HTTPD_DOCKERFILE, AppRepo, Key, Server, docker_ids, run, wait_until
+from tests.helpers import (
+    HTTPD_DOCKERFILE,
+    AppRepo,
+    Key,
+    Server,
+    docker_ids,
+    read_until,
+    run,
+    ssh_command,
+    wait_until,
+)
 from tests.test_admin_verbs import fails, ok, shell_app
 from tests.test_switch import WebhookReceiver, live_then_dying
 
@@ -267,3 +278,85 @@ def test_a_live_app_that_stops_answering_is_restarted_then_marked_crashed(
     finally:
         servers.close()
         receiver.close()
+
+
+# --- deploys:cancel (item 4) -------------------------------------------------------------------
+
+
+def rest_of(push: subprocess.Popen[bytes], seen: bytes) -> str:
+    """The background push's whole output once it has ended."""
+    assert push.stderr is not None
+    rest = push.stderr.read()
+    push.wait(timeout=60)
+    return (seen + rest).decode(errors="replace")
+
+
+def build_step_containers(marker: str) -> list[str]:
+    """Containers (any state) whose command holds `marker`: a build step's, here."""
+    listed = run(["docker", "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"])
+    return [line.split()[0] for line in listed.stdout.splitlines() if marker in line]
+
+
+def test_cancel_stops_a_running_build_and_a_waiting_restart_and_keeps_the_live_release(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = shell_app(workdir / "app", alice)
+    assert repo.push(server.remote("dd-cancel")).returncode == 0
+    [live] = docker_ids("ps", server.instance, "label=rivetr.app=dd-cancel")
+    dockerfile = (repo.path / "Dockerfile").read_text()
+    repo.write("Dockerfile", dockerfile.replace("COPY www", "RUN sleep 301.5\nCOPY www"))
+    repo.commit("a build that takes five minutes")
+
+    push = repo.start_push(server.remote("dd-cancel"))
+    seen = read_until(push, b"Step 3/")  # the build runs its sleep step now
+    assert wait_until(lambda: build_step_containers("sleep 301.5"), 30)
+    # A restart asked for meanwhile waits behind it.
+    restart = subprocess.Popen(
+        [
+            *ssh_command(alice.private).split(),
+            "-p",
+            str(server.ssh_port),
+            "git@127.0.0.1",
+            "ps:restart dd-cancel",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_until(lambda: len(server.statuses("dd-cancel")) == 3, 30)
+    out = ok(server, alice, "deploys:cancel", "dd-cancel")
+    assert "#3" in out and "#2" in out and out.count("cancelled, Deploy cancelled by alice") == 2
+
+    text = rest_of(push, seen)
+    assert push.returncode != 0
+    assert "Deploy cancelled by alice (at building)" in text
+    restarted = restart.communicate(timeout=60)
+    assert restart.returncode != 0 and "cancelled by alice" in restarted[0] + restarted[1]
+    assert server.statuses("dd-cancel") == ["cancelled", "cancelled", "running"]
+    assert wait_until(lambda: not build_step_containers("sleep 301.5"), 30)  # killed, removed
+    assert docker_ids("ps", server.instance, "label=rivetr.app=dd-cancel") == [live]
+    assert server.get("dd-cancel") == (200, "hello v1\n")
+    assert repo.remote_sha(server.remote("dd-cancel")) != repo.head()  # branch put back
+
+    # A started container is removed: cancelled during its pre-deploy command.
+    repo.write("Dockerfile", dockerfile)
+    repo.write("www/index.html", "v3\n")
+    repo.commit("v3")
+    ok(server, alice, "deploy:set", "dd-cancel", "pre=sleep 302.5")
+    push = repo.start_push(server.remote("dd-cancel"))
+    seen = read_until(push, b"Running pre-deploy command")
+    assert len(docker_ids("ps", server.instance, "label=rivetr.app=dd-cancel")) == 2
+    assert "cancelled" in ok(server, alice, "deploys:cancel", "dd-cancel")
+    text = rest_of(push, seen)
+    assert push.returncode != 0 and "Deploy cancelled by alice (at starting)" in text
+    assert docker_ids("ps", server.instance, "label=rivetr.app=dd-cancel") == [live]
+    assert server.get("dd-cancel") == (200, "hello v1\n")
+    assert "no deploy of dd-cancel is waiting or running" in fails(
+        server, alice, "deploys:cancel", "dd-cancel"
+    )
+    with sqlite3.connect(server.data_dir / "rivetr.db") as db:
+        assert db.execute(
+            "SELECT status, cancelled_by FROM deployments WHERE app_id = "
+            "(SELECT id FROM apps WHERE name = 'dd-cancel') ORDER BY id DESC LIMIT 1"
+        ).fetchone() == ("cancelled", "alice")

@@ -106,6 +106,7 @@ class Admin:
             "domains:add": self._domains_add,
             "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
+            "deploys:cancel": self._deploys_cancel,
             "ps": self._ps,
             "ps:scale": self._ps_scale,
             "ps:restart": self._ps_restart,
@@ -229,6 +230,17 @@ class Admin:
         if (await self._store.current_deployment(app)) is None:
             raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
         return await self._restart(app, caller, s, "ps:restart")
+
+    async def _deploys_cancel(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        cancelled = await self._deployer.cancel(app, caller.name)
+        if not cancelled:
+            raise NotFound(
+                f"no deploy of {app.name} is waiting or running before its switch; "
+                f"`deploys {app.name}` lists them (a live one is undone with rollback)"
+            )
+        for d in cancelled:
+            await s.out(f"deployment #{d.id} ({d.commit_sha[:7]}): {d.status}, {d.error_message}")
+        return 0
 
     async def _ps(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         for line in await self._processes.ps(app):

@@ -237,6 +237,11 @@ VERBS: tuple[Verb, ...] = (
     Verb("cron:list", "scheduled jobs ([[cron]]): next run, last exit code and time", per_app=True),
     Verb("deploys", "deployments, newest first", per_app=True, add_arguments=arguments.n),
     Verb(
+        "deploys:cancel",
+        "stop the app's running deploy now and drop its waiting ones (the live release stays)",
+        per_app=True,
+    ),
+    Verb(
         "deploys:log",
         "the pipeline log of one deployment (what its push showed)",
         per_app=False,

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from rivetr_git.errors import NotFound, RivetrError, ValidationError
-from rivetr_git.models import App
+from rivetr_git.models import App, Deployment
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import app_policy, health, procfile, promote, repo_config
 from rivetr_git.pipeline.after_switch import cleanup
@@ -160,6 +160,10 @@ class Deployer:
             kind="restart",
         )
         return await self._queue.enqueue(app, deployment, by=f"a restart ({why})")
+
+    async def cancel(self, app: App, by: str) -> list[Deployment]:
+        """Cancel the app's waiting deploys and its running one (pipeline/queue.py)."""
+        return await self._queue.cancel(app.name, by)
 
     async def destroy(self, app: App) -> None:
         """Remove everything of `app`: containers, images, route, repository, rows.

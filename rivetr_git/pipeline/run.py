@@ -23,6 +23,7 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import (
     app_policy,
     build,
+    cancelled,
     checkout,
     deploy_commands,
     health,
@@ -132,8 +133,10 @@ class Runner:
         except RivetrError as exc:
             await self._fail(r, r.out.stage, str(exc))
         except asyncio.CancelledError:
-            await asyncio.shield(self._fail(r, r.out.stage, "interrupted by shutdown"))
-            raise
+            by = job.cancelled_by  # deploys:cancel, else the server is shutting down
+            await asyncio.shield(self._fail(r, r.out.stage, "interrupted by shutdown", by))
+            if by is None or not cancelled.absorb():
+                raise
         except Exception as exc:
             log.exception("deployment #%s crashed", r.d.id)
             await self._fail(r, r.out.stage, f"internal error: {exc!r}")
@@ -338,6 +341,7 @@ class Runner:
         assert policy is not None
         fresh = await self._store.get_deployment(d.id)
         others = tuple(("127.0.0.1", c.host_port or 0) for c in r.replicas)
+        r.job.switching = True  # deploys:cancel no longer applies
         previous = await promote.promote(
             self._store, self._routes, fresh, container.host_port, others
         )
@@ -406,10 +410,14 @@ class Runner:
             r.out.info(f"using {repo_config.FILE_NAME} from the repository")
         return config
 
-    async def _fail(self, r: _Run, stage: str, reason: str) -> None:
+    async def _fail(
+        self, r: _Run, stage: str, reason: str, cancelled_by: str | None = None
+    ) -> None:
         """Leave nothing half-done (pipeline/failure.py), and tell the pusher what is left."""
         d, out = r.d, r.out
-        undone = await self._failures.undo(r.app, d, r.built, f"{stage}: {reason}")
+        if cancelled_by is not None:
+            reason = f"Deploy cancelled by {cancelled_by} (at {stage})"
+        undone = await self._failures.undo(r.app, d, r.built, reason, cancelled_by, stage)
         current = undone.current
         if current is not None:
             out.error(
@@ -420,7 +428,7 @@ class Runner:
             out.error(
                 f"Branch {undone.branch} on the server is back at {where}; push again to retry."
             )
-        out.error(f"Deploy failed at {stage}: {reason}")
+        out.error(reason if cancelled_by else f"Deploy failed at {stage}: {reason}")
         self._notifier.notify(
             "deploy.failed",
             r.app,

@@ -86,11 +86,22 @@ class Store(
                 f"database schema version {version} is newer than this rivetr-git "
                 f"({len(MIGRATIONS)}); upgrade rivetr-git"
             )
+        if version == len(MIGRATIONS):
+            return
+        # A migration may rebuild a table (SQLite's way to change a CHECK): dropping the old
+        # one must not cascade to the rows that refer to it, so foreign keys are off while
+        # migrating and checked once at the end, as sqlite.org/lang_altertable.html says.
+        await self._db.execute("PRAGMA foreign_keys=OFF")
         for i in range(version, len(MIGRATIONS)):
             # executescript commits; the version bump is part of the same script.
             await self._db.executescript(
                 f"BEGIN; {MIGRATIONS[i]}; PRAGMA user_version = {i + 1}; COMMIT;"
             )
+        async with self._db.execute("PRAGMA foreign_key_check") as cur:
+            broken = await cur.fetchall()
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        if broken:
+            raise RivetrError(f"the database's references are broken after migrating: {broken}")
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
