@@ -16,12 +16,14 @@ from pathlib import Path
 from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
+from rivetr_git.admin.notify_verbs import NotifyVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
-from rivetr_git.models import Deployment
+from rivetr_git.models import App, Deployment
 from rivetr_git.notify import Notifier
+from rivetr_git.notify.channels import Channel
 from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.consoles import Consoles
 from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
@@ -45,6 +47,7 @@ from rivetr_git.receiver.server import Receiver
 from rivetr_git.runtime.base import OnOutput, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
+from rivetr_git.secrets.channels import Channels
 from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.master_key import lock_master_key
@@ -185,7 +188,7 @@ class Daemon:
         repos = Repos(s.repos_dir)
         routes = RouteTable(s.base_domain)
         await reconcile(s, store, repos, runtime, routes, instance)
-        notifier = Notifier(s)
+        notifier, notify_verbs = _notifier(s, store, cipher)
         closers.append(notifier)
         env_vars = EnvVars(store, cipher)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
@@ -208,6 +211,7 @@ class Daemon:
             env_vars,
             scheduler,
             CertVerbs(certs, renewal, s.https_redirect),
+            notify_verbs,
         )
 
         async def local_command(argv: list[str], session: Session) -> int:
@@ -324,6 +328,18 @@ def _scheduler(s: Settings, store: Store, repos: Repos, processes: Processes) ->
     return Scheduler(live, jobs_of, run_job, CronLog(s.data_dir / "cron", utc_now))
 
 
+def _notifier(s: Settings, store: Store, cipher: Cipher) -> tuple[Notifier, NotifyVerbs]:
+    """Events: the webhooks of the settings, and the channels of notify:add."""
+    notifier = Notifier(s)
+    channels = Channels(store, cipher)
+
+    async def source(app: App) -> list[Channel]:
+        return [Channel(*row) for row in await channels.list(app, with_server=True)]
+
+    notifier.use_channels(source)
+    return notifier, NotifyVerbs(store, channels, notifier)
+
+
 def _admin(
     s: Settings,
     store: Store,
@@ -336,6 +352,7 @@ def _admin(
     env_vars: EnvVars,
     scheduler: Scheduler,
     certs: CertVerbs,
+    notify: NotifyVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
     return Admin(
@@ -352,6 +369,7 @@ def _admin(
         cron=CronVerbs(scheduler),
         consoles=Consoles(store, runtime, processes),
         storage=Storage(store, runtime, instance, s.storage_root),
+        notify=notify,
     )
 
 

@@ -159,7 +159,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli": {"daemon", "admin", "store", "secrets", "receiver", *VOCABULARY},
     "receiver": {"admin", "pipeline", "store", *VOCABULARY},
-    "admin": {"pipeline", "certificates", "proxy", "store", "secrets", *VOCABULARY},
+    "admin": {"pipeline", "certificates", "proxy", "store", "secrets", "notify", *VOCABULARY},
     "certificates": {"proxy", "store", "secrets", "notify", *VOCABULARY},
     "pipeline": {"runtime", "proxy", "store", "secrets", "notify", *VOCABULARY},
     "notify": {"models", "settings", "errors"},

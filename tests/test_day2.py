@@ -5,11 +5,13 @@ notification channels and the compose lifecycle (issue 17)."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +27,7 @@ from tests.helpers import (
     ssh_command,
     wait_until,
 )
-from tests.test_admin_verbs import fails, ok, shell_app
+from tests.test_admin_verbs import fails, ok, shell_app, verb
 from tests.test_switch import WebhookReceiver, live_then_dying
 
 
@@ -360,3 +362,124 @@ def test_cancel_stops_a_running_build_and_a_waiting_restart_and_keeps_the_live_r
             "SELECT status, cancelled_by FROM deployments WHERE app_id = "
             "(SELECT id FROM apps WHERE name = 'dd-cancel') ORDER BY id DESC LIMIT 1"
         ).fetchone() == ("cancelled", "alice")
+
+
+# --- notification channels (item 5) ------------------------------------------------------------
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on a free loopback port; what it was sent, as text."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        messages: list[str] = []
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+                messages.append(envelope.content.decode(errors="replace"))
+                return "250 OK"
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.messages = messages
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def close(self) -> None:
+        self._controller.stop()
+
+
+class PathReceiver(WebhookReceiver):
+    """A WebhookReceiver that also notes the path each POST went to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        handler = self.server.RequestHandlerClass
+        received = self.received
+
+        class ByPath(handler):  # type: ignore[misc, valid-type]
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(({**dict(self.headers), "Path": self.path}, body))
+                self.send_response(200)
+                self.end_headers()
+
+        self.server.RequestHandlerClass = ByPath
+
+
+def bodies(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
+    return [json.loads(body) for headers, body in receiver.received if headers.get("Path") == path]
+
+
+def test_channels_email_and_http_get_the_events_and_keep_their_secrets(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice, bob = keys["alice"], keys["bob"]
+    mailbox, receiver = Mailbox(), PathReceiver()
+    hook = receiver.url.rsplit("/", 1)[0]  # http://127.0.0.1:PORT
+    try:
+        ok(server, alice, "apps:create", "dd-notify")
+        mail = (
+            f"mailto://127.0.0.1:{mailbox.port}?from=rivetr@example.com&to=ops@example.com"
+            "&mode=insecure"
+        )
+        added = ok(server, alice, "notify:add", "dd-notify", mail, "--events", "deploy.succeeded")
+        assert "channel #" in added and "deploy.succeeded" in added
+        secret_json = hook.replace("http://", "json://user:s3cretpw@") + "/apprise"
+        ok(server, alice, "notify:add", "dd-notify", secret_json)
+        ok(server, alice, "notify:add", "dd-notify", f"{hook}/signed")  # rivetr's own kind
+        ok(server, alice, "notify:add", "dd-notify", "json://127.0.0.1:9/nobody-listens")
+        listed = ok(server, alice, "notify:list", "dd-notify")
+        assert "s3cretpw" not in listed and "json://user:****@127.0.0.1" in listed
+        assert len(listed.splitlines()) == 4
+        with sqlite3.connect(server.data_dir / "rivetr.db") as db:
+            stored = b"".join(bytes(r[0]) for r in db.execute("SELECT url FROM notify_channels"))
+        assert b"s3cretpw" not in stored and b"127.0.0.1" not in stored  # encrypted at rest
+
+        assert "admin keys" in fails(server, bob, "notify:add", f"{hook}/everything")
+        assert "--events" in fails(server, alice, "notify:add", "dd-notify", mail, "--events", "x")
+        assert "no channel kind" in fails(server, alice, "notify:add", "dd-notify", "bogus://x")
+
+        repo = AppRepo(workdir / "app", alice)
+        pushed = repo.push(server.remote("dd-notify"))
+        assert pushed.returncode == 0, pushed.stderr  # the dead channel holds nothing up
+        assert wait_until(lambda: mailbox.messages, 20)
+        assert "dd-notify: deploy #" in mailbox.messages[0] and "is live" in mailbox.messages[0]
+        assert "Subject: rivetr-git: deploy.succeeded" in mailbox.messages[0]
+        assert wait_until(lambda: len(bodies(receiver, "/apprise")) >= 2, 20)
+        assert any("is live" in b["message"] for b in bodies(receiver, "/apprise"))
+        assert wait_until(lambda: len(bodies(receiver, "/signed")) >= 2, 20)
+        signed = [b["event"] for b in bodies(receiver, "/signed")]
+        assert signed[:2] == ["deploy.started", "deploy.succeeded"]
+        assert len(mailbox.messages) == 1  # --events: only deploy.succeeded
+
+        tested = verb(server, alice, "notify:test", "dd-notify", timeout=120)
+        assert tested.returncode == 1  # the dead one failed, and says so
+        assert tested.stdout.count("sent") == 3 and "FAILED" in tested.stdout
+        assert wait_until(lambda: len(mailbox.messages) == 2, 10)
+        last = ok(server, alice, "notify:list", "dd-notify").splitlines()[-1]
+        ok(server, alice, "notify:remove", "dd-notify", last.split()[0])
+        assert len(ok(server, alice, "notify:list", "dd-notify").splitlines()) == 3
+    finally:
+        mailbox.close()
+        receiver.close()
+
+
+def test_an_automatic_rollback_sends_deploy_rolled_back_to_the_channels(
+    watched_server: Server, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    srv, alice = watched_server, keys["alice"]
+    receiver = WebhookReceiver()
+    try:
+        repo, _ = live_then_dying(srv, alice, tmp_path / "app", "dd-rolled")
+        url = receiver.url.replace("http://", "json://")
+        ok(srv, alice, "notify:add", url, "--events", "deploy.rolled_back")  # server-wide
+        assert repo.push(srv.remote("dd-rolled")).returncode == 0
+        assert wait_until(lambda: receiver.received, 30)
+        [message] = [json.loads(body) for _, body in receiver.received]
+        assert message["title"] == "rivetr-git: deploy.rolled_back"
+        assert message["message"].startswith("dd-rolled: rolled back to deploy #1")
+    finally:
+        receiver.close()

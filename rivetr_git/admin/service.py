@@ -24,6 +24,7 @@ from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
+from rivetr_git.admin.notify_verbs import NotifyVerbs
 from rivetr_git.admin.records import Records
 from rivetr_git.admin.storage_verbs import StorageVerbs
 from rivetr_git.admin.verbs import Invocation
@@ -67,6 +68,7 @@ class Admin:
         certs: CertVerbs | None = None,
         *,
         storage: Storage,
+        notify: NotifyVerbs,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -80,7 +82,11 @@ class Admin:
         self._consoles = consoles
         self._storage = storage
         records = Records(settings, store, deployer, repo_size)
-        self._handlers: dict[str, Handler] = {"apps:create": self._apps_create, **records.handlers}
+        self._handlers: dict[str, Handler] = {
+            "apps:create": self._apps_create,
+            **records.handlers,
+            **notify.handlers,
+        }
         self._certs = certs or CertVerbs(None, None, settings.https_redirect)
         self._app_handlers: dict[str, AppHandler] = {
             **records.app_handlers,

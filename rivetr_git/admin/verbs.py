@@ -247,6 +247,30 @@ VERBS: tuple[Verb, ...] = (
         per_app=False,
         add_arguments=arguments.deployment,
     ),
+    Verb(
+        "notify:add",
+        "send the app's events (no app: every app's) to a channel URL (Apprise)",
+        per_app=False,
+        add_arguments=arguments.notify_add,
+    ),
+    Verb(
+        "notify:list",
+        "notification channels of the app, or the server-wide ones (secrets masked)",
+        per_app=False,
+        add_arguments=arguments.notify_app,
+    ),
+    Verb(
+        "notify:remove",
+        "remove a notification channel",
+        per_app=False,
+        add_arguments=arguments.notify_remove,
+    ),
+    Verb(
+        "notify:test",
+        "send a test message to each channel of the app (or the server) and say how it went",
+        per_app=False,
+        add_arguments=arguments.notify_app,
+    ),
     Verb("releases", "releases (what rollback can run), newest first", per_app=True),
     Verb(
         "rollback", "run an earlier release again", per_app=True, add_arguments=arguments.rollback

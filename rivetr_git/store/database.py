@@ -17,6 +17,7 @@ import aiosqlite
 
 from rivetr_git.errors import RivetrError
 from rivetr_git.store.apps import AppTables
+from rivetr_git.store.channels import ChannelTables
 from rivetr_git.store.deployments import DeploymentTables
 from rivetr_git.store.env_tables import EnvTables
 from rivetr_git.store.keys import KeyTables
@@ -29,7 +30,14 @@ __all__ = ["MIGRATIONS", "Store", "now"]
 
 
 class Store(
-    AppTables, KeyTables, DeploymentTables, EnvTables, MountTables, RetentionTables, TlsTables
+    AppTables,
+    KeyTables,
+    DeploymentTables,
+    EnvTables,
+    MountTables,
+    RetentionTables,
+    TlsTables,
+    ChannelTables,
 ):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 

@@ -96,13 +96,17 @@ class EnvTables:
         # TLS private keys (store/tls.py) are under the same key, so rotation covers them.
         "UNION ALL SELECT 'tls', t.app_id, a.name, 'tls-key', t.key FROM app_tls t "
         "JOIN apps a ON a.id = t.app_id WHERE t.key IS NOT NULL "
-        "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account"
+        "UNION ALL SELECT 'acme', rowid, directory, 'acme-account', key FROM acme_account "
+        # Notification channel URLs (store/channels.py); '*' owns the server-wide ones.
+        "UNION ALL SELECT 'channel', c.id, COALESCE(a.name, '*'), 'notify-channel', c.url "
+        "FROM notify_channels c LEFT JOIN apps a ON a.id = c.app_id"
     )
     _REWRITE: ClassVar[dict[str, str]] = {
         "app": "UPDATE env_vars SET value = ? WHERE app_id = ? AND name = ?",
         "deployment": "UPDATE deployment_env SET value = ? WHERE deployment_id = ? AND name = ?",
         "tls": "UPDATE app_tls SET key = ? WHERE app_id = ? AND ? = 'tls-key'",
         "acme": "UPDATE acme_account SET key = ? WHERE rowid = ? AND ? = 'acme-account'",
+        "channel": "UPDATE notify_channels SET url = ? WHERE id = ? AND ? = 'notify-channel'",
     }
 
     async def any_env_value(self) -> tuple[str, str, bytes] | None:

@@ -225,6 +225,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deployments_app ON deployments (app_id, id);
     CREATE INDEX deployments_status ON deployments (status);
     """,
+    # Notification channels (notify:add): an app's (or, app_id NULL, the server's); the URL
+    # holds credentials, so it is an AES-GCM blob (secrets/channels.py).
+    """
+    CREATE TABLE notify_channels (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER REFERENCES apps(id) ON DELETE CASCADE,
+        url BLOB NOT NULL,
+        events TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX notify_channels_app ON notify_channels (app_id);
+    """,
 )
 
 
