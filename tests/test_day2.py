@@ -27,7 +27,8 @@ from tests.helpers import (
     ssh_command,
     wait_until,
 )
-from tests.test_admin_verbs import fails, ok, shell_app, verb
+from tests.test_admin_verbs import fails, inspect, ok, shell_app, verb
+from tests.test_build_types import COMPOSE, compose_repo
 from tests.test_switch import WebhookReceiver, live_then_dying
 
 
@@ -483,3 +484,69 @@ def test_an_automatic_rollback_sends_deploy_rolled_back_to_the_channels(
         assert message["message"].startswith("dd-rolled: rolled back to deploy #1")
     finally:
         receiver.close()
+
+
+# --- the compose lifecycle (item 6) ------------------------------------------------------------
+
+
+def live_group(server: Server, app: str) -> tuple[str, list[str]]:
+    """The live deployment's id and the containers of its group."""
+    live = next(
+        line.split()[0][1:]
+        for line in server.cli("deploys", "list", app).stdout.splitlines()[1:]
+        if line.split()[1] == "running"
+    )
+    return live, docker_ids("ps", server.instance, f"label=rivetr.deployment={live}")
+
+
+def test_compose_groups_take_config_limits_restart_and_rollback(
+    server: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = compose_repo(workdir / "group", alice, COMPOSE)
+    assert repo.push(server.remote("dd-compose")).returncode == 0
+    first, group = live_group(server, "dd-compose")
+    assert len(group) == 2  # web and worker
+    assert server.get("dd-compose", "/cgi-bin/env") == (200, "from-compose 5000\n")
+
+    # config:set: a new group from the same images, health-checked and switched.
+    out = ok(server, alice, "config:set", "dd-compose", "GREETING=from-config")
+    assert "Restarting dd-compose" in out and "Running:" in out
+    second, group = live_group(server, "dd-compose")
+    assert second != first and len(group) == 2
+    assert server.get("dd-compose", "/cgi-bin/env") == (200, "from-config 5000\n")
+    images = {inspect(c)["Config"]["Image"] for c in group}  # type: ignore[index]
+    assert images == {
+        f"rivetr-{server.instance}/dd-compose:{first}",
+        f"rivetr-{server.instance}/dd-compose:{first}-worker",
+    }  # nothing rebuilt
+    # The old group is drained and removed, both services.
+    assert wait_until(
+        lambda: not docker_ids("ps", server.instance, f"label=rivetr.deployment={first}"), 30
+    )
+
+    # limits:set reaches every service of the group.
+    ok(server, alice, "limits:set", "dd-compose", "memory=256m", "cpu=0.5")
+    third, group = live_group(server, "dd-compose")
+    assert third != second and len(group) == 2
+    for container in group:
+        config = inspect(container)["HostConfig"]
+        assert config["Memory"] == 256 * 1024**2 and config["NanoCpus"] == 500_000_000  # type: ignore[index]
+
+    ok(server, alice, "ps:restart", "dd-compose")
+    fourth, group = live_group(server, "dd-compose")
+    assert fourth != third and len(group) == 2
+    ok(server, alice, "config:unset", "dd-compose", "GREETING")
+    assert server.get("dd-compose", "/cgi-bin/env") == (200, "from-compose 5000\n")
+
+    # rollback starts the earlier group's images (with that release's env).
+    repo.write("app/www/index.html", "hello v2\n")
+    repo.commit("v2")
+    assert repo.push(server.remote("dd-compose")).returncode == 0
+    assert server.get("dd-compose") == (200, "hello v2\n")
+    back = ok(server, alice, "rollback", "dd-compose", first)
+    assert "Rolling back dd-compose" in back
+    assert server.get("dd-compose") == (200, "hello v1\n")
+    assert server.get("dd-compose", "/cgi-bin/env") == (200, "from-compose 5000\n")
+    _, group = live_group(server, "dd-compose")
+    assert len(group) == 2

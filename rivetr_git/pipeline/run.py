@@ -25,6 +25,7 @@ from rivetr_git.pipeline import (
     build,
     cancelled,
     checkout,
+    compose_release,
     deploy_commands,
     health,
     process_set,
@@ -69,6 +70,7 @@ class _Run:
     container: ContainerInfo | None = None
     replicas: list[ContainerInfo] = field(default_factory=list)  # web.2 .. web.N
     policy: health.HealthPolicy | None = None
+    compose_file: str | None = None  # compose: the file its group starts from
 
     @property
     def d(self) -> Deployment:
@@ -180,15 +182,8 @@ class Runner:
     async def _reuse_image(self, r: _Run, image: str) -> None:
         """A rollback or restart: the release's image is built, as the release was built."""
         r.image, r.build_type = image, r.d.build_type
-        if r.build_type == "compose":
-            # Only the routed service would run, and retiring the live group would
-            # remove its other services.
-            raise DeployFailed(
-                "starting",
-                "a compose group cannot be restarted or "
-                "rolled back yet (only its routed service would run); "
-                "push a commit to deploy the group again",
-            )
+        if r.build_type == "compose":  # a whole new group, from the release's images
+            r.compose_file = await compose_release.prepare(self._repos, r.d, r.build_dir, r.out)
         r.repo = await self._repo_config(r)
         r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
 
@@ -219,6 +214,7 @@ class Runner:
                 raise checkout.explain_build_failure(exc, export) from None
             r.image = r.built = r.result.image
             r.build_type = r.result.detection.build_type
+            r.compose_file = r.result.detection.compose_file
         await self._store.set_status(d.id, Status.BUILDING, image=r.image, build_type=r.build_type)
 
     async def _start(self, r: _Run) -> None:
@@ -279,9 +275,8 @@ class Runner:
                 mounts=await self._mounts(r),
                 command=procfile.shell(web) if web else None,
             )
-        assert r.result is not None and r.result.group is not None
-        compose_file = r.result.detection.compose_file
-        assert compose_file is not None  # detection names the file it found
+        compose_file = r.compose_file
+        assert compose_file is not None  # detection (or the release's commit) names it
         limits = compose.Limits(
             cpus=app.cpu_limit, memory=app.memory_limit, ulimits=self._runtime.container_ulimits
         )
@@ -299,6 +294,7 @@ class Runner:
             self._compose_dir,
             limits,
             app.compose_bind_list,
+            image=r.image,  # a restart or rollback: the release's images, not rebuilt
         )
 
     async def _mounts(self, r: _Run) -> tuple[Mount, ...]:
