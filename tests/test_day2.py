@@ -329,7 +329,9 @@ def test_cancel_stops_a_running_build_and_a_waiting_restart_and_keeps_the_live_r
     )
     assert wait_until(lambda: len(server.statuses("dd-cancel")) == 3, 30)
     out = ok(server, alice, "deploys:cancel", "dd-cancel")
-    assert "#3" in out and "#2" in out and out.count("cancelled, Deploy cancelled by alice") == 2
+    waiting, running = out.splitlines()  # the waiting restart first, then the running build
+    assert waiting.endswith("cancelled, Deploy cancelled by alice")
+    assert running.endswith("cancelled, Deploy cancelled by alice (at building)")
 
     text = rest_of(push, seen)
     assert push.returncode != 0
