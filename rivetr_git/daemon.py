@@ -17,6 +17,7 @@ from rivetr_git import validate
 from rivetr_git.admin.certs import CertVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.git_verbs import GitVerbs
+from rivetr_git.admin.notify_verbs import NotifyVerbs
 from rivetr_git.admin.service import Admin, Caller, Session
 from rivetr_git.admin.service_verbs import ServiceParts
 from rivetr_git.api.metrics import Metrics
@@ -24,8 +25,9 @@ from rivetr_git.api.server import ApiServer
 from rivetr_git.certificates.manager import Certificates
 from rivetr_git.certificates.renewal import Renewal
 from rivetr_git.errors import RivetrError, RuntimeUnavailable
-from rivetr_git.models import Deployment
+from rivetr_git.models import App, Deployment
 from rivetr_git.notify import Notifier
+from rivetr_git.notify.channels import Channel
 from rivetr_git.pipeline.after_switch.monitor import Monitor
 from rivetr_git.pipeline.consoles import Consoles
 from rivetr_git.pipeline.cron import Scheduler, from_store, utc_now
@@ -50,6 +52,7 @@ from rivetr_git.receiver.server import Receiver
 from rivetr_git.runtime.base import OnOutput, Runtime
 from rivetr_git.runtime.docker import DockerRuntime
 from rivetr_git.runtime.podman import PodmanRuntime
+from rivetr_git.secrets.channels import Channels
 from rivetr_git.secrets.crypto import Cipher, open_master_key
 from rivetr_git.secrets.env_vars import EnvVars
 from rivetr_git.secrets.git_secrets import GitSecrets
@@ -195,11 +198,12 @@ class Daemon:
         routes = RouteTable(s.base_domain)
         parts = await _services(s, store, runtime, cipher, instance)  # before the apps need them
         await reconcile(s, store, repos, runtime, routes, instance)
-        notifier = Notifier(s)
+        notifier, notify_verbs = _notifier(s, store, cipher)
         closers.append(notifier)
         env_vars = EnvVars(store, cipher)
         deployer = Deployer(s, store, repos, runtime, routes, instance, notifier, env_vars)
         watcher = Monitor(s, store, runtime, routes, instance, notifier, deployer.is_watched)
+        watcher.check_live(deployer.health_in_force)
         monitor = asyncio.create_task(watcher.run())
         proxy = _proxy(s, routes)
         certs, renewal = _certificates(s, store, cipher, routes, proxy, notifier)
@@ -220,6 +224,7 @@ class Daemon:
             CertVerbs(certs, renewal, s.https_redirect),
             parts,
             GitVerbs(s, store, sources),
+            notify_verbs,
         )
         api = _api(s, store, admin, sources, deployer, watcher, proxy)
         pushes = PushHandler(deployer, s.deploy_branch)
@@ -363,6 +368,18 @@ def _scheduler(s: Settings, store: Store, repos: Repos, processes: Processes) ->
     return Scheduler(live, jobs_of, run_job, CronLog(s.data_dir / "cron", utc_now))
 
 
+def _notifier(s: Settings, store: Store, cipher: Cipher) -> tuple[Notifier, NotifyVerbs]:
+    """Events: the webhooks of the settings, and the channels of notify:add."""
+    notifier = Notifier(s)
+    channels = Channels(store, cipher)
+
+    async def source(app: App) -> list[Channel]:
+        return [Channel(*row) for row in await channels.list(app, with_server=True)]
+
+    notifier.use_channels(source)
+    return notifier, NotifyVerbs(store, channels, notifier)
+
+
 def _admin(
     s: Settings,
     store: Store,
@@ -377,6 +394,7 @@ def _admin(
     certs: CertVerbs,
     services: ServiceParts,
     git: GitVerbs,
+    notify: NotifyVerbs,
 ) -> Admin:
     """The verbs, with what they act on."""
     return Admin(
@@ -395,6 +413,7 @@ def _admin(
         storage=Storage(store, runtime, instance, s.storage_root),
         services=services,
         git=git,
+        notify=notify,
     )
 
 

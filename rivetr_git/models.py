@@ -18,6 +18,7 @@ class Status(enum.StrEnum):
     RUNNING = "running"
     FAILED = "failed"
     REPLACED = "replaced"
+    CANCELLED = "cancelled"  # deploys:cancel stopped it before it went live
 
     @property
     def in_flight(self) -> bool:
@@ -113,6 +114,7 @@ class Deployment:
     kind: str = "push"  # push, rollback or restart (config change, ps:restart)
     post_deploy_error: str | None = None  # the post-deploy command failed (release stays live)
     build_type: str | None = None  # how its image was built (None: before build types)
+    cancelled_by: str | None = None  # the key that cancelled it (status cancelled)
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,16 @@ ALLOWED: dict[str, set[str]] = {
     "receiver": {"admin", "pipeline", "store", *VOCABULARY},
     # The HTTP edge (webhooks, /api/v1/, /metrics), beside the SSH one.
     "api": {"admin", "pipeline", "store", *VOCABULARY},
-    "admin": {"pipeline", "services", "certificates", "proxy", "store", "secrets", *VOCABULARY},
+    "admin": {
+        "pipeline",
+        "services",
+        "certificates",
+        "proxy",
+        "store",
+        "secrets",
+        "notify",
+        *VOCABULARY,
+    },
     "certificates": {"proxy", "store", "secrets", "notify", *VOCABULARY},
     "pipeline": {"runtime", "proxy", "store", "secrets", "notify", *VOCABULARY},
     # Backing services: containers next to the apps, at the pipeline's level.

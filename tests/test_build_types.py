@@ -409,14 +409,6 @@ def test_compose_deploys_two_services_as_a_group_and_switches_like_any_app(
     mine = [n for n in networks if n.startswith(prefix)]
     assert len(mine) <= 2, mine  # the live group's, and the one still in its watch window
 
-    # Restarting would run only the routed service: refused, and the live group stays whole.
-    restart = verb(srv, keys["alice"], "ps:restart", "group")
-    assert restart.returncode != 0
-    assert "a compose group cannot be restarted or rolled back yet" in (
-        restart.stdout + restart.stderr
-    )
-    assert srv.get("group") == (200, "hello v2\n")
-
     # A restart of the server keeps the whole live group, not only its routed container.
     live_id = next(
         line.split()[0][1:]

@@ -410,6 +410,7 @@ def test_unknown_events_and_reserved_fields_raise() -> None:
         "deploy.failed",
         "deploy.rolled_back",
         "container.crashed",
+        "app.unhealthy",
         "cert.renewed",
         "cert.failed",
     } == EVENTS

@@ -167,6 +167,7 @@ CHECKS: Fields = {
         _field("retries", validate.retries, "10", "resets to the default"),
     ),
     "start_period": ("health_start_period", _seconds("start_period", "10", zero_ok=True)),
+    "live_interval": ("live_check_interval", _seconds("live_interval", "30", zero_ok=True)),
 }
 
 

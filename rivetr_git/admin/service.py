@@ -25,6 +25,7 @@ from rivetr_git.admin.config_verbs import ConfigVerbs
 from rivetr_git.admin.cron_verbs import CronVerbs
 from rivetr_git.admin.dispatch import AppHandler, Caller, Handler, Session, dispatch
 from rivetr_git.admin.git_verbs import GitVerbs, TokenVerbs
+from rivetr_git.admin.notify_verbs import NotifyVerbs
 from rivetr_git.admin.records import Records
 from rivetr_git.admin.service_verbs import ServiceParts, ServiceVerbs, unavailable
 from rivetr_git.admin.storage_verbs import StorageVerbs
@@ -72,6 +73,7 @@ class Admin:
         storage: Storage,
         services: ServiceParts | None = None,
         git: GitVerbs,
+        notify: NotifyVerbs,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -92,6 +94,7 @@ class Admin:
             **records.handlers,
             **(self._services.handlers if self._services else unavailable()),
             **TokenVerbs(store).handlers,
+            **notify.handlers,
         }
         self._certs = certs or CertVerbs(None, None, settings.https_redirect)
         self._app_handlers: dict[str, AppHandler] = {
@@ -119,6 +122,7 @@ class Admin:
             "domains:add": self._domains_add,
             "domains:remove": self._domains_remove,
             "domains:list": self._domains_list,
+            "deploys:cancel": self._deploys_cancel,
             "ps": self._ps,
             "ps:scale": self._ps_scale,
             "ps:restart": self._ps_restart,
@@ -262,6 +266,17 @@ class Admin:
         if (await self._store.current_deployment(app)) is None:
             raise NotFound(f"{app.name} has nothing deployed yet; push to it first")
         return await self._restart(app, caller, s, "ps:restart")
+
+    async def _deploys_cancel(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        cancelled = await self._deployer.cancel(app, caller.name)
+        if not cancelled:
+            raise NotFound(
+                f"no deploy of {app.name} is waiting or running before its switch; "
+                f"`deploys {app.name}` lists them (a live one is undone with rollback)"
+            )
+        for d in cancelled:
+            await s.out(f"deployment #{d.id} ({d.commit_sha[:7]}): {d.status}, {d.error_message}")
+        return 0
 
     async def _ps(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
         for line in await self._processes.ps(app):

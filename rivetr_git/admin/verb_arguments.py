@@ -222,3 +222,32 @@ def tokens_create(p: argparse.ArgumentParser) -> None:
 
 def token_name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="the token's name (see tokens:list)")
+
+
+def notify_add(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target",
+        nargs="+",
+        metavar="[APP] URL",
+        help="the app (none: every app, admin keys only) and an Apprise URL such as "
+        "slack://..., discord://..., mailto://..., json://..., or https:// for rivetr's "
+        "signed JSON webhook",
+    )
+    p.add_argument(
+        "--events",
+        default=None,
+        metavar="EVENT,...",
+        help="only these events, e.g. deploy.failed,deploy.rolled_back (default: all)",
+    )
+
+
+def notify_app(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "app_name", nargs="?", default=None, metavar="APP", help="none: the server-wide ones"
+    )
+
+
+def notify_remove(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target", nargs="+", metavar="[APP] ID", help="a channel number from notify:list"
+    )

@@ -109,8 +109,9 @@ VERBS: tuple[Verb, ...] = (
         "set the health check",
         per_app=True,
         add_arguments=arguments.assignments(
-            "path, timeout, interval, retries, start_period ('' resets)",
-            "path=/health timeout=5 interval=1 retries=10 start_period=0",
+            "path, timeout, interval, retries, start_period, live_interval (seconds between "
+            "checks of the live app, 0 off) ('' resets)",
+            "path=/health timeout=5 interval=1 retries=10 start_period=0 live_interval=30",
         ),
     ),
     Verb(
@@ -242,10 +243,39 @@ VERBS: tuple[Verb, ...] = (
     Verb("cron:list", "scheduled jobs ([[cron]]): next run, last exit code and time", per_app=True),
     Verb("deploys", "deployments, newest first", per_app=True, add_arguments=arguments.n),
     Verb(
+        "deploys:cancel",
+        "stop the app's running deploy now and drop its waiting ones (the live release stays)",
+        per_app=True,
+    ),
+    Verb(
         "deploys:log",
         "the pipeline log of one deployment (what its push showed)",
         per_app=False,
         add_arguments=arguments.deployment,
+    ),
+    Verb(
+        "notify:add",
+        "send the app's events (no app: every app's) to a channel URL (Apprise)",
+        per_app=False,
+        add_arguments=arguments.notify_add,
+    ),
+    Verb(
+        "notify:list",
+        "notification channels of the app, or the server-wide ones (secrets masked)",
+        per_app=False,
+        add_arguments=arguments.notify_app,
+    ),
+    Verb(
+        "notify:remove",
+        "remove a notification channel",
+        per_app=False,
+        add_arguments=arguments.notify_remove,
+    ),
+    Verb(
+        "notify:test",
+        "send a test message to each channel of the app (or the server) and say how it went",
+        per_app=False,
+        add_arguments=arguments.notify_app,
     ),
     Verb("releases", "releases (what rollback can run), newest first", per_app=True),
     Verb(

@@ -173,6 +173,10 @@ class Deployer:
         )
         return await self._queue.enqueue(app, deployment, by=f"a restart ({why})")
 
+    async def cancel(self, app: App, by: str) -> list[Deployment]:
+        """Cancel the app's waiting deploys and its running one (pipeline/queue.py)."""
+        return await self._queue.cancel(app.name, by)
+
     async def destroy(self, app: App) -> None:
         """Remove everything of `app`: containers, images, route, repository, rows.
 

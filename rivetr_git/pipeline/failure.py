@@ -53,11 +53,26 @@ class FailureCleanup:
         self._default_branch = default_branch
         self._gate = gate
 
-    async def undo(self, app: App, d: Deployment, image: str | None, error: str) -> Undone:
+    async def undo(
+        self,
+        app: App,
+        d: Deployment,
+        image: str | None,
+        error: str,
+        cancelled_by: str | None = None,
+        stage: str = "",
+    ) -> Undone:
         """`image` is one this deployment built (never a rollback's: that is a release's
-        image); `error` becomes the deployment's error_message."""
+        image); `error` becomes the deployment's error_message, prefixed by the `stage` it
+        failed at; one `cancelled_by` a key is recorded as cancelled."""
         await self._discard(app, d, image)
-        await self._store.set_status(d.id, Status.FAILED, error_message=error)
+        if cancelled_by is not None:
+            await self._store.set_status(
+                d.id, Status.CANCELLED, error_message=error, cancelled_by=cancelled_by
+            )
+        else:
+            error = f"{stage}: {error}" if stage else error
+            await self._store.set_status(d.id, Status.FAILED, error_message=error)
         current = await self._store.current_deployment(app)
         branch = app.deploy_branch or self._default_branch
         # A rollback or restart moved no branch, so it has none to put back.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.pipeline.log import DeployLog
@@ -26,9 +27,11 @@ class Job:
     result: asyncio.Future[Deployment] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    cancelled_by: str | None = None  # set by deploys:cancel before its task is cancelled
+    switching: bool = False  # set once its switch begins: from then on it is not cancelled
 
 
-RunJob = Callable[[Job], Awaitable[Deployment]]
+RunJob = Callable[[Job], Coroutine[Any, Any, Deployment]]
 
 
 class DeployQueue:
@@ -43,6 +46,7 @@ class DeployQueue:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[int, Job] = {}  # by deployment id, until each has its result
         self.observers: list[Callable[[Deployment], None]] = []
+        self._running: dict[str, tuple[Job, asyncio.Task[Deployment]]] = {}
 
     def job(self, deployment_id: int) -> Job | None:
         """The queued or running job of a deployment (None once it has finished)."""
@@ -96,14 +100,47 @@ class DeployQueue:
                     "Waiting for a free deploy slot (max_concurrent_deploys = "
                     f"{self._max_concurrent})"
                 )
+            task: asyncio.Task[Deployment] | None = None
             try:
                 async with self._slots:
-                    final = await self._run(job)
+                    # A task of its own, so deploys:cancel can cancel this job alone.
+                    task = asyncio.create_task(self._run(job))
+                    self._running[app_name] = (job, task)
+                    try:
+                        final = await task
+                    finally:
+                        self._running.pop(app_name, None)
             except BaseException as exc:
+                if task is not None:
+                    task.cancel()  # the worker itself was cancelled (shutdown): so is the run
                 if not job.result.done():
                     job.result.set_exception(exc)
                 raise
             job.result.set_result(final)
+
+    async def cancel(self, app_name: str, by: str) -> list[Deployment]:
+        """Cancel the app's waiting deployments and its running one (unless its switch has
+        begun: that release goes live). The deployments cancelled, the running one last
+        (it records itself once its run has wound down)."""
+        cancelled = []
+        queue = self._queues.get(app_name, collections.deque())
+        while queue:
+            job = queue.popleft()
+            reason = f"Deploy cancelled by {by}"
+            await self._store.set_status(
+                job.deployment.id, Status.CANCELLED, error_message=reason, cancelled_by=by
+            )
+            job.log.error(f"{reason} while it was waiting")
+            await job.log.close()
+            job.result.set_result(final := await self._store.get_deployment(job.deployment.id))
+            cancelled.append(final)
+        running = self._running.get(app_name)
+        if running is not None and not running[0].switching:
+            job, task = running
+            job.cancelled_by = by
+            task.cancel()
+            cancelled.append(await asyncio.shield(job.result))
+        return cancelled
 
     async def close(self) -> None:
         """Cancel the running deployments (each records itself as interrupted) and wait."""

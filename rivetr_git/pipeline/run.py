@@ -23,7 +23,9 @@ from rivetr_git.notify import Notifier
 from rivetr_git.pipeline import (
     app_policy,
     build,
+    cancelled,
     checkout,
+    compose_release,
     deploy_commands,
     health,
     process_set,
@@ -68,6 +70,7 @@ class _Run:
     container: ContainerInfo | None = None
     replicas: list[ContainerInfo] = field(default_factory=list)  # web.2 .. web.N
     policy: health.HealthPolicy | None = None
+    compose_file: str | None = None  # compose: the file its group starts from
 
     @property
     def d(self) -> Deployment:
@@ -132,8 +135,10 @@ class Runner:
         except RivetrError as exc:
             await self._fail(r, r.out.stage, str(exc))
         except asyncio.CancelledError:
-            await asyncio.shield(self._fail(r, r.out.stage, "interrupted by shutdown"))
-            raise
+            by = job.cancelled_by  # deploys:cancel, else the server is shutting down
+            await asyncio.shield(self._fail(r, r.out.stage, "interrupted by shutdown", by))
+            if by is None or not cancelled.absorb():
+                raise
         except Exception as exc:
             log.exception("deployment #%s crashed", r.d.id)
             await self._fail(r, r.out.stage, f"internal error: {exc!r}")
@@ -177,15 +182,8 @@ class Runner:
     async def _reuse_image(self, r: _Run, image: str) -> None:
         """A rollback or restart: the release's image is built, as the release was built."""
         r.image, r.build_type = image, r.d.build_type
-        if r.build_type == "compose":
-            # Only the routed service would run, and retiring the live group would
-            # remove its other services.
-            raise DeployFailed(
-                "starting",
-                "a compose group cannot be restarted or "
-                "rolled back yet (only its routed service would run); "
-                "push a commit to deploy the group again",
-            )
+        if r.build_type == "compose":  # a whole new group, from the release's images
+            r.compose_file = await compose_release.prepare(self._repos, r.d, r.build_dir, r.out)
         r.repo = await self._repo_config(r)
         r.processes = await process_set.load(self._repos, r.app.name, r.d.commit_sha, r.out)
 
@@ -216,6 +214,7 @@ class Runner:
                 raise checkout.explain_build_failure(exc, export) from None
             r.image = r.built = r.result.image
             r.build_type = r.result.detection.build_type
+            r.compose_file = r.result.detection.compose_file
         await self._store.set_status(d.id, Status.BUILDING, image=r.image, build_type=r.build_type)
 
     async def _start(self, r: _Run) -> None:
@@ -276,9 +275,8 @@ class Runner:
                 mounts=await self._mounts(r),
                 command=procfile.shell(web) if web else None,
             )
-        assert r.result is not None and r.result.group is not None
-        compose_file = r.result.detection.compose_file
-        assert compose_file is not None  # detection names the file it found
+        compose_file = r.compose_file
+        assert compose_file is not None  # detection (or the release's commit) names it
         limits = compose.Limits(
             cpus=app.cpu_limit, memory=app.memory_limit, ulimits=self._runtime.container_ulimits
         )
@@ -296,6 +294,7 @@ class Runner:
             self._compose_dir,
             limits,
             app.compose_bind_list,
+            image=r.image,  # a restart or rollback: the release's images, not rebuilt
         )
 
     async def _mounts(self, r: _Run) -> tuple[Mount, ...]:
@@ -338,6 +337,7 @@ class Runner:
         assert policy is not None
         fresh = await self._store.get_deployment(d.id)
         others = tuple(("127.0.0.1", c.host_port or 0) for c in r.replicas)
+        r.job.switching = True  # deploys:cancel no longer applies
         previous = await promote.promote(
             self._store, self._routes, fresh, container.host_port, others
         )
@@ -406,10 +406,14 @@ class Runner:
             r.out.info(f"using {repo_config.FILE_NAME} from the repository")
         return config
 
-    async def _fail(self, r: _Run, stage: str, reason: str) -> None:
+    async def _fail(
+        self, r: _Run, stage: str, reason: str, cancelled_by: str | None = None
+    ) -> None:
         """Leave nothing half-done (pipeline/failure.py), and tell the pusher what is left."""
         d, out = r.d, r.out
-        undone = await self._failures.undo(r.app, d, r.built, f"{stage}: {reason}")
+        if cancelled_by is not None:
+            reason = f"Deploy cancelled by {cancelled_by} (at {stage})"
+        undone = await self._failures.undo(r.app, d, r.built, reason, cancelled_by, stage)
         current = undone.current
         if current is not None:
             out.error(
@@ -420,7 +424,7 @@ class Runner:
             out.error(
                 f"Branch {undone.branch} on the server is back at {where}; push again to retry."
             )
-        out.error(f"Deploy failed at {stage}: {reason}")
+        out.error(reason if cancelled_by else f"Deploy failed at {stage}: {reason}")
         self._notifier.notify(
             "deploy.failed",
             r.app,

@@ -96,6 +96,18 @@ class CoreSettings:
         "seconds of running that count as stable and reset the crash counter",
         _seconds,
     )
+    live_check_interval: float = setting(
+        30.0,
+        "seconds between health checks of every web container of a live release (0: off; "
+        "per app: checks:set APP live_interval=)",
+        _seconds_or_off,
+    )
+    live_check_failures: int = setting(
+        3,
+        "failed live health checks in a row after which a container is restarted like a "
+        "crashed one (same backoff and crash_restart_limit)",
+        _count,
+    )
     drain_timeout: float = setting(
         30.0,
         "seconds in-flight requests to a replaced release may take before it is stopped anyway",

@@ -17,6 +17,7 @@ import aiosqlite
 
 from rivetr_git.errors import RivetrError
 from rivetr_git.store.apps import AppTables
+from rivetr_git.store.channels import ChannelTables
 from rivetr_git.store.deployments import DeploymentTables
 from rivetr_git.store.env_tables import EnvTables
 from rivetr_git.store.git_tables import GitTables
@@ -40,6 +41,7 @@ class Store(
     TlsTables,
     ServiceTables,
     GitTables,
+    ChannelTables,
 ):
     """Async access to the database. Use `await Store.open(path)` and `await store.close()`."""
 
@@ -96,11 +98,22 @@ class Store(
                 f"database schema version {version} is newer than this rivetr-git "
                 f"({len(MIGRATIONS)}); upgrade rivetr-git"
             )
+        if version == len(MIGRATIONS):
+            return
+        # A migration may rebuild a table (SQLite's way to change a CHECK): dropping the old
+        # one must not cascade to the rows that refer to it, so foreign keys are off while
+        # migrating and checked once at the end, as sqlite.org/lang_altertable.html says.
+        await self._db.execute("PRAGMA foreign_keys=OFF")
         for i in range(version, len(MIGRATIONS)):
             # executescript commits; the version bump is part of the same script.
             await self._db.executescript(
                 f"BEGIN; {MIGRATIONS[i]}; PRAGMA user_version = {i + 1}; COMMIT;"
             )
+        async with self._db.execute("PRAGMA foreign_key_check") as cur:
+            broken = await cur.fetchall()
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        if broken:
+            raise RivetrError(f"the database's references are broken after migrating: {broken}")
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:

@@ -147,6 +147,7 @@ class DeploymentTables:
             "app_port",
             "post_deploy_error",
             "build_type",
+            "cancelled_by",
         }
         unknown = set(fields) - allowed
         if unknown:

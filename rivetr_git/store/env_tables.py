@@ -101,7 +101,10 @@ class EnvTables:
         "UNION ALL SELECT 'service', id, 'service:' || name, 'password', password FROM services "
         # Git-host secrets (store/git_tables.py): tokens, deploy keys, webhook secrets.
         "UNION ALL SELECT 'git', s.app_id, a.name, s.name, s.value FROM app_secrets s "
-        "JOIN apps a ON a.id = s.app_id"
+        "JOIN apps a ON a.id = s.app_id "
+        # Notification channel URLs (store/channels.py); '*' owns the server-wide ones.
+        "UNION ALL SELECT 'channel', c.id, COALESCE(a.name, '*'), 'notify-channel', c.url "
+        "FROM notify_channels c LEFT JOIN apps a ON a.id = c.app_id"
     )
     _REWRITE: ClassVar[dict[str, str]] = {
         "app": "UPDATE env_vars SET value = ? WHERE app_id = ? AND name = ?",
@@ -110,6 +113,7 @@ class EnvTables:
         "acme": "UPDATE acme_account SET key = ? WHERE rowid = ? AND ? = 'acme-account'",
         "service": "UPDATE services SET password = ? WHERE id = ? AND ? = 'password'",
         "git": "UPDATE app_secrets SET value = ? WHERE app_id = ? AND name = ?",
+        "channel": "UPDATE notify_channels SET url = ? WHERE id = ? AND ? = 'notify-channel'",
     }
 
     async def any_env_value(self) -> tuple[str, str, bytes] | None:

@@ -7,15 +7,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from rivetr_git.models import Status
-
 
 def now() -> str:
     """A timestamp as the tables store them: ISO 8601, UTC, milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+# The statuses as the first migration knew them (its text must never change).
+_STATUSES = (
+    "'pending', 'cloning', 'building', 'starting', 'health_check', 'running', 'failed', 'replaced'"
+)
 
 # Each entry moves the schema from version i to i+1; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -243,6 +244,52 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL,
         last_used TEXT
     );
+    """,
+    # The status `cancelled` (deploys:cancel) and who cancelled: a CHECK changes only by
+    # rebuilding the table (foreign keys are off while migrating: store/database.py).
+    f"""
+    CREATE TABLE deployments_new (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        status TEXT NOT NULL CHECK (status IN ({_STATUSES}, 'cancelled')),
+        commit_sha TEXT NOT NULL,
+        commit_message TEXT NOT NULL DEFAULT '',
+        image TEXT,
+        container_id TEXT,
+        host_port INTEGER,
+        error_message TEXT,
+        pushed_by TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        rollback_of INTEGER REFERENCES deployments(id),
+        app_port INTEGER,
+        kind TEXT NOT NULL DEFAULT 'push',
+        post_deploy_error TEXT,
+        build_type TEXT,
+        cancelled_by TEXT
+    );
+    INSERT INTO deployments_new (id, app_id, status, commit_sha, commit_message, image,
+        container_id, host_port, error_message, pushed_by, created_at, finished_at,
+        rollback_of, app_port, kind, post_deploy_error, build_type)
+    SELECT id, app_id, status, commit_sha, commit_message, image, container_id, host_port,
+        error_message, pushed_by, created_at, finished_at, rollback_of, app_port, kind,
+        post_deploy_error, build_type FROM deployments;
+    DROP TABLE deployments;
+    ALTER TABLE deployments_new RENAME TO deployments;
+    CREATE INDEX deployments_app ON deployments (app_id, id);
+    CREATE INDEX deployments_status ON deployments (status);
+    """,
+    # Notification channels (notify:add): an app's (or, app_id NULL, the server's); the URL
+    # holds credentials, so it is an AES-GCM blob (secrets/channels.py).
+    """
+    CREATE TABLE notify_channels (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER REFERENCES apps(id) ON DELETE CASCADE,
+        url BLOB NOT NULL,
+        events TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX notify_channels_app ON notify_channels (app_id);
     """,
 )
 

@@ -89,7 +89,12 @@ async def sweep(
 ) -> None:
     """Periodic clean-up of what no live or in-flight deployment uses: stopped containers of
     failed and replaced deployments, and build dirs older than `max_age` seconds."""
-    finished = {d.id for d in await store.deployments_with_status([Status.FAILED, Status.REPLACED])}
+    finished = {
+        d.id
+        for d in await store.deployments_with_status(
+            [Status.FAILED, Status.REPLACED, Status.CANCELLED]
+        )
+    }
     for container in await runtime.list_containers(labels(instance)):
         deployment = container.labels.get(LABEL_DEPLOYMENT, "")
         if not container.running and deployment.isdigit() and int(deployment) in finished:

@@ -6,7 +6,9 @@ marked crashed: the proxy answers 503 for it and a `container.crashed` event goe
 until the next deploy; any other process is left stopped with the same event (the
 proxy stops sending to a web container that does not answer). A run longer than
 `crash_stable_after` resets a process's count. A release still inside its post-switch
-watch window is left to the watcher, which rolls it back instead.
+watch window is left to the watcher, which rolls it back instead. A web container that
+stops answering its health check is stopped and restarted by the same rules
+(after_switch/live_check.py).
 
 Every minute it also sweeps up stopped containers of finished deployments and stray
 build dirs (cleanup.sweep).
@@ -24,6 +26,7 @@ from rivetr_git.errors import RivetrError
 from rivetr_git.models import App, Deployment, Status
 from rivetr_git.notify import Notifier
 from rivetr_git.pipeline.after_switch import cleanup
+from rivetr_git.pipeline.after_switch.live_check import LiveChecks, PolicyOf
 from rivetr_git.pipeline.labels import labels
 from rivetr_git.pipeline.promote import upstream_of
 from rivetr_git.pipeline.scale import process_of, release_labels, web_replicas
@@ -72,8 +75,23 @@ class Monitor:
         self._given_up: set[str] = set()  # containers other than web.1 left stopped
         self.restarts: dict[str, int] = {}  # container id -> restarts done (for `ps`)
         self.restarts_by_app: dict[str, int] = {}  # app -> restarts ever done (for /metrics)
+        self._reasons: dict[str, str] = {}  # container id -> why it was stopped (unhealthy)
+        self._live: LiveChecks | None = None  # see check_live
+
+    def check_live(self, policy_of: PolicyOf) -> None:
+        """Also health-check the live web containers, with the app's check in force."""
+        self._live = LiveChecks(
+            self._settings, self._routes, self._notifier, policy_of, self.unhealthy
+        )
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._live is not None:
+                self._live.close()
+
+    async def _loop(self) -> None:
         checks = 0
         while True:
             await asyncio.sleep(CHECK_EVERY)
@@ -96,6 +114,7 @@ class Monitor:
         apps = {a.id: a for a in await self._store.list_apps()}
         containers = {c.id: c for c in await self._runtime.list_containers(labels(self._instance))}
         live = await self._store.deployments_with_status([Status.RUNNING])
+        probed: set[str] = set()
         for d in live:
             app = apps.get(d.app_id)
             if app is None or app.crashed_reason or app.stopped or not d.container_id:
@@ -103,6 +122,8 @@ class Monitor:
             if self._is_watched(d.id):
                 continue
             await self._check_one(app, d, d.container_id, containers.get(d.container_id))
+            if self._live is not None:
+                probed |= self._live.check(app, d, containers)
             for c in containers.values():
                 if (
                     c.id != d.container_id
@@ -116,6 +137,16 @@ class Monitor:
         self._given_up &= set(containers)
         for gone in set(self.restarts) - set(containers):
             del self.restarts[gone]
+        for gone in set(self._reasons) - set(containers):
+            del self._reasons[gone]
+        if self._live is not None:
+            self._live.forget(probed)
+
+    async def unhealthy(self, cid: str, reason: str) -> None:
+        """A live container that stopped answering: stopped here, then restarted (or given
+        up on) by the crash rules below, with `reason` as the crash's reason."""
+        self._reasons[cid] = reason
+        await self._runtime.stop(cid, self._settings.stop_timeout)
 
     async def _check_one(
         self, app: App, d: Deployment, cid: str, info: ContainerInfo | None
@@ -134,7 +165,7 @@ class Monitor:
         if state is None or state.restart_at is None:  # a new crash
             quick = state is not None and now - state.started < s.crash_stable_after
             count = state.count + 1 if quick and state is not None else 1
-            reason = f"container exited with code {info.exit_code}"
+            reason = self._reasons.pop(cid, f"container exited with code {info.exit_code}")
             if count > s.crash_restart_limit:
                 why = f"{process}: {reason}, {count - 1} restarts did not help"
                 await self._give_up(app, d, why, None if cid == d.container_id else cid)

@@ -126,6 +126,7 @@ def rewrite(
     port: int | None = None,
     env_names: Collection[str] = (),
     limits: Limits = Limits(),
+    image: str | None = None,
 ) -> tuple[dict[str, Any], Group]:
     """The compose file as this deployment runs it: `checked` (normalised by compose_normalise
     and allowed by compose_policy) with the server's settings on top (see the module docstring).
@@ -141,7 +142,7 @@ def rewrite(
             "rivetr builds the routed service from the pushed commit"
         )
     project = container_name(instance, app, deployment_id)
-    tag = image_tag(instance, app, deployment_id)
+    tag = image or image_tag(instance, app, deployment_id)  # a restart: the release's
     for service, spec in services.items():
         spec = services[service] = dict(spec or {})
         for key in compose_policy.REPLACED:
@@ -303,6 +304,7 @@ async def up(
     state_dir: Path,
     limits: Limits = Limits(),
     allowed_binds: Collection[str] = (),
+    image: str | None = None,
 ) -> ContainerInfo:
     """Start the group; return the routed service's container. Raises StartFailed."""
     child_env = process_env(runtime, env)
@@ -317,6 +319,7 @@ async def up(
             port,
             sorted(env),
             limits,
+            image,
         )
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
@@ -324,21 +327,12 @@ async def up(
     write_file(source, data)  # names only: values are in child_env
     _remember(state_dir, group.project, data)
     command = await asyncio.to_thread(cli)
-    code, last = await stream(
-        command[0],
-        _argv(command, source.parent, group.project, FILE, "up", "-d", "--no-build"),
-        source,
-        child_env,
-        log,
-        300,
-        "compose up",
-        env,
-    )
+    argv = _argv(command, source.parent, group.project, FILE, "up", "-d", "--no-build")
+    code, last = await stream(command[0], argv, source, child_env, log, 300, "compose up", env)
     if code != 0:
         raise StartFailed(f"compose up exited with code {code}" + (f": {last}" if last else ""))
-    found = await runtime.list_containers(
-        {PROJECT_LABEL: group.project, SERVICE_LABEL: group.service}
-    )
+    routed = {PROJECT_LABEL: group.project, SERVICE_LABEL: group.service}
+    found = await runtime.list_containers(routed)
     if not found:
         raise StartFailed(f"compose up started no container for service {group.service}")
     info = found[0]

@@ -1,4 +1,5 @@
-"""Outgoing webhooks: deploy, rollback and crash events POSTed in the background, signed, retried.
+"""Outgoing events: deploy, rollback and crash events POSTed in the background, signed,
+retried, and sent to the notification channels (channels.py) the same way.
 
 `Notifier.notify()` never waits for a receiver and never fails a deploy: it builds the body
 once, schedules one delivery task per URL (the server's `webhook_url` and the app's own, the
@@ -20,12 +21,14 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from rivetr_git import __version__
 from rivetr_git.models import App
+from rivetr_git.notify.channels import Channel, ChannelSource, deliver, send
 from rivetr_git.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ EVENTS = frozenset(
         "deploy.failed",
         "deploy.rolled_back",
         "container.crashed",
+        "app.unhealthy",
         "cert.renewed",
         "cert.failed",
     }
@@ -88,6 +92,8 @@ def render_text(event: str, app_name: str, fields: Mapping[str, object]) -> str:
         line = f"rolled back to {release}{reason}"
     elif event == "container.crashed":
         line = f"container of {release} crashed{reason}"
+    elif event == "app.unhealthy":
+        line = f"{release} stopped answering and is restarted{reason}"
     elif event == "cert.renewed":
         line = (
             f"new certificate for {fields.get('names', '')}, valid until "
@@ -141,8 +147,13 @@ class Notifier:
         self._attempts = attempts
         self._timeout = timeout  # total seconds per attempt
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._channels: ChannelSource | None = None
+
+    def use_channels(self, source: ChannelSource) -> None:
+        """Also send every event to the app's and the server-wide channels (notify:add)."""
+        self._channels = source
 
     def notify(self, event: str, app: App, **fields: object) -> None:
         """Schedule delivery of `event` for `app` and return at once; never raises at run time.
@@ -157,7 +168,7 @@ class Notifier:
             raise ValueError(f"fields {sorted(clash)} would overwrite the payload's own keys")
         try:
             urls = dict.fromkeys(u for u in (self._settings.webhook_url, app.webhook_url) if u)
-            if not urls:
+            if not urls and self._channels is None:
                 return
             if self._closed:
                 log.warning("webhook %s for %s dropped: the notifier is closed", event, app.name)
@@ -177,13 +188,68 @@ class Notifier:
                 if not url.lower().startswith(("http://", "https://")):
                     log.warning("webhook %s to %s not sent: invalid URL", event, _where(url))
                     continue
-                task = loop.create_task(
-                    self._deliver(url, body, headers), name=f"webhook {event} {event_id}"
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(loop, self._deliver(url, body, headers), f"webhook {event_id}")
+            if self._channels is not None:
+                text = render_text(event, app.name, fields)
+                fan_out = self._to_channels(self._channels, event, app, text, body, headers)
+                self._spawn(loop, fan_out, f"channels {event_id}")
         except Exception as exc:
             log.warning("webhook %s for %s not sent: %s", event, app.name, exc)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Any, name: str) -> None:
+        task = loop.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _to_channels(
+        self,
+        source: ChannelSource,
+        event: str,
+        app: App,
+        text: str,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> None:
+        try:
+            wanted = [c for c in await source(app) if c.wants(event)]
+        except Exception as exc:  # the database or the key: logged, never raised
+            log.warning("channels of %s not read for %s: %s", app.name, event, exc)
+            return
+        loop = asyncio.get_running_loop()
+        for channel in wanted:
+            work = deliver(
+                channel,
+                event,
+                f"rivetr-git: {event}",
+                text,
+                lambda url: self._deliver(url, body, headers),
+                self._attempts,
+                self._retry_delay,
+            )
+            self._spawn(loop, work, f"channel {channel.id} {event}")
+
+    async def test(self, app_name: str, targets: list[Channel]) -> list[bool]:
+        """One test message to each of `targets`, waited for: whether each took it."""
+        event_id = uuid.uuid4().hex
+        payload = {"event": "test", "app": app_name, "id": event_id}
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"rivetr-git/{__version__}",
+            "X-Rivetr-Event": "test",
+            "X-Rivetr-Delivery": event_id,
+        }
+        if self._settings.webhook_secret:
+            headers["X-Rivetr-Signature"] = sign(self._settings.webhook_secret, body)
+        text = f"{app_name}: a test notification from rivetr-git"
+        return list(
+            await asyncio.gather(
+                *(
+                    send(c, "rivetr-git: test", text, lambda u: self._deliver(u, body, headers))
+                    for c in targets
+                )
+            )
+        )
 
     def _body(self, event: str, event_id: str, app: App, fields: Mapping[str, object]) -> bytes:
         payload: dict[str, object]
@@ -203,7 +269,7 @@ class Notifier:
             )
         return self._session
 
-    async def _deliver(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    async def _deliver(self, url: str, body: bytes, headers: Mapping[str, str]) -> bool:
         event, where = headers["X-Rivetr-Event"], _where(url)
         problem = ""
         for attempt in range(1, self._attempts + 1):
@@ -216,21 +282,22 @@ class Notifier:
                     status = response.status
             except aiohttp.InvalidURL:
                 log.warning("webhook %s to %s not sent: invalid URL", event, where)
-                return
+                return False
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = _describe(exc)
                 continue
             except Exception as exc:  # a bug here must not end up as an unretrieved task error
                 log.warning("webhook %s to %s failed: %s", event, where, type(exc).__name__)
-                return
+                return False
             if 200 <= status < 300:
-                return
+                return True
             problem = f"HTTP {status}"
             if status < 500 and status != 429:
                 break
         log.warning(
             "webhook %s to %s failed after %d attempt(s): %s", event, where, attempt, problem
         )
+        return False
 
     async def drain(self) -> None:
         """Wait for the deliveries scheduled so far to finish (succeed or give up)."""
