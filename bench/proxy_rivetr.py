@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rivetr_git.daemon import proxy_config
 from rivetr_git.proxy.fdlimit import raise_nofile_limit
 from rivetr_git.proxy.nginx import NginxProxy
 from rivetr_git.proxy.routes import RouteTable, Upstream
 from rivetr_git.proxy.workers import ProxyWorkers
 from rivetr_git.settings import Settings
+from rivetr_git.wiring import proxy_config
 
 
 async def serve_rivetr(
