@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from tests.helpers import Key, Server, docker_ids, run, wait_until
-from tests.test_admin_verbs import ok, verb
+from tests.test_admin_verbs import fails, ok, verb
 from tests.test_build_types import COMPOSE, compose_repo
 from tests.test_day2 import live_group
 
@@ -79,6 +79,10 @@ def test_compose_group_restarts_without_a_failed_request_and_rolls_back_from_its
     assert server.get(app, "/cgi-bin/env") == (200, "from-config 5000\n")
     assert wait_until(lambda: not set(old_group) & set(docker_ids("ps", server.instance)), 30)
     assert images(server, app) == built  # nothing was built
+
+    # ps:scale would restart the group unchanged (one container per service): refused.
+    refused = fails(server, alice, "ps:scale", app, "web=2")
+    assert "cm-life is a compose app" in refused and "ps:restart restarts the group" in refused
 
     # A restart whose group fails its health check is removed; the live group keeps serving.
     ok(server, alice, "checks:set", app, "path=/no-such-page", "retries=2", "interval=0.2")
