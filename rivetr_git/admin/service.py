@@ -284,6 +284,12 @@ class Admin:
         return 0
 
     async def _ps_scale(self, inv: Invocation, app: App, caller: Caller, s: Session) -> int:
+        current = await self._store.current_deployment(app)
+        if current is not None and current.build_type == "compose":
+            raise ValidationError(  # it would restart the group with one container each
+                f"{app.name} is a compose app: it runs one container per service of its "
+                "compose file, which ps:scale cannot scale; ps:restart restarts the group"
+            )
         types = await self._deployer.process_types(app)
         counts = scale.parse_assignments(inv.args.assignments, types, app.name)
         merged = {**scale.parse_counts(app.scale), **counts}

@@ -32,6 +32,7 @@ from typing import Any
 from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
 from rivetr_git.pipeline.builders import compose_normalise, compose_policy, compose_storage
 from rivetr_git.pipeline.builders.cli_build import stream
+from rivetr_git.pipeline.builders.compose_images import of_release
 from rivetr_git.pipeline.builders.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
 from rivetr_git.pipeline.log import DeployLog
@@ -126,11 +127,12 @@ def rewrite(
     port: int | None = None,
     env_names: Collection[str] = (),
     limits: Limits = Limits(),
-    image: str | None = None,
+    images: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], Group]:
     """The compose file as this deployment runs it: `checked` (normalised by compose_normalise
     and allowed by compose_policy) with the server's settings on top (see the module docstring).
-    The app's env appears by name only; compose takes the values from its own environment."""
+    The app's env appears by name only; compose takes the values from its own environment.
+    `images`: a release's own, service by service, when it starts again (compose_images)."""
     data: dict[str, Any] = json.loads(json.dumps(checked))  # a deep copy
     data.pop("version", None)  # the Compose Spec: mem_limit, cpus, init in any file
     data.pop("name", None)  # the project name is ours (-p)
@@ -142,7 +144,8 @@ def rewrite(
             "rivetr builds the routed service from the pushed commit"
         )
     project = container_name(instance, app, deployment_id)
-    tag = image or image_tag(instance, app, deployment_id)  # a restart: the release's
+    tag = image_tag(instance, app, deployment_id)
+    built = _image_names(services, routed, tag, images)
     for service, spec in services.items():
         spec = services[service] = dict(spec or {})
         for key in compose_policy.REPLACED:
@@ -164,8 +167,7 @@ def rewrite(
         if limits.ulimits:
             spec["ulimits"] = {k: {"soft": v, "hard": v} for k, v in limits.ulimits.items()}
         if spec.get("build"):
-            # Other services' images: <release tag>-<service>, pruned with the release.
-            spec["image"] = tag if service == routed else f"{tag}-{service.lower()}"
+            spec["image"] = built[service]
         if service == routed and port is not None:
             spec["ports"] = [f"127.0.0.1::{port}"]
             spec["environment"] = {
@@ -173,8 +175,16 @@ def rewrite(
                 **dict.fromkeys(env_names),
                 "PORT": str(port),
             }
-    group = Group(project=project, service=routed, image=tag, services=tuple(services))
+    group = Group(project=project, service=routed, image=built[routed], services=tuple(services))
     return _escaped(data), group
+
+
+def _image_names(
+    services: Collection[str], routed: str, tag: str, images: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The routed service's image is the release tag, the others' <tag>-<service> (pruned
+    with the release); a release that starts again runs its own `images`."""
+    return {s: tag if s == routed else f"{tag}-{s.lower()}" for s in services} | dict(images or {})
 
 
 def _only_app_names(spec: dict[str, Any], env_names: Collection[str]) -> None:
@@ -306,11 +316,14 @@ async def up(
     allowed_binds: Collection[str] = (),
     image: str | None = None,
 ) -> ContainerInfo:
-    """Start the group; return the routed service's container. Raises StartFailed."""
+    """Start the group (`image`: a release's routed image tag: its images, service by
+    service); return the routed service's container. Raises StartFailed."""
     child_env = process_env(runtime, env)
     try:
+        spec = await checked(source, compose_file, allowed_binds)
+        images = await of_release(runtime, spec["services"], image)
         data, group = rewrite(
-            await checked(source, compose_file, allowed_binds),
+            spec,
             compose_file,
             instance,
             app,
@@ -319,7 +332,7 @@ async def up(
             port,
             sorted(env),
             limits,
-            image,
+            images,
         )
     except BuildFailed as exc:
         raise StartFailed(exc.reason) from None
