@@ -32,8 +32,10 @@ CMD ["httpd", "-f", "-p", "5000", "-h", "/www"]
 # Adds one to /data/count (0 when missing) and answers the new value and the page's version.
 COUNT_CGI = """#!/bin/sh
 n=$(cat /data/count 2>/dev/null || echo 0)
-n=$((n + 1))
-echo "$n" > /data/count
+n=$((${n:-0} + 1))
+# Written aside, then renamed: a request running at the same time (a poll the client
+# gave up on, under load) never reads a half-written, empty file and starts again at 1.
+echo "$n" > /data/count.$$ && mv /data/count.$$ /data/count
 echo 'Content-Type: text/plain'
 echo
 echo "$n $(cat /www/index.html)"
