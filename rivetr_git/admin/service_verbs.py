@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from rivetr_git.admin.dispatch import Caller, Handler, Session, visible_app
+from rivetr_git.admin.render import approx_size
 from rivetr_git.admin.verbs import Invocation
 from rivetr_git.errors import NotFound, ValidationError
 from rivetr_git.models import App
@@ -25,13 +26,7 @@ _CHUNK = 1 << 20
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    return "unknown" if n is None else approx_size(n)
 
 
 async def _input_chunks(s: Session) -> AsyncIterator[bytes]:
