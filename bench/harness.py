@@ -606,10 +606,11 @@ def build_leftovers() -> Iterator[BuildLeftovers]:
 # --- cleanup -----------------------------------------------------------------------------------
 
 
-def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int]:
-    """`docker rm -f` every container carrying `label`, and `docker rmi` every image carrying
+def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int, int]:
+    """`docker rm -f` every container carrying `label`, `docker rmi` every image carrying
     it (or, when given, every image matching `reference`: rivetr's images are named, not
-    labelled)."""
+    labelled), and `docker network rm` every network carrying it (each app's own network,
+    a /26 of the app_networks range that would otherwise stay taken)."""
     containers = run(["docker", "ps", "-aq", "--filter", f"label={label}"]).split()
     if containers:
         run(["docker", "rm", "-f", *containers], timeout=300)
@@ -618,7 +619,10 @@ def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int]
     if images:
         # -f: one image id may carry several of our tags (identical builds share an id).
         run(["docker", "rmi", "-f", *images], timeout=300)
-    return len(containers), len(images)
+    networks = run(["docker", "network", "ls", "-q", "--filter", f"label={label}"]).split()
+    if networks:
+        run(["docker", "network", "rm", *networks], timeout=300)
+    return len(containers), len(images), len(networks)
 
 
 @contextlib.contextmanager
@@ -646,9 +650,10 @@ def workspace(prefix: str, save_log: Path | None = None) -> Iterator[Server]:
             (f"{BENCH_LABEL}={server.instance}", None),
         ):
             try:
-                n_containers, n_images = remove_labelled(label, reference)
+                n_containers, n_images, n_networks = remove_labelled(label, reference)
                 print(
-                    f"  removed {n_containers} container(s), {n_images} image(s) labelled {label}"
+                    f"  removed {n_containers} container(s), {n_images} image(s), "
+                    f"{n_networks} network(s) labelled {label}"
                 )
             except BenchError as exc:
                 print(f"  ! cleanup of {label} failed: {exc}", file=sys.stderr)
