@@ -8,6 +8,7 @@ a request and needs an answer.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
@@ -57,6 +58,12 @@ async def probe(host: str, port: int, path: str, host_header: str, timeout: floa
     return f"GET {path} answered {status}"
 
 
+# Probes come this often at most, so an app is seen within a few tens of milliseconds of
+# answering (an `npm start` app takes about half a second); failures are counted by time.
+_POLL = 0.05
+_INSPECT_EVERY = 0.25  # seconds between engine lookups while probes keep failing
+
+
 async def wait_healthy(
     runtime: Runtime,
     container_id: str,
@@ -64,18 +71,21 @@ async def wait_healthy(
     host_header: str,
     policy: HealthPolicy,
 ) -> tuple[int, float]:
-    """Probe until healthy; return (attempts, seconds). Raises HealthCheckFailed."""
+    """Probe until healthy; return (attempts, seconds). Raises HealthCheckFailed.
+
+    Probes run every `_POLL` seconds (faster at first), but a failure counts towards
+    `policy.retries` at most once per `policy.interval`: the budget is time, about
+    retries x interval, however often the app is asked.
+    """
     started = time.monotonic()
     last = "not checked"
     attempt = failures = 0
+    counted = inspected = -math.inf  # when a failure last counted; when the engine was asked
     while failures < policy.retries:
         attempt += 1
-        info = await runtime.inspect(container_id)
-        if info is None or not info.running:
-            output = (await runtime.logs(container_id, tail=5)).strip() if info else ""
-            detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
-            code = info.exit_code if info else "?"
-            raise HealthCheckFailed(f"container exited (exit code {code}){detail}")
+        if time.monotonic() - inspected >= _INSPECT_EVERY:
+            inspected = time.monotonic()
+            await _still_running(runtime, container_id)
         last = await probe("127.0.0.1", host_port, policy.path, host_header, policy.timeout) or ""
         if not last:
             # It answered; it must also still be up (an app can answer, then crash).
@@ -83,12 +93,24 @@ async def wait_healthy(
             if info is not None and info.running:
                 return attempt, time.monotonic() - started
             last = "container exited right after answering"
-        if time.monotonic() - started >= policy.start_period:
+        now = time.monotonic()
+        if now - started >= policy.start_period and now - counted >= policy.interval:
             failures += 1
-        # Fast first retries catch apps that bind within milliseconds; then the interval.
-        await asyncio.sleep(min(policy.interval, 0.02 * 2 ** (attempt - 1)))
+            counted = now
+        if failures < policy.retries:  # fast first retries catch apps that bind at once
+            await asyncio.sleep(min(policy.interval, _POLL, 0.01 * 2 ** (attempt - 1)))
     what = f"GET {policy.path}" if policy.path else "the app's port"
     raise HealthCheckFailed(
         f"{what} failed {policy.retries} times (last: {neutralise(last)}); check that the app "
         "listens on $PORT"
     )
+
+
+async def _still_running(runtime: Runtime, container_id: str) -> None:
+    """Raise HealthCheckFailed, with its last output, if the container has stopped."""
+    info = await runtime.inspect(container_id)
+    if info is None or not info.running:
+        output = (await runtime.logs(container_id, tail=5)).strip() if info else ""
+        detail = f"; last output: {neutralise(output.splitlines()[-1])}" if output else ""
+        code = info.exit_code if info else "?"
+        raise HealthCheckFailed(f"container exited (exit code {code}){detail}")

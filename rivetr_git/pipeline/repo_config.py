@@ -6,8 +6,8 @@ deploy at the cloning stage with what to fix). Settings made by an admin over SS
     [healthcheck]
     path = "/health"      # must answer 2xx/3xx
     timeout = 5           # seconds one attempt may take
-    interval = 1          # seconds between attempts
-    retries = 10          # attempts before the deploy fails
+    interval = 1          # a failed attempt counts at most once per interval
+    retries = 10          # counted failures before the deploy fails (~10 s here)
     start_period = 0      # seconds during which failures do not count
 
     [build]

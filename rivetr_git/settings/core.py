@@ -49,10 +49,12 @@ class CoreSettings:
         "default HTTP health path ('' : the app must answer at all)",
         validate.kept(validate.http_path),
     )
-    health_interval: float = setting(0.5, "longest pause between health check attempts", _seconds)
+    health_interval: float = setting(
+        0.5, "a failed health check attempt counts at most once per interval", _seconds
+    )
     health_timeout: float = setting(2.0, "seconds one health check attempt may take", _seconds)
     health_retries: int = setting(
-        60, "health check attempts before a deploy fails", validate.retries
+        60, "counted health check failures before a deploy fails", validate.retries
     )
     health_start_period: float = setting(
         0.0, "seconds after start during which failed health checks do not count", _seconds_or_off
