@@ -45,7 +45,10 @@ label/name, the untagged build images of this run removed, temp dir deleted).
 With --replicas N (e.g. 3): before the proxied phases, wrk (-t1 -c32, GET /, 5 s) measures
 the proxy's throughput with the app's one web container, then `ps:scale zdt web=N` runs N
 and wrk measures again, --rounds times (default 3) interleaved, medians compared (ratio
-xN / x1; the target is >= 1); the steady load and the
+xN / x1; the target is >= 1). Each measurement is repeated through a plain nginx (one
+worker, least_conn, upstream keep-alive; bench/nginx_lb.py) in front of the same
+published container ports: the reference for what spreading over N containers costs on
+this machine whoever does it; the steady load and the
 redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
 switches at once and retires the old N), and "retired" means N containers, all running.
 
@@ -79,11 +82,13 @@ from harness import (
     build_leftovers,
     deployment_id,
     failure_reason,
+    median,
     published_port,
     report_server_health,
     wait_for_content,
     workspace,
 )
+from nginx_lb import nginx_balancer
 
 APP = "zdt"
 HOST = f"{APP}.localhost"
@@ -337,28 +342,34 @@ def ps_scale(server: Server, replicas: int) -> None:
 
 def scale_up(server: Server, replicas: int, rounds: int) -> None:
     """Throughput with one web container against `replicas`, interleaved over `rounds`
-    (the machine is noisy), ending scaled to `replicas`."""
+    (the machine is noisy), ending scaled to `replicas`; each time also through a plain
+    nginx in front of the same containers (nginx_lb.py), the reference."""
     if shutil.which("wrk") is None:
         raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
-    ones: list[float] = []
-    manys: list[float] = []
+    rates: dict[tuple[str, int], list[float]] = {}
     errors: list[str] = []
     for round_ in range(rounds):
-        for count, into in ((1, ones), (replicas, manys)):
+        for count in (1, replicas):
             if round_ or count > 1:
                 ps_scale(server, count)
-            wrk_rps(server.proxy_port, 1)  # warm-up
-            rate, err = wrk_rps(server.proxy_port)
-            into.append(rate)
-            if err:
-                errors.append(f"x{count}: {err}")
-    one, many = sorted(ones)[len(ones) // 2], sorted(manys)[len(manys) // 2]
-    print(
-        f"\nproxy throughput, wrk -t1 -c32 -d5s GET /, {rounds} interleaved rounds: "
-        f"1 web container {' '.join(f'{r:.0f}' for r in ones)} req/s, {replicas} web "
-        f"containers {' '.join(f'{r:.0f}' for r in manys)} req/s; medians {one:.0f} and "
-        f"{many:.0f}: ratio {many / one:.2f} (target >= 1)"
-    )
+            ports = [published_port(c[0]) for c in server.app_containers(APP)]
+            with nginx_balancer(server.workdir / f"nginx-ref-{round_}-{count}", ports) as ref:
+                for who, port in (("rivetr", server.proxy_port), ("nginx", ref)):
+                    wrk_rps(port, 1)  # warm-up
+                    rate, err = wrk_rps(port)
+                    rates.setdefault((who, count), []).append(rate)
+                    if err:
+                        errors.append(f"{who} x{count}: {err}")
+    print(f"\nproxy throughput, wrk -t1 -c32 -d5s GET /, {rounds} interleaved rounds:")
+    for who in ("rivetr", "nginx"):
+        one, many = median(rates[(who, 1)]), median(rates[(who, replicas)])
+        print(
+            f"  {who + (' proxy' if who == 'rivetr' else ' (reference)'):<18} 1 web container "
+            f"{' '.join(f'{r:.0f}' for r in rates[(who, 1)])} req/s, {replicas}: "
+            f"{' '.join(f'{r:.0f}' for r in rates[(who, replicas)])} req/s; medians "
+            f"{one:.0f} and {many:.0f}: ratio {many / one:.2f}"
+            + (" (target >= 1)" if who == "rivetr" else "")
+        )
     for line in errors:
         print(f"  wrk errors {line}")
 
@@ -517,6 +528,12 @@ def main() -> int:
         "--keep-alive", action="store_true", help="reuse one connection per worker to the proxy"
     )
     parser.add_argument(
+        "--proxy-backend",
+        choices=("builtin", "nginx"),
+        default="builtin",
+        help="the daemon's data plane (proxy_backend; default builtin)",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -554,13 +571,19 @@ def main() -> int:
     deadline = began + args.max_seconds
     nonce = uuid.uuid4().hex[:8]
     with build_leftovers() as leftovers, workspace("rivetr-bench-zdt-", args.save_log) as server:
-        server.start(settings={"RIVETR_WATCH_WINDOW": f"{args.watch_window:g}"})
+        server.start(
+            settings={
+                "RIVETR_WATCH_WINDOW": f"{args.watch_window:g}",
+                "RIVETR_PROXY_BACKEND": args.proxy_backend,
+            }
+        )
         print(
             f"rivetr-git serve pid {server.pid}, proxy :{server.proxy_port}, instance "
             f"{server.instance}, workdir {server.workdir}"
         )
         print(
-            f"settings: RIVETR_WATCH_WINDOW={args.watch_window:g} (so each old container "
+            f"settings: RIVETR_PROXY_BACKEND={args.proxy_backend}, "
+            f"RIVETR_WATCH_WINDOW={args.watch_window:g} (so each old container "
             f"retires {args.watch_window:g}s after its switch; server default 10), other "
             "settings at their defaults (drain_timeout 30)"
         )

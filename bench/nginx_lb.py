@@ -1,0 +1,91 @@
+"""A reference load balancer for bench/zero_downtime.py --replicas: the system's nginx
+(one worker, like rivetr's default one proxy worker) spreading GET / over the same
+published container ports rivetr's proxy uses, so the cost of spreading over several
+containers can be told apart from the cost of the proxy doing it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from harness import BenchError
+
+_CONFIG = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream app {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
+    """nginx in front of 127.0.0.1:`ports` (least-connected, like rivetr's proxy); yields
+    its port. Stopped by PID on the way out."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(binary, os.X_OK):
+        raise BenchError("the nginx reference needs nginx (apt-get install -y nginx)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+    config = workdir / "nginx.conf"
+    config.write_text(
+        _CONFIG.format(dir=workdir, servers="        least_conn;\n" + servers, port=port)
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(config), "-p", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = (workdir / "error.log").read_text(errors="replace")[-400:]
+                raise BenchError(f"the nginx reference did not start:\n{log}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
