@@ -201,6 +201,12 @@ class Runtime(Protocol):
         """Tags ('repository:tag') of the images in `repository`."""
         ...
 
+    async def list_labelled_images(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        """The images carrying every label in `labels`, untagged ones included (the build
+        stages of multi-stage builds): id -> all its labels. Images that others are built
+        on (a build's intermediate steps) are not listed."""
+        ...
+
     async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         """The networks carrying every label in `labels`: name -> all its labels."""
         ...
