@@ -3,12 +3,16 @@ fixture trees (the end-to-end builds are in tests/test_buildpack.py)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+from pathlib import Path
+
 import pytest
 
 from rivetr_git.errors import BuildFailed
 from rivetr_git.pipeline.builders import buildpack
 from rivetr_git.pipeline.builders.detect import Tree, detect
-from rivetr_git.pipeline.builders.recipe import Images, Recipe, pin
+from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images, Recipe, pin
 
 
 def tree(**files: str) -> Tree:
@@ -204,3 +208,30 @@ def test_a_build_stage_ends_with_the_deployments_labels_and_only_it(
 def test_single_stage_recipes_carry_no_labels() -> None:
     for files in ({"requirements.txt": "", "app.py": ""}, {"package.json": "{}", "index.js": ""}):
         assert "LABEL" not in made(files).dockerfile
+
+
+@pytest.mark.parametrize("own", [None, b"node_modules\n"])
+async def test_the_generated_dockerfile_is_left_out_of_the_copied_tree(
+    tmp_path: Path, own: bytes | None
+) -> None:
+    """It names the deployment (the stage labels): in `COPY . ./` it would change that
+    step, and every step after it, on every push. The engine leaves out what the context's
+    .dockerignore names; the app's own one keeps its lines."""
+    files = {"go.mod": b"module a\n", "main.go": b"package main\n"}
+    if own is not None:
+        files[".dockerignore"] = own
+    source, target = tmp_path / "tree.tar", tmp_path / "context.tar"
+    with tarfile.open(source, "w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    t = tree(**{name: data.decode() for name, data in files.items()})
+    await buildpack.prepare(source, target, detect(t), Images(), [], OWNER)
+    with tarfile.open(target) as archive:
+        names = archive.getnames()
+        handle = archive.extractfile(".dockerignore")
+        assert handle is not None
+        ignore = handle.read().decode().splitlines()
+    assert names.count(".dockerignore") == 1 and DOCKERFILE in names
+    assert ignore == (["node_modules"] if own else [".dockerignore"]) + [DOCKERFILE]

@@ -92,8 +92,10 @@ async def prune_release_images(
     labels, and the deployment: recipe.stage_end). Docker keeps the parent layers a newer
     build still uses, such as the dependency install the next push takes from the cache."""
     try:
-        doomed = [t for t in await runtime.list_images(repository) if _release_of(t) not in keep]
-        doomed += _old_stages(await runtime.list_labelled_images(owner), repository, keep)
+        # Stages first: the tag of the release just replaced is refused while its container
+        # is still being stopped (the next deploy removes it), which ends this round.
+        doomed = _old_stages(await runtime.list_labelled_images(owner), repository, keep)
+        doomed += [t for t in await runtime.list_images(repository) if _release_of(t) not in keep]
         if not doomed:
             return
         async with gate.removing():

@@ -1,0 +1,123 @@
+"""Docker's legacy builder keeps the build stage of a multi-stage build as an untagged
+image (~650 MB for the Go recipe). The built-in builder labels it with its deployment
+(recipe.stage_end), and it goes with its release: at keep_releases pruning, when the deploy
+fails, at apps:destroy; the dependency layers a newer build shares stay cached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.base_images import base_images, image_env
+from tests.conftest import running_server
+from tests.helpers import Key, Server, docker_ids, run
+from tests.lang_apps import SourceRepo, cached, go_files
+from tests.test_admin_verbs import ok
+
+pytestmark = pytest.mark.docker
+APP = "stgo"
+
+
+@pytest.fixture(scope="module")
+def srv(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
+) -> Iterator[Server]:
+    env = {**image_env(base_images()), "RIVETR_KEEP_RELEASES": "1"}
+    yield from running_server(tmp_path_factory.mktemp("st") / "data", keys, env=env)
+
+
+def labelled(server: Server, app: str) -> dict[str, str]:
+    """Every image labelled with the app (untagged, intermediate or not): id -> deployment."""
+    ids = run(
+        [
+            "docker",
+            "images",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            f"label=rivetr.instance={server.instance}",
+            "--filter",
+            f"label=rivetr.app={app}",
+        ]
+    ).stdout.split()
+    if not ids:
+        return {}
+    # check=False: one may be removed (by a prune in the background) since it was listed.
+    out = run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            "-f",
+            '{{.Id}} {{index .Config.Labels "rivetr.deployment"}}',
+            *sorted(set(ids)),
+        ],
+        check=False,
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def release(server: Server, app: str) -> str:
+    """The deployment id of the app's newest release image."""
+    prefix = f"rivetr-{server.instance}/{app}:"
+    tags = [t.removeprefix(prefix) for t in docker_ids("images", server.instance)]
+    return str(max(int(t) for t in tags if t.isdigit()))
+
+
+def stages_become(server: Server, app: str, deployments: set[str]) -> set[str]:
+    """The deployments of the app's stage images once pruning (in the background) is done."""
+    deadline = time.monotonic() + 30
+    while (found := set(labelled(server, app).values())) != deployments:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_go_stage_images_go_with_their_release_and_the_dependency_cache_stays(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = SourceRepo(workdir / "go", alice, go_files("hello from st"))
+    first = repo.push(srv.remote(APP))
+    assert first.returncode == 0, first.stderr
+    one = release(srv, APP)
+    assert set(labelled(srv, APP).values()) == {one}  # the build stage, labelled
+
+    repo.put(go_files("code only"))
+    repo.commit("code only")
+    second = repo.push(srv.remote(APP))
+    assert second.returncode == 0, second.stderr
+    assert cached(second.stderr, "RUN go mod download"), second.stderr
+    two = release(srv, APP)
+    # keep_releases = 1: the first release's image goes, and its build stage with it.
+    assert stages_become(srv, APP, {two}) == {two}
+    assert srv.get(APP) == (200, "code only uid=10001\n")
+
+    # The same tree again: the label names another deployment, every other step is cached
+    # (the generated Dockerfile is not in what `COPY . ./` copies), and the new stage shares
+    # the compiled binary's layer with the one removed.
+    repo.commit("no change")
+    same = repo.push(srv.remote(APP))
+    assert same.returncode == 0, same.stderr
+    assert cached(same.stderr, "RUN go build"), same.stderr
+    three = release(srv, APP)
+    assert stages_become(srv, APP, {three}) == {three}
+
+    # A deploy that fails after its build removes its stage; the layers the removed first
+    # stage shared with the kept one (the module download) are still the cache.
+    repo.put({**go_files("never live"), "Procfile": "web: exit 3\n"})
+    repo.commit("exits at once")
+    failed = repo.push(srv.remote(APP))
+    assert failed.returncode != 0
+    assert cached(failed.stderr, "RUN go mod download"), failed.stderr
+    assert "Deploy failed at" in failed.stderr
+    assert set(labelled(srv, APP).values()) == {three}
+
+    ok(srv, alice, "apps:destroy", APP, "--confirm", APP)
+    assert labelled(srv, APP) == {}
+    assert not [t for t in docker_ids("images", srv.instance) if f"/{APP}:" in t]
