@@ -78,6 +78,17 @@ def stages_become(server: Server, app: str, deployments: set[str]) -> set[str]:
     return found
 
 
+def pushed(repo: SourceRepo, server: Server, cached_step: str) -> str:
+    """Push, check `cached_step` reused its layer; the new release's deployment id once
+    the releases beyond keep_releases (1) and their stages are pruned."""
+    result = repo.push(server.remote(APP))
+    assert result.returncode == 0, result.stderr
+    assert cached(result.stderr, cached_step), result.stderr
+    new = release(server, APP)
+    assert stages_become(server, APP, {new}) == {new}
+    return new
+
+
 def test_go_stage_images_go_with_their_release_and_the_dependency_cache_stays(
     srv: Server, keys: dict[str, Key], workdir: Path
 ) -> None:
@@ -88,25 +99,18 @@ def test_go_stage_images_go_with_their_release_and_the_dependency_cache_stays(
     one = release(srv, APP)
     assert set(labelled(srv, APP).values()) == {one}  # the build stage, labelled
 
+    # keep_releases = 1: the first release's image goes, and its build stage with it.
     repo.put(go_files("code only"))
     repo.commit("code only")
-    second = repo.push(srv.remote(APP))
-    assert second.returncode == 0, second.stderr
-    assert cached(second.stderr, "RUN go mod download"), second.stderr
-    two = release(srv, APP)
-    # keep_releases = 1: the first release's image goes, and its build stage with it.
-    assert stages_become(srv, APP, {two}) == {two}
+    two = pushed(repo, srv, "RUN go mod download")
+    assert two != one
     assert srv.get(APP) == (200, "code only uid=10001\n")
 
     # The same tree again: the label names another deployment, every other step is cached
     # (the generated Dockerfile is not in what `COPY . ./` copies), and the new stage shares
     # the compiled binary's layer with the one removed.
     repo.commit("no change")
-    same = repo.push(srv.remote(APP))
-    assert same.returncode == 0, same.stderr
-    assert cached(same.stderr, "RUN go build"), same.stderr
-    three = release(srv, APP)
-    assert stages_become(srv, APP, {three}) == {three}
+    three = pushed(repo, srv, "RUN go build")
 
     # A deploy that fails after its build removes its stage; the layers the removed first
     # stage shared with the kept one (the module download) are still the cache.
