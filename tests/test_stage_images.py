@@ -5,6 +5,7 @@ fails, at apps:destroy; the dependency layers a newer build shares stay cached."
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,25 @@ def test_go_stage_images_go_with_their_release_and_the_dependency_cache_stays(
     ok(srv, alice, "apps:destroy", APP, "--confirm", APP)
     assert labelled(srv, APP) == {}
     assert not [t for t in docker_ids("images", srv.instance) if f"/{APP}:" in t]
+
+
+def test_with_build_time_env_the_go_stage_is_removed_at_once(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """Its history holds the build args' values (`|1 NAME=value /bin/sh -c ...`), as the
+    final image's intermediates do, which the build removes: so it goes with them."""
+    alice, app, value = keys["alice"], "stgoenv", "st-build-time-value"
+    ok(srv, alice, "apps:create", app)
+    ok(srv, alice, "config:set", app, f"GREETING={value}")
+    ok(srv, alice, "builds:set", app, "env=GREETING")
+    repo = SourceRepo(workdir / "goenv", alice, go_files("hello with env"))
+    result = repo.push(srv.remote(app))
+    assert result.returncode == 0, result.stderr
+    assert "ARG GREETING" in result.stderr
+    assert labelled(srv, app) == {}
+    steps = re.findall(r" ---> ([0-9a-f]{12})\b", result.stderr)
+    assert len(steps) > 10, result.stderr
+    for image in steps:  # every step's image is gone, or a base image without the value
+        history = run(["docker", "history", "--no-trunc", image], check=False)
+        assert value not in history.stdout, image
+    assert srv.get(app) == (200, "hello with env uid=10001\n")

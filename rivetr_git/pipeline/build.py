@@ -249,6 +249,7 @@ async def _build_buildpack(
         limits=options.limits,
         no_cache=app.build_no_cache,
         build_args=build_env,
+        stage_labels=owner,
     )
 
 
@@ -316,9 +317,11 @@ async def docker_build(
     target: str | None = None,
     no_cache: bool = False,
     build_args: Mapping[str, str] | None = None,
+    stage_labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Build `context_tar` with `dockerfile` into `tag`. Raises BuildFailed with the
-    builder's message, or naming the limit (build_timeout, build_memory_limit) it ran into."""
+    """Build `context_tar` with `dockerfile` into `tag` (`stage_labels`: BuildSpec's).
+    Raises BuildFailed with the builder's message, or naming the limit (build_timeout,
+    build_memory_limit) it ran into."""
     # No build labels: the legacy builder turns each into a LABEL step, a container and
     # a layer on every push. The tag's repository (rivetr-<instance>/<app>) identifies it.
     spec = BuildSpec(
@@ -331,5 +334,6 @@ async def docker_build(
         target=target,
         no_cache=no_cache,
         build_args=dict(build_args or {}),
+        stage_labels=dict(stage_labels or {}),
     )
     await runtime.build(spec, lambda line: log.output(line, "build"))

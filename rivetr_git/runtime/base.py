@@ -60,6 +60,10 @@ class BuildSpec:
     # Build-time values (already decrypted) for the Dockerfile's ARGs. The runtime makes
     # sure none of them is left in the image's history or config.
     build_args: Mapping[str, str] = field(default_factory=dict)
+    # The labels the Dockerfile gives its build stages (the built-in builder's recipes).
+    # With build args, those stages' images hold the values in their history too: the
+    # runtime removes them after the build, as it does the final image's intermediates.
+    stage_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
