@@ -24,6 +24,7 @@ from rivetr_git.models import App
 from rivetr_git.notify import Notifier
 from rivetr_git.runtime.base import (
     LABEL_APP,
+    LABEL_DEPLOYMENT,
     LABEL_INSTANCE,
     BuildSpec,
     ContainerInfo,
@@ -68,6 +69,9 @@ class FakeRuntime:
 
     def __init__(self) -> None:
         self.images: set[str] = set()
+        # Untagged images by id -> labels: what a multi-stage build leaves of its build stage.
+        self.stage_images: dict[str, dict[str, str]] = {}
+        self.leaves_stages = False  # builds leave a labelled stage image, failed ones too
         self.containers: dict[str, FakeContainer] = {}
         self.build_error: str | None = None  # the next builds fail with this message
         self.exit_on_start: int | None = None  # new containers exit at once with this code
@@ -103,6 +107,14 @@ class FakeRuntime:
             on_line(f"Step 1/1 : fake build of {spec.tag}")
             if self.build_gate is not None:
                 await self.build_gate.wait()
+            if self.leaves_stages:  # as the built-in builder's recipes label it
+                repository, _, deployment = spec.tag.rpartition(":")
+                instance, _, app = repository.removeprefix("rivetr-").partition("/")
+                self.stage_images[f"sha256:stage-{deployment}"] = {
+                    LABEL_INSTANCE: instance,
+                    LABEL_APP: app,
+                    LABEL_DEPLOYMENT: deployment,
+                }
             if self.build_error is not None:
                 raise BuildFailed(self.build_error)
             self.images.add(spec.tag)
@@ -154,6 +166,7 @@ class FakeRuntime:
 
     async def remove_image(self, image: str) -> None:
         self.images.discard(image)
+        self.stage_images.pop(image, None)
 
     async def logs(self, container_id: str, tail: int) -> str:
         container = self.containers.get(container_id)
@@ -191,6 +204,13 @@ class FakeRuntime:
 
     async def list_images(self, repository: str) -> list[str]:
         return sorted(t for t in self.images if t.rpartition(":")[0] == repository)
+
+    async def list_labelled_images(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        return {
+            image: tags
+            for image, tags in self.stage_images.items()
+            if all(tags.get(k) == v for k, v in labels.items())
+        }
 
     async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         return {

@@ -266,6 +266,13 @@ class Server:
         ).stdout.split()
         if images:
             run(["docker", "rmi", "-f", *images], check=False)
+        # Untagged images labelled with the instance: build stages of multi-stage builds.
+        stages = run(
+            ["docker", "images", "-q", "--filter", f"label=rivetr.instance={self.instance}"],
+            check=False,
+        ).stdout.split()
+        if stages:
+            run(["docker", "rmi", "-f", *sorted(set(stages))], check=False)
         # Compose groups' networks (rivetr-<instance>-<app>-<deployment>_default).
         networks = [
             n

@@ -23,6 +23,7 @@ from tests.lang_apps import (
     wheel_files,
 )
 from tests.test_admin_verbs import ok
+from tests.test_stage_images import labelled, release
 
 pytestmark = pytest.mark.docker
 
@@ -118,6 +119,8 @@ def test_static_site_with_a_build_step_is_built_then_served_by_nginx(
     assert "build type: buildpack/static (found package.json and the app's publish_dir" in out
     assert srv.get(app) == (200, "<h1>hello from a built site</h1>\n")
     assert srv.get(app, "/.rivetr/health") == (200, "ok\n")
+    # The node build stage's image is labelled with its deployment (it goes with it).
+    assert list(labelled(srv, app).values()) == [release(srv, app)]
 
 
 def test_no_start_command_and_a_python_version_mismatch_fail_at_building_with_advice(

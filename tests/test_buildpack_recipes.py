@@ -3,21 +3,29 @@ fixture trees (the end-to-end builds are in tests/test_buildpack.py)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+from pathlib import Path
+
 import pytest
 
 from rivetr_git.errors import BuildFailed
 from rivetr_git.pipeline.builders import buildpack
 from rivetr_git.pipeline.builders.detect import Tree, detect
-from rivetr_git.pipeline.builders.recipe import Images, Recipe, pin
+from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images, Recipe, pin
 
 
 def tree(**files: str) -> Tree:
     return Tree(frozenset(files), {name: text.encode() for name, text in files.items()})
 
 
+OWNER = {"rivetr.instance": "abc123", "rivetr.app": "shop", "rivetr.deployment": "7"}
+STAGE_LABELS = 'LABEL "rivetr.app"="shop" "rivetr.deployment"="7" "rivetr.instance"="abc123"\n'
+
+
 def made(files: dict[str, str], images: Images | None = None, args: tuple[str, ...] = ()) -> Recipe:
     t = tree(**files)
-    return buildpack.plan(t, detect(t), images or Images(), list(args))
+    return buildpack.plan(t, detect(t), images or Images(), list(args), OWNER)
 
 
 def before(text: str, first: str, second: str) -> bool:
@@ -176,3 +184,54 @@ def test_go_builds_a_static_binary_and_moves_the_image_up_never_down() -> None:
     assert newer.dockerfile.startswith("FROM golang:1.23 AS build\n")
     assert 'go build -ldflags="-s -w" -o /out/app ./cmd/srv' in newer.dockerfile
     assert "COPY go.mod go.sum ./" in newer.dockerfile
+
+
+@pytest.mark.parametrize(
+    ("files", "last_step"),
+    [
+        ({"go.mod": "module a\n", "main.go": ""}, "RUN go build"),
+        ({"package.json": '{"scripts": {"build": "vite build"}}', "vite.config.js": ""}, "RUN npm"),
+    ],
+)
+def test_a_build_stage_ends_with_the_deployments_labels_and_only_it(
+    files: dict[str, str], last_step: str
+) -> None:
+    """The engine keeps a build stage's result as an untagged image: the labels say whose
+    it is. One LABEL step, after every other step of the stage (they stay cached)."""
+    text = made(files).dockerfile
+    stage, final = text.split("\nFROM ", 1)
+    assert text.count(STAGE_LABELS) == 1 and stage.endswith(STAGE_LABELS.rstrip("\n"))
+    assert last_step in stage.splitlines()[-2]
+    assert "LABEL" not in final
+
+
+def test_single_stage_recipes_carry_no_labels() -> None:
+    for files in ({"requirements.txt": "", "app.py": ""}, {"package.json": "{}", "index.js": ""}):
+        assert "LABEL" not in made(files).dockerfile
+
+
+@pytest.mark.parametrize("own", [None, b"node_modules\n"])
+async def test_the_generated_dockerfile_is_left_out_of_the_copied_tree(
+    tmp_path: Path, own: bytes | None
+) -> None:
+    """It names the deployment (the stage labels): in `COPY . ./` it would change that
+    step, and every step after it, on every push. The engine leaves out what the context's
+    .dockerignore names; the app's own one keeps its lines."""
+    files = {"go.mod": b"module a\n", "main.go": b"package main\n"}
+    if own is not None:
+        files[".dockerignore"] = own
+    source, target = tmp_path / "tree.tar", tmp_path / "context.tar"
+    with tarfile.open(source, "w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    t = tree(**{name: data.decode() for name, data in files.items()})
+    await buildpack.prepare(source, target, detect(t), Images(), [], OWNER)
+    with tarfile.open(target) as archive:
+        names = archive.getnames()
+        handle = archive.extractfile(".dockerignore")
+        assert handle is not None
+        ignore = handle.read().decode().splitlines()
+    assert names.count(".dockerignore") == 1 and DOCKERFILE in names
+    assert ignore == (["node_modules"] if own else [".dockerignore"]) + [DOCKERFILE]

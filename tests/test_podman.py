@@ -21,7 +21,7 @@ from tests import test_push_deploy as spine
 from tests.base_images import base_images, image_env
 from tests.conftest import running_server
 from tests.helpers import AppRepo, Key, Server, run, stand_in_clis, wait_until
-from tests.lang_apps import SourceRepo, cached, python_files
+from tests.lang_apps import SourceRepo, cached, go_files, python_files
 from tests.test_admin_verbs import ok
 from tests.test_build_types import builder_repo, compose_repo
 
@@ -289,3 +289,27 @@ def test_volumes_and_log_caps_on_podman(
     out = ok(on_podman, alice, "apps:destroy", app, "--confirm", app, "--purge-data")
     assert f"removed the volumes of {app}: {volume}" in out
     assert podman("volume", "ls", "-q", *mine).stdout.split() == []
+
+
+def test_go_build_stages_on_podman_are_labelled_and_go_at_destroy(
+    on_podman: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """Podman keeps a build stage as an untagged image too: labelled (recipe.stage_end),
+    found through the compatible API, removed with the app; the module layer stays cached."""
+    app, alice = "stgopodman", keys["alice"]
+    mine = ["--filter", f"label=rivetr.instance={on_podman.instance}"]
+    mine += ["--filter", f"label=rivetr.app={app}"]
+    repo = SourceRepo(workdir / "go", alice, go_files())
+    ok(on_podman, alice, "apps:create", app)
+    ok(on_podman, alice, "builds:set", app, "type=buildpack")
+    assert repo.push(on_podman.remote(app)).returncode == 0
+    [stage] = podman("images", "-q", *mine).stdout.split()
+    repo.put(go_files("hello again from go"))
+    repo.commit("code only")
+    result = repo.push(on_podman.remote(app))
+    assert result.returncode == 0, result.stderr
+    assert cached(result.stderr, "RUN go mod download"), result.stderr
+    assert on_podman.get(app) == (200, "hello again from go uid=10001\n")
+    assert len(set(podman("images", "-q", *mine).stdout.split()) - {stage}) == 1
+    ok(on_podman, alice, "apps:destroy", app, "--confirm", app)
+    assert podman("images", "-a", "-q", *mine).stdout.split() == []

@@ -17,7 +17,7 @@ from rivetr_git.pipeline.builders import buildpack, cli_build, compose, static_s
 from rivetr_git.pipeline.builders.context import read_tree, subtree
 from rivetr_git.pipeline.builders.detect import Detection, choose
 from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images
-from rivetr_git.pipeline.labels import image_tag
+from rivetr_git.pipeline.labels import image_tag, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime
 from rivetr_git.settings import Settings
@@ -124,7 +124,8 @@ async def build(
             app.compose_bind_list,
         )
         return Built(image=group.image, detection=found, group=group)
-    await _build_image(runtime, app, found, context_tar, tag, log, options, build_env)
+    owner = labels(instance, app.name, deployment_id)
+    await _build_image(runtime, app, found, context_tar, tag, log, options, build_env, owner)
     return Built(image=tag, detection=found)
 
 
@@ -137,8 +138,10 @@ async def _build_image(
     log: DeployLog,
     options: BuildOptions,
     build_env: Mapping[str, str],
+    owner: Mapping[str, str],
 ) -> None:
-    """The image `tag`, built the way the (non-compose) build type `found` says."""
+    """The image `tag`, built the way the (non-compose) build type `found` says; `owner`:
+    the deployment's labels, for the build stages of the built-in builder's recipes."""
     if found.build_type == "dockerfile":
         assert found.dockerfile is not None  # detection names the file it found
         await _build_dockerfile(
@@ -148,7 +151,9 @@ async def _build_image(
         assert found.publish_dir is not None
         await _build_static(runtime, app, context_tar, found.publish_dir, tag, log, options)
     elif found.build_type == "buildpack":
-        await _build_buildpack(runtime, app, found, context_tar, tag, log, options, build_env)
+        await _build_buildpack(
+            runtime, app, found, context_tar, tag, log, options, build_env, owner
+        )
     elif found.build_type in cli_build.TOOLS:
         await cli_build.build(
             runtime,
@@ -225,11 +230,14 @@ async def _build_buildpack(
     log: DeployLog,
     options: BuildOptions,
     build_env: Mapping[str, str],
+    owner: Mapping[str, str],
 ) -> None:
     """Build type *buildpack*: a Dockerfile generated for the language, built as the
     dockerfile type builds (limits, build-time env as build args, the layer cache)."""
     context = context_tar.parent / "buildpack-context.tar"
-    made = await buildpack.prepare(context_tar, context, found, options.images, list(build_env))
+    made = await buildpack.prepare(
+        context_tar, context, found, options.images, list(build_env), owner
+    )
     for note in made.notes:
         log.info(note)
     await docker_build(
@@ -241,6 +249,7 @@ async def _build_buildpack(
         limits=options.limits,
         no_cache=app.build_no_cache,
         build_args=build_env,
+        stage_labels=owner,
     )
 
 
@@ -308,9 +317,11 @@ async def docker_build(
     target: str | None = None,
     no_cache: bool = False,
     build_args: Mapping[str, str] | None = None,
+    stage_labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Build `context_tar` with `dockerfile` into `tag`. Raises BuildFailed with the
-    builder's message, or naming the limit (build_timeout, build_memory_limit) it ran into."""
+    """Build `context_tar` with `dockerfile` into `tag` (`stage_labels`: BuildSpec's).
+    Raises BuildFailed with the builder's message, or naming the limit (build_timeout,
+    build_memory_limit) it ran into."""
     # No build labels: the legacy builder turns each into a LABEL step, a container and
     # a layer on every push. The tag's repository (rivetr-<instance>/<app>) identifies it.
     spec = BuildSpec(
@@ -323,5 +334,6 @@ async def docker_build(
         target=target,
         no_cache=no_cache,
         build_args=dict(build_args or {}),
+        stage_labels=dict(stage_labels or {}),
     )
     await runtime.build(spec, lambda line: log.output(line, "build"))

@@ -197,9 +197,11 @@ class Deployer:
         await self._runtime.remove_network(network_name(self._instance, app.name))
         await compose.remove_all(self._compose_dir, self._runtime, self._instance, app.name)
         async with self._gate.removing():
-            for image in await self._runtime.list_images(
-                image_repository(self._instance, app.name)
-            ):
+            # The release images, then the untagged ones of their build stages.
+            for image in [
+                *await self._runtime.list_images(image_repository(self._instance, app.name)),
+                *await self._runtime.list_labelled_images(labels(self._instance, app.name)),
+            ]:
                 await self._runtime.remove_image(image)
         await self._store.delete_app(app)
         await self._repos.delete(app.name)

@@ -32,7 +32,7 @@ class Undone:
 
 
 class FailureCleanup:
-    """Removes a failed deployment's container(s), compose group and built image, records
+    """Removes a failed deployment's container(s), compose group and built images, records
     it failed and puts the deploy branch back at the live release's commit."""
 
     def __init__(
@@ -93,9 +93,15 @@ class FailureCleanup:
             await compose.down(
                 self._runtime, self._compose_dir, container_name(self._instance, app.name, d.id)
             )
-            if image is not None:
+            # Also the untagged results of build stages that finished before the failure.
+            doomed = [
+                *([image] if image is not None else []),
+                *await self._runtime.list_labelled_images(labels(self._instance, app.name, d.id)),
+            ]
+            if doomed:
                 async with self._gate.removing():
-                    await self._runtime.remove_image(image)
+                    for each in doomed:
+                        await self._runtime.remove_image(each)
         except RivetrError as exc:
             # Start-up reconciliation removes what is left by label.
             log.warning("cleanup of deployment #%s incomplete: %s", d.id, exc)

@@ -37,7 +37,7 @@ from rivetr_git.pipeline import (
 from rivetr_git.pipeline.after_switch import cleanup, watch
 from rivetr_git.pipeline.builders import compose
 from rivetr_git.pipeline.failure import FailureCleanup
-from rivetr_git.pipeline.labels import image_repository
+from rivetr_git.pipeline.labels import image_repository, labels
 from rivetr_git.pipeline.log import STAGE_TITLES, DeployLog
 from rivetr_git.pipeline.mounts import container_mounts
 from rivetr_git.pipeline.queue import Job
@@ -367,7 +367,11 @@ class Runner:
             log.warning("%s: pruning old deployments failed: %s", app.name, exc)
         self._spawn(
             cleanup.prune_release_images(
-                self._runtime, self._gate, image_repository(self._instance, app.name), keep
+                self._runtime,
+                self._gate,
+                image_repository(self._instance, app.name),
+                keep,
+                labels(self._instance, app.name),
             )
         )
         # Networks of compose groups retired since the app's last deploy.

@@ -60,6 +60,10 @@ class BuildSpec:
     # Build-time values (already decrypted) for the Dockerfile's ARGs. The runtime makes
     # sure none of them is left in the image's history or config.
     build_args: Mapping[str, str] = field(default_factory=dict)
+    # The labels the Dockerfile gives its build stages (the built-in builder's recipes).
+    # With build args, those stages' images hold the values in their history too: the
+    # runtime removes them after the build, as it does the final image's intermediates.
+    stage_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,12 @@ class Runtime(Protocol):
 
     async def list_images(self, repository: str) -> list[str]:
         """Tags ('repository:tag') of the images in `repository`."""
+        ...
+
+    async def list_labelled_images(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+        """The images carrying every label in `labels`, untagged ones included (the build
+        stages of multi-stage builds): id -> all its labels. Images that others are built
+        on (a build's intermediate steps) are not listed."""
         ...
 
     async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:

@@ -29,6 +29,7 @@ from rivetr_git.runtime.base import (
     Terminal,
 )
 from rivetr_git.runtime.docker_build import build_image
+from rivetr_git.runtime.docker_images import DockerImages
 from rivetr_git.runtime.docker_remove import remove_container
 from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.runtime.docker_services import DockerServices
@@ -82,7 +83,7 @@ def _label_filter(labels: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in labels.items()]
 
 
-class DockerRuntime(DockerVolumes, DockerServices):
+class DockerRuntime(DockerVolumes, DockerServices, DockerImages):
     """Runtime on a Docker engine reached through docker-py (DOCKER_HOST or the default socket)."""
 
     name = "docker"

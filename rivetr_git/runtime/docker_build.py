@@ -19,7 +19,7 @@ import requests.exceptions
 
 from rivetr_git.errors import BuildFailed, RuntimeOperationError, RuntimeUnavailable
 from rivetr_git.runtime.base import BuildSpec
-from rivetr_git.runtime.docker_scrub import scrub_image
+from rivetr_git.runtime.docker_scrub import remove_stages, scrub_image
 
 _RUNNING_IN = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
 
@@ -60,6 +60,8 @@ async def build_image(api: Any, spec: BuildSpec, on_line: Callable[[str], None])
             image_id = await asyncio.to_thread(
                 scrub_image, api, spec.tag, spec.build_args, spec.context_tar.parent
             )
+            if spec.stage_labels:
+                await asyncio.to_thread(remove_stages, api, spec.stage_labels)
         except (
             docker.errors.DockerException,
             requests.exceptions.RequestException,

@@ -5,9 +5,10 @@ The legacy builder records the build args in scope of every RUN step in the imag
 avoid that, but neither docker-py nor this engine's legacy builder can use them. So after a
 build that had build args, the image is saved, its config rewritten with each `NAME=value`
 replaced by `NAME=<build-time value>`, loaded again under the same tag, and the original
-image (with the intermediate ones holding the values) removed. A value that is still in the
-config (an `ENV X=$ARG`, a LABEL) or in a layer's files (a step wrote it) fails the build:
-it would be readable by anyone who can pull the image.
+image (with the intermediate ones holding the values) removed, and so are the images of
+the build's labelled stages (multi-stage recipes of the built-in builder). A value that is
+still in the config (an `ENV X=$ARG`, a LABEL) or in a layer's files (a step wrote it) fails
+the build: it would be readable by anyone who can pull the image.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def scrub_image(api: Any, tag: str, build_args: Mapping[str, str], work: Path) -
     finally:
         saved.unlink(missing_ok=True)
         rewritten.unlink(missing_ok=True)
+
+
+def remove_stages(api: Any, stage_labels: Mapping[str, str]) -> None:
+    """Remove the untagged images of the build stages labelled `stage_labels` (and their
+    parents no other image uses): their history holds the build args' values."""
+    filters = {"label": [f"{k}={v}" for k, v in stage_labels.items()]}
+    for image in api.images(filters=filters, quiet=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_image(image, noprune=False)
 
 
 def redact(text: str, build_args: Mapping[str, str]) -> str:

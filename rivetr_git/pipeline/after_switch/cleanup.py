@@ -15,7 +15,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from rivetr_git.errors import RivetrError
@@ -66,14 +66,36 @@ def _release_of(tag: str) -> str:
     return f"{repository}:{name.partition('-')[0]}"
 
 
+def _old_stages(
+    found: Mapping[str, Mapping[str, str]], repository: str, keep: set[str]
+) -> list[str]:
+    """The stage images in `found` (id -> labels) whose deployment's release is not kept.
+    Those of a deployment newer than every kept release stay: a deploy of the app may be
+    building (its stage is the next push's layer cache) or not live yet."""
+    newest = max((int(n) for t in keep if (n := t.rpartition(":")[2]).isdigit()), default=0)
+    return [
+        image
+        for image, tags in found.items()
+        if (d := tags.get(LABEL_DEPLOYMENT, "")).isdigit()
+        and int(d) < newest
+        and f"{repository}:{d}" not in keep
+    ]
+
+
 async def prune_release_images(
-    runtime: Runtime, gate: BuildGate, repository: str, keep: set[str]
+    runtime: Runtime, gate: BuildGate, repository: str, keep: set[str], owner: Mapping[str, str]
 ) -> None:
     """Remove the images in `repository` except those in `keep` (the newest releases',
     chosen by the caller from the database: a rollback runs an old tag again). A tag
-    `<release>-<service>` (a compose group's other images) goes with its release."""
+    `<release>-<service>` (a compose group's other images) goes with its release, and so
+    do the untagged images of its build stages (labelled with `owner`, the instance and app
+    labels, and the deployment: recipe.stage_end). Docker keeps the parent layers a newer
+    build still uses, such as the dependency install the next push takes from the cache."""
     try:
-        doomed = [t for t in await runtime.list_images(repository) if _release_of(t) not in keep]
+        # Stages first: the tag of the release just replaced is refused while its container
+        # is still being stopped (the next deploy removes it), which ends this round.
+        doomed = _old_stages(await runtime.list_labelled_images(owner), repository, keep)
+        doomed += [t for t in await runtime.list_images(repository) if _release_of(t) not in keep]
         if not doomed:
             return
         async with gate.removing():

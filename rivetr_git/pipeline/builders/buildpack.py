@@ -7,7 +7,7 @@ env vars (as build args, declared with ARG), same layer cache.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rivetr_git.errors import BuildFailed
@@ -17,29 +17,54 @@ from rivetr_git.pipeline.builders.detect import Detection, Tree
 from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images, Recipe
 
 
-def plan(tree: Tree, found: Detection, images: Images, arg_names: Sequence[str]) -> Recipe:
-    """The Dockerfile (and files) that build the language `found` names. Raises BuildFailed
-    with what to add when the app cannot be started or built."""
+def plan(
+    tree: Tree,
+    found: Detection,
+    images: Images,
+    arg_names: Sequence[str],
+    stage_labels: Mapping[str, str],
+) -> Recipe:
+    """The Dockerfile (and files) that build the language `found` names; a build stage the
+    final image copies from ends labelled with `stage_labels` (the deployment's labels).
+    Raises BuildFailed with what to add when the app cannot be started or built."""
     names = sorted(arg_names)
     if found.language == "python":
         return lang_python.plan(tree, images, names)
     if found.language == "node":
         return lang_node.plan(tree, images, names)
     if found.language == "go":
-        return lang_go.plan(tree, images, names)
+        return lang_go.plan(tree, images, names, stage_labels)
     if found.language == "static":
         assert found.publish_dir is not None  # detection names the directory it serves
-        return lang_node.plan_site(tree, images, names, found.publish_dir)
+        return lang_node.plan_site(tree, images, names, found.publish_dir, stage_labels)
     raise BuildFailed(f"the built-in builder cannot build {found.language!r} projects")
 
 
 async def prepare(
-    context_tar: Path, target: Path, found: Detection, images: Images, arg_names: Sequence[str]
+    context_tar: Path,
+    target: Path,
+    found: Detection,
+    images: Images,
+    arg_names: Sequence[str],
+    stage_labels: Mapping[str, str],
 ) -> Recipe:
     """Write the build context to `target`: the pushed tree plus the generated Dockerfile
     (DOCKERFILE) and its files. Returns the recipe (its notes are for the push output)."""
     tree = await asyncio.to_thread(read_tree, context_tar)
-    made = plan(tree, found, images, arg_names)
-    extra = {DOCKERFILE: made.dockerfile.encode(), **made.extra}
+    made = plan(tree, found, images, arg_names, stage_labels)
+    extra = {DOCKERFILE: made.dockerfile.encode(), **made.extra, **_ignore_dockerfile(tree)}
     await asyncio.to_thread(subtree, context_tar, target, ".", "", extra)
     return made
+
+
+def _ignore_dockerfile(tree: Tree) -> dict[str, bytes]:
+    """A .dockerignore naming the generated Dockerfile: the engine then leaves the file out
+    of the build context, so `COPY . ./` does not change with it (it names the deployment:
+    recipe.stage_end) and stays cached for an unchanged tree. The app's own .dockerignore
+    gets the line appended (kept as it is when too large to have been read)."""
+    if not tree.has(".dockerignore"):
+        return {".dockerignore": f".dockerignore\n{DOCKERFILE}\n".encode()}
+    own = tree.contents.get(".dockerignore")
+    if own is None:
+        return {}
+    return {".dockerignore": own.rstrip(b"\n") + f"\n{DOCKERFILE}\n".encode()}

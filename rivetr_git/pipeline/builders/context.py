@@ -28,6 +28,7 @@ _READ = frozenset(
         "wsgi.py",
         "asgi.py",
         "server.py",
+        ".dockerignore",  # the built-in builder adds its Dockerfile to it
     }
 )
 _READ_LIMIT = 256 * 1024
@@ -56,8 +57,9 @@ def subtree(
     extra: Mapping[str, bytes] | None = None,
 ) -> int:
     """Write to `target` a tar of the files under `directory` of `source` (re-rooted under
-    `prefix`), plus the `extra` files. Returns how many files came from `source`. Raises
-    BuildFailed when `directory` holds no file."""
+    `prefix`), plus the `extra` files (in place of the source's files of those names).
+    Returns how many files came from `source`. Raises BuildFailed when `directory` holds
+    no file."""
     base = str(PurePosixPath(directory))
     strip = "" if base == "." else base + "/"
     copied = 0
@@ -67,6 +69,8 @@ def subtree(
             if strip and not name.startswith(strip):
                 continue
             member.name = prefix + name[len(strip) :]
+            if extra and member.name in extra:
+                continue
             out.addfile(member, src.extractfile(member) if member.isfile() else None)
             copied += 1
         for name, data in (extra or {}).items():

@@ -8,7 +8,7 @@ only code reuses that layer.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rivetr_git.pipeline.builders import recipe
 from rivetr_git.pipeline.builders.detect import Tree
@@ -19,7 +19,9 @@ _MODULE = re.compile(r"^module\s+(\S+)", re.MULTILINE)
 BINARY = "/usr/local/bin/app"
 
 
-def plan(tree: Tree, images: Images, arg_names: Sequence[str]) -> Recipe:
+def plan(
+    tree: Tree, images: Images, arg_names: Sequence[str], stage_labels: Mapping[str, str]
+) -> Recipe:
     go_mod = recipe.contents(tree, "go.mod")
     line = _GO_LINE.search(go_mod)
     version = line[1] if line else None
@@ -45,7 +47,8 @@ def plan(tree: Tree, images: Images, arg_names: Sequence[str]) -> Recipe:
         # (one step: each step costs a container).
         + f'RUN go build -ldflags="-s -w" -o /out/app {package} && mkdir -p /out/certs && '
         "(cp /etc/ssl/certs/ca-certificates.crt /out/certs/ 2>/dev/null || true)\n"
-        f"FROM {images.go_runtime}\n"
+        + recipe.stage_end(stage_labels)
+        + f"FROM {images.go_runtime}\n"
         + recipe.add_user()
         + "COPY --from=build /out/certs/ /etc/ssl/certs/\n"
         + f"COPY --from=build /out/app {BINARY}\n"

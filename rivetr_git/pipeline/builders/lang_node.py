@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,8 +82,15 @@ def plan(tree: Tree, images: Images, arg_names: Sequence[str]) -> Recipe:
     return Recipe(text, (*notes, f"start: {start} ({why})"))
 
 
-def plan_site(tree: Tree, images: Images, arg_names: Sequence[str], directory: str) -> Recipe:
-    """A static site: built in node_image, its output served by static_server_image."""
+def plan_site(
+    tree: Tree,
+    images: Images,
+    arg_names: Sequence[str],
+    directory: str,
+    stage_labels: Mapping[str, str],
+) -> Recipe:
+    """A static site: built in node_image, its output served by static_server_image (the
+    build stage labelled with `stage_labels`: recipe.stage_end)."""
     package = _package(tree)
     manager = _manager(tree)
     if "build" not in _scripts(package):
@@ -94,6 +101,7 @@ def plan_site(tree: Tree, images: Images, arg_names: Sequence[str], directory: s
     head, notes = _build_stage(tree, images, arg_names, package, manager, stage=" AS build")
     text = (
         head
+        + recipe.stage_end(stage_labels)
         + f"FROM {images.static_server}\n"
         + f"COPY {_CONF} /etc/nginx/conf.d/default.conf\n"
         + f"COPY --from=build /app/{directory}/ /usr/share/nginx/html/\n"

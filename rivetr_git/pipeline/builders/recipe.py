@@ -49,6 +49,15 @@ def add_user() -> str:
     )
 
 
+def stage_end(stage_labels: Mapping[str, str]) -> str:
+    """The last step of a stage that the final image only copies from. The engine keeps
+    such a stage's result as an untagged image; these labels (server instance, app,
+    deployment) tell whose it is, so it goes when its release's image goes. Last in the
+    stage: the steps before it (the dependency install) stay cached for the next push."""
+    pairs = (f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(stage_labels.items()))
+    return "LABEL " + " ".join(pairs) + "\n"
+
+
 def run_as_app() -> str:
     return f"USER {UID}:{UID}\n"
 

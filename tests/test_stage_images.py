@@ -1,0 +1,150 @@
+"""Docker's legacy builder keeps the build stage of a multi-stage build as an untagged
+image (~650 MB for the Go recipe). The built-in builder labels it with its deployment
+(recipe.stage_end), and it goes with its release: at keep_releases pruning, when the deploy
+fails, at apps:destroy; the dependency layers a newer build shares stay cached."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.base_images import base_images, image_env
+from tests.conftest import running_server
+from tests.helpers import Key, Server, docker_ids, run
+from tests.lang_apps import SourceRepo, cached, go_files
+from tests.test_admin_verbs import ok
+
+pytestmark = pytest.mark.docker
+APP = "stgo"
+
+
+@pytest.fixture(scope="module")
+def srv(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Key]
+) -> Iterator[Server]:
+    env = {**image_env(base_images()), "RIVETR_KEEP_RELEASES": "1"}
+    yield from running_server(tmp_path_factory.mktemp("st") / "data", keys, env=env)
+
+
+def labelled(server: Server, app: str) -> dict[str, str]:
+    """Every image labelled with the app (untagged, intermediate or not): id -> deployment."""
+    ids = run(
+        [
+            "docker",
+            "images",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            f"label=rivetr.instance={server.instance}",
+            "--filter",
+            f"label=rivetr.app={app}",
+        ]
+    ).stdout.split()
+    if not ids:
+        return {}
+    # check=False: one may be removed (by a prune in the background) since it was listed.
+    out = run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            "-f",
+            '{{.Id}} {{index .Config.Labels "rivetr.deployment"}}',
+            *sorted(set(ids)),
+        ],
+        check=False,
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def release(server: Server, app: str) -> str:
+    """The deployment id of the app's newest release image."""
+    prefix = f"rivetr-{server.instance}/{app}:"
+    tags = [t.removeprefix(prefix) for t in docker_ids("images", server.instance)]
+    return str(max(int(t) for t in tags if t.isdigit()))
+
+
+def stages_become(server: Server, app: str, deployments: set[str]) -> set[str]:
+    """The deployments of the app's stage images once pruning (in the background) is done."""
+    deadline = time.monotonic() + 30
+    while (found := set(labelled(server, app).values())) != deployments:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def pushed(repo: SourceRepo, server: Server, cached_step: str) -> str:
+    """Push, check `cached_step` reused its layer; the new release's deployment id once
+    the releases beyond keep_releases (1) and their stages are pruned."""
+    result = repo.push(server.remote(APP))
+    assert result.returncode == 0, result.stderr
+    assert cached(result.stderr, cached_step), result.stderr
+    new = release(server, APP)
+    assert stages_become(server, APP, {new}) == {new}
+    return new
+
+
+def test_go_stage_images_go_with_their_release_and_the_dependency_cache_stays(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    alice = keys["alice"]
+    repo = SourceRepo(workdir / "go", alice, go_files("hello from st"))
+    first = repo.push(srv.remote(APP))
+    assert first.returncode == 0, first.stderr
+    one = release(srv, APP)
+    assert set(labelled(srv, APP).values()) == {one}  # the build stage, labelled
+
+    # keep_releases = 1: the first release's image goes, and its build stage with it.
+    repo.put(go_files("code only"))
+    repo.commit("code only")
+    two = pushed(repo, srv, "RUN go mod download")
+    assert two != one
+    assert srv.get(APP) == (200, "code only uid=10001\n")
+
+    # The same tree again: the label names another deployment, every other step is cached
+    # (the generated Dockerfile is not in what `COPY . ./` copies), and the new stage shares
+    # the compiled binary's layer with the one removed.
+    repo.commit("no change")
+    three = pushed(repo, srv, "RUN go build")
+
+    # A deploy that fails after its build removes its stage; the layers the removed first
+    # stage shared with the kept one (the module download) are still the cache.
+    repo.put({**go_files("never live"), "Procfile": "web: exit 3\n"})
+    repo.commit("exits at once")
+    failed = repo.push(srv.remote(APP))
+    assert failed.returncode != 0
+    assert cached(failed.stderr, "RUN go mod download"), failed.stderr
+    assert "Deploy failed at" in failed.stderr
+    assert set(labelled(srv, APP).values()) == {three}
+
+    ok(srv, alice, "apps:destroy", APP, "--confirm", APP)
+    assert labelled(srv, APP) == {}
+    assert not [t for t in docker_ids("images", srv.instance) if f"/{APP}:" in t]
+
+
+def test_with_build_time_env_the_go_stage_is_removed_at_once(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """Its history holds the build args' values (`|1 NAME=value /bin/sh -c ...`), as the
+    final image's intermediates do, which the build removes: so it goes with them."""
+    alice, app, value = keys["alice"], "stgoenv", "st-build-time-value"
+    ok(srv, alice, "apps:create", app)
+    ok(srv, alice, "config:set", app, f"GREETING={value}")
+    ok(srv, alice, "builds:set", app, "env=GREETING")
+    repo = SourceRepo(workdir / "goenv", alice, go_files("hello with env"))
+    result = repo.push(srv.remote(app))
+    assert result.returncode == 0, result.stderr
+    assert "ARG GREETING" in result.stderr
+    assert labelled(srv, app) == {}
+    steps = re.findall(r" ---> ([0-9a-f]{12})\b", result.stderr)
+    assert len(steps) > 10, result.stderr
+    for image in steps:  # every step's image is gone, or a base image without the value
+        history = run(["docker", "history", "--no-trunc", image], check=False)
+        assert value not in history.stdout, image
+    assert srv.get(app) == (200, "hello with env uid=10001\n")
