@@ -619,10 +619,29 @@ def remove_labelled(label: str, reference: str | None = None) -> tuple[int, int,
     if images:
         # -f: one image id may carry several of our tags (identical builds share an id).
         run(["docker", "rmi", "-f", *images], timeout=300)
+    if reference:  # the untagged build stages of generated recipes carry the label
+        stages = set(run(["docker", "images", "-q", "--filter", f"label={label}"]).split())
+        if stages:
+            run(["docker", "rmi", "-f", *sorted(stages)], timeout=300)
+            images = sorted({*images, *stages})
     networks = run(["docker", "network", "ls", "-q", "--filter", f"label={label}"]).split()
     if networks:
         run(["docker", "network", "rm", *networks], timeout=300)
     return len(containers), len(images), len(networks)
+
+
+def dangling_images() -> set[str]:
+    return set(run(["docker", "images", "-q", "--no-trunc", "--filter", "dangling=true"]).split())
+
+
+def remove_new_dangling(before: set[str]) -> int:
+    """Remove the untagged images that appeared since `before` (e.g. the first stage of a
+    hand-built multi-stage Dockerfile, which nothing labels); for runs on a quiet engine,
+    since another build's stage made meanwhile would go too."""
+    new = sorted(dangling_images() - before)
+    if new:
+        run(["docker", "rmi", "-f", *new], timeout=300)
+    return len(new)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,17 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import BENCH_LABEL, AppRepo, BenchError, Server, http_get, median, workspace
+from harness import (
+    BENCH_LABEL,
+    AppRepo,
+    BenchError,
+    Server,
+    dangling_images,
+    http_get,
+    median,
+    remove_new_dangling,
+    workspace,
+)
 from push_to_live import ByHand
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -146,7 +156,11 @@ def one_language(server: Server, language: str, rounds: int, images: dict[str, s
 def languages(rounds: int, which: Sequence[str]) -> None:
     print("\nbuilt-in builder: push-to-live per language against docker build by hand")
     images = base_images()
-    with workspace("rivetr-bench-lang-") as server:
-        server.start(settings={"RIVETR_WATCH_WINDOW": "1", **image_env(images)})
-        for language in which:
-            one_language(server, language, rounds, images)
+    before = dangling_images()
+    try:
+        with workspace("rivetr-bench-lang-") as server:
+            server.start(settings={"RIVETR_WATCH_WINDOW": "1", **image_env(images)})
+            for language in which:
+                one_language(server, language, rounds, images)
+    finally:
+        print(f"  removed {remove_new_dangling(before)} untagged stage image(s) of hand builds")
