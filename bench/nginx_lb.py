@@ -9,13 +9,11 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from harness import BenchError
+from harness import BenchError, free_port, wait_port
 
 _CONFIG = """\
 worker_processes 1;
@@ -46,13 +44,6 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
     """nginx in front of 127.0.0.1:`ports` (least-connected, like rivetr's proxy); yields
@@ -61,7 +52,7 @@ def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
     if not os.access(binary, os.X_OK):
         raise BenchError("the nginx reference needs nginx (apt-get install -y nginx)")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
     config = workdir / "nginx.conf"
     config.write_text(
@@ -73,14 +64,11 @@ def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (workdir / "error.log").read_text(errors="replace")[-400:]
-                raise BenchError(f"the nginx reference did not start:\n{log}")
-            time.sleep(0.05)
+        try:
+            wait_port(port)
+        except BenchError:
+            log = (workdir / "error.log").read_text(errors="replace")[-400:]
+            raise BenchError(f"the nginx reference did not start:\n{log}") from None
         yield port
     finally:
         proc.send_signal(signal.SIGQUIT)

@@ -31,7 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import proc_status, terminate_on_sigterm
+from bench.harness import (
+    BenchError,
+    free_port,
+    proc_status,
+    terminate_on_sigterm,
+    wait_port,
+)
 from bench.proxy_rate import open_loop
 
 HERE = Path(__file__).resolve().parent
@@ -110,14 +116,6 @@ def wrk(name: str, port: int, duration: int, connections: int) -> Result:
     return Result(name, rps, p50, p99)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def process(cmd: list[str], **kw: object) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
@@ -151,20 +149,11 @@ def nginx(workdir: Path, upstream: int, workers: int) -> Iterator[int]:
             str(conf_dir / "error.log"),
         ]
     ):
-        _wait_port(port)
+        try:
+            wait_port(port)
+        except BenchError as exc:  # this bench reports its failures as SystemExit
+            raise SystemExit(str(exc)) from None
         yield port
-
-
-def _wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 @contextlib.contextmanager
