@@ -29,7 +29,7 @@ from rivetr_git.runtime.base import (
     Terminal,
 )
 from rivetr_git.runtime.docker_build import build_image
-from rivetr_git.runtime.docker_images import DockerImages
+from rivetr_git.runtime.docker_images import DockerImages, label_filters
 from rivetr_git.runtime.docker_remove import remove_container
 from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.runtime.docker_services import DockerServices
@@ -77,10 +77,6 @@ def _info_from(attrs: dict[str, Any]) -> ContainerInfo:
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
         started_at=state.get("StartedAt") or None,
     )
-
-
-def _label_filter(labels: Mapping[str, str]) -> list[str]:
-    return [f"{k}={v}" for k, v in labels.items()]
 
 
 class DockerRuntime(DockerVolumes, DockerServices, DockerImages):
@@ -414,7 +410,7 @@ class DockerRuntime(DockerVolumes, DockerServices, DockerImages):
             # ignore_removed: a container removed between the list and its inspect is skipped,
             # not an error that aborts the whole listing.
             found = self._client.containers.list(
-                all=True, filters={"label": _label_filter(labels)}, ignore_removed=True
+                all=True, filters=label_filters(labels), ignore_removed=True
             )
             return [_info(c) for c in found]
 
@@ -422,7 +418,7 @@ class DockerRuntime(DockerVolumes, DockerServices, DockerImages):
 
     async def list_networks(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         def _list() -> dict[str, Mapping[str, str]]:
-            found = self._client.api.networks(filters={"label": _label_filter(labels)})
+            found = self._client.api.networks(filters=label_filters(labels))
             return {str(n["Name"]): dict(n.get("Labels") or {}) for n in found}
 
         return await self._call("list networks", _list)

@@ -6,6 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
+def label_filters(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    """docker-py's `filters` for the objects carrying every label in `labels`."""
+    return {"label": [f"{k}={v}" for k, v in labels.items()]}
+
+
 class DockerImages:
     """Image calls of the Runtime protocol, mixed into DockerRuntime."""
 
@@ -15,9 +20,8 @@ class DockerImages:
 
     async def list_labelled_images(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         def _list() -> dict[str, Mapping[str, str]]:
-            filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
             # Without `all`: an image other images are built on is not a stage's result.
-            found = self._client.api.images(filters=filters)
+            found = self._client.api.images(filters=label_filters(labels))
             return {str(i["Id"]): dict(i.get("Labels") or {}) for i in found}
 
         result: dict[str, Mapping[str, str]] = await self._call("list images", _list)

@@ -11,6 +11,7 @@ import docker.types
 
 from rivetr_git.errors import RuntimeOperationError
 from rivetr_git.runtime.base import ContainerSpec
+from rivetr_git.runtime.docker_images import label_filters
 
 T = TypeVar("T")
 
@@ -56,8 +57,7 @@ class DockerVolumes:
 
     async def list_volumes(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
         def _list() -> dict[str, Mapping[str, str]]:
-            filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-            found = self._client.api.volumes(filters=filters).get("Volumes") or []
+            found = self._client.api.volumes(filters=label_filters(labels)).get("Volumes") or []
             return {str(v["Name"]): dict(v.get("Labels") or {}) for v in found}
 
         result: dict[str, Mapping[str, str]] = await self._call("list volumes", _list)
