@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from harness import BenchError, free_port, wait_port
 
@@ -44,10 +45,15 @@ http {{
 """
 
 
+class Balancer(NamedTuple):
+    port: int
+    pid: int  # nginx's master; its worker is its child
+
+
 @contextlib.contextmanager
-def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
+def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[Balancer]:
     """nginx in front of 127.0.0.1:`ports` (least-connected, like rivetr's proxy); yields
-    its port. Stopped by PID on the way out."""
+    its port and PID. Stopped by PID on the way out."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.access(binary, os.X_OK):
         raise BenchError("the nginx reference needs nginx (apt-get install -y nginx)")
@@ -69,7 +75,7 @@ def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[int]:
         except BenchError:
             log = (workdir / "error.log").read_text(errors="replace")[-400:]
             raise BenchError(f"the nginx reference did not start:\n{log}") from None
-        yield port
+        yield Balancer(port, proc.pid)
     finally:
         proc.send_signal(signal.SIGQUIT)
         try:

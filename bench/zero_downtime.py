@@ -48,7 +48,11 @@ and wrk measures again, --rounds times (default 3) interleaved, medians compared
 xN / x1; the target is >= 1). Each measurement is repeated through a plain nginx (one
 worker, least_conn, upstream keep-alive; bench/nginx_lb.py) in front of the same
 published container ports: the reference for what spreading over N containers costs on
-this machine whoever does it; the steady load and the
+this machine whoever does it. During each measurement the CPU used by the proxy in front
+(rivetr's daemon and its workers, or nginx) and by Docker's `docker-proxy` port relays (one
+process per published port, when dockerd runs its userland proxy) is read from /proc
+(cpu_use.py) and printed per request with how busy the machine was, so the output says
+where the time of the extra containers went. Then the steady load and the
 redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
 switches at once and retires the old N), and "retired" means N containers, all running.
 
@@ -72,6 +76,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpu_use import CpuMeter, descendants, named
 from harness import (
     APP_PORT,
     AppRepo,
@@ -306,6 +311,9 @@ def wait_retired(server: Server, deadline: float, replicas: int = 1) -> float | 
     return None
 
 
+WRK_SECONDS = 5
+
+
 def wrk_rps(port: int, seconds: int = 5, connections: int = 32) -> tuple[float, str]:
     """wrk's requests/s through the proxy for GET /, and its error line if any."""
     out = subprocess.run(
@@ -340,13 +348,36 @@ def ps_scale(server: Server, replicas: int) -> None:
         raise BenchError(f"{replicas} web containers did not come up alone")
 
 
+@dataclass
+class Round:
+    """One wrk measurement: req/s, and CPU per request (µs) of the front proxy (rivetr's
+    daemon and its proxy workers, or nginx) and of Docker's docker-proxy port relays."""
+
+    rate: float
+    proxy_us: float
+    relays_us: float
+    busy: float
+
+
+def measured(port: int, front: int) -> tuple[Round, str]:
+    """wrk through `port` while the CPU of `front` (and its children) and of every
+    docker-proxy is metered."""
+    wrk_rps(port, 1)  # warm-up
+    groups = {"front": lambda: descendants(front), "relays": lambda: named("docker-proxy")}
+    with CpuMeter(groups) as meter:
+        rate, err = wrk_rps(port, WRK_SECONDS)
+    requests = max(1.0, rate * WRK_SECONDS)
+    us = {name: seconds / requests * 1e6 for name, seconds in meter.seconds.items()}
+    return Round(rate, us["front"], us["relays"], meter.busy), err
+
+
 def scale_up(server: Server, replicas: int, rounds: int) -> None:
     """Throughput with one web container against `replicas`, interleaved over `rounds`
     (the machine is noisy), ending scaled to `replicas`; each time also through a plain
     nginx in front of the same containers (nginx_lb.py), the reference."""
     if shutil.which("wrk") is None:
         raise BenchError("--replicas needs wrk (apt-get install -y wrk)")
-    rates: dict[tuple[str, int], list[float]] = {}
+    results: dict[tuple[str, int], list[Round]] = {}
     errors: list[str] = []
     for round_ in range(rounds):
         for count in (1, replicas):
@@ -354,24 +385,39 @@ def scale_up(server: Server, replicas: int, rounds: int) -> None:
                 ps_scale(server, count)
             ports = [published_port(c[0]) for c in server.app_containers(APP)]
             with nginx_balancer(server.workdir / f"nginx-ref-{round_}-{count}", ports) as ref:
-                for who, port in (("rivetr", server.proxy_port), ("nginx", ref)):
-                    wrk_rps(port, 1)  # warm-up
-                    rate, err = wrk_rps(port)
-                    rates.setdefault((who, count), []).append(rate)
+                fronts = (("rivetr", server.proxy_port, server.pid), ("nginx", *ref))
+                for who, port, front in fronts:
+                    result, err = measured(port, front)
+                    results.setdefault((who, count), []).append(result)
                     if err:
                         errors.append(f"{who} x{count}: {err}")
-    print(f"\nproxy throughput, wrk -t1 -c32 -d5s GET /, {rounds} interleaved rounds:")
+    print(f"\nproxy throughput, wrk -t1 -c32 -d{WRK_SECONDS}s GET /, {rounds} interleaved rounds:")
     for who in ("rivetr", "nginx"):
-        one, many = median(rates[(who, 1)]), median(rates[(who, replicas)])
+        ones, manys = results[(who, 1)], results[(who, replicas)]
+        one, many = median([r.rate for r in ones]), median([r.rate for r in manys])
         print(
             f"  {who + (' proxy' if who == 'rivetr' else ' (reference)'):<18} 1 web container "
-            f"{' '.join(f'{r:.0f}' for r in rates[(who, 1)])} req/s, {replicas}: "
-            f"{' '.join(f'{r:.0f}' for r in rates[(who, replicas)])} req/s; medians "
+            f"{' '.join(f'{r.rate:.0f}' for r in ones)} req/s, {replicas}: "
+            f"{' '.join(f'{r.rate:.0f}' for r in manys)} req/s; medians "
             f"{one:.0f} and {many:.0f}: ratio {many / one:.2f}"
             + (" (target >= 1)" if who == "rivetr" else "")
         )
     for line in errors:
         print(f"  wrk errors {line}")
+    print_cpu(results, replicas)
+
+
+def print_cpu(results: dict[tuple[str, int], list[Round]], replicas: int) -> None:
+    """Medians of CPU per request: what spreading over more containers costs, and where."""
+    print("  CPU per request (medians): the proxy in front; Docker's docker-proxy relays")
+    print("  (one process per published port); how busy the whole machine was")
+    for (who, count), rounds in sorted(results.items()):
+        relays = median([r.relays_us for r in rounds])
+        print(
+            f"    {who:<7} x{count}: proxy {median([r.proxy_us for r in rounds]):4.0f} µs, "
+            + (f"docker-proxy {relays:4.0f} µs" if relays else "no docker-proxy relays")
+            + f", machine {median([r.busy for r in rounds]) * 100:3.0f}% busy"
+        )
 
 
 def live_container(server: Server) -> str:
