@@ -52,7 +52,7 @@ this machine whoever does it. During each measurement the CPU used by the proxy 
 (rivetr's daemon and its workers, or nginx) and by Docker's `docker-proxy` port relays (one
 process per published port, when dockerd runs its userland proxy) is read from /proc
 (cpu_use.py) and printed per request with how busy the machine was, so the output says
-where the time of the extra containers went. Then the steady load and the
+where the time of the extra containers went. The steady load and the
 redeploys then run with N web containers (each deploy starts N new ones, health-checks all,
 switches at once and retires the old N), and "retired" means N containers, all running.
 
@@ -314,7 +314,7 @@ def wait_retired(server: Server, deadline: float, replicas: int = 1) -> float | 
 WRK_SECONDS = 5
 
 
-def wrk_rps(port: int, seconds: int = 5, connections: int = 32) -> tuple[float, str]:
+def wrk_rps(port: int, seconds: int = WRK_SECONDS, connections: int = 32) -> tuple[float, str]:
     """wrk's requests/s through the proxy for GET /, and its error line if any."""
     out = subprocess.run(
         [
@@ -365,7 +365,7 @@ def measured(port: int, front: int) -> tuple[Round, str]:
     wrk_rps(port, 1)  # warm-up
     groups = {"front": lambda: descendants(front), "relays": lambda: named("docker-proxy")}
     with CpuMeter(groups) as meter:
-        rate, err = wrk_rps(port, WRK_SECONDS)
+        rate, err = wrk_rps(port)
     requests = max(1.0, rate * WRK_SECONDS)
     us = {name: seconds / requests * 1e6 for name, seconds in meter.seconds.items()}
     return Round(rate, us["front"], us["relays"], meter.busy), err
@@ -404,10 +404,10 @@ def scale_up(server: Server, replicas: int, rounds: int) -> None:
         )
     for line in errors:
         print(f"  wrk errors {line}")
-    print_cpu(results, replicas)
+    print_cpu(results)
 
 
-def print_cpu(results: dict[tuple[str, int], list[Round]], replicas: int) -> None:
+def print_cpu(results: dict[tuple[str, int], list[Round]]) -> None:
     """Medians of CPU per request: what spreading over more containers costs, and where."""
     print("  CPU per request (medians): the proxy in front; Docker's docker-proxy relays")
     print("  (one process per published port); how busy the whole machine was")
