@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rivetr_git.pipeline.labels import instance_id
 
@@ -116,6 +116,21 @@ def wait_port(port: int, timeout: float = 10) -> None:
                 return
         time.sleep(0.05)
     raise BenchError(f"nothing listens on {port}")
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10
+) -> int:
+    """Stop a process we started, by PID: `sig` (SIGTERM, or nginx's graceful SIGQUIT),
+    SIGKILL if it has not exited within `timeout`; its exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout)
 
 
 def median(values: Sequence[float]) -> float:

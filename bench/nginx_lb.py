@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from harness import BenchError, free_port, wait_port
+from harness import BenchError, free_port, stop_process, wait_port
 
 _CONFIG = """\
 worker_processes 1;
@@ -77,9 +77,4 @@ def nginx_balancer(workdir: Path, ports: Sequence[int]) -> Iterator[Balancer]:
             raise BenchError(f"the nginx reference did not start:\n{log}") from None
         yield Balancer(port, proc.pid)
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGQUIT)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from bench.harness import (
     BenchError,
     free_port,
     proc_status,
+    stop_process,
     terminate_on_sigterm,
     wait_port,
 )
@@ -122,12 +122,7 @@ def process(cmd: list[str], **kw: object) -> Iterator[subprocess.Popen[str]]:
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextlib.contextmanager

@@ -78,6 +78,7 @@ from harness import (
     http_get,
     median,
     report_server_health,
+    stop_process,
     wait_for_content,
     watch_push,
     workspace,
@@ -189,13 +190,7 @@ class DieEvents:
         return self.seen[deployment]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
 
 
 @contextlib.contextmanager
