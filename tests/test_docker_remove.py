@@ -1,12 +1,15 @@
-"""Removing a container that another removal is already taking away (no engine: a fake API)."""
+"""Container removal races (no engine: a fake API): removing a container that another removal
+is already taking away, and listing while one goes away."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import docker.errors
 import pytest
 import requests
 
-from rivetr_git.runtime.docker_remove import remove_container
+from rivetr_git.runtime.docker_remove import listed, remove_container
 
 
 def _api_error(status: int, text: str) -> docker.errors.APIError:
@@ -50,3 +53,41 @@ def test_other_engine_errors_still_fail() -> None:
 def test_a_missing_container_is_not_an_error() -> None:
     api = FakeApi(docker.errors.NotFound("no such container"), 1)
     remove_container(api, "abc")
+
+
+VANISHED = "container 5cf9 does not exist in database: no such container"
+
+
+def _lister(
+    errors: list[docker.errors.APIError],
+) -> tuple[list[int], Callable[[], list[str]]]:
+    """A listing call that raises `errors` one by one, then lists; and its calls."""
+    calls: list[int] = []
+
+    def fn() -> list[str]:
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return ["c1"]
+
+    return calls, fn
+
+
+def test_a_listing_that_saw_a_container_vanish_is_tried_again() -> None:
+    calls, fn = _lister([_api_error(500, VANISHED), _api_error(500, VANISHED)])
+    assert listed(fn) == ["c1"]
+    assert len(calls) == 3
+
+
+def test_a_listing_gives_up_when_the_engine_never_settles() -> None:
+    calls, fn = _lister([_api_error(500, VANISHED)] * 50)
+    with pytest.raises(docker.errors.APIError, match="no such container"):
+        listed(fn)
+    assert len(calls) == 10
+
+
+def test_other_listing_errors_fail_at_once() -> None:
+    calls, fn = _lister([_api_error(500, "database is locked")])
+    with pytest.raises(docker.errors.APIError, match="locked"):
+        listed(fn)
+    assert len(calls) == 1

@@ -201,6 +201,43 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
     assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""
 
 
+async def test_listing_survives_containers_removed_meanwhile(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    """Podman 4.3's list and df endpoints fail as a whole when a container goes away while
+    they run ("does not exist in database"). apps:destroy failed that way in CI while the old
+    release was being removed; listings now try again until they see a settled engine."""
+    import threading
+    import time
+
+    from rivetr_git.runtime.podman import PodmanRuntime
+
+    runtime = await PodmanRuntime.launch(tmp_path / "run")
+    label = f"rivetr-test-churn={os.getpid()}"
+    image = base_images(podman=True)["slim"]
+    stop = threading.Event()
+
+    def churn() -> None:  # one-off containers, each removed as soon as it exits
+        while not stop.is_set():
+            podman("run", "--rm", "--label", label, image, "true")
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    listings = 0
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            await runtime.list_containers({"rivetr-test-churn": str(os.getpid())})
+            await runtime.volume_sizes()
+            listings += 1
+    finally:
+        stop.set()
+        churner.join()
+        await runtime.close()
+    assert listings > 10, listings  # before the fix, a few dozen listings saw a failure
+    assert podman("ps", "-aq", "--filter", f"label={label}").stdout.strip() == ""
+
+
 def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key], workdir: Path) -> None:
     """limits:set (memory suffixes, CPUs) reaches Podman as --memory and --cpus would."""
     from tests.test_admin_verbs import ok

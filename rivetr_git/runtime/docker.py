@@ -30,7 +30,7 @@ from rivetr_git.runtime.base import (
 )
 from rivetr_git.runtime.docker_build import build_image
 from rivetr_git.runtime.docker_images import DockerImages, label_filters
-from rivetr_git.runtime.docker_remove import remove_container
+from rivetr_git.runtime.docker_remove import listed, remove_container
 from rivetr_git.runtime.docker_routes import host_routes
 from rivetr_git.runtime.docker_services import DockerServices
 from rivetr_git.runtime.docker_storage import DockerVolumes, storage_options
@@ -409,8 +409,10 @@ class DockerRuntime(DockerVolumes, DockerServices, DockerImages):
         def _list() -> list[ContainerInfo]:
             # ignore_removed: a container removed between the list and its inspect is skipped,
             # not an error that aborts the whole listing.
-            found = self._client.containers.list(
-                all=True, filters=label_filters(labels), ignore_removed=True
+            found = listed(
+                lambda: self._client.containers.list(
+                    all=True, filters=label_filters(labels), ignore_removed=True
+                )
             )
             return [_info(c) for c in found]
 

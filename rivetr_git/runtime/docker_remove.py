@@ -1,4 +1,5 @@
-"""Removing a container, also while another removal of it is under way.
+"""Container removal races: removing a container another removal is already taking away,
+and listing containers while one goes away.
 
 A compose group retired in the background and `apps:destroy` can remove the same container
 at once; the engine answers the second with 409 "removal ... is already in progress". That
@@ -9,11 +10,15 @@ rather than fail the destroy.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import docker.errors
 
+T = TypeVar("T")
+
 _WAIT = 30.0  # seconds another removal may take
+_LIST_TRIES = 10
 
 
 def remove_container(api: Any, container_id: str) -> None:
@@ -33,3 +38,19 @@ def remove_container(api: Any, container_id: str) -> None:
                 return
             time.sleep(0.1)
         raise
+
+
+def listed(fn: Callable[[], T]) -> T:
+    """Run a call that lists containers (or measures them), again if a container went away
+    during it. Podman 4.3's list endpoints fail as a whole with "container ... does not exist
+    in database: no such container" when one is removed between their list and their inspect
+    (containers/podman#10120, #11810); a removal is quick, so a few tries see a settled list.
+    Docker never answers a filtered list that way."""
+    for attempt in range(1, _LIST_TRIES):
+        try:
+            return fn()
+        except docker.errors.APIError as exc:
+            if "no such container" not in str(exc.explanation or exc).lower():
+                raise
+        time.sleep(0.02 * attempt)
+    return fn()

@@ -12,6 +12,7 @@ import docker.types
 from rivetr_git.errors import RuntimeOperationError
 from rivetr_git.runtime.base import ContainerSpec
 from rivetr_git.runtime.docker_images import label_filters
+from rivetr_git.runtime.docker_remove import listed
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class DockerVolumes:
 
     async def volume_sizes(self) -> dict[str, int]:
         def _sizes() -> dict[str, int]:
-            volumes = self._client.api.df().get("Volumes") or []
+            volumes = listed(self._client.api.df).get("Volumes") or []
             return {
                 str(v["Name"]): int((v.get("UsageData") or {}).get("Size", -1))
                 for v in volumes
