@@ -197,8 +197,10 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
         await runtime.remove_image(tag)
         await runtime.close()
     assert podman("images", "-q", tag).stdout.strip() == ""
-    # Its layers went with it, as they do on Docker.
-    assert podman("images", "-a", "-q", "--filter", "dangling=true").stdout.strip() == ""
+    # Its layers went with it, as they do on Docker (labelled build stages go with their
+    # release: the next test).
+    dangling = ["--filter", "dangling=true", "--filter", "label!=rivetr.instance"]
+    assert podman("images", "-a", "-q", *dangling).stdout.strip() == ""
 
 
 async def test_listing_survives_containers_removed_meanwhile(
@@ -236,6 +238,43 @@ async def test_listing_survives_containers_removed_meanwhile(
         await runtime.close()
     assert listings > 10, listings  # before the fix, a few dozen listings saw a failure
     assert podman("ps", "-aq", "--filter", f"label={label}").stdout.strip() == ""
+
+
+async def test_removing_an_image_keeps_the_build_stages_of_other_releases(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    """Podman's remove_image prunes untagged layers nothing uses, but not a labelled build
+    stage (recipe.stage_end): it belongs to a release still kept, and the next push's build
+    takes its cached steps from it. It goes when it is removed itself."""
+    from rivetr_git.pipeline.builders.recipe import stage_end
+    from rivetr_git.runtime.base import BuildSpec
+    from rivetr_git.runtime.podman import PodmanRuntime
+    from tests.test_build_limits import HEAD, RUN_ID, write_context
+
+    owner = {"rivetr.instance": f"podtest-{RUN_ID}", "rivetr.app": "kept", "rivetr.deployment": "1"}
+    mine = ["--filter", f"label=rivetr.instance=podtest-{RUN_ID}"]
+    staged = (
+        HEAD.replace("FROM scratch", "FROM scratch AS deps")
+        + f'RUN ["/bin/busybox", "touch", "/deps-{RUN_ID}"]\n'
+        + stage_end(owner)
+        + f"FROM scratch\nCOPY --from=deps /deps-{RUN_ID} /deps\n"
+    )
+    kept, other = f"rivetr-test-podman/kept:{RUN_ID}", f"rivetr-test-podman/other:{RUN_ID}"
+    runtime = await PodmanRuntime.launch(tmp_path / "run")
+    try:
+        await runtime.build(BuildSpec(write_context(tmp_path / "a.tar", staged), kept), print)
+        [stage] = podman("images", "-a", "-q", *mine).stdout.split()
+        plain = HEAD + f'RUN ["/bin/busybox", "touch", "/other-{RUN_ID}"]\n'
+        await runtime.build(BuildSpec(write_context(tmp_path / "b.tar", plain), other), print)
+        await runtime.remove_image(other)
+        assert podman("images", "-a", "-q", *mine).stdout.split() == [stage]
+        await runtime.remove_image(stage)
+        assert podman("images", "-a", "-q", *mine).stdout.split() == []
+    finally:
+        for image in (kept, other, *podman("images", "-a", "-q", *mine).stdout.split()):
+            await runtime.remove_image(image)
+        await runtime.close()
+    assert podman("images", "-q", kept, other).stdout.strip() == ""
 
 
 def test_app_limits_map_to_podman(on_podman: Server, keys: dict[str, Key], workdir: Path) -> None:

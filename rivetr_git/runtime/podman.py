@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rivetr_git.errors import RuntimeUnavailable
+from rivetr_git.runtime.base import LABEL_INSTANCE
 from rivetr_git.runtime.docker import DockerRuntime
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,16 @@ class PodmanRuntime(DockerRuntime):
 
     async def remove_image(self, image: str) -> None:
         await super().remove_image(image)
-        # Podman keeps the parent layers Docker removes with the image: prune what no
-        # image or container uses any more (callers hold the BuildGate, so no build is
-        # taking one of them from its cache).
+        # Podman leaves untagged layers Docker would remove with the image (a FROM scratch
+        # build's first steps): prune what no image or container uses any more (callers hold
+        # the BuildGate, so no build is taking one from its cache). Not the labelled build
+        # stages of the releases kept: they go with their release, and the next push's
+        # build takes its dependency install from them.
         await self._call(
-            "prune images", lambda: self._client.images.prune(filters={"dangling": True})
+            "prune images",
+            lambda: self._client.images.prune(
+                filters={"dangling": True, "label!": [LABEL_INSTANCE]}
+            ),
         )
 
     async def list_images(self, repository: str) -> list[str]:
