@@ -91,3 +91,36 @@ def test_other_listing_errors_fail_at_once() -> None:
     with pytest.raises(docker.errors.APIError, match="locked"):
         listed(fn)
     assert len(calls) == 1
+
+
+IMPROPER = (
+    "cannot remove container abc as it could not be stopped: sending SIGKILL to container "
+    "abc: container state improper: stopped"
+)
+
+
+class StoppingApi(FakeApi):
+    """Podman's answer while the container stops by itself during a forced removal."""
+
+    def __init__(self, improper: int) -> None:
+        super().__init__(None, 1)
+        self.improper = improper  # answers before the container has settled
+        self.removals = 0
+
+    def remove_container(self, container_id: str, force: bool, v: bool) -> None:
+        self.removals += 1
+        if self.removals <= self.improper:
+            raise _api_error(500, IMPROPER)
+
+
+def test_a_container_that_stops_during_its_removal_is_removed_on_a_new_try() -> None:
+    api = StoppingApi(improper=2)
+    remove_container(api, "abc")
+    assert api.removals == 3
+
+
+def test_a_container_that_never_settles_fails_its_removal() -> None:
+    api = StoppingApi(improper=99)
+    with pytest.raises(docker.errors.APIError, match="state improper"):
+        remove_container(api, "abc")
+    assert api.removals == 5

@@ -1,5 +1,5 @@
-"""Container removal races: removing a container another removal is already taking away,
-and listing containers while one goes away.
+"""Container removal races: removing a container another removal is already taking away or
+that stops by itself meanwhile, and listing containers while one goes away.
 
 A compose group retired in the background and `apps:destroy` can remove the same container
 at once; the engine answers the second with 409 "removal ... is already in progress". That
@@ -19,25 +19,39 @@ T = TypeVar("T")
 
 _WAIT = 30.0  # seconds another removal may take
 _LIST_TRIES = 10
+_REMOVE_TRIES = 5
 
 
 def remove_container(api: Any, container_id: str) -> None:
     """Force-remove a container and its anonymous volumes. Missing is not an error."""
-    try:
-        api.remove_container(container_id, force=True, v=True)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409 or "already in progress" not in str(exc.explanation or exc):
-            raise
-        deadline = time.monotonic() + _WAIT
-        while time.monotonic() < deadline:
-            try:
-                api.inspect_container(container_id)
-            except docker.errors.NotFound:
+    for attempt in range(1, _REMOVE_TRIES + 1):
+        try:
+            api.remove_container(container_id, force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if exc.status_code == 409 and "already in progress" in text:
+                _wait_until_gone(api, container_id, exc)
                 return
-            time.sleep(0.1)
-        raise
+            # Podman 4.3 kills a running container it force-removes; when the container
+            # stops by itself meanwhile (a one-off whose command ended, one another caller
+            # is stopping), the kill fails with "container state improper": try again.
+            if "state improper" not in text or attempt == _REMOVE_TRIES:
+                raise
+        time.sleep(0.1 * attempt)
+
+
+def _wait_until_gone(api: Any, container_id: str, exc: docker.errors.APIError) -> None:
+    deadline = time.monotonic() + _WAIT
+    while time.monotonic() < deadline:
+        try:
+            api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.1)
+    raise exc
 
 
 def listed(fn: Callable[[], T]) -> T:
