@@ -11,6 +11,19 @@ def label_filters(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{k}={v}" for k, v in labels.items()]}
 
 
+def labelled_images(api: Any, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+    """The images carrying every label in `labels` (docker-py's low-level `api`): id -> all
+    its labels. Podman 4.3's compatible API finds no image when given two label filters
+    at once (one works), so the engine is asked for the first and the rest is checked here.
+    Without `all`: an image other images are built on is not a stage's result."""
+    found: dict[str, Mapping[str, str]] = {}
+    for image in api.images(filters=label_filters(dict(list(labels.items())[:1]))):
+        tags = dict(image.get("Labels") or {})
+        if all(tags.get(k) == v for k, v in labels.items()):
+            found[str(image["Id"])] = tags
+    return found
+
+
 class DockerImages:
     """Image calls of the Runtime protocol, mixed into DockerRuntime."""
 
@@ -19,10 +32,7 @@ class DockerImages:
     _call: Callable[..., Any]
 
     async def list_labelled_images(self, labels: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
-        def _list() -> dict[str, Mapping[str, str]]:
-            # Without `all`: an image other images are built on is not a stage's result.
-            found = self._client.api.images(filters=label_filters(labels))
-            return {str(i["Id"]): dict(i.get("Labels") or {}) for i in found}
-
-        result: dict[str, Mapping[str, str]] = await self._call("list images", _list)
+        result: dict[str, Mapping[str, str]] = await self._call(
+            "list images", lambda: labelled_images(self._client.api, labels)
+        )
         return result

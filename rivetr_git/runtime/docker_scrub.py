@@ -25,7 +25,7 @@ from typing import Any
 import docker.errors
 
 from rivetr_git.errors import BuildFailed
-from rivetr_git.runtime.docker_images import label_filters
+from rivetr_git.runtime.docker_images import labelled_images
 
 REDACTED = "<build-time value>"
 # Shorter values ("1", "true") occur in any file by chance: layers are checked for values
@@ -66,7 +66,7 @@ def scrub_image(api: Any, tag: str, build_args: Mapping[str, str], work: Path) -
 def remove_stages(api: Any, stage_labels: Mapping[str, str]) -> None:
     """Remove the untagged images of the build stages labelled `stage_labels` (and their
     parents no other image uses): their history holds the build args' values."""
-    for image in api.images(filters=label_filters(stage_labels), quiet=True):
+    for image in labelled_images(api, stage_labels):
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_image(image, noprune=False)
 
