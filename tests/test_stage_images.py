@@ -14,7 +14,7 @@ import pytest
 
 from tests.base_images import base_images, image_env
 from tests.conftest import running_server
-from tests.helpers import Key, Server, docker_ids, run
+from tests.helpers import AppRepo, Key, Server, docker_ids, run
 from tests.lang_apps import SourceRepo, cached, go_files
 from tests.test_admin_verbs import ok
 
@@ -148,3 +148,90 @@ def test_with_build_time_env_the_go_stage_is_removed_at_once(
         history = run(["docker", "history", "--no-trunc", image], check=False)
         assert value not in history.stdout, image
     assert srv.get(app) == (200, "hello with env uid=10001\n")
+
+
+# An app's own Dockerfile: `pages` copies from `tools`' shell and is built FROM it, the image
+# only copies from `pages`. So `pages` ends labelled (dockerfile_stages); `tools` is its parent.
+OWN_DOCKERFILE = """\
+FROM scratch AS tools
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+FROM tools AS pages
+ARG GREETING
+COPY www /www
+RUN test -n "$GREETING" && echo "with greeting" > /www/built.txt || echo plain > /www/built.txt
+FROM scratch
+COPY busybox /bin/busybox
+COPY --from=pages /www /www
+EXPOSE 5000
+CMD ["/bin/busybox", "httpd", "-f", "-p", "5000", "-h", "/www"]
+"""
+
+
+def test_an_apps_own_build_stages_go_with_their_release(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """Without the label, every push left the `pages` stage behind as an untagged image."""
+    alice, app = keys["alice"], "stdocker"
+    ok(srv, alice, "apps:create", app)
+    repo = AppRepo(workdir / "own", alice, OWN_DOCKERFILE)
+    second = stages_follow_releases(srv, app, repo, "www/index.html", "stage pages is")
+    assert cached(second, "--install"), second  # `tools` is still the cache
+
+
+def stages_follow_releases(srv: Server, app: str, repo: AppRepo, page: str, which: str) -> str:
+    """Push twice (the second changes `page`): each time the new release's stage (`which`,
+    as the push names it) is the only one; none after apps:destroy. The second push's
+    output."""
+    first = repo.push(srv.remote(app))
+    assert first.returncode == 0, first.stderr
+    assert f"build {which} labelled to go with this release" in first.stderr
+    one = release(srv, app)
+    assert set(labelled(srv, app).values()) == {one}
+    assert srv.get(app, "/built.txt") == (200, "plain\n")
+    repo.write(page, "hello v2\n")
+    repo.commit("v2")
+    second = repo.push(srv.remote(app))
+    assert second.returncode == 0, second.stderr
+    two = release(srv, app)
+    assert stages_become(srv, app, {two}) == {two}  # keep_releases = 1
+    assert srv.get(app) == (200, "hello v2\n")
+    ok(srv, repo.key, "apps:destroy", app, "--confirm", app)
+    assert labelled(srv, app) == {}
+    return second.stderr
+
+
+def test_with_build_time_env_an_apps_own_stage_is_removed_at_once(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """The `pages` stage's history holds the build-time value (`|1 GREETING=...`); before
+    the label, it stayed on disk as an untagged image after every push."""
+    alice, app, value = keys["alice"], "stdockerenv", "st-own-build-time-value"
+    ok(srv, alice, "apps:create", app)
+    ok(srv, alice, "config:set", app, f"GREETING={value}")
+    ok(srv, alice, "builds:set", app, "env=GREETING")
+    repo = AppRepo(workdir / "ownenv", alice, OWN_DOCKERFILE)
+    result = repo.push(srv.remote(app))
+    assert result.returncode == 0, result.stderr
+    assert labelled(srv, app) == {}
+    steps = re.findall(r" ---> ([0-9a-f]{12})\b", result.stderr)
+    assert len(steps) > 5, result.stderr
+    for image in steps:  # every step's image is gone, or holds no value
+        history = run(["docker", "history", "--no-trunc", image], check=False)
+        assert value not in history.stdout, image
+    assert srv.get(app, "/built.txt") == (200, "with greeting\n")
+    ok(srv, alice, "apps:destroy", app, "--confirm", app)
+
+
+def test_a_compose_services_build_stages_go_with_their_release(
+    srv: Server, keys: dict[str, Key], workdir: Path
+) -> None:
+    """docker-compose builds with the legacy builder too: the same stage, the same leak."""
+    alice, app = keys["alice"], "stcompose"
+    ok(srv, alice, "apps:create", app)
+    repo = AppRepo(workdir / "compose", alice, OWN_DOCKERFILE)
+    (repo.path / "app").mkdir()
+    repo.git("mv", "Dockerfile", "busybox", "www", "app/")
+    repo.write("docker-compose.yml", "services:\n  web:\n    build: ./app\n")
+    repo.commit("a compose app")
+    stages_follow_releases(srv, app, repo, "app/www/index.html", "stage web/pages is")

@@ -14,9 +14,10 @@ from rivetr_git import validate
 from rivetr_git.errors import BuildFailed
 from rivetr_git.models import App
 from rivetr_git.pipeline.builders import buildpack, cli_build, compose, static_site
-from rivetr_git.pipeline.builders.context import read_tree, subtree
+from rivetr_git.pipeline.builders.context import ignore_dockerfile, read_tree, subtree
 from rivetr_git.pipeline.builders.detect import Detection, choose
-from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images
+from rivetr_git.pipeline.builders.dockerfile_stages import label_stages, labelled_note
+from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images, stage_end
 from rivetr_git.pipeline.labels import image_tag, labels
 from rivetr_git.pipeline.log import DeployLog
 from rivetr_git.runtime.base import BuildSpec, Runtime
@@ -145,7 +146,7 @@ async def _build_image(
     if found.build_type == "dockerfile":
         assert found.dockerfile is not None  # detection names the file it found
         await _build_dockerfile(
-            runtime, app, context_tar, found.dockerfile, tag, log, options, build_env
+            runtime, app, context_tar, found.dockerfile, tag, log, options, build_env, owner
         )
     elif found.build_type == "static":
         assert found.publish_dir is not None
@@ -180,13 +181,18 @@ async def _build_dockerfile(
     log: DeployLog,
     options: BuildOptions,
     build_env: Mapping[str, str],
+    owner: Mapping[str, str],
 ) -> None:
-    """Build type *dockerfile*: the pushed tree (or the app's build_context of it)."""
+    """Build type *dockerfile*: the pushed tree (or the app's build_context of it). The
+    stages the image only copies from end labelled with `owner` (dockerfile_stages)."""
     context = context_tar
     if app.build_context:
         context, dockerfile = await _narrow(
             context_tar, context_tar.parent, app.build_context, dockerfile
         )
+    context, dockerfile, stages = await _label_stages(context, dockerfile, owner, app.build_target)
+    if stages:
+        log.info(labelled_note(stages))
     await docker_build(
         runtime,
         context,
@@ -197,7 +203,25 @@ async def _build_dockerfile(
         target=app.build_target,
         no_cache=app.build_no_cache,
         build_args=build_env,
+        stage_labels=owner if stages else None,
     )
+
+
+async def _label_stages(
+    context: Path, dockerfile: str, owner: Mapping[str, str], target: str | None
+) -> tuple[Path, str, list[str]]:
+    """The context and Dockerfile name to build, and the names of the stages labelled:
+    the Dockerfile with stage_end labels as DOCKERFILE (left out of the context by the
+    .dockerignore) when it has stages to label, else `context` and `dockerfile` as given."""
+    _, content = await asyncio.to_thread(_read_dockerfile, context, dockerfile)
+    labelled, stages = label_stages(content, stage_end(owner), target)
+    if not stages:
+        return context, dockerfile, []
+    tree = await asyncio.to_thread(read_tree, context)
+    staged = context.parent / "staged-context.tar"
+    extra = {DOCKERFILE: labelled, **ignore_dockerfile(tree)}
+    await asyncio.to_thread(subtree, context, staged, ".", "", extra)
+    return staged, DOCKERFILE, stages
 
 
 async def _build_static(

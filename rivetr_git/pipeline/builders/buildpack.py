@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rivetr_git.errors import BuildFailed
 from rivetr_git.pipeline.builders import lang_go, lang_node, lang_python
-from rivetr_git.pipeline.builders.context import read_tree, subtree
+from rivetr_git.pipeline.builders.context import ignore_dockerfile, read_tree, subtree
 from rivetr_git.pipeline.builders.detect import Detection, Tree
 from rivetr_git.pipeline.builders.recipe import DOCKERFILE, Images, Recipe
 
@@ -52,19 +52,6 @@ async def prepare(
     (DOCKERFILE) and its files. Returns the recipe (its notes are for the push output)."""
     tree = await asyncio.to_thread(read_tree, context_tar)
     made = plan(tree, found, images, arg_names, stage_labels)
-    extra = {DOCKERFILE: made.dockerfile.encode(), **made.extra, **_ignore_dockerfile(tree)}
+    extra = {DOCKERFILE: made.dockerfile.encode(), **made.extra, **ignore_dockerfile(tree)}
     await asyncio.to_thread(subtree, context_tar, target, ".", "", extra)
     return made
-
-
-def _ignore_dockerfile(tree: Tree) -> dict[str, bytes]:
-    """A .dockerignore naming the generated Dockerfile: the engine then leaves the file out
-    of the build context, so `COPY . ./` does not change with it (it names the deployment:
-    recipe.stage_end) and stays cached for an unchanged tree. The app's own .dockerignore
-    gets the line appended (kept as it is when too large to have been read)."""
-    if not tree.has(".dockerignore"):
-        return {".dockerignore": f".dockerignore\n{DOCKERFILE}\n".encode()}
-    own = tree.contents.get(".dockerignore")
-    if own is None:
-        return {}
-    return {".dockerignore": own.rstrip(b"\n") + f"\n{DOCKERFILE}\n".encode()}

@@ -33,6 +33,7 @@ from rivetr_git.errors import BuildFailed, RivetrError, StartFailed
 from rivetr_git.pipeline.builders import compose_normalise, compose_policy, compose_storage
 from rivetr_git.pipeline.builders.cli_build import stream
 from rivetr_git.pipeline.builders.compose_images import of_release
+from rivetr_git.pipeline.builders.compose_stages import label_compose_stages
 from rivetr_git.pipeline.builders.context import extract
 from rivetr_git.pipeline.labels import container_name, image_tag, labels
 from rivetr_git.pipeline.log import DeployLog
@@ -280,11 +281,16 @@ async def build(
         deployment_id,
         setting,
     )
+    note = await asyncio.to_thread(
+        label_compose_stages, source, data, labels(instance, app, deployment_id)
+    )
     write_file(source, data)
     log.info(
         f"compose project {group.project}: services {', '.join(group.services)}; "
         f"routing {group.service}"
     )
+    if note:
+        log.info(note)
     code, last = await stream(
         command[0],
         _argv(command, source.parent, group.project, FILE, "build"),

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from rivetr_git.errors import BuildFailed
 from rivetr_git.pipeline.builders.detect import Tree
+from rivetr_git.pipeline.builders.recipe import DOCKERFILE
 
 # Small files detection may read (all at the root of the commit).
 _READ = frozenset(
@@ -84,6 +85,20 @@ def subtree(
             "fix the path setting or commit the directory"
         )
     return copied
+
+
+def ignore_dockerfile(tree: Tree) -> dict[str, bytes]:
+    """A .dockerignore naming the Dockerfile rivetr writes (DOCKERFILE): the engine then
+    leaves the file out of the build context, so `COPY . ./` does not change with it (it
+    names the deployment: recipe.stage_end) and stays cached for an unchanged tree. The
+    app's own .dockerignore gets the line appended (kept as it is when too large to have
+    been read)."""
+    if not tree.has(".dockerignore"):
+        return {".dockerignore": f".dockerignore\n{DOCKERFILE}\n".encode()}
+    own = tree.contents.get(".dockerignore")
+    if own is None:
+        return {}
+    return {".dockerignore": own.rstrip(b"\n") + f"\n{DOCKERFILE}\n".encode()}
 
 
 def extract(source: Path, target: Path) -> None:
