@@ -1,5 +1,5 @@
 """Container removal races (no engine: a fake API): removing a container that another removal
-is already taking away, and listing while one goes away."""
+is already taking away or that stops by itself meanwhile, and listing while one goes away."""
 
 from __future__ import annotations
 

@@ -197,8 +197,8 @@ async def test_build_limits_map_to_podman(tmp_path: Path, docker_engine: None) -
         await runtime.remove_image(tag)
         await runtime.close()
     assert podman("images", "-q", tag).stdout.strip() == ""
-    # Its layers went with it, as they do on Docker (labelled build stages go with their
-    # release: the next test).
+    # Its layers went with it, as they do on Docker (a labelled build stage goes with its
+    # release: test_removing_an_image_keeps_the_build_stages_of_other_releases).
     dangling = ["--filter", "dangling=true", "--filter", "label!=rivetr.instance"]
     assert podman("images", "-a", "-q", *dangling).stdout.strip() == ""
 
