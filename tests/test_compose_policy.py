@@ -184,6 +184,16 @@ def test_build_context_and_dockerfile_stay_inside_the_tree(
     assert reason.startswith("service web: build")
 
 
+@pytest.mark.parametrize("name", ["../../../../tmp/escape", "a/b", "web app", '""'])
+def test_service_names_are_compose_names(tmp_path: Path, name: str) -> None:
+    """rivetr names files after services (compose_stages writes .rivetr.<service>.Dockerfile
+    into the build context): a name with a slash would write outside the tree."""
+    reason = refused(
+        tmp_path / "t", f"services:\n  {name!r}:\n    build: .\n", "a service name may use"
+    )
+    assert "rename it" in reason
+
+
 @pytest.mark.parametrize("env_file", ["/etc/passwd", "../secret.env", "link/etc/passwd"])
 def test_env_files_stay_inside_the_tree(tmp_path: Path, env_file: str) -> None:
     root = tmp_path / "t"

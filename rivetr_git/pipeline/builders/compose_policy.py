@@ -128,6 +128,7 @@ VOLUME_KEYS = frozenset({"driver", "labels"})
 NETWORK_KEYS = frozenset({"driver", "labels", "internal", "attachable"})
 MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "volume", "tmpfs", "consistency"})
 RESERVED_LABELS = ("rivetr.", "com.docker.compose.")
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]+")  # the Compose Spec's pattern
 OUR_IMAGES = re.compile(r"(localhost/)?rivetr-[^/]+/")  # labels.image_repository (and Podman's)
 
 
@@ -149,6 +150,12 @@ def check(data: Mapping[str, Any], root: Path, allowed_binds: Collection[str] = 
     volumes = _declared(data.get("volumes"), "volume", VOLUME_KEYS)
     networks = _declared(data.get("networks"), "network", NETWORK_KEYS)
     for name, spec in data["services"].items():
+        if not SERVICE_NAME.fullmatch(str(name)):
+            # Compose's own rule, checked before rivetr names files and images after it.
+            raise BuildFailed(
+                f"service {name!r}: a service name may use letters, digits, '.', '_' and "
+                "'-' only; rename it"
+            )
         _check_service(f"service {name}", spec, root, volumes, networks, allowed_binds)
 
 
